@@ -1,0 +1,71 @@
+"""Test-time-scaling search methods as a pure library (no HTTP, no model runtime).
+
+Quick use::
+
+    from strategies import SearchConfig, search
+    result = await search("beam_search", problem, policy, scorer, SearchConfig(budget=16))
+    print(result.answer, result.usage)
+"""
+
+from strategies.answers import extract_answer, group_equivalent
+from strategies.confidence import ConfidenceScorer
+from strategies.errors import NoCandidatesError, SearchError
+from strategies.registry import STRATEGIES, StrategySpec, check, search
+from strategies.results import (
+    AnswerChoice,
+    Candidate,
+    ScoredCandidate,
+    SearchResult,
+    SearchUsage,
+    TraceNode,
+)
+from strategies.scoring import aggregate, rank_answers, select_top
+from strategies.types import (
+    Finish,
+    Generation,
+    Policy,
+    PolicyBatch,
+    Sampling,
+    ScoreBatch,
+    ScoreRequest,
+    ScoringMode,
+    SearchConfig,
+    Step,
+    StepScorer,
+    StrategyName,
+    VotingMode,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "AnswerChoice",
+    "Candidate",
+    "ConfidenceScorer",
+    "Finish",
+    "Generation",
+    "NoCandidatesError",
+    "Policy",
+    "PolicyBatch",
+    "Sampling",
+    "ScoreBatch",
+    "ScoreRequest",
+    "ScoredCandidate",
+    "ScoringMode",
+    "SearchConfig",
+    "SearchError",
+    "SearchResult",
+    "SearchUsage",
+    "Step",
+    "StepScorer",
+    "StrategyName",
+    "StrategySpec",
+    "TraceNode",
+    "VotingMode",
+    "aggregate",
+    "check",
+    "extract_answer",
+    "group_equivalent",
+    "rank_answers",
+    "search",
+    "select_top",
+]

@@ -1,0 +1,118 @@
+"""Final-answer extraction and mathematical equivalence (via the math-verify library).
+
+Must not import I/O libraries. Extraction follows the Qwen2.5-Math evaluator's order: the last
+``\\boxed{...}`` (brace matched), then "the answer is ...", then the last number.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from math_verify import parse, verify
+
+__all__ = ["extract_answer", "group_equivalent"]
+
+_ANSWER_IS = re.compile(r"(?:final answer|the answer) is[:\s]*(.+)", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_TRAILING = " \t\n.:;$"
+
+
+def extract_answer(text: str, markers: Sequence[str] = ("\\boxed{",)) -> str:
+    """The final answer written in ``text``, or ``""`` when there is none."""
+    boxed = _last_marked(text, markers)
+    if boxed is not None:
+        return boxed.strip()
+    matches: list[str] = _ANSWER_IS.findall(text)
+    if matches:
+        tail = _answer_tail(matches[-1])
+        if tail:
+            return tail
+    numbers: list[str] = _NUMBER.findall(text)
+    if numbers:
+        return numbers[-1].replace(",", "").rstrip(".")
+    return ""
+
+
+def _last_marked(text: str, markers: Sequence[str]) -> str | None:
+    best_start = -1
+    best_marker = ""
+    for marker in markers:
+        start = text.rfind(marker)
+        if start > best_start:
+            best_start, best_marker = start, marker
+    if best_start < 0:
+        return None
+    return _balanced(text, best_start + len(best_marker))
+
+
+def _balanced(text: str, start: int) -> str | None:
+    """Content up to the brace that closes the one opened just before ``start``."""
+    depth = 1
+    for pos in range(start, len(text)):
+        char = text[pos]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:pos]
+    return None  # unclosed box: not an answer
+
+
+def _answer_tail(tail: str) -> str:
+    """The answer after "the answer is": a ``$...$`` span, else up to the sentence end."""
+    tail = tail.strip().split("\n")[0]
+    if tail.startswith("$"):
+        end = tail.find("$", 1)
+        if end > 0:
+            return tail[1:end].strip()
+    return tail.split(". ")[0].strip(_TRAILING)
+
+
+def group_equivalent(answers: Sequence[str], timeout_s: int = 2) -> tuple[int, ...]:
+    """A group id per answer: equal ids mean mathematically equivalent answers.
+
+    Empty answers each get a group of their own (they never pool votes). Group ids are the index
+    of the group's first member, so they are deterministic and order-preserving.
+    """
+    # math-verify's timeout uses SIGALRM, which only the main thread may set.
+    timeout = timeout_s if threading.current_thread() is threading.main_thread() else 0
+    groups: list[int] = []
+    representatives: list[int] = []
+    for index, answer in enumerate(answers):
+        key = _normalise(answer)
+        group = index
+        if key:
+            for rep in representatives:
+                if _equivalent(key, _normalise(answers[rep]), timeout):
+                    group = rep
+                    break
+            else:
+                representatives.append(index)
+        groups.append(group)
+    return tuple(groups)
+
+
+def _normalise(answer: str) -> str:
+    return " ".join(answer.split())
+
+
+def _equivalent(left: str, right: str, timeout_s: int) -> bool:
+    if left == right:
+        return True
+    parsed_left, parsed_right = _parsed(left, timeout_s), _parsed(right, timeout_s)
+    if not parsed_left or not parsed_right:
+        return False
+    result = verify(parsed_left, parsed_right, timeout_seconds=timeout_s or None)
+    return bool(result)
+
+
+@lru_cache(maxsize=4096)
+def _parsed(answer: str, timeout_s: int) -> list[Any]:
+    wrapped = answer if "$" in answer else f"${answer}$"
+    result: list[Any] = parse(wrapped, parsing_timeout=timeout_s or None)
+    return result

@@ -1,0 +1,199 @@
+"""The bookkeeping every strategy shares: calls with a deadline, usage, incremental scoring,
+the trace, and the final vote.
+
+Must not import I/O libraries; ``asyncio`` is used only for the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
+
+from strategies.answers import extract_answer, group_equivalent
+from strategies.errors import NoCandidatesError, SearchError
+from strategies.results import (
+    Candidate,
+    NodeStatus,
+    ScoredCandidate,
+    SearchResult,
+    SearchUsage,
+    TraceNode,
+)
+from strategies.scoring import aggregate, rank_answers
+from strategies.types import (
+    Policy,
+    PolicyBatch,
+    Sampling,
+    ScoreRequest,
+    SearchConfig,
+    StepScorer,
+    StrategyName,
+)
+
+__all__ = ["SearchRun"]
+
+_T = TypeVar("_T")
+
+
+class SearchRun:
+    """State of one search: the only mutable object a strategy holds."""
+
+    def __init__(
+        self,
+        strategy: StrategyName,
+        problem: str,
+        policy: Policy,
+        scorer: StepScorer | None,
+        config: SearchConfig,
+        deadline: float | None,
+    ) -> None:
+        self.strategy = strategy
+        self.problem = problem
+        self.policy = policy
+        self.scorer = scorer
+        self.config = config
+        self.deadline = deadline
+        self.is_partial = False
+        self._usage = SearchUsage()
+        self._trace: dict[int, TraceNode] = {}
+        self._next_id = 0
+
+    # -- sampling ---------------------------------------------------------------------------
+    def sampling(self, *, is_step: bool, temperature: float | None = None) -> Sampling:
+        cfg = self.config
+        return Sampling(
+            temperature=cfg.temperature if temperature is None else temperature,
+            top_p=cfg.top_p,
+            max_tokens=cfg.max_step_tokens if is_step else cfg.max_answer_tokens,
+            stop=(cfg.step_delimiter,) if is_step else (),
+            want_logprobs=self.scorer is not None and self.scorer.needs_logprobs,
+        )
+
+    async def generate(
+        self, prefixes: Sequence[str], n: int, sampling: Sampling
+    ) -> PolicyBatch | None:
+        """One policy call; ``None`` when the deadline expired first."""
+        batch = await self._before_deadline(self.policy.generate(prefixes, n, sampling))
+        if batch is None:
+            return None
+        if len(batch.generations) != len(prefixes) or any(
+            len(group) != n for group in batch.generations
+        ):
+            raise SearchError("policy returned a different number of samples than asked for")
+        usage = self._usage
+        self._usage = dataclasses.replace(
+            usage,
+            policy_calls=usage.policy_calls + 1,
+            prompt_tokens=usage.prompt_tokens + batch.prompt_tokens,
+            completion_tokens=usage.completion_tokens + batch.completion_tokens,
+            generations_per_depth=(*usage.generations_per_depth, len(prefixes) * n),
+        )
+        return batch
+
+    # -- scoring ----------------------------------------------------------------------------
+    async def score(self, candidates: Sequence[Candidate]) -> list[Candidate] | None:
+        """Scores for every not-yet-scored non-empty step, in one scorer call.
+
+        Steps scored earlier keep their scores; only the new ones are requested. ``None`` when the
+        deadline expired first.
+        """
+        if self.scorer is None:
+            return list(candidates)
+        pending = [
+            (i, ScoreRequest(steps=c.scored_steps, first_new=len(c.step_scores)))
+            for i, c in enumerate(candidates)
+            if len(c.step_scores) < len(c.scored_steps)
+        ]
+        if not pending:
+            return list(candidates)
+        requests = [request for _, request in pending]
+        batch = await self._before_deadline(self.scorer.score(self.problem, requests))
+        if batch is None:
+            return None
+        _check_scores(requests, batch.scores)
+        usage = self._usage
+        self._usage = dataclasses.replace(
+            usage,
+            scorer_calls=usage.scorer_calls + 1,
+            scored_tokens=usage.scored_tokens + batch.scored_tokens,
+        )
+        updated = list(candidates)
+        for (index, _), scores in zip(pending, batch.scores, strict=True):
+            old = updated[index]
+            updated[index] = dataclasses.replace(old, step_scores=(*old.step_scores, *scores))
+            self._set_score(old.node_id, updated[index].last_score)
+        return updated
+
+    async def _before_deadline(self, call: Awaitable[_T]) -> _T | None:
+        if self.deadline is None:
+            return await call
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                return await call
+        except TimeoutError:
+            self.is_partial = True
+            return None
+
+    # -- trace ------------------------------------------------------------------------------
+    def new_node(self, parent: int | None, depth: int, text: str) -> int:
+        node_id = self._next_id
+        self._next_id += 1
+        if self.config.enable_trace:
+            self._trace[node_id] = TraceNode(node_id, parent, depth, text, None, "pruned")
+        return node_id
+
+    def mark(self, node_ids: Sequence[int], status: NodeStatus) -> None:
+        for node_id in node_ids:
+            if node_id in self._trace:
+                self._trace[node_id] = dataclasses.replace(self._trace[node_id], status=status)
+
+    def _set_score(self, node_id: int, score: float) -> None:
+        if node_id in self._trace:
+            self._trace[node_id] = dataclasses.replace(self._trace[node_id], score=score)
+
+    # -- result -----------------------------------------------------------------------------
+    def finish(self, candidates: Sequence[Candidate]) -> SearchResult:
+        """Vote over the candidates and freeze the result."""
+        if not candidates:
+            raise NoCandidatesError(
+                "the search produced no candidate before its deadline"
+                if self.is_partial
+                else "the search produced no candidate"
+            )
+        cfg = self.config
+        has_scorer = self.scorer is not None
+        scored = tuple(
+            ScoredCandidate(
+                index=i,
+                candidate=c,
+                answer=extract_answer(c.text, cfg.answer_markers),
+                score=aggregate(c.step_scores, cfg.scoring) if has_scorer else None,
+            )
+            for i, c in enumerate(candidates)
+        )
+        groups = group_equivalent([s.answer for s in scored], cfg.equivalence_timeout_s)
+        voting = cfg.voting_for(has_scorer)
+        return SearchResult(
+            strategy=self.strategy,
+            choices=rank_answers(scored, groups, voting),
+            candidates=scored,
+            usage=self._usage,
+            scoring=cfg.scoring if has_scorer else None,
+            voting=voting,
+            scorer=self.scorer.name if self.scorer is not None else None,
+            is_partial=self.is_partial,
+            trace=tuple(self._trace.values()) if cfg.enable_trace else None,
+        )
+
+
+def _check_scores(requests: Sequence[ScoreRequest], scores: Sequence[Sequence[float]]) -> None:
+    if len(scores) != len(requests):
+        raise SearchError(f"scorer returned {len(scores)} score lists for {len(requests)} requests")
+    for request, row in zip(requests, scores, strict=True):
+        expected = len(request.steps) - request.first_new
+        if len(row) != expected:
+            raise SearchError(f"scorer returned {len(row)} step scores where {expected} were due")
+        if any(not 0.0 <= value <= 1.0 for value in row):
+            raise SearchError("scorer returned a step score outside [0, 1]")

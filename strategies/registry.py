@@ -1,0 +1,93 @@
+"""The explicit registry of search methods, and ``search()``, the library's entry point.
+
+Must not import I/O libraries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from strategies.beam_search import run_beam_search
+from strategies.best_of_n import run_best_of_n
+from strategies.cot import run_cot
+from strategies.dvts import run_dvts
+from strategies.engine import SearchRun
+from strategies.majority import run_majority
+from strategies.results import SearchResult
+from strategies.types import Policy, SearchConfig, StepScorer, StrategyName
+
+__all__ = ["STRATEGIES", "StrategySpec", "search"]
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySpec:
+    """How to run one method and what it needs."""
+
+    run: Callable[[SearchRun], Awaitable[SearchResult]]
+    uses_scorer: bool
+    needs_scorer: bool
+    is_stepwise: bool
+
+
+STRATEGIES: Mapping[StrategyName, StrategySpec] = MappingProxyType(
+    {
+        "cot": StrategySpec(run_cot, uses_scorer=False, needs_scorer=False, is_stepwise=False),
+        "majority": StrategySpec(
+            run_majority, uses_scorer=False, needs_scorer=False, is_stepwise=False
+        ),
+        "best_of_n": StrategySpec(
+            run_best_of_n, uses_scorer=True, needs_scorer=False, is_stepwise=False
+        ),
+        "beam_search": StrategySpec(
+            run_beam_search, uses_scorer=True, needs_scorer=True, is_stepwise=True
+        ),
+        "dvts": StrategySpec(run_dvts, uses_scorer=True, needs_scorer=True, is_stepwise=True),
+    }
+)
+
+
+def check(name: StrategyName, config: SearchConfig, has_scorer: bool) -> None:
+    """Raise ``ValueError`` when ``config`` does not suit method ``name``."""
+    spec = STRATEGIES[name]
+    if spec.needs_scorer and not has_scorer:
+        raise ValueError(f"{name} needs a step scorer (a PRM or the confidence scorer)")
+    if spec.is_stepwise and config.budget % config.beam_width != 0:
+        raise ValueError(
+            f"{name} needs budget to be a multiple of beam_width "
+            f"(got {config.budget} and {config.beam_width})"
+        )
+    uses_scores = spec.uses_scorer and has_scorer
+    if config.voting in ("prm_max", "prm_vote") and not uses_scores:
+        raise ValueError(f"voting {config.voting!r} needs scores, which {name} has none of here")
+
+
+async def search(
+    name: StrategyName,
+    problem: str,
+    policy: Policy,
+    scorer: StepScorer | None,
+    config: SearchConfig,
+    *,
+    deadline: float | None = None,
+) -> SearchResult:
+    """Run method ``name`` on one problem.
+
+    Args:
+        name: a key of ``STRATEGIES``.
+        problem: the question, as the scorer should see it.
+        policy: extends partial answers (already bound to the conversation's prompt).
+        scorer: scores steps; ignored by methods that do not use one.
+        config: budget, beam width, scoring, voting and sampling knobs.
+        deadline: ``asyncio`` loop time after which the search stops and returns the best it has.
+
+    Raises:
+        ValueError: the config does not suit the method.
+        SearchError: a collaborator broke its contract, or nothing was generated in time.
+    """
+    spec = STRATEGIES[name]
+    used_scorer = scorer if spec.uses_scorer else None
+    check(name, config, used_scorer is not None)
+    run = SearchRun(name, problem, policy, used_scorer, config, deadline)
+    return await spec.run(run)

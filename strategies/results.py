@@ -1,0 +1,125 @@
+"""What a search produces: candidates, ranked answers, usage and the optional trace.
+
+Must not import anything outside the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from strategies.types import ScoringMode, Step, StrategyName, VotingMode
+
+__all__ = [
+    "AnswerChoice",
+    "Candidate",
+    "ScoredCandidate",
+    "SearchResult",
+    "SearchUsage",
+    "TraceNode",
+]
+
+NodeStatus = Literal["kept", "pruned", "finished", "duplicate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A (possibly partial) answer: its steps and one score per non-empty step."""
+
+    steps: tuple[Step, ...] = ()
+    step_scores: tuple[float, ...] = ()
+    is_finished: bool = False
+    is_truncated: bool = False
+    node_id: int = -1
+
+    @property
+    def text(self) -> str:
+        return "".join(step.text for step in self.steps)
+
+    @property
+    def scored_steps(self) -> tuple[Step, ...]:
+        return tuple(step for step in self.steps if not step.is_empty)
+
+    @property
+    def last_score(self) -> float:
+        """PRM-Last of the whole prefix: the selection key during search (0.0 when unscored)."""
+        return self.step_scores[-1] if self.step_scores else 0.0
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(step.tokens for step in self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredCandidate:
+    """A final candidate with its extracted answer and aggregated score."""
+
+    index: int
+    candidate: Candidate
+    answer: str
+    score: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerChoice:
+    """One distinct answer, ranked by the voting rule."""
+
+    answer: str
+    text: str
+    weight: float
+    votes: int
+    score: float | None
+    candidate_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchUsage:
+    """What the search spent."""
+
+    policy_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    scorer_calls: int = 0
+    scored_tokens: int = 0
+    generations_per_depth: tuple[int, ...] = ()
+
+    @property
+    def generations(self) -> int:
+        return sum(self.generations_per_depth)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceNode:
+    """One node of the search tree (a sampled step, or a whole sample for BoN-style methods)."""
+
+    node_id: int
+    parent_id: int | None
+    depth: int
+    text: str
+    score: float | None
+    status: NodeStatus
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """The frozen outcome of one search."""
+
+    strategy: StrategyName
+    choices: tuple[AnswerChoice, ...]
+    candidates: tuple[ScoredCandidate, ...]
+    usage: SearchUsage
+    scoring: ScoringMode | None
+    voting: VotingMode
+    scorer: str | None
+    is_partial: bool = False
+    trace: tuple[TraceNode, ...] | None = None
+
+    @property
+    def answer(self) -> str:
+        """The extracted final answer of the winning choice."""
+        return self.choices[0].answer
+
+    @property
+    def text(self) -> str:
+        """The full text of the winning candidate."""
+        return self.choices[0].text

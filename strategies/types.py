@@ -1,0 +1,172 @@
+"""Value types and collaborator Protocols of the search library.
+
+Owns the vocabulary shared by every strategy: sampling requests, generations, steps, beams,
+configs and results. Must not import anything outside the standard library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal, Protocol
+
+__all__ = [
+    "Finish",
+    "Generation",
+    "Policy",
+    "PolicyBatch",
+    "Sampling",
+    "ScoreBatch",
+    "ScoreRequest",
+    "ScoringMode",
+    "SearchConfig",
+    "Step",
+    "StepScorer",
+    "StrategyName",
+    "VotingMode",
+]
+
+StrategyName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts"]
+ScoringMode = Literal["last", "min", "avg", "prod"]
+VotingMode = Literal["majority", "prm_max", "prm_vote"]
+
+
+class Finish(StrEnum):
+    """Why one generation stopped."""
+
+    STEP = "step"  # hit the step delimiter: more steps may follow
+    EOS = "eos"  # the model ended its answer
+    LENGTH = "length"  # ran into max_tokens: truncated
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """What a strategy asks the policy for in one call."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    want_logprobs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One sampled continuation of one prefix.
+
+    ``token_logprobs``/``token_ends`` are empty unless logprobs were asked for; ``token_ends[i]`` is
+    the character offset in ``text`` where token ``i`` ends.
+    """
+
+    text: str
+    finish: Finish
+    completion_tokens: int
+    token_logprobs: tuple[float, ...] = ()
+    token_ends: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyBatch:
+    """What one policy call returned: ``generations[i]`` holds the samples of ``prefixes[i]``."""
+
+    generations: tuple[tuple[Generation, ...], ...]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Policy(Protocol):
+    """Extends partial assistant answers with sampled continuations, in one upstream call."""
+
+    async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
+        """Sample ``n`` continuations for every prefix (``""`` = start of the answer)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One reasoning step, delimiter included, with the policy's token log-probabilities."""
+
+    text: str
+    tokens: int = 0
+    token_logprobs: tuple[float, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.text.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """A candidate to score: its non-empty steps, of which ``steps[first_new:]`` need scores."""
+
+    steps: tuple[Step, ...]
+    first_new: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreBatch:
+    """``scores[i]`` holds one score in [0, 1] for each of ``requests[i].steps[first_new:]``."""
+
+    scores: tuple[tuple[float, ...], ...]
+    scored_tokens: int = 0
+
+
+class StepScorer(Protocol):
+    """Scores reasoning steps (a PRM, or a cheaper stand-in) for many candidates in one call."""
+
+    @property
+    def name(self) -> str:
+        """Short label, e.g. ``"prm:Qwen2.5-Math-PRM-7B"`` or ``"confidence"``."""
+        ...
+
+    @property
+    def needs_logprobs(self) -> bool:
+        """Whether the policy must return token log-probabilities for this scorer."""
+        ...
+
+    async def score(self, problem: str, requests: Sequence[ScoreRequest]) -> ScoreBatch:
+        """Score the new steps of every request; steps are scored with their whole prefix."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """Every knob of one search. Validated on construction; no I/O."""
+
+    budget: int = 8
+    beam_width: int = 4
+    max_steps: int = 40
+    scoring: ScoringMode = "last"
+    voting: VotingMode | None = None  # None: prm_vote with a scorer, majority without
+    step_delimiter: str = "\n\n"
+    answer_markers: tuple[str, ...] = ("\\boxed{",)
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_step_tokens: int = 2048
+    max_answer_tokens: int = 8192
+    equivalence_timeout_s: int = 2
+    enable_trace: bool = False
+    top_candidates: int = field(default=8)
+
+    def __post_init__(self) -> None:
+        _require(self.budget >= 1, "budget must be >= 1")
+        _require(self.beam_width >= 1, "beam_width must be >= 1")
+        _require(self.max_steps >= 1, "max_steps must be >= 1")
+        _require(self.step_delimiter != "", "step_delimiter must not be empty")
+        _require(self.temperature >= 0.0, "temperature must be >= 0")
+        _require(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
+        _require(self.max_step_tokens >= 1, "max_step_tokens must be >= 1")
+        _require(self.max_answer_tokens >= 1, "max_answer_tokens must be >= 1")
+        _require(self.top_candidates >= 1, "top_candidates must be >= 1")
+
+    def voting_for(self, has_scorer: bool) -> VotingMode:
+        """The voting mode in effect: the explicit one, else the paper's default."""
+        if self.voting is not None:
+            return self.voting
+        return "prm_vote" if has_scorer else "majority"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)

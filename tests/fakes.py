@@ -1,0 +1,117 @@
+"""Scripted, call-recording fakes of the search library's collaborators.
+
+``FakePolicy`` answers from a script ``{prefix: [continuation, ...]}``: the i-th time a prefix is
+asked for within one call it takes the next unused continuations, so two subtrees with the same
+prefix see different samples. A continuation ending in the delimiter stopped on it; one containing
+``<len>`` was truncated; anything else ended on EOS. ``FakeScorer`` reads a step's score from a
+``<0.73>`` tag in the step text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from strategies import Finish, Generation, PolicyBatch, Sampling, ScoreBatch, ScoreRequest
+
+_SCORE = re.compile(r"<(\d(?:\.\d+)?)>")
+
+
+@dataclass
+class PolicyCall:
+    prefixes: tuple[str, ...]
+    n: int
+    sampling: Sampling
+
+
+@dataclass
+class FakePolicy:
+    script: dict[str, list[str]]
+    delimiter: str = "\n\n"
+    prompt_tokens_per_prefix: int = 10
+    delay_s: float = 0.0
+    logprob: float = math.log(0.5)
+    calls: list[PolicyCall] = field(default_factory=list)
+
+    async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
+        self.calls.append(PolicyCall(tuple(prefixes), n, sampling))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        taken: dict[str, int] = {}
+        groups = []
+        completion = 0
+        for prefix in prefixes:
+            options = self.script[prefix]
+            start = taken.get(prefix, 0)
+            taken[prefix] = start + n
+            texts = [options[(start + i) % len(options)] for i in range(n)]
+            group = tuple(self._generation(text, sampling) for text in texts)
+            completion += sum(g.completion_tokens for g in group)
+            groups.append(group)
+        return PolicyBatch(
+            generations=tuple(groups),
+            prompt_tokens=self.prompt_tokens_per_prefix * len(prefixes),
+            completion_tokens=completion,
+        )
+
+    def _generation(self, text: str, sampling: Sampling) -> Generation:
+        if "<len>" in text:
+            finish = Finish.LENGTH
+        elif sampling.stop and text.endswith(self.delimiter):
+            finish = Finish.STEP
+        else:
+            finish = Finish.EOS
+        words = re.findall(r"\S+\s*|\s+", text)
+        ends = tuple(_running(len(w) for w in words))
+        logprobs = tuple(self.logprob for _ in words) if sampling.want_logprobs else ()
+        return Generation(
+            text=text,
+            finish=finish,
+            completion_tokens=len(words),
+            token_logprobs=logprobs,
+            token_ends=ends if sampling.want_logprobs else (),
+        )
+
+
+def _running(lengths: Iterable[int]) -> list[int]:
+    total = 0
+    out = []
+    for length in lengths:
+        total += length
+        out.append(total)
+    return out
+
+
+@dataclass
+class FakeScorer:
+    """Reads ``<score>`` tags; records every request; never re-scores what it is not asked to."""
+
+    default: float = 0.5
+    delay_s: float = 0.0
+    calls: list[list[ScoreRequest]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "fake-prm"
+
+    @property
+    def needs_logprobs(self) -> bool:
+        return False
+
+    async def score(self, problem: str, requests: Sequence[ScoreRequest]) -> ScoreBatch:
+        self.calls.append(list(requests))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        scores = tuple(tuple(self._one(s.text) for s in r.steps[r.first_new :]) for r in requests)
+        return ScoreBatch(scores=scores, scored_tokens=sum(len(r.steps) for r in requests))
+
+    def _one(self, text: str) -> float:
+        found = _SCORE.findall(text)
+        return float(found[-1]) if found else self.default
+
+    @property
+    def scored_step_texts(self) -> list[str]:
+        return [s.text for call in self.calls for r in call for s in r.steps[r.first_new :]]

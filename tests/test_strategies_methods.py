@@ -1,0 +1,244 @@
+"""Hand-worked search trees: exact answers, pruning decisions and call counts per method."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from strategies import NoCandidatesError, SearchConfig, SearchError, search
+from tests.fakes import FakePolicy, FakeScorer
+
+D = "\n\n"
+
+
+def config(**kwargs: object) -> SearchConfig:
+    return SearchConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# --- cot ------------------------------------------------------------------------------------
+async def test_cot_one_greedy_sample() -> None:
+    policy = FakePolicy({"": ["Step one." + D + "So \\boxed{7}."]})
+    result = await search("cot", "q", policy, FakeScorer(), config(budget=8))
+    assert result.answer == "7"
+    assert [c.n for c in policy.calls] == [1]
+    assert policy.calls[0].sampling.temperature == 0.0
+    assert policy.calls[0].sampling.stop == ()
+    assert result.scorer is None and result.candidates[0].score is None
+    assert result.usage.policy_calls == 1 and result.usage.scorer_calls == 0
+
+
+# --- majority -------------------------------------------------------------------------------
+async def test_majority_votes_equivalent_answers() -> None:
+    policy = FakePolicy(
+        {"": ["\\boxed{0.5}", "\\boxed{3}", "\\boxed{\\frac12}", "\\boxed{3}", "\\boxed{1/2}"]}
+    )
+    result = await search("majority", "q", policy, None, config(budget=5))
+    assert result.answer == "0.5"  # 0.5, \frac12 and 1/2 pool three votes against two
+    assert result.choices[0].votes == 3 and result.choices[1].answer == "3"
+    assert result.voting == "majority"
+    assert [(c.prefixes, c.n) for c in policy.calls] == [(("",), 5)]
+
+
+async def test_majority_empty_answers_never_win() -> None:
+    policy = FakePolicy({"": ["no idea", "still no idea", "nothing", "\\boxed{4}"]})
+    result = await search("majority", "q", policy, None, config(budget=4))
+    assert result.answer == "4"
+    assert all(choice.answer == "" for choice in result.choices[1:])
+
+
+async def test_majority_tie_goes_to_earlier_candidate() -> None:
+    policy = FakePolicy({"": ["\\boxed{2}", "\\boxed{1}", "\\boxed{1}", "\\boxed{2}"]})
+    result = await search("majority", "q", policy, None, config(budget=4))
+    assert result.answer == "2"
+
+
+# --- best_of_n ------------------------------------------------------------------------------
+BON_SCRIPT = {
+    "": [
+        "a <0.9>" + D + "so \\boxed{1} <0.2>",  # last 0.2, min 0.2, avg 0.55
+        "b <0.6>" + D + "so \\boxed{2} <0.7>",  # last 0.7, min 0.6, avg 0.65
+        "c <0.1>" + D + "so \\boxed{1} <0.65>",  # last 0.65, min 0.1, avg 0.375
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("scoring", "voting", "answer"),
+    [
+        ("last", "prm_vote", "1"),  # 0.2 + 0.65 = 0.85 > 0.7
+        ("last", "prm_max", "2"),  # 0.7 is the best single score
+        ("min", "prm_vote", "2"),  # 0.3 < 0.6
+        ("avg", "prm_max", "2"),  # 0.65 > 0.55
+        ("last", "majority", "1"),  # two votes to one
+        ("prod", "prm_max", "2"),  # 0.42 > 0.18 > 0.065
+    ],
+)
+async def test_best_of_n_scoring_and_voting(scoring: str, voting: str, answer: str) -> None:
+    policy, scorer = FakePolicy(BON_SCRIPT), FakeScorer()
+    result = await search(
+        "best_of_n", "q", policy, scorer, config(budget=3, scoring=scoring, voting=voting)
+    )
+    assert result.answer == answer
+
+
+async def test_best_of_n_one_policy_call_one_scorer_call() -> None:
+    policy, scorer = FakePolicy(BON_SCRIPT), FakeScorer()
+    result = await search("best_of_n", "q", policy, scorer, config(budget=3))
+    assert len(policy.calls) == 1 and policy.calls[0].n == 3
+    assert len(scorer.calls) == 1 and len(scorer.calls[0]) == 3
+    assert [len(r.steps) for r in scorer.calls[0]] == [2, 2, 2]
+    assert result.usage.policy_calls == 1 and result.usage.scorer_calls == 1
+    assert result.voting == "prm_vote" and result.scoring == "last"
+    assert result.candidates[0].candidate.step_scores == (0.9, 0.2)
+
+
+async def test_best_of_n_empty_trailing_steps_are_not_scored() -> None:
+    text = "x <0.4>" + D + "   " + D + "\\boxed{5} <0.8>" + D
+    policy, scorer = FakePolicy({"": [text]}), FakeScorer()
+    result = await search("best_of_n", "q", policy, scorer, config(budget=1))
+    assert [s.text.strip() for s in scorer.calls[0][0].steps] == ["x <0.4>", "\\boxed{5} <0.8>"]
+    assert result.candidates[0].candidate.step_scores == (0.4, 0.8)
+
+
+async def test_best_of_n_truncated_candidate_is_flagged() -> None:
+    policy = FakePolicy({"": ["a long one <len>", "\\boxed{3} <0.1>"]})
+    result = await search("best_of_n", "q", policy, FakeScorer(), config(budget=2))
+    flags = [(c.candidate.is_finished, c.candidate.is_truncated) for c in result.candidates]
+    assert flags == [(True, True), (True, False)]
+
+
+# --- beam_search ----------------------------------------------------------------------------
+A, B, C = "a <0.9>" + D, "b <0.8>" + D, "c <0.3>" + D
+DD = "d \\boxed{1} <0.95>"
+E, F = "e \\boxed{2} <0.5>", "f <0.7>" + D
+G, H = "g \\boxed{2} <0.6>", "h \\boxed{3} <0.4>"
+BEAM_SCRIPT = {"": [A, B, C, DD], A: [E, F], A + F: [G, H]}
+
+
+async def test_beam_search_hand_worked_tree() -> None:
+    policy, scorer = FakePolicy(BEAM_SCRIPT), FakeScorer()
+    result = await search(
+        "beam_search", "q", policy, scorer, config(budget=4, beam_width=2, enable_trace=True)
+    )
+    # depth 0 keeps d (finished) and a; depth 1 keeps f of {e, f}; depth 2 keeps g: 2 finished.
+    assert [(c.prefixes, c.n) for c in policy.calls] == [(("",), 4), ((A,), 2), ((A + F,), 2)]
+    assert result.usage.generations_per_depth == (4, 2, 2)
+    assert [c.candidate.text for c in result.candidates] == [DD, A + F + G]
+    assert result.answer == "1"  # prm_vote on last: 0.95 vs 0.6
+    assert len(scorer.calls) == 3 and result.usage.scorer_calls == 3
+    assert result.trace is not None
+    status = {node.text: node.status for node in result.trace}
+    assert status == {
+        A: "kept", B: "pruned", C: "pruned", DD: "finished",
+        E: "pruned", F: "kept", G: "finished", H: "pruned",
+    }  # fmt: skip
+
+
+async def test_beam_search_never_rescores_a_step() -> None:
+    policy, scorer = FakePolicy(BEAM_SCRIPT), FakeScorer()
+    await search("beam_search", "q", policy, scorer, config(budget=4, beam_width=2))
+    texts = scorer.scored_step_texts
+    assert sorted(texts) == sorted([A, B, C, DD, E, F, G, H])
+    # ...but each request still carries its whole prefix.
+    assert [s.text for s in scorer.calls[2][0].steps] == [A, F, G]
+
+
+async def test_beam_search_finished_never_exceed_kept_beams() -> None:
+    script = {"": [f"\\boxed{{{i}}} <0.{i}>" for i in range(1, 9)]}
+    result = await search(
+        "beam_search", "q", FakePolicy(script), FakeScorer(), config(budget=8, beam_width=4)
+    )
+    assert [c.answer for c in result.candidates] == ["8", "7"]
+
+
+async def test_beam_search_stops_at_depth_limit() -> None:
+    script = {"": ["s <0.5>" + D], "s <0.5>" + D: ["t <0.5>" + D]}
+    policy = FakePolicy(script)
+    result = await search(
+        "beam_search", "q", policy, FakeScorer(), config(budget=2, beam_width=2, max_steps=2)
+    )
+    assert len(policy.calls) == 2
+    assert all(c.candidate.is_finished and len(c.candidate.steps) == 2 for c in result.candidates)
+
+
+async def test_beam_search_drops_duplicate_siblings() -> None:
+    script = {"": [A, A, B, C], A: [DD, DD], B: [E, E]}
+    policy = FakePolicy(script)
+    await search("beam_search", "q", policy, FakeScorer(), config(budget=4, beam_width=2))
+    assert policy.calls[1].prefixes == (A, B)  # not (A, A)
+
+
+async def test_beam_search_needs_scorer_and_divisible_budget() -> None:
+    with pytest.raises(ValueError, match="scorer"):
+        await search("beam_search", "q", FakePolicy(BEAM_SCRIPT), None, config(budget=4))
+    with pytest.raises(ValueError, match="multiple"):
+        cfg = config(budget=6, beam_width=4)
+        await search("beam_search", "q", FakePolicy(BEAM_SCRIPT), FakeScorer(), cfg)
+
+
+async def test_beam_search_deadline_returns_best_partial_flagged() -> None:
+    script = {"": [A, B], A: [F, F], B: [F, F]}
+    policy = FakePolicy(script, delay_s=0.05)
+    deadline = asyncio.get_running_loop().time() + 0.08  # first call fits, the second does not
+    result = await search(
+        "beam_search", "q", policy, FakeScorer(), config(budget=2, beam_width=2), deadline=deadline
+    )
+    assert result.is_partial
+    assert [c.candidate.text for c in result.candidates] == [A]
+    assert not result.candidates[0].candidate.is_finished
+
+
+async def test_deadline_before_anything_raises_no_candidates() -> None:
+    policy = FakePolicy({"": ["\\boxed{1}"]}, delay_s=0.05)
+    deadline = asyncio.get_running_loop().time() + 0.01
+    with pytest.raises(NoCandidatesError):
+        await search("majority", "q", policy, None, config(budget=1), deadline=deadline)
+
+
+# --- dvts -----------------------------------------------------------------------------------
+async def test_dvts_hand_worked_subtrees() -> None:
+    # Two subtrees of width 2. Subtree 0 draws [A, B], subtree 1 draws [C, DD] at the root.
+    script = {"": [A, B, C, DD], A: [E, F], A + F: [G, H]}
+    policy, scorer = FakePolicy(script), FakeScorer()
+    result = await search("dvts", "q", policy, scorer, config(budget=4, beam_width=2))
+    # Subtree 1 keeps DD (0.95 > 0.3), finished. Subtree 0 keeps A, then F (0.7) over the finished
+    # E (0.5), then G (0.6) over H (0.4): finished.
+    assert [(c.prefixes, c.n) for c in policy.calls] == [(("", ""), 2), ((A,), 2), ((A + F,), 2)]
+    assert [c.candidate.text for c in result.candidates] == [A + F + G, DD]
+    assert result.usage.generations_per_depth == (4, 2, 2)
+    assert len(scorer.calls) == 3
+    assert result.answer == "1"  # prm_vote: 0.95 vs 0.6
+
+
+async def test_dvts_votes_over_subtree_answers() -> None:
+    script = {"": [DD, "x \\boxed{2} <0.3>", "y \\boxed{2} <0.35>", "z <0.1>" + D]}
+    policy, scorer = FakePolicy(script), FakeScorer()
+    result = await search("dvts", "q", policy, scorer, config(budget=4, beam_width=2))
+    assert [c.answer for c in result.candidates] == ["1", "2"]
+    assert result.answer == "1"  # prm_vote: 0.95 vs 0.35
+    assert len(policy.calls) == 1 and len(scorer.calls) == 1
+
+
+async def test_dvts_never_returns_unfinished_candidates() -> None:
+    script = {"": ["s <0.9>" + D, "\\boxed{4} <0.2>"], "s <0.9>" + D: ["\\boxed{5} <0.6>"]}
+    result = await search(
+        "dvts", "q", FakePolicy(script), FakeScorer(), config(budget=2, beam_width=2)
+    )
+    assert all(c.candidate.is_finished for c in result.candidates)
+    assert result.answer == "5"
+
+
+# --- contract checks ------------------------------------------------------------------------
+async def test_scorer_breaking_contract_is_a_search_error() -> None:
+    class Broken(FakeScorer):
+        def _one(self, text: str) -> float:
+            return 1.5
+
+    with pytest.raises(SearchError, match=r"outside \[0, 1\]"):
+        await search("best_of_n", "q", FakePolicy(BON_SCRIPT), Broken(), config(budget=3))
+
+
+async def test_prm_voting_without_scorer_is_rejected() -> None:
+    with pytest.raises(ValueError, match="needs scores"):
+        await search("majority", "q", FakePolicy(BON_SCRIPT), None, config(voting="prm_max"))

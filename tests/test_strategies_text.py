@@ -1,0 +1,90 @@
+"""Answer extraction, equivalence, step splitting and the confidence scorer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from strategies import (
+    ConfidenceScorer,
+    Finish,
+    Generation,
+    ScoreRequest,
+    SearchConfig,
+    SearchError,
+    Step,
+    extract_answer,
+    group_equivalent,
+)
+from strategies.confidence import step_confidence
+from strategies.steps import split_generation
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("so \\boxed{\\frac{1}{2}} then \\boxed{\\frac{3}{4}}.", "\\frac{3}{4}"),
+        ("nested \\boxed{\\sqrt{x^{2}}} done", "\\sqrt{x^{2}}"),
+        ("Therefore, the final answer is: $42$. I hope it is correct.", "42"),
+        ("The answer is 17.", "17"),
+        ("I bought 3 apples and 1,250 pears.", "1250"),
+        ("no numbers here", ""),
+        ("unclosed \\boxed{12", "12"),
+    ],
+)
+def test_extract_answer(text: str, answer: str) -> None:
+    assert extract_answer(text) == answer
+
+
+def test_extract_answer_custom_marker() -> None:
+    assert extract_answer("ANSWER{9} and \\boxed{3}", ("ANSWER{",)) == "9"
+
+
+def test_group_equivalent_pools_forms_of_one_half() -> None:
+    groups = group_equivalent(["1/2", "\\frac12", "0.5", "\\dfrac{1}{2}", "2", "", ""])
+    assert groups[:4] == (0, 0, 0, 0)
+    assert groups[4] == 4
+    assert groups[5] != groups[6]  # empty answers never pool
+
+
+def test_split_generation_keeps_delimiters_and_follows_offsets() -> None:
+    text = "one two\n\nthree\n\n\nfour"
+    tokens = ["one ", "two\n\n", "three\n\n\n", "four"]
+    ends = tuple(sum(len(t) for t in tokens[: i + 1]) for i in range(len(tokens)))
+    gen = Generation(text, Finish.EOS, 4, token_logprobs=(-1.0, -2.0, -3.0, -4.0), token_ends=ends)
+    steps = split_generation(gen, "\n\n")
+    assert [s.text for s in steps] == ["one two\n\n", "three\n\n\n", "four"]
+    assert [s.token_logprobs for s in steps] == [(-1.0, -2.0), (-3.0,), (-4.0,)]
+    assert sum(s.tokens for s in steps) == 4
+
+
+def test_split_generation_without_offsets_keeps_token_total() -> None:
+    steps = split_generation(Generation("a\n\nb", Finish.EOS, 7), "\n\n")
+    assert [s.text for s in steps] == ["a\n\n", "b"]
+    assert sum(s.tokens for s in steps) == 7
+
+
+def test_step_confidence_is_lowest_window_geometric_mean() -> None:
+    logprobs = [math.log(0.9)] * 4 + [math.log(0.1)] * 2 + [math.log(0.9)] * 4
+    assert step_confidence(logprobs, 2) == pytest.approx(0.1)
+    assert step_confidence(logprobs, 100) == pytest.approx(math.exp(sum(logprobs) / 10))
+    with pytest.raises(SearchError, match="log-probabilities"):
+        step_confidence([], 4)
+
+
+async def test_confidence_scorer_scores_only_new_steps() -> None:
+    scorer = ConfidenceScorer(window=4)
+    steps = (Step("a", 1, (math.log(0.5),)), Step("b", 1, (math.log(0.25),)))
+    batch = await scorer.score("q", [ScoreRequest(steps, first_new=1)])
+    assert batch.scores[0][0] == pytest.approx(0.25) and len(batch.scores[0]) == 1
+    assert scorer.needs_logprobs and scorer.name == "confidence"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"budget": 0}, {"beam_width": 0}, {"max_steps": 0}, {"top_p": 0.0}, {"step_delimiter": ""}],
+)
+def test_search_config_rejects_bad_values(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        SearchConfig(**kwargs)  # type: ignore[arg-type]
