@@ -33,7 +33,7 @@ JSONValue = Any
 
 
 class TtsOptions(BaseModel):
-    """Per-request search control (body ``"tts": {...}``, same fields as the ``X-TTS-*`` headers)."""
+    """Per-request search control: body ``"tts": {...}``, the same fields as ``X-TTS-*``."""
 
     model_config = ConfigDict(extra="forbid")
 

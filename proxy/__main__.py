@@ -1,0 +1,55 @@
+"""``tts-proxy serve``: settings loaded once (CLI > config file > environment), then uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from proxy.app import create_app
+from proxy.settings import ProxySettings, load_config_file
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tts-proxy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the OpenAI-compatible proxy")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--policy-url", action="append", dest="policy_urls",
+        help="vLLM OpenAI base URL, e.g. http://127.0.0.1:8001/v1 (repeat for replicas)",
+    )  # fmt: skip
+    serve.add_argument("--policy-model", help="served model name (default: discovered)")
+    serve.add_argument("--prm-url", help="PRM server base URL (optional)")
+    serve.add_argument("--prm-model")
+    serve.add_argument("--default-strategy")
+    serve.add_argument("--default-budget", type=int)
+    serve.add_argument("--config", type=Path, help="a .toml or .json file of settings")
+    serve.add_argument("--log-level")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    values: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    values.update(
+        {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config")}
+    )
+    settings = ProxySettings(**values)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port,
+        log_level=settings.log_level.lower(),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""``create_app(settings)``: the FastAPI app, its lifespan (pooled upstream clients) and the error
+handlers that give every failure OpenAI's ``{"error": {...}}`` shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from proxy.clients import PromptRenderer
+from proxy.errors import InternalError, InvalidRequestError, ProxyError
+from proxy.metrics import Metrics
+from proxy.routes import router
+from proxy.service import Admission, AppState, PolicyPool
+from proxy.settings import ProxySettings
+from proxy.upstream import Upstream, UpstreamConfig
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def _policy_upstream(settings: ProxySettings, url: str, metrics: Metrics) -> Upstream:
+    key = settings.policy_api_key
+    return Upstream(
+        UpstreamConfig(
+            kind="policy",
+            base_url=url,
+            api_key=key.get_secret_value() if key else None,
+            connect_timeout_s=settings.policy_connect_timeout_s,
+            timeout_s=settings.policy_timeout_s,
+            max_connections=settings.policy_max_connections,
+            max_retries=settings.policy_max_retries,
+            timeout_setting="PROXY_POLICY_TIMEOUT_S",
+        ),
+        metrics,
+    )
+
+
+def _prm_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
+    if settings.prm_url is None:
+        return None
+    key = settings.prm_api_key
+    url = settings.prm_url if settings.prm_url.endswith("/v1") else settings.prm_url + "/v1"
+    return Upstream(
+        UpstreamConfig(
+            kind="prm",
+            base_url=url,
+            api_key=key.get_secret_value() if key else None,
+            connect_timeout_s=settings.prm_connect_timeout_s,
+            timeout_s=settings.prm_timeout_s,
+            max_connections=settings.prm_max_connections,
+            max_retries=settings.prm_max_retries,
+            timeout_setting="PROXY_PRM_TIMEOUT_S",
+        ),
+        metrics,
+    )
+
+
+def create_app(settings: ProxySettings) -> FastAPI:
+    """Build the proxy app; upstream clients live from startup to shutdown."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        policies = [_policy_upstream(settings, url, metrics) for url in settings.policy_urls]
+        prm = _prm_upstream(settings, metrics)
+        app.state.tts = AppState(
+            settings=settings,
+            metrics=metrics,
+            policy=PolicyPool(policies, settings.policy_model),
+            prm=prm,
+            renderer=PromptRenderer(),
+            admission=Admission(settings.max_concurrent_searches, metrics),
+        )
+        try:
+            yield
+        finally:
+            for upstream in [*policies, *([prm] if prm else [])]:
+                await upstream.aclose()
+
+    app = FastAPI(title="tts-proxy", lifespan=lifespan)
+    app.include_router(router)
+
+    @app.exception_handler(ProxyError)
+    async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+        metrics.errors.labels(exc.type).inc()
+        if exc.status_code >= 500:
+            logger.warning(
+                "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc
+            )
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return await _proxy_error(request, InvalidRequestError(str(first["msg"]), param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = ProxyError(str(exc.detail), code=str(exc.status_code))
+        error.status_code = exc.status_code
+        error.type = "invalid_request_error" if exc.status_code < 500 else "internal_error"
+        return JSONResponse(error.body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = request.headers.get("x-request-id", "-")
+        logger.exception("unhandled error on %s (request id %s)", request.url.path, request_id)
+        return await _proxy_error(request, InternalError("internal error; see the proxy's logs"))
+
+    return app

@@ -1,0 +1,96 @@
+"""Requests that are not searched: plain pass-through to the policy server (strategy ``none``,
+tools, structured output, images) and large-API routes through litellm (for A/B comparisons).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from proxy.control import Plan
+from proxy.errors import InvalidRequestError, ProxyError, UpstreamError, UpstreamTimeoutError
+from proxy.protocol import ChatCompletionRequest
+from proxy.service import AppState
+from proxy.streaming import DONE, sse
+
+__all__ = ["litellm_completion", "open_policy_stream", "policy_completion"]
+
+logger = logging.getLogger(__name__)
+
+
+def _payload(request: ChatCompletionRequest, model: str, state: AppState) -> dict[str, Any]:
+    payload = request.model_dump(exclude={"tts"}, exclude_none=True)
+    payload["model"] = model
+    if "seed" in payload and not state.settings.forward_seed:
+        del payload["seed"]
+    return payload
+
+
+def _tts_note(plan: Plan, state: AppState) -> dict[str, Any]:
+    ignored = ["seed"] if "seed" in plan.ignored_params else []
+    return {"strategy": "none", "reason": plan.passthrough_reason or plan.reason,
+            "ignored_params": ignored}  # fmt: skip
+
+
+async def policy_completion(
+    state: AppState, request: ChatCompletionRequest, model: str, plan: Plan
+) -> dict[str, Any]:
+    """One non-streaming chat completion straight from a policy replica."""
+    upstream = state.policy.pick()
+    data = await upstream.post_json("/chat/completions", _payload(request, model, state))
+    data["tts"] = _tts_note(plan, state)
+    return data
+
+
+@contextlib.asynccontextmanager
+async def open_policy_stream(
+    state: AppState, request: ChatCompletionRequest, model: str
+) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Open the upstream stream (errors surface here, before our response starts)."""
+    upstream = state.policy.pick()
+    async with upstream.stream("/chat/completions", _payload(request, model, state)) as response:
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for line in response.aiter_lines():
+                    yield (line + "\n").encode()
+            except ProxyError as exc:
+                yield sse(exc.body())
+                yield DONE
+            except Exception as exc:  # a task boundary: the upstream broke mid-stream
+                logger.warning("pass-through stream broke: %r", exc)
+                yield sse(UpstreamError(f"the policy server's stream broke: {exc!r}").body())
+                yield DONE
+
+        yield lines()
+
+
+async def litellm_completion(state: AppState, route: str, request: ChatCompletionRequest) -> Any:
+    """A completion from a large API through ``litellm.acompletion`` (imported on first use)."""
+    try:
+        litellm = importlib.import_module("litellm")
+    except ImportError as exc:
+        raise InvalidRequestError(
+            "large-API routes need the litellm extra: pip install 'tts-proxy[litellm]'",
+            param="model",
+        ) from exc
+    settings = state.settings
+    params = request.model_dump(exclude={"tts", "model"}, exclude_none=True)
+    if settings.litellm_api_base:
+        params["api_base"] = settings.litellm_api_base
+    if settings.litellm_api_key is not None:
+        params["api_key"] = settings.litellm_api_key.get_secret_value()
+    params.setdefault("num_retries", settings.policy_max_retries)
+    params.setdefault("timeout", settings.policy_timeout_s)
+    try:
+        return await litellm.acompletion(model=route, **params)
+    except Exception as exc:  # litellm's own error classes, mapped by their status
+        status = getattr(exc, "status_code", 502)
+        if status == 408 or "Timeout" in type(exc).__name__:
+            raise UpstreamTimeoutError(f"large API {route!r} timed out: {exc}") from exc
+        if status in (400, 422):
+            raise InvalidRequestError(f"large API {route!r} rejected the request: {exc}") from exc
+        raise UpstreamError(f"large API {route!r} failed: {exc}") from exc

@@ -1,0 +1,173 @@
+"""Search result -> exact OpenAI ``chat.completion`` / ``chat.completion.chunk`` objects, with
+honest usage and the ``tts`` extension object. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from proxy.control import Plan
+from proxy.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    CompletionTokensDetails,
+    Delta,
+    ResponseMessage,
+    Usage,
+)
+from proxy.service import SearchOutcome
+from strategies import AnswerChoice, SearchResult
+
+__all__ = ["build_completion", "completion_chunks", "tts_extension", "usage_of"]
+
+
+def _returned(result: SearchResult, n: int) -> list[AnswerChoice]:
+    """The top-``n`` distinct answers (fewer when fewer exist)."""
+    return list(result.choices[:n])
+
+
+def usage_of(result: SearchResult, n: int) -> Usage:
+    """Tokens summed over every policy call; reasoning = generated tokens not returned."""
+    returned = sum(
+        result.candidates[c.candidate_index].candidate.completion_tokens
+        for c in _returned(result, n)
+    )
+    completion = result.usage.completion_tokens
+    prompt = result.usage.prompt_tokens
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        completion_tokens_details=CompletionTokensDetails(
+            reasoning_tokens=max(completion - returned, 0)
+        ),
+    )
+
+
+def _finish_reason(result: SearchResult, choice: AnswerChoice) -> Any:
+    candidate = result.candidates[choice.candidate_index].candidate
+    return "length" if candidate.is_truncated else "stop"
+
+
+def tts_extension(
+    plan: Plan, outcome: SearchOutcome, *, total_s: float, ignored: tuple[str, ...]
+) -> dict[str, Any]:
+    """The ``tts`` object: what was searched, what it cost, what it saw."""
+    result, stats, usage = outcome.result, outcome.stats, outcome.result.usage
+    proxy_s = max(total_s - outcome.upstream_s, 0.0)
+    cfg = plan.config
+    ext: dict[str, Any] = {
+        "strategy": result.strategy,
+        "requested_strategy": plan.requested,
+        "reason": plan.reason,
+        "budget": cfg.budget,
+        "budget_spent": usage.generations,
+        "beam_width": cfg.beam_width if result.strategy in ("beam_search", "dvts") else None,
+        "scoring": result.scoring,
+        "voting": result.voting,
+        "scorer": result.scorer,
+        "scorer_note": _scorer_note(result.scorer),
+        "is_partial": result.is_partial,
+        "generations_per_depth": list(usage.generations_per_depth),
+        "policy_calls": usage.policy_calls,
+        "prm_calls": usage.scorer_calls if result.scorer and result.scorer != "confidence" else 0,
+        "prm_tokens": usage.scored_tokens,
+        "candidates": [
+            {
+                "answer": c.answer,
+                "score": c.score,
+                "is_finished": c.candidate.is_finished,
+                "is_truncated": c.candidate.is_truncated,
+                "steps": len(c.candidate.steps),
+            }
+            for c in _top_candidates(result, cfg.top_candidates)
+        ],
+        "answers": [
+            {"answer": c.answer, "votes": c.votes, "weight": c.weight} for c in result.choices
+        ][: cfg.top_candidates],
+        "latency_ms": {
+            "total": round(total_s * 1000, 3),
+            "policy": round(stats.policy_s * 1000, 3),
+            "prm": round(stats.prm_s * 1000, 3),
+            "render": round(stats.render_s * 1000, 3),
+            "proxy": round(proxy_s * 1000, 3),
+        },
+        "replica": outcome.replica,
+        "ignored_params": list(ignored),
+    }
+    if result.trace is not None:
+        ext["trace"] = [dataclasses.asdict(node) for node in result.trace]
+    return ext
+
+
+def _scorer_note(scorer: str | None) -> str | None:
+    if scorer == "confidence":
+        return "no PRM: steps scored by the policy's own token confidence (weaker than a PRM)"
+    return None
+
+
+def _top_candidates(result: SearchResult, k: int) -> list[Any]:
+    def key(c: Any) -> tuple[float, int]:
+        return (-(c.score if c.score is not None else 0.0), c.index)
+
+    return sorted(result.candidates, key=key)[:k]
+
+
+def build_completion(
+    *,
+    result: SearchResult,
+    n: int,
+    request_id: str,
+    created: int,
+    model: str,
+    tts: dict[str, Any],
+) -> ChatCompletion:
+    choices = [
+        Choice(
+            index=i,
+            message=ResponseMessage(content=choice.text),
+            finish_reason=_finish_reason(result, choice),
+        )
+        for i, choice in enumerate(_returned(result, n))
+    ]
+    return ChatCompletion(
+        id=request_id,
+        created=created,
+        model=model,
+        choices=choices,
+        usage=usage_of(result, n),
+        tts=tts,
+    )
+
+
+def completion_chunks(completion: ChatCompletion, include_usage: bool) -> list[ChatCompletionChunk]:
+    """The same answer as SSE chunks: role, content, finish per choice; then usage if asked.
+
+    ``tts`` rides on the last chunk that carries choices.
+    """
+
+    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=completion.id,
+            created=completion.created,
+            model=completion.model,
+            choices=choices,
+            usage=usage,
+        )
+
+    chunks: list[ChatCompletionChunk] = []
+    for choice in completion.choices:
+        i = choice.index
+        chunks.append(chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))]))
+        chunks.append(chunk([ChunkChoice(index=i, delta=Delta(content=choice.message.content))]))
+        chunks.append(
+            chunk([ChunkChoice(index=i, delta=Delta(), finish_reason=choice.finish_reason)])
+        )
+    if chunks:
+        chunks[-1] = chunks[-1].model_copy(update={"tts": completion.tts})
+    if include_usage:
+        chunks.append(chunk([], completion.usage))
+    return chunks

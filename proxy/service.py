@@ -1,0 +1,197 @@
+"""Running one planned search against the upstreams: replica choice, prompt rendering, scorer
+choice, deadlines, and the mapping of search-library errors to proxy errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.clients import CallStats, PrmScorer, PromptRenderer, VllmPolicy
+from proxy.control import Plan
+from proxy.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    OverloadedError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from proxy.metrics import Metrics
+from proxy.protocol import ChatCompletionRequest
+from proxy.settings import ProxySettings
+from proxy.upstream import Upstream
+from strategies import (
+    ConfidenceScorer,
+    NoCandidatesError,
+    SearchError,
+    SearchResult,
+    StepScorer,
+    StrategyName,
+    search,
+)
+
+__all__ = ["AppState", "PolicyPool", "SearchOutcome", "run_search"]
+
+logger = logging.getLogger(__name__)
+
+
+class PolicyPool:
+    """The policy replicas. A request sticks to one replica so vLLM's prefix cache hits."""
+
+    def __init__(self, upstreams: Sequence[Upstream], model: str | None) -> None:
+        self.upstreams = list(upstreams)
+        self._configured_model = model
+        self._discovered: str | None = None
+        self._turn = itertools.count()
+
+    def pick(self) -> Upstream:
+        """The least busy replica; round robin among equals."""
+        start = next(self._turn) % len(self.upstreams)
+        order = self.upstreams[start:] + self.upstreams[:start]
+        return min(order, key=lambda upstream: upstream.in_flight)
+
+    async def model(self) -> str:
+        """The served policy model's name (configured, else the first one a replica lists)."""
+        if self._configured_model:
+            return self._configured_model
+        if self._discovered is None:
+            data = await self.upstreams[0].get_json("/models")
+            models = data.get("data") or []
+            if not models:
+                raise UpstreamError("the policy server lists no models")
+            self._discovered = str(models[0]["id"])
+        return self._discovered
+
+
+class Admission:
+    """Bounded number of searches in flight; beyond it requests fail fast with 429."""
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        self._limit = limit
+        self._count = 0
+        self._metrics = metrics
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._count >= self._limit:
+            raise OverloadedError(
+                f"too many searches in flight ({self._limit}, PROXY_MAX_CONCURRENT_SEARCHES); "
+                "retry shortly"
+            )
+        self._count += 1
+        self._metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self._count -= 1
+            self._metrics.in_flight.dec()
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    """Everything a handler needs, built once in the lifespan."""
+
+    settings: ProxySettings
+    metrics: Metrics
+    policy: PolicyPool
+    prm: Upstream | None
+    renderer: PromptRenderer
+    admission: Admission
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOutcome:
+    result: SearchResult
+    stats: CallStats
+    replica: str
+    upstream_s: float
+
+
+def problem_text(request: ChatCompletionRequest) -> str:
+    """The question the scorer sees: the last user message's text."""
+    for message in reversed(request.messages):
+        if message.role == "user":
+            return _text(message.content)
+    return _text(request.messages[-1].content)
+
+
+def _text(content: str | list[Any] | None) -> str:
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return content or ""
+
+
+async def run_search(
+    state: AppState, plan: Plan, request: ChatCompletionRequest, model: str
+) -> SearchOutcome:
+    """Run ``plan`` (a search strategy) for ``request``; raises ``ProxyError``s only."""
+    if plan.strategy == "none":  # pragma: no cover - routed elsewhere
+        raise InvalidRequestError("pass-through requests are not searched")
+    strategy: StrategyName = plan.strategy
+    settings = state.settings
+    stats = CallStats()
+    upstream = state.policy.pick()
+    messages = [m.model_dump(exclude_none=True) for m in request.messages]
+    started = time.perf_counter()
+    async with state.admission.slot():
+        try:
+            async with asyncio.timeout(settings.request_timeout_s):
+                render_started = time.perf_counter()
+                key = json.dumps(messages, sort_keys=True)
+                prompt = await state.renderer.render(upstream, model, messages, key)
+                stats.render_s = time.perf_counter() - render_started
+                extra = dict(plan.forwarded)
+                if request.seed is not None and settings.forward_seed:
+                    extra["seed"] = request.seed
+                policy = VllmPolicy(upstream, model, prompt, stats, extra)
+                scorer = _scorer(state, plan, stats)
+                deadline = _deadline(plan)
+                result = await search(
+                    strategy, problem_text(request), policy, scorer, plan.config, deadline=deadline
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(
+                f"the search did not finish in {settings.request_timeout_s:g} s "
+                "(PROXY_REQUEST_TIMEOUT_S); set X-TTS-Timeout-Ms to get the best answer so far"
+            ) from exc
+        except NoCandidatesError as exc:
+            raise UpstreamTimeoutError(f"{exc}; raise X-TTS-Timeout-Ms") from exc
+        except SearchError as exc:
+            raise UpstreamError(f"an upstream broke its contract: {exc}") from exc
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from exc
+    upstream_s = stats.policy_s + stats.prm_s + stats.render_s
+    logger.debug("search %s done in %.3f s", strategy, time.perf_counter() - started)
+    return SearchOutcome(result, stats, upstream.config.base_url, upstream_s)
+
+
+def _scorer(state: AppState, plan: Plan, stats: CallStats) -> StepScorer | None:
+    if plan.scorer == "none":
+        return None
+    if plan.scorer == "prm" and state.prm is not None:
+        return PrmScorer(state.prm, state.settings.prm_model, stats)
+    return ConfidenceScorer(window=state.settings.confidence_window)
+
+
+def _deadline(plan: Plan) -> float | None:
+    if plan.timeout_s is None:
+        return None
+    return asyncio.get_running_loop().time() + plan.timeout_s
+
+
+async def check_model(state: AppState, model: str) -> str:
+    """The policy model's name if ``model`` names it; 404 otherwise."""
+    served = await state.policy.model()
+    if model != served:
+        known = [served, *state.settings.litellm_routes]
+        raise ModelNotFoundError(
+            f"model {model!r} is not served here; known models: {', '.join(known)}", param="model"
+        )
+    return served

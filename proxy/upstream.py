@@ -1,0 +1,219 @@
+"""One pooled HTTP client per upstream server, with bounded jittered retries and the single place
+where httpx exceptions become ``ProxyError``s.
+
+Retries (tenacity): connect errors, 429 and 5xx only, at most ``max_retries`` extra attempts,
+honouring ``Retry-After`` and never past the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from proxy.errors import (
+    InvalidRequestError,
+    ProxyError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from proxy.metrics import Metrics
+
+__all__ = ["Upstream", "UpstreamConfig"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_RETRY_AFTER_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """How to reach one upstream; ``timeout_setting`` names the setting for error messages."""
+
+    kind: str  # "policy" | "prm" (metrics label)
+    base_url: str
+    api_key: str | None
+    connect_timeout_s: float
+    timeout_s: float
+    max_connections: int
+    max_retries: int
+    timeout_setting: str
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+class Upstream:
+    """A pooled ``httpx.AsyncClient`` for one base URL, created and closed in the lifespan."""
+
+    def __init__(self, config: UpstreamConfig, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.in_flight = 0
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=config.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
+        )
+
+    @property
+    def root_url(self) -> str:
+        """The server root (vLLM serves ``/tokenize`` and ``/health`` outside ``/v1``)."""
+        base = self.config.base_url
+        return base[: -len("/v1")] if base.endswith("/v1") else base
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._request_json("POST", path, payload)
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        return await self._request_json("GET", path, None)
+
+    async def _request_json(
+        self, method: str, path: str, payload: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        url = self._url(path)
+        started = time.perf_counter()
+        outcome = "error"
+        self.in_flight += 1
+        try:
+            with self._translate(path):
+                response = await self._with_retries(method, url, payload)
+                data: dict[str, Any] = response.json()
+            outcome = "ok"
+            return data
+        finally:
+            self.in_flight -= 1
+            self.metrics.upstream_calls.labels(self.config.kind, path, outcome).inc()
+            self.metrics.upstream_latency.labels(self.config.kind).observe(
+                time.perf_counter() - started
+            )
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """An open streaming response (status already checked); closed on exit or cancellation."""
+        self.in_flight += 1
+        try:
+            with self._translate(path):
+                request = self._client.build_request("POST", self._url(path), json=payload)
+                response = await self._client.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    await response.aread()
+                    with self._translate(path):
+                        _raise_for_status(response)
+                yield response
+            finally:
+                await response.aclose()
+        finally:
+            self.in_flight -= 1
+            self.metrics.upstream_calls.labels(self.config.kind, path, "stream").inc()
+
+    def _url(self, path: str) -> str:
+        # Paths starting with "//" are relative to the server root, not to /v1.
+        return self.root_url + path[1:] if path.startswith("//") else self.config.base_url + path
+
+    async def _with_retries(
+        self, method: str, url: str, payload: dict[str, Any] | None
+    ) -> httpx.Response:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=_wait,
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                response = await self._client.request(method, url, json=payload)
+                if response.status_code == 429 or response.status_code >= 500:
+                    await response.aread()
+                    raise _RetryableStatus(response)
+                _raise_for_status(response)
+                return response
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _translate(self, path: str) -> Iterator[None]:
+        cfg = self.config
+        where = f"{cfg.kind} server at {cfg.base_url}"
+        try:
+            yield
+        except ProxyError:
+            raise
+        except _RetryableStatus as exc:
+            raise UpstreamError(
+                f"{where} answered HTTP {exc.response.status_code} on {path}: "
+                f"{_upstream_message(exc.response)}"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(
+                f"{where} timed out after {cfg.timeout_s:g} s ({cfg.timeout_setting})"
+            ) from exc
+        except (httpx.TransportError, ValueError) as exc:
+            raise UpstreamError(f"could not talk to {where}: {exc!r}") from exc
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    message = _upstream_message(response)
+    if status in (400, 413, 422):
+        raise InvalidRequestError(f"the upstream server rejected the request: {message}")
+    if status == 429 or status >= 500:
+        raise _RetryableStatus(response)
+    raise UpstreamError(f"the upstream server answered HTTP {status}: {message}")
+
+
+def _upstream_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return str(error.get("message", error))[:500]
+        return str(error)[:500]
+    return str(body)[:500]
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _RetryableStatus | httpx.ConnectError | httpx.ConnectTimeout)
+
+
+_jitter = wait_random_exponential(multiplier=0.25, max=4.0)
+
+
+def _wait(state: RetryCallState) -> float:
+    """Retry-After when the upstream sent one (capped), else jittered exponential backoff."""
+    outcome = state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    if isinstance(exc, _RetryableStatus):
+        header = exc.response.headers.get("retry-after")
+        if header is not None:
+            with contextlib.suppress(ValueError):
+                return min(max(float(header), 0.0), _MAX_RETRY_AFTER_S)
+    return float(_jitter(state))

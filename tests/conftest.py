@@ -1,0 +1,47 @@
+"""Fixtures: fake upstreams and the proxy, each on real uvicorn at 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from proxy.app import create_app
+from proxy.settings import ProxySettings
+from tests.fake_servers import FakePrm, FakeVllm, serve
+
+
+@pytest.fixture
+def vllm() -> FakeVllm:
+    return FakeVllm()
+
+
+@pytest.fixture
+def prm() -> FakePrm:
+    return FakePrm()
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as s:
+        yield s
+
+
+ProxyFactory = Callable[..., str]
+
+
+@pytest.fixture
+def start_proxy(stack: ExitStack, vllm: FakeVllm, prm: FakePrm) -> ProxyFactory:
+    """Start the fake vLLM (+ PRM unless ``with_prm=False``) and a proxy; returns the proxy URL."""
+
+    def start(*, with_prm: bool = True, **overrides: Any) -> str:
+        vllm_url = stack.enter_context(serve(vllm.app()))
+        values: dict[str, Any] = {"policy_urls": [vllm_url + "/v1"], "policy_max_retries": 1}
+        if with_prm:
+            values["prm_url"] = stack.enter_context(serve(prm.app()))
+        values.update(overrides)
+        return stack.enter_context(serve(create_app(ProxySettings(**values))))
+
+    return start

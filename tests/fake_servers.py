@@ -1,0 +1,237 @@
+"""Scripted OpenAI-compatible upstreams on real HTTP: a fake vLLM server and a fake PRM server.
+
+``FakeVllm`` renders chats with a ChatML template, tokenizes one character per token id (so
+``/detokenize`` is exact), and answers ``/v1/completions`` from ``script(prefix, i)``: the rest of
+sample ``i``'s answer after the partial answer ``prefix``. It cuts at ``stop`` strings and
+``max_tokens`` (whitespace-separated words are tokens) and reports usage as vLLM does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+_ASSISTANT = "<|im_start|>assistant\n"
+_TOKEN = re.compile(r"\S+\s*|\s+")
+_SCORE = re.compile(r"<(\d(?:\.\d+)?)>")
+
+Script = Callable[[str, int], str]
+
+
+def tokens_of(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def render_chat(messages: list[dict[str, Any]], add_generation_prompt: bool, cont: bool) -> str:
+    parts = []
+    for i, m in enumerate(messages):
+        content = m.get("content") or ""
+        last = i == len(messages) - 1
+        end = "" if (cont and last) else "<|im_end|>\n"
+        parts.append(f"<|im_start|>{m['role']}\n{content}{end}")
+    if add_generation_prompt:
+        parts.append(_ASSISTANT)
+    return "".join(parts)
+
+
+def default_script(prefix: str, i: int) -> str:
+    """Two steps, then an answer that depends on the sample: answers 4, 4, 5, 4, 6, ..."""
+    depth = prefix.count("\n\n")
+    answer = [4, 4, 5, 4, 6, 4, 5, 7][i % 8]
+    steps = [f"Step {k + 1}: think about it <0.{9 - i % 8}>.\n\n" for k in range(depth, 2)]
+    return "".join(steps) + f"So the answer is \\boxed{{{answer}}} <0.{9 - i % 8}>"
+
+
+@dataclass
+class FakeVllm:
+    script: Script = default_script
+    model: str = "fake-policy"
+    delay_s: float = 0.0
+    fail_statuses: list[int] = field(default_factory=list)  # answered before real ones
+    retry_after: str | None = None
+    completion_calls: list[dict[str, Any]] = field(default_factory=list)
+    chat_calls: list[dict[str, Any]] = field(default_factory=list)
+    reported_usage: list[dict[str, int]] = field(default_factory=list)
+    in_flight: int = 0
+    cancelled: int = 0
+    started: threading.Event = field(default_factory=threading.Event)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+        app.get("/v1/models")(self._models)
+        app.get("/health")(self._health)
+        app.post("/tokenize")(self._tokenize)
+        app.post("/detokenize")(self._detokenize)
+        app.post("/v1/completions")(self._completions)
+        app.post("/v1/chat/completions")(self._chat)
+        return app
+
+    async def _models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+
+    async def _health(self) -> dict[str, str]:
+        return {}
+
+    async def _tokenize(self, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        text = render_chat(
+            body["messages"],
+            body.get("add_generation_prompt", True),
+            body.get("continue_final_message", False),
+        )
+        return {"tokens": [ord(c) for c in text], "count": len(text), "max_model_len": 8192}
+
+    async def _detokenize(self, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        return {"prompt": "".join(chr(t) for t in body["tokens"])}
+
+    async def _completions(self, request: Request) -> Any:
+        body = await request.json()
+        self.completion_calls.append(body)
+        if self.fail_statuses:
+            status = self.fail_statuses.pop(0)
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return JSONResponse({"error": {"message": f"injected {status}"}}, status, headers)
+        self.in_flight += 1
+        try:
+            self.started.set()
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.in_flight -= 1
+        return self._answer(body)
+
+    def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        n = int(body.get("n", 1))
+        choices = []
+        completion_tokens = 0
+        for p, prompt in enumerate(prompts):
+            assert prompt.count(_ASSISTANT) >= 1, "prompt lost its chat template"
+            prefix = prompt.rsplit(_ASSISTANT, 1)[1]
+            for i in range(n):
+                choice = self._choice(self.script(prefix, i), body, p * n + i, i)
+                completion_tokens += len(choice["logprobs"]["tokens"])
+                choices.append(choice)
+        usage = {
+            "prompt_tokens": sum(len(tokens_of(p)) for p in prompts),
+            "completion_tokens": completion_tokens,
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        self.reported_usage.append(usage)
+        return {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": self.model,
+                "choices": choices, "usage": usage}  # fmt: skip
+
+    def _choice(self, text: str, body: dict[str, Any], index: int, sample: int) -> dict[str, Any]:
+        finish, stop_reason = "stop", None
+        for stop in body.get("stop") or []:
+            pos = text.find(stop)
+            if pos >= 0:
+                keep = body.get("include_stop_str_in_output", False)
+                text, stop_reason = text[: pos + (len(stop) if keep else 0)], stop
+                break
+        tokens = tokens_of(text)
+        if len(tokens) > int(body.get("max_tokens", 10**6)):
+            tokens = tokens[: int(body["max_tokens"])]
+            text, finish, stop_reason = "".join(tokens), "length", None
+        offsets = [sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
+        logprob = -0.05 * (sample + 1)
+        return {
+            "index": index, "text": text, "finish_reason": finish, "stop_reason": stop_reason,
+            "logprobs": {"tokens": tokens, "token_logprobs": [logprob] * len(tokens),
+                         "text_offset": offsets, "top_logprobs": None},
+        }  # fmt: skip
+
+    async def _chat(self, request: Request) -> Any:
+        body = await request.json()
+        self.chat_calls.append(body)
+        content = "plain answer from the policy"
+        usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+        if not body.get("stream"):
+            return {"id": "chatcmpl-up", "object": "chat.completion", "created": 0,
+                    "model": self.model, "usage": usage,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": "stop"}]}  # fmt: skip
+
+        async def events() -> Any:
+            for piece in ("plain ", "answer"):
+                chunk = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 0,
+                         "model": self.model,
+                         "choices": [{"index": 0, "delta": {"content": piece}}]}  # fmt: skip
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@dataclass
+class FakePrm:
+    """Scores a step from a ``<0.7>`` tag in it (``default`` otherwise)."""
+
+    default: float = 0.5
+    model: str = "fake-prm"
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+        app.get("/health")(self._health)
+        app.post("/v1/score")(self._score)
+        return app
+
+    async def _health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def _score(self, request: Request) -> Any:
+        body = await request.json()
+        self.calls.append(body)
+        if any(not step for candidate in body["candidates"] for step in candidate):
+            return JSONResponse({"error": {"message": "empty step"}}, 400)
+        scores = [[self._one(step) for step in candidate] for candidate in body["candidates"]]
+        tokens = sum(len(tokens_of(s)) for c in body["candidates"] for s in c)
+        return {"model": self.model, "scores": scores, "usage": {"prompt_tokens": tokens}}
+
+    def _one(self, step: str) -> float:
+        found = _SCORE.findall(step)
+        return float(found[-1]) if found else self.default
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run ``app`` on real uvicorn at 127.0.0.1 in a thread; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
