@@ -6,6 +6,7 @@ or raises ``InvalidRequestError`` naming the parameter. No I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -82,7 +83,8 @@ def resolve_plan(
     scorer = _choice(pick("scorer"), "scorer", get_args(ScorerKind)) or settings.scorer_default
     if scorer == "prm" and not has_prm:
         raise InvalidRequestError("scorer 'prm' needs a PRM server (PROXY_PRM_URL)", param="scorer")
-    config = _search_config(request, pick, settings)
+    enable_trace = _flag(pick("trace"), "trace")
+    config = dataclasses.replace(_search_config(request, pick, settings), enable_trace=enable_trace)
     if strategy != "none":
         try:
             check(strategy, config, has_scorer=scorer != "none")
@@ -101,7 +103,7 @@ def resolve_plan(
         scorer=scorer,
         config=config,
         timeout_s=timeout_ms / 1000 if timeout_ms is not None else None,
-        enable_trace=_flag(pick("trace"), "trace"),
+        enable_trace=enable_trace,
         passthrough_reason=passthrough,
         ignored_params=ignored,
         forwarded={k: v for k, v in (request.model_extra or {}).items() if k not in _NOT_FORWARDED},

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -112,6 +113,7 @@ async def chat_completions(request: Request, state: AppState = Depends(get_state
         events = search_events(
             work, include_usage=include_usage,
             keepalive_s=state.settings.keepalive_interval_s, request_id=request_id,
+            disconnected=lambda: _disconnected(request),
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
     completion = await _until_disconnect(request, work())
@@ -206,7 +208,7 @@ async def _until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
         for pending in (task, watcher):
             if not pending.done():
                 pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
                     await pending
     if task.cancelled():
         raise asyncio.CancelledError("client disconnected")

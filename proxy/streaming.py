@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 from pydantic import BaseModel
 
 from proxy.errors import InternalError, ProxyError
@@ -40,16 +41,21 @@ async def search_events(
     include_usage: bool,
     keepalive_s: float,
     request_id: str,
+    disconnected: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     """Run ``work`` while sending keep-alives, then stream its answer as chunks.
 
-    Closing the iterator (client disconnect) cancels the work and with it every upstream call.
+    A client disconnect (``disconnected`` returns) or closing the iterator cancels the work and
+    with it every upstream call.
     """
     task = asyncio.ensure_future(work())
+    watcher = asyncio.ensure_future(disconnected())
     try:
         yield b": searching\n\n"
         while not task.done():
-            await asyncio.wait({task}, timeout=keepalive_s)
+            await asyncio.wait({task, watcher}, timeout=keepalive_s, return_when="FIRST_COMPLETED")
+            if watcher.done():
+                return
             if not task.done():
                 yield KEEPALIVE
         completion = task.result()
@@ -63,10 +69,13 @@ async def search_events(
         yield DONE
         return
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+                # Shielded: an enclosing (anyio) cancel scope must not cut the task's cleanup
+                # short, or its upstream connection would stay open.
+                with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+                    await pending
     for chunk in completion_chunks(completion, include_usage):
         yield sse(chunk_dict(chunk, include_usage))
     yield DONE

@@ -64,6 +64,7 @@ class FakeVllm:
     completion_calls: list[dict[str, Any]] = field(default_factory=list)
     chat_calls: list[dict[str, Any]] = field(default_factory=list)
     reported_usage: list[dict[str, int]] = field(default_factory=list)
+    auth_headers: list[str | None] = field(default_factory=list)
     in_flight: int = 0
     cancelled: int = 0
     started: threading.Event = field(default_factory=threading.Event)
@@ -100,6 +101,7 @@ class FakeVllm:
     async def _completions(self, request: Request) -> Any:
         body = await request.json()
         self.completion_calls.append(body)
+        self.auth_headers.append(request.headers.get("authorization"))
         if self.fail_statuses:
             status = self.fail_statuses.pop(0)
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
@@ -107,11 +109,12 @@ class FakeVllm:
         self.in_flight += 1
         try:
             self.started.set()
-            if self.delay_s:
-                await asyncio.sleep(self.delay_s)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
+            until = time.monotonic() + self.delay_s
+            while time.monotonic() < until:
+                if await request.is_disconnected():  # the proxy gave up on us
+                    self.cancelled += 1
+                    return JSONResponse({}, 499)
+                await asyncio.sleep(0.02)
         finally:
             self.in_flight -= 1
         return self._answer(body)

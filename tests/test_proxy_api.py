@@ -1,0 +1,237 @@
+"""The proxy through the official openai SDK, against fake vLLM and PRM servers on loopback."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ProxyFactory
+from tests.fake_servers import FakePrm, FakeVllm
+
+MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def client(url: str, **kwargs: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key=kwargs.pop("api_key", "unused"), **kwargs)
+
+
+def ask(url: str, strategy: str | None = None, **kwargs: Any) -> Any:
+    headers = {"X-TTS-Strategy": strategy} if strategy else {}
+    headers.update(kwargs.pop("headers", {}))
+    return client(url).chat.completions.create(
+        model=kwargs.pop("model", "fake-policy"),
+        messages=kwargs.pop("messages", MESSAGES),
+        extra_headers=headers,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("strategy", ["cot", "majority", "best_of_n", "beam_search", "dvts"])
+def test_every_strategy_answers_in_openai_shape(
+    start_proxy: ProxyFactory, vllm: FakeVllm, strategy: str
+) -> None:
+    url = start_proxy()
+    completion = ask(url, strategy)
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.model == "fake-policy"
+    assert completion.choices[0].message.role == "assistant"
+    assert "\\boxed{4}" in (completion.choices[0].message.content or "")
+    assert completion.choices[0].finish_reason == "stop"
+    tts = completion.model_extra["tts"]
+    assert tts["strategy"] == strategy
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == sum(
+        u["completion_tokens"] for u in vllm.reported_usage
+    )
+    assert completion.usage.prompt_tokens == sum(u["prompt_tokens"] for u in vllm.reported_usage)
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+
+
+def test_beam_search_sends_one_policy_call_per_depth(
+    start_proxy: ProxyFactory, vllm: FakeVllm, prm: FakePrm
+) -> None:
+    url = start_proxy()
+    completion = ask(url, "beam_search", headers={"X-TTS-Budget": "8", "X-TTS-Beam-Width": "4"})
+    tts = completion.model_extra["tts"]
+    # The default script ends every sample after three steps: three depths.
+    assert len(vllm.completion_calls) == 3 == tts["policy_calls"]
+    assert [len(c["prompt"]) * c["n"] for c in vllm.completion_calls] == [8, 8, 8]
+    assert vllm.completion_calls[1]["stop"] == ["\n\n"]
+    assert vllm.completion_calls[1]["include_stop_str_in_output"] is True
+    assert len(prm.calls) == 3 == tts["prm_calls"]
+    assert tts["generations_per_depth"] == [8, 8, 8] and tts["budget_spent"] == 24
+    assert tts["scorer"] == "prm:fake-prm"
+
+
+def test_reasoning_tokens_are_the_hidden_ones(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    completion = ask(url, "majority", headers={"X-TTS-Budget": "4"})
+    usage = completion.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    visible = len(httpx_tokens(completion.choices[0].message.content or ""))
+    assert usage.completion_tokens_details.reasoning_tokens == usage.completion_tokens - visible
+
+
+def httpx_tokens(text: str) -> list[str]:
+    from tests.fake_servers import tokens_of
+
+    return tokens_of(text)
+
+
+def test_n_returns_distinct_answers_best_first(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    completion = ask(url, "majority", n=3, headers={"X-TTS-Budget": "8"})
+    contents = [c.message.content or "" for c in completion.choices]
+    # answers over 8 samples: 4 x5, 5 x2, 6 x1 (plus 7 never drawn at n=8? index 7 -> 7)
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    assert "\\boxed{4}" in contents[0] and "\\boxed{5}" in contents[1]
+    assert len({c.split("boxed")[1] for c in contents}) == 3
+
+
+def test_header_beats_body_beats_alias(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    url = start_proxy()
+    completion = ask(
+        url,
+        model="best_of_n-2/fake-policy",
+        headers={"X-TTS-Budget": "3"},
+        extra_body={"tts": {"budget": 5, "strategy": "majority"}},
+    )
+    tts = completion.model_extra["tts"]
+    assert tts["strategy"] == "majority"  # body beats alias
+    assert tts["budget"] == 3 and vllm.completion_calls[-1]["n"] == 3  # header beats body
+    completion = ask(url, model="best_of_n-2/fake-policy")
+    tts = completion.model_extra["tts"]
+    assert (tts["strategy"], tts["budget"]) == ("best_of_n", 2)  # alias beats default
+
+
+def test_server_default_is_auto(start_proxy: ProxyFactory) -> None:
+    url = start_proxy(with_prm=False)
+    tts = ask(url).model_extra["tts"]
+    assert tts["requested_strategy"] == "auto" and tts["strategy"] == "majority"
+
+
+def test_confidence_scorer_without_prm_is_labelled(start_proxy: ProxyFactory) -> None:
+    url = start_proxy(with_prm=False)
+    completion = ask(url, "best_of_n", headers={"X-TTS-Budget": "4"})
+    tts = completion.model_extra["tts"]
+    assert tts["scorer"] == "confidence" and "no PRM" in tts["scorer_note"]
+    assert tts["prm_calls"] == 0
+    # sample 0 has the highest token log-probs in the fake, and answers 4
+    assert tts["candidates"][0]["score"] == pytest.approx(0.951229, abs=1e-5)
+
+
+def test_trace_is_returned_when_asked(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    completion = ask(url, "beam_search", headers={"X-TTS-Trace": "true", "X-TTS-Budget": "4"})
+    trace = completion.model_extra["tts"]["trace"]
+    assert {node["status"] for node in trace} <= {"kept", "pruned", "finished", "duplicate"}
+    assert any(node["parent_id"] is None for node in trace)
+
+
+def test_response_headers_mirror_key_figures(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        json={"model": "fake-policy", "messages": MESSAGES},
+        headers={"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"},
+        timeout=30,
+    )
+    assert response.headers["X-TTS-Strategy"] == "majority"
+    assert response.headers["X-TTS-Budget-Spent"] == "4"
+    assert float(response.headers["X-TTS-Overhead-Ms"]) >= 0
+    assert response.headers["X-Request-Id"] == response.json()["id"]
+
+
+def test_async_client_works(start_proxy: ProxyFactory) -> None:
+    import asyncio
+
+    url = start_proxy()
+
+    async def go() -> str:
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x") as aclient:
+            completion = await aclient.chat.completions.create(
+                model="fake-policy", messages=MESSAGES, extra_headers={"X-TTS-Strategy": "dvts"}
+            )
+            return completion.choices[0].message.content or ""
+
+    assert "\\boxed{4}" in asyncio.run(go())
+
+
+def test_seed_is_not_forwarded_by_default(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    url = start_proxy()
+    completion = ask(url, "majority", seed=7)
+    assert "seed" not in vllm.completion_calls[-1]
+    assert "seed" in completion.model_extra["tts"]["ignored_params"]
+
+
+def test_unknown_sampling_params_are_forwarded(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    url = start_proxy()
+    ask(url, "majority", extra_body={"top_k": 20, "min_p": 0.05})
+    assert vllm.completion_calls[-1]["top_k"] == 20 and vllm.completion_calls[-1]["min_p"] == 0.05
+
+
+def test_continues_a_partial_assistant_answer(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    url = start_proxy()
+    messages = [*MESSAGES, {"role": "assistant", "content": "Step 1: think about it.\n\n"}]
+    ask(url, "cot", messages=messages)
+    assert vllm.completion_calls[-1]["prompt"][0].endswith("Step 1: think about it.\n\n")
+
+
+def test_models_health_and_metrics(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    assert [m.id for m in client(url).models.list()] == ["fake-policy"]
+    health = httpx.get(url + "/health").json()
+    assert health["status"] == "ok" and len(health["upstreams"]) == 2
+    ask(url, "majority")
+    metrics = httpx.get(url + "/metrics").text
+    assert 'tts_requests_total{status="ok",strategy="majority"} 1.0' in metrics
+    assert "tts_upstream_calls_total" in metrics and 'tts_tokens_total{kind="prompt"}' in metrics
+
+
+def test_tools_are_passed_through_unchanged(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    url = start_proxy()
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    completion = ask(url, "beam_search", tools=tools)
+    assert vllm.chat_calls[-1]["tools"] == tools and not vllm.completion_calls
+    tts = completion.model_extra["tts"]
+    assert tts["strategy"] == "none" and "tools" in tts["reason"]
+
+
+def test_strategy_none_streams_through(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    url = start_proxy()
+    stream = ask(url, "none", stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == "plain answer" and vllm.chat_calls[-1]["stream"] is True
+
+
+def test_streaming_search_exact_chunks(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    stream = ask(url, "best_of_n", stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "\\boxed{4}" in content
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_stream_without_include_usage_has_no_usage(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        json={"model": "fake-policy", "messages": MESSAGES, "stream": True},
+        headers={"X-TTS-Strategy": "majority"},
+        timeout=30,
+    )
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert all("usage" not in json.loads(e) for e in events[:-1])
