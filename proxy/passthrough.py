@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -70,6 +71,8 @@ async def open_policy_stream(
 
 async def litellm_completion(state: AppState, route: str, request: ChatCompletionRequest) -> Any:
     """A completion from a large API through ``litellm.acompletion`` (imported on first use)."""
+    # Without this litellm fetches its price map from the network at import time.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # noqa: TID251
     try:
         litellm = importlib.import_module("litellm")
     except ImportError as exc:

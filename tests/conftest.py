@@ -36,9 +36,12 @@ ProxyFactory = Callable[..., str]
 def start_proxy(stack: ExitStack, vllm: FakeVllm, prm: FakePrm) -> ProxyFactory:
     """Start the fake vLLM (+ PRM unless ``with_prm=False``) and a proxy; returns the proxy URL."""
 
-    def start(*, with_prm: bool = True, **overrides: Any) -> str:
+    def start(*, with_prm: bool = True, litellm_via_policy: bool = False, **overrides: Any) -> str:
         vllm_url = stack.enter_context(serve(vllm.app()))
         values: dict[str, Any] = {"policy_urls": [vllm_url + "/v1"], "policy_max_retries": 1}
+        if litellm_via_policy:
+            values["litellm_api_base"] = vllm_url + "/v1"
+            values["litellm_api_key"] = "sk-test"
         if with_prm:
             values["prm_url"] = stack.enter_context(serve(prm.app()))
         values.update(overrides)

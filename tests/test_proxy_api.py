@@ -235,3 +235,15 @@ def test_stream_without_include_usage_has_no_usage(start_proxy: ProxyFactory) ->
     events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     assert all("usage" not in json.loads(e) for e in events[:-1])
+
+
+def test_large_api_route_goes_through_litellm(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    # The fake vLLM doubles as "a large API" that speaks OpenAI's chat completions.
+    url = start_proxy(litellm_routes={"big-model": "openai/upstream-big"}, litellm_via_policy=True)
+    completion = ask(url, model="big-model")
+    assert completion.choices[0].message.content == "plain answer from the policy"
+    assert vllm.chat_calls[-1]["model"] == "upstream-big"
+    assert completion.usage is not None and completion.usage.total_tokens == 12
+    assert completion.model_extra is not None
+    assert completion.model_extra["tts"]["strategy"] == "none"
+    assert "big-model" in [m.id for m in client(url).models.list()]
