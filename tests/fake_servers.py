@@ -224,7 +224,9 @@ def free_port() -> int:
 def serve(app: Any) -> Iterator[str]:
     """Run ``app`` on real uvicorn at 127.0.0.1 in a thread; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", loop="asyncio"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
