@@ -43,10 +43,12 @@ def _chat_app() -> FastAPI:
     async def chat(request: Request) -> dict[str, Any]:
         await request.json()
         await asyncio.sleep(UPSTREAM_S)
-        return {"id": "x", "object": "chat.completion", "created": 0, "model": "bench",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}  # fmt: skip
+        message = {"role": "assistant", "content": "ok"}
+        return {
+            "id": "x", "object": "chat.completion", "created": 0, "model": "bench",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }  # fmt: skip
 
     return app
 
@@ -82,8 +84,10 @@ def _pct(values: list[float], q: float) -> float:
 def _proxy_process(upstream: str) -> Iterator[str]:
     """The proxy in its own process, so the client and the fake upstream do not share its GIL."""
     port = free_port()
-    command = [sys.executable, "-m", "proxy", "serve", "--port", str(port),
-               "--policy-url", upstream + "/v1", "--policy-model", "bench", "--log-level", "warning"]  # fmt: skip
+    command = [
+        sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
+        upstream + "/v1", "--policy-model", "bench", "--log-level", "warning",
+    ]  # fmt: skip
     process = subprocess.Popen(command)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -100,15 +104,14 @@ def _proxy_process(upstream: str) -> Iterator[str]:
 
 def passthrough_table() -> list[tuple[str, ...]]:
     rows = []
-    with serve(_chat_app()) as upstream:
-        with _proxy_process(upstream) as proxy:
-            for concurrency in (1, 50):
-                direct = asyncio.run(_latencies(upstream, concurrency, {}))
-                through = asyncio.run(_latencies(proxy, concurrency, {"X-TTS-Strategy": "none"}))
-                p50 = (_pct(through, 0.5) - _pct(direct, 0.5)) * 1000
-                p99 = (_pct(through, 0.99) - _pct(direct, 0.99)) * 1000
-                rows.append((f"pass-through, {concurrency} clients", f"{p50:+.2f} ms",
-                             f"{p99:+.2f} ms", "<= 2 ms p50"))  # fmt: skip
+    with serve(_chat_app()) as upstream, _proxy_process(upstream) as proxy:
+        for concurrency in (1, 50):
+            direct = asyncio.run(_latencies(upstream, concurrency, {}))
+            through = asyncio.run(_latencies(proxy, concurrency, {"X-TTS-Strategy": "none"}))
+            p50 = (_pct(through, 0.5) - _pct(direct, 0.5)) * 1000
+            p99 = (_pct(through, 0.99) - _pct(direct, 0.99)) * 1000
+            rows.append((f"pass-through, {concurrency} clients", f"{p50:+.2f} ms",
+                         f"{p99:+.2f} ms", "<= 2 ms p50"))  # fmt: skip
     return rows
 
 
