@@ -1,0 +1,157 @@
+"""``create_app(settings, scorer=None)``: the PRM scoring service.
+
+The model loads in the lifespan (tests pass a ready ``scorer``). Errors are OpenAI-shaped:
+``{"error": {"message", "type", "param", "code"}}``. Must not import ``proxy`` or ``strategies``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from prm_server.batcher import Batcher, QueueFullError
+from prm_server.metrics import Metrics
+from prm_server.protocol import ScoreRequest, ScoreResponse, ScoreUsage
+from prm_server.scorer import Scorer
+from prm_server.settings import PrmServerSettings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        body = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
+        return JSONResponse({"error": body}, status_code=self.status)
+
+
+def _load_scorer(settings: PrmServerSettings) -> Scorer:
+    if settings.model is None:
+        raise SystemExit("no model: pass --model PATH (a local checkpoint folder)")
+    if settings.backend == "vllm_pooling":
+        from prm_server.pooling import PoolingScorer
+
+        return PoolingScorer.from_settings(settings)
+    from prm_server.scorer import load_hf_scorer
+
+    return load_hf_scorer(
+        settings.model, settings.family, name=settings.served_name,
+        device=settings.device, dtype=settings.dtype,
+    )  # fmt: skip
+
+
+def create_app(settings: PrmServerSettings, scorer: Scorer | None = None) -> FastAPI:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loaded: Scorer = (
+            scorer if scorer is not None else await asyncio.to_thread(_load_scorer, settings)
+        )
+        batcher = Batcher(
+            loaded, metrics, max_wait_s=settings.max_wait_ms / 1000,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_queue_items=settings.max_queue_items, cache_entries=settings.cache_entries,
+        )  # fmt: skip
+        app.state.batcher = batcher
+        task = asyncio.create_task(batcher.run(), name="prm-batcher")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            close = getattr(loaded, "close", None)
+            if scorer is None and close is not None:
+                close()
+
+    app = FastAPI(title="tts-prm", lifespan=lifespan)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        metrics.requests.labels(str(exc.status)).inc()
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return await _api_error(request, ApiError(400, str(first["msg"]), param))
+
+    @app.post("/v1/score")
+    async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
+        batcher: Batcher = request.app.state.batcher
+        return await _score(batcher, settings, body, metrics)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        scorer_: Scorer = request.app.state.batcher.scorer
+        card = {"id": scorer_.name, "object": "model", "created": int(time.time()),
+                "owned_by": "tts-prm", "family": scorer_.family,
+                "max_tokens": _limit(settings, scorer_)}  # fmt: skip
+        return {"object": "list", "data": [card]}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _limit(settings: PrmServerSettings, scorer: Scorer) -> int:
+    return settings.max_tokens or scorer.max_tokens
+
+
+async def _score(
+    batcher: Batcher, settings: PrmServerSettings, body: ScoreRequest, metrics: Metrics
+) -> ScoreResponse:
+    scorer = batcher.scorer
+    if body.model not in (None, scorer.name):
+        raise ApiError(404, f"model {body.model!r} is not served here ({scorer.name!r} is)",
+                       "model", "model_not_found")  # fmt: skip
+    if len(body.candidates) > settings.max_candidates:
+        raise ApiError(400, f"at most {settings.max_candidates} candidates per request "
+                       "(PRM_SERVER_MAX_CANDIDATES)", "candidates")  # fmt: skip
+    encoded = []
+    for i, steps in enumerate(body.candidates):
+        if not steps or any(not s.strip() for s in steps):
+            raise ApiError(400, f"candidate {i} has an empty step (or no steps)", "candidates")
+        try:
+            item = scorer.encode(body.problem, [s.strip() for s in steps])
+        except ValueError as exc:
+            raise ApiError(400, f"candidate {i}: {exc}", "candidates") from exc
+        if len(item.ids) > _limit(settings, scorer):
+            raise ApiError(413, f"candidate {i} is {len(item.ids)} tokens, over the model's limit "
+                           f"of {_limit(settings, scorer)} (PRM_SERVER_MAX_TOKENS)",
+                           "candidates", "context_length_exceeded")  # fmt: skip
+        encoded.append(item)
+    try:
+        scores = await batcher.score(encoded)
+    except QueueFullError as exc:
+        raise ApiError(
+            503, f"the PRM is overloaded: {exc}; retry shortly", None, "overloaded"
+        ) from exc
+    metrics.requests.labels("200").inc()
+    tokens = sum(len(e.ids) for e in encoded)
+    return ScoreResponse(model=scorer.name, scores=scores, usage=ScoreUsage(prompt_tokens=tokens))

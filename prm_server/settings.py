@@ -1,0 +1,33 @@
+"""Configuration of the PRM server: ``PrmServerSettings`` (env ``PRM_SERVER_*`` or CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prm_server.families import FamilyName
+
+__all__ = ["PrmServerSettings"]
+
+
+class PrmServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRM_SERVER_", extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8002
+    model: Path | None = None  # a local folder: config.json, *.safetensors, tokenizer files
+    family: FamilyName = "qwen_prm"
+    served_name: str | None = None  # default: the folder's name
+    backend: Literal["hf", "vllm_pooling"] = "hf"
+    vllm_url: str | None = None  # for backend vllm_pooling, e.g. http://127.0.0.1:8003
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_tokens: int | None = None  # default: the model's max_position_embeddings
+    max_wait_ms: float = 10.0
+    max_batch_tokens: int = 16384
+    max_queue_items: int = 4096
+    max_candidates: int = 512
+    cache_entries: int = 200_000
+    log_level: str = "info"

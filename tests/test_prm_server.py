@@ -1,0 +1,211 @@
+"""prm_server/ with tiny random PRMs of the four real architectures, loaded by the real loader."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+
+from prm_server.app import create_app
+from prm_server.families import FamilyName
+from prm_server.pooling import PoolingScorer
+from prm_server.scorer import HfScorer, load_hf_scorer
+from prm_server.settings import PrmServerSettings
+from tests.fake_servers import serve
+from tests.prm_models import build_checkpoint
+
+FAMILY_NAMES: list[FamilyName] = ["qwen_prm", "skywork", "math_shepherd", "rlhflow"]
+PROBLEM = "What is 2 + 3?"
+STEPS = ["Step 1: add the numbers.", "2 + 3 = 5.", "So the answer is \\boxed{5}."]
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "prm_score.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[FamilyName, Path]:
+    root = tmp_path_factory.mktemp("prm")
+    return {family: build_checkpoint(family, root / family) for family in FAMILY_NAMES}
+
+
+@pytest.fixture(scope="session")
+def scorers(checkpoints: dict[FamilyName, Path]) -> dict[FamilyName, HfScorer]:
+    return {
+        f: load_hf_scorer(path, f, name=f"tiny-{f}", device="cpu", dtype="float32")
+        for f, path in checkpoints.items()
+    }
+
+
+EXPECTED_TEXT = {
+    "qwen_prm": "<|im_start|>assistant\nStep 1: add the numbers.<extra_0>2 + 3 = 5.<extra_0>"
+    "So the answer is \\boxed{5}.<extra_0>",
+    "skywork": "<|endoftext|>What is 2 + 3?\nStep 1: add the numbers.\n2 + 3 = 5.\n"
+    "So the answer is \\boxed{5}.\n",
+    "math_shepherd": "What is 2 + 3? Step 1: add the numbers. ки\n2 + 3 = 5. ки\n"
+    "So the answer is \\boxed{5}. ки\n",
+    "rlhflow": "user<|end_header_id|>\n\nWhat is 2 + 3? Step 1: add the numbers.<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n+<|eot_id|><|start_header_id|>user"
+    "<|end_header_id|>\n\n2 + 3 = 5.<|eot_id|>",
+}
+READ_TOKEN = {"qwen_prm": "<extra_0>", "skywork": "\n", "math_shepherd": "ки",
+              "rlhflow": "\n"}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_input_format_and_read_positions(scorers: dict[FamilyName, HfScorer], family: str) -> None:
+    scorer = scorers[family]  # type: ignore[index]
+    tok: Any = scorer._tokenizer
+    encoded = scorer.encode(PROBLEM, STEPS)
+    text = tok.decode(list(encoded.ids))
+    assert EXPECTED_TEXT[family] in text
+    assert len(encoded.read_positions) == len(STEPS)
+    for position in encoded.read_positions:
+        assert tok.decode([encoded.ids[position]]).endswith(READ_TOKEN[family])
+    if family == "rlhflow":  # read just before each assistant "+"
+        assert all(tok.decode([encoded.ids[p + 1]]) == "+" for p in encoded.read_positions)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_scores_are_probabilities_one_per_step(
+    scorers: dict[FamilyName, HfScorer], family: str
+) -> None:
+    scorer = scorers[family]  # type: ignore[index]
+    (row,) = scorer.compute([scorer.encode(PROBLEM, STEPS)])
+    assert len(row) == len(STEPS) and all(0.0 <= s <= 1.0 for s in row)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_batched_equals_unbatched(scorers: dict[FamilyName, HfScorer], family: str) -> None:
+    scorer = scorers[family]  # type: ignore[index]
+    items = [scorer.encode(PROBLEM, STEPS[:k]) for k in (3, 1, 2)]
+    batched = scorer.compute(items)
+    for item, row in zip(items, batched, strict=True):
+        assert row == pytest.approx(scorer.compute([item])[0], abs=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_step_score_ignores_later_steps(scorers: dict[FamilyName, HfScorer], family: str) -> None:
+    scorer = scorers[family]  # type: ignore[index]
+    short = scorer.compute([scorer.encode(PROBLEM, STEPS[:1])])[0]
+    long = scorer.compute([scorer.encode(PROBLEM, STEPS)])[0]
+    assert long[0] == pytest.approx(short[0], abs=1e-6)
+    # ...and a child's ids extend its parent's, which is what lets the cache hit.
+    parent, child = scorer.encode(PROBLEM, STEPS[:2]), scorer.encode(PROBLEM, STEPS)
+    assert child.ids[: len(parent.ids)] == parent.ids
+
+
+def test_steps_are_cleaned_of_family_tags(scorers: dict[FamilyName, HfScorer]) -> None:
+    scorer = scorers["qwen_prm"]
+    encoded = scorer.encode(PROBLEM, ["a <extra_0> b"])
+    assert len(encoded.read_positions) == 1
+    with pytest.raises(ValueError, match="empty"):
+        scorer.encode(PROBLEM, ["<extra_0>"])
+
+
+# --- the HTTP service ---------------------------------------------------------------------
+def settings(**kw: Any) -> PrmServerSettings:
+    return PrmServerSettings(**kw)
+
+
+@pytest.fixture
+def prm_url(scorers: dict[FamilyName, HfScorer]) -> Any:
+    app = create_app(settings(max_wait_ms=50), scorer=scorers["qwen_prm"])
+    with serve(app) as url:
+        yield url, app
+
+
+def test_golden_contract(prm_url: tuple[str, FastAPI]) -> None:
+    url, _ = prm_url
+    body = dict(GOLDEN["request"])
+    response = httpx.post(url + "/v1/score", json=body, timeout=30)
+    assert response.status_code == 200
+    data = response.json()
+    assert set(data) == set(GOLDEN["response"]) and data["model"] == "tiny-qwen_prm"
+    assert [len(r) for r in data["scores"]] == [len(c) for c in body["candidates"]]
+    assert data["usage"]["prompt_tokens"] > 0
+
+
+def test_cache_hits_return_identical_scores_without_the_model(
+    prm_url: tuple[str, FastAPI],
+) -> None:
+    url, app = prm_url
+    body = {"problem": PROBLEM, "candidates": [STEPS, STEPS[:2]]}
+    first = httpx.post(url + "/v1/score", json=body, timeout=30).json()
+    calls = app.state.batcher.forward_calls
+    second = httpx.post(url + "/v1/score", json=body, timeout=30).json()
+    assert second["scores"] == first["scores"]
+    assert app.state.batcher.forward_calls == calls
+    assert "prm_cache_hits_total 5.0" in httpx.get(url + "/metrics").text
+
+
+def test_concurrent_requests_share_forward_passes(prm_url: tuple[str, FastAPI]) -> None:
+    url, app = prm_url
+    before = app.state.batcher.forward_calls
+    start = threading.Barrier(16)
+
+    def one(i: int) -> int:
+        start.wait()
+        body = {"problem": f"{PROBLEM} #{i}", "candidates": [STEPS[: 1 + i % 3]]}
+        return httpx.post(url + "/v1/score", json=body, timeout=60).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(one, range(16))) == {200}
+    assert app.state.batcher.forward_calls - before < 16
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"problem": "p", "candidates": [["ok", " "]]}, 400, "candidates"),
+        ({"problem": "p", "candidates": [[]]}, 400, "candidates"),
+        ({"problem": "p", "candidates": []}, 400, "candidates"),
+        ({"candidates": [["a"]]}, 400, "problem"),
+        ({"model": "other", "problem": "p", "candidates": [["a"]]}, 404, "model"),
+        ({"problem": "p " * 600, "candidates": [["a"]]}, 413, "candidates"),
+    ],
+)
+def test_api_errors_are_clear(
+    prm_url: tuple[str, FastAPI], body: dict[str, Any], status: int, param: str
+) -> None:
+    url, _ = prm_url
+    response = httpx.post(url + "/v1/score", json=body, timeout=30)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"]
+
+
+def test_models_and_health(prm_url: tuple[str, FastAPI]) -> None:
+    url, _ = prm_url
+    card = httpx.get(url + "/v1/models").json()["data"][0]
+    assert card["id"] == "tiny-qwen_prm" and card["family"] == "qwen_prm"
+    assert card["max_tokens"] == 512
+    assert httpx.get(url + "/health").json() == {"status": "ok"}
+
+
+def test_vllm_pooling_backend_reads_step_rows(checkpoints: dict[FamilyName, Path]) -> None:
+    from transformers import AutoTokenizer
+
+    seen: list[dict[str, Any]] = []
+    fake = FastAPI()
+
+    @fake.post("/pooling")
+    async def pooling(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        seen.append(body)
+        tag = 3  # "<extra_0>" is the 4th special token of the test tokenizer
+        rows = [[[0.3, 0.7] for t in ids if t == tag] for ids in body["input"]]
+        return {"data": [{"index": i, "data": r} for i, r in enumerate(rows)]}
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints["qwen_prm"])
+    with serve(fake) as url:
+        scorer = PoolingScorer("qwen-prm", tokenizer, url, 512)
+        try:
+            items = [scorer.encode(PROBLEM, STEPS), scorer.encode(PROBLEM, STEPS[:1])]
+            assert scorer.compute(items) == [[0.7, 0.7, 0.7], [0.7]]
+        finally:
+            scorer.close()
+    assert seen[0]["task"] == "token_classify" and seen[0]["input"][0] == list(items[0].ids)
