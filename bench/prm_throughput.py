@@ -12,21 +12,27 @@ Run: ``.venv/bin/python -m bench.prm_throughput``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from prm_server.app import create_app
-from prm_server.scorer import load_hf_scorer
-from prm_server.settings import PrmServerSettings
-from tests.fake_servers import serve
+from tests.fake_servers import free_port
 from tests.prm_models import build_checkpoint
 
 CLIENTS = 16
-DEPTH = 6
+DEPTH = 10  # MATH solutions run ~10 steps (the paper's depth limit is 40)
 WIDTH = 4
+PROBLEM = (
+    "Problem {client}: A bakery sells muffins for 3 dollars each and cookies for 2 dollars each. "
+    "On Monday it sold 40 muffins and 65 cookies; on Tuesday it sold twice as many muffins and "
+    "15 fewer cookies than on Monday. How much money did the bakery take in over the two days?"
+)
 
 
 def _step(client: int, depth: int, branch: int) -> str:
@@ -34,11 +40,12 @@ def _step(client: int, depth: int, branch: int) -> str:
 
 
 async def _client(http: httpx.AsyncClient, client: int) -> int:
+    """One beam search: 4 candidates per depth, sharing the steps accepted so far."""
     accepted: list[str] = []
     steps = 0
     for depth in range(DEPTH):
         candidates = [[*accepted, _step(client, depth, b)] for b in range(WIDTH)]
-        body = {"problem": f"Problem {client}: what is the sum?", "candidates": candidates}
+        body = {"problem": PROBLEM.format(client=client), "candidates": candidates}
         response = await http.post("/v1/score", json=body)
         response.raise_for_status()
         steps += WIDTH  # new steps scored this depth
@@ -46,34 +53,66 @@ async def _client(http: httpx.AsyncClient, client: int) -> int:
     return steps
 
 
-async def _run(url: str) -> float:
+async def _run(url: str, clients: int = CLIENTS, first: int = 0) -> float:
     async with httpx.AsyncClient(base_url=url, timeout=300) as http:
         started = time.perf_counter()
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_client(http, c)) for c in range(CLIENTS)]
+            tasks = [group.create_task(_client(http, first + c)) for c in range(clients)]
         elapsed = time.perf_counter() - started
     return sum(t.result() for t in tasks) / elapsed
 
 
+@contextlib.contextmanager
+def _server(path: Path, flags: list[str]) -> Iterator[str]:
+    """``tts-prm serve`` in its own process (the clients must not share its interpreter)."""
+    port = free_port()
+    command = [sys.executable, "-m", "prm_server", "serve", "--model", str(path), "--family",
+               "qwen_prm", "--port", str(port), "--log-level", "warning", *flags]  # fmt: skip
+    process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _model_seconds(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("prm_compute_seconds_total"):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_checkpoint("qwen_prm", Path(tmp) / "qwen_prm")
-        scorer = load_hf_scorer(path, "qwen_prm", name="tiny", device="cpu", dtype="float32")
+        path = build_checkpoint(
+            "qwen_prm", Path(tmp) / "qwen_prm", hidden=256, layers=4, context=4096
+        )
+
         configs = {
-            "one at a time, no cache": PrmServerSettings(
-                max_wait_ms=0, max_batch_tokens=1, cache_entries=0
-            ),
-            "batched + cached": PrmServerSettings(max_wait_ms=10, max_batch_tokens=16384),
-        }
+            "one at a time, no cache": ["--max-wait-ms", "0", "--max-batch-tokens", "1",
+                                        "--cache-entries", "0", "--kv-prefix-entries", "0"],
+            "batched + cached + KV": ["--max-wait-ms", "30"],
+        }  # fmt: skip
         rows = []
-        for label, settings in configs.items():
-            with serve(create_app(settings, scorer=scorer)) as url:
-                rows.append((label, asyncio.run(_run(url))))
-    base = rows[0][1]
-    print(f"{'configuration':<26}{'new steps/s':>12}{'speed-up':>10}")
-    print("-" * 48)
-    for label, rate in rows:
-        print(f"{label:<26}{rate:>12.1f}{rate / base:>9.1f}x")
+        for label, flags in configs.items():
+            with _server(path, flags) as url:
+                asyncio.run(_run(url, clients=2, first=1000))  # warm-up, other problems
+                before = _model_seconds(url)
+                rate = asyncio.run(_run(url))
+                rows.append((label, rate, _model_seconds(url) - before))
+    base, base_model = rows[0][1], rows[0][2]
+    print(f"{'configuration':<26}{'new steps/s':>12}{'speed-up':>10}{'model s':>9}{'model x':>9}")
+    print("-" * 66)
+    for label, rate, model_s in rows:
+        print(f"{label:<26}{rate:>12.1f}{rate / base:>9.1f}x{model_s:>9.2f}"
+              f"{base_model / model_s:>8.1f}x")  # fmt: skip
     print(f"({CLIENTS} clients, depth {DEPTH}, {WIDTH} candidates per request; target >= 5x)")
 
 

@@ -83,10 +83,10 @@ class PrmNetwork:
         out = []
         for i, positions in enumerate(reads):
             picked = hidden[i, torch.tensor(list(positions), dtype=torch.long, device=device)]
-            out.append(self._transform(picked).float().cpu().tolist())
+            out.append(self.transform(picked).float().cpu().tolist())
         return out
 
-    def _transform(self, hidden: torch.Tensor) -> torch.Tensor:
+    def transform(self, hidden: torch.Tensor) -> torch.Tensor:
         head = self.family.head
         if head == "two_label":
             return torch.softmax(self.module.score(hidden).float(), dim=-1)[:, 1]

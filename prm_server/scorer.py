@@ -7,9 +7,10 @@ Must not import ``proxy`` or ``strategies``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from prm_server.families import FAMILIES, Encoded, FamilyName, Tokenizer, encode, plus_minus_ids
 
@@ -35,17 +36,67 @@ class Scorer(Protocol):
         ...
 
 
+class CachedTokenizer:
+    """Memoises encodings and chat renderings: beam search re-sends every accepted step (and the
+    same problem) at each depth, so each text is encoded once. Bounded; one per scorer."""
+
+    def __init__(self, tokenizer: Any, max_entries: int = 65536) -> None:
+        self._tok = tokenizer
+        self.bos_token: str | None = tokenizer.bos_token
+        self._max = max_entries
+        self._encoded: dict[tuple[str, bool], dict[str, list[int]]] = {}
+        self._rendered: dict[str, Any] = {}
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        key = (text, add_special_tokens)
+        found = self._encoded.get(key)
+        if found is None:
+            ids = list(self._tok(text, add_special_tokens=add_special_tokens)["input_ids"])
+            found = {"input_ids": ids}
+            self._remember(self._encoded, key, found)
+        return {"input_ids": list(found["input_ids"])}
+
+    def convert_tokens_to_ids(self, token: str) -> Any:
+        return self._tok.convert_tokens_to_ids(token)
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any:
+        key = json.dumps([conversation, kwargs], sort_keys=True)
+        if key not in self._rendered:
+            self._remember(
+                self._rendered, key, self._tok.apply_chat_template(conversation, **kwargs)
+            )
+        return self._rendered[key]
+
+    def decode(self, ids: list[int]) -> str:
+        text: str = self._tok.decode(ids)
+        return text
+
+    def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(table) >= self._max:
+            table.pop(next(iter(table)))
+        table[key] = value
+
+
 class HfScorer:
     """A PRM run in-process with transformers (CPU or GPU)."""
 
-    def __init__(self, name: str, family: FamilyName, tokenizer: Tokenizer, network: object):
+    def __init__(
+        self,
+        name: str,
+        family: FamilyName,
+        tokenizer: Tokenizer,
+        network: object,
+        prefix_entries: int = 0,
+    ) -> None:
         from prm_server.modeling import PrmNetwork
+        from prm_server.prefix import PrefixRunner
 
         assert isinstance(network, PrmNetwork)
         self._name = name
         self._family = family
-        self._tokenizer = tokenizer
+        self._tokenizer = CachedTokenizer(tokenizer)
         self._network = network
+        self.prefix_runner = PrefixRunner(network, prefix_entries) if prefix_entries else None
 
     @property
     def name(self) -> str:
@@ -63,11 +114,19 @@ class HfScorer:
         return encode(FAMILIES[self._family], self._tokenizer, problem, steps)
 
     def compute(self, batch: Sequence[Encoded]) -> list[list[float]]:
+        if self.prefix_runner is not None:
+            return self.prefix_runner.compute(batch)
         return self._network.scores([e.ids for e in batch], [e.read_positions for e in batch])
 
 
 def load_hf_scorer(
-    path: Path, family: FamilyName, *, name: str | None, device: str, dtype: str
+    path: Path,
+    family: FamilyName,
+    *,
+    name: str | None,
+    device: str,
+    dtype: str,
+    prefix_entries: int = 64,
 ) -> HfScorer:
     """Load tokenizer and weights from a local folder (imports torch lazily)."""
     import torch
@@ -80,4 +139,4 @@ def load_hf_scorer(
     labels = plus_minus_ids(tokenizer) if spec.head == "plus_minus" else None
     torch_dtype = getattr(torch, dtype)
     network = load_network(path, spec, device, torch_dtype, labels)
-    return HfScorer(name or path.name, family, tokenizer, network)
+    return HfScorer(name or path.name, family, tokenizer, network, prefix_entries)

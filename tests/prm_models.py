@@ -65,24 +65,19 @@ def train_tokenizer(family: FamilyName) -> PreTrainedTokenizerFast:
     return tok
 
 
-def _qwen_config(vocab: int) -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-    )  # fmt: skip
-
-
-def build_checkpoint(family: FamilyName, folder: Path) -> Path:
+def build_checkpoint(
+    family: FamilyName, folder: Path, hidden: int = 64, layers: int = 2, context: int = 512
+) -> Path:
     """A tiny random checkpoint of ``family`` under ``folder`` (config, weights, tokenizer)."""
     torch.manual_seed(0)
     tok = train_tokenizer(family)
     vocab = len(tok)
     folder.mkdir(parents=True, exist_ok=True)
-    small: dict[str, Any] = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "num_key_value_heads": 2,
-             "max_position_embeddings": 512}  # fmt: skip
+    small: dict[str, Any] = {"hidden_size": hidden, "intermediate_size": 2 * hidden,
+             "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "max_position_embeddings": context}  # fmt: skip
     if family in ("qwen_prm", "skywork"):
-        config = _qwen_config(vocab)
+        config = Qwen2Config(vocab_size=vocab, **small)
         module = (
             QwenProcessRewardModel(config) if family == "qwen_prm" else SkyworkValueModel(config)
         )

@@ -209,3 +209,48 @@ def test_vllm_pooling_backend_reads_step_rows(checkpoints: dict[FamilyName, Path
         finally:
             scorer.close()
     assert seen[0]["task"] == "token_classify" and seen[0]["input"][0] == list(items[0].ids)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_kv_prefix_reuse_equals_full_recompute(
+    checkpoints: dict[FamilyName, Path], family: FamilyName
+) -> None:
+    plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
+                           prefix_entries=0)  # fmt: skip
+    reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
+                           prefix_entries=8)  # fmt: skip
+    assert reuse.prefix_runner is not None
+    accepted: list[str] = []
+    for depth, step in enumerate(STEPS):
+        items = [reuse.encode(PROBLEM, [*accepted, f"{step} v{b}"]) for b in range(3)]
+        expected = plain.compute(items)
+        got = reuse.compute(items)
+        for want, have in zip(expected, got, strict=True):
+            assert have == pytest.approx(want, abs=1e-5), depth
+        accepted.append(f"{step} v0")
+    # each depth ran only the newly accepted step of the shared prefix, never the whole of it
+    full = sum(len(reuse.encode(PROBLEM, accepted[:k]).ids) for k in (1, 2))
+    assert 0 < reuse.prefix_runner.prefix_tokens_run < full
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_kv_reuse_batches_ragged_prefixes_exactly(
+    checkpoints: dict[FamilyName, Path], family: FamilyName
+) -> None:
+    plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
+                           prefix_entries=0)  # fmt: skip
+    reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
+                           prefix_entries=8)  # fmt: skip
+    assert reuse.prefix_runner is not None
+    warm = [reuse.encode("Other problem?", ["a step.", "b step."])]
+    reuse.compute(warm)  # one cached prefix, so the next batch mixes cached and fresh pasts
+    batch = [
+        reuse.encode("Other problem?", ["a step.", "b step.", "c step."]),
+        reuse.encode(PROBLEM, STEPS),
+        reuse.encode(PROBLEM, STEPS[:1]),
+        reuse.encode("Other problem?", ["a step.", "b step.", "d step, longer than c."]),
+    ]
+    passes = reuse.prefix_runner.forward_passes
+    for want, have in zip(plain.compute(batch), reuse.compute(batch), strict=True):
+        assert have == pytest.approx(want, abs=1e-5)
+    assert reuse.prefix_runner.forward_passes - passes <= 2

@@ -4,12 +4,20 @@ double, not a solver: these tests check structure and accounting, not correctnes
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from prm_server.app import create_app as create_prm_app
+from prm_server.settings import PrmServerSettings
+from proxy.app import create_app
+from proxy.settings import ProxySettings
 from tests.e2e.conftest import Relay
+from tests.fake_servers import serve
+from tests.prm_models import build_checkpoint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # the first test sets the stack up
 
@@ -64,3 +72,20 @@ def test_concurrent_seeded_requests_do_not_kill_vllm(proxy_url: str) -> None:
     assert all(r.choices[0].message.content for r in results)
     assert all("seed" in r.model_extra["tts"]["ignored_params"] for r in results)
     assert ask(proxy_url, "cot").choices[0].message.content  # still alive
+
+
+def test_beam_search_through_a_real_prm_server(
+    vllm_url: str, tmp_path: Path, stack: ExitStack
+) -> None:
+    checkpoint = build_checkpoint("qwen_prm", tmp_path / "qwen_prm")
+    prm_settings = PrmServerSettings(model=checkpoint, family="qwen_prm", served_name="tiny-prm")
+    prm_url = stack.enter_context(serve(create_prm_app(prm_settings)))
+    settings = ProxySettings(
+        policy_urls=[vllm_url], prm_url=prm_url, max_answer_tokens=160, max_step_tokens=64,
+        default_max_steps=4, request_timeout_s=300,
+    )  # fmt: skip
+    url = stack.enter_context(serve(create_app(settings)))
+    completion = ask(url, "beam_search")
+    tts = completion.model_extra["tts"]
+    assert tts["scorer"] == "prm:tiny-prm" and tts["prm_calls"] >= 1
+    assert completion.choices[0].message.content
