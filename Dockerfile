@@ -10,14 +10,15 @@ COPY strategies ./strategies
 COPY proxy ./proxy
 COPY prm_server ./prm_server
 COPY scripts ./scripts
-RUN pip install --no-cache-dir --prefix=/install ".[litellm]"
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --prefix=/install ".[litellm,prm]"
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     LITELLM_LOCAL_MODEL_COST_MAP=True
 COPY --from=build /install /usr/local
 RUN useradd --create-home --uid 10001 tts
-USER tts
+USER 10001
 WORKDIR /home/tts
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := strategies proxy prm_server tests bench scripts
 
-.PHONY: install fmt lint typecheck unit e2e test check demo clean
+.PHONY: install fmt lint typecheck deploy-lint unit e2e test check demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,12 @@ unit: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest -m e2e
 
-test: lint typecheck
+# No Docker engine on CI machines: lint the Dockerfile and validate the compose file instead.
+deploy-lint: $(STAMP)
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/docker-compose -f compose.yaml config -q
+
+test: lint typecheck deploy-lint
 	$(BIN)/pytest
 
 check: test
