@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from proxy.clients import PromptRenderer
 from proxy.errors import InternalError, InvalidRequestError, ProxyError
 from proxy.metrics import Metrics
+from proxy.profiles import load_rules
 from proxy.routes import router
 from proxy.service import Admission, AppState, PolicyPool
 from proxy.settings import ProxySettings
@@ -66,6 +67,7 @@ def _prm_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
 def create_app(settings: ProxySettings) -> FastAPI:
     """Build the proxy app; upstream clients live from startup to shutdown."""
     metrics = Metrics()
+    rules = load_rules(settings.auto_rules_file)  # a bad rules file fails at start-up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +80,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
             prm=prm,
             renderer=PromptRenderer(),
             admission=Admission(settings.max_concurrent_searches, metrics),
+            rules=rules,
         )
         try:
             yield

@@ -85,7 +85,7 @@ def resolve_plan(
         raise InvalidRequestError("scorer 'prm' needs a PRM server (PROXY_PRM_URL)", param="scorer")
     enable_trace = _flag(pick("trace"), "trace")
     config = dataclasses.replace(_search_config(request, pick, settings), enable_trace=enable_trace)
-    if strategy != "none":
+    if strategy != "none" and strategy != "auto":  # auto's rules come once the model is known
         try:
             check(strategy, config, has_scorer=scorer != "none")
         except ValueError as exc:
@@ -117,12 +117,9 @@ def _strategy(
         return "none", passthrough
     if requested == "none":
         return "none", "pass-through requested"
-    if requested != "auto":
-        return requested, "requested"
-    if settings.auto_strategy != "majority" or not has_prm:
-        chosen = settings.auto_strategy
-        return chosen, f"auto: fixed default {chosen!r} (PROXY_AUTO_STRATEGY)"
-    return "beam_search", "auto: beam search with a PRM (small-policy default in Liu et al. 2025)"
+    if requested == "auto":
+        return "auto", "auto: difficulty estimated online, method from the rules file"
+    return requested, "requested"
 
 
 def _passthrough_reason(request: ChatCompletionRequest) -> str | None:

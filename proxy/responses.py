@@ -65,7 +65,9 @@ def tts_extension(
         "reason": plan.reason,
         "budget": cfg.budget,
         "budget_spent": usage.generations,
-        "beam_width": cfg.beam_width if result.strategy in ("beam_search", "dvts") else None,
+        "beam_width": cfg.beam_width
+        if result.strategy in ("beam_search", "dvts", "auto")
+        else None,
         "scoring": result.scoring,
         "voting": result.voting,
         "scorer": result.scorer,
@@ -96,8 +98,11 @@ def tts_extension(
             "proxy": round(proxy_s * 1000, 3),
         },
         "replica": outcome.replica,
+        "reasoning_prompt": outcome.reasoning_prompt,
         "ignored_params": list(ignored),
     }
+    if result.decision is not None:
+        ext["auto"] = dataclasses.asdict(result.decision)
     if result.trace is not None:
         ext["trace"] = [dataclasses.asdict(node) for node in result.trace]
     return ext

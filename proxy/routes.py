@@ -20,6 +20,7 @@ from starlette.types import Message
 from proxy.control import Plan, resolve_plan
 from proxy.errors import AuthenticationError, InvalidRequestError
 from proxy.passthrough import litellm_completion, open_policy_stream, policy_completion
+from proxy.profiles import apply_profile, profile_of
 from proxy.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 from proxy.responses import build_completion, tts_extension
 from proxy.service import AppState, check_model, run_search
@@ -96,11 +97,17 @@ async def chat_completions(request: Request, state: AppState = Depends(get_state
     model = await check_model(state, plan.model)
     if plan.strategy == "none":
         return await _passthrough(state, chat, model, plan, headers, request)
+    profile = profile_of(model, plan.scorer, state.settings, state.rules)
+    has_sampling = chat.temperature is not None or chat.top_p is not None
+    plan = apply_profile(plan, profile, state.rules, request_has_sampling=has_sampling)
 
     async def work() -> ChatCompletion:
-        outcome = await run_search(state, plan, chat, model)
+        outcome = await run_search(state, plan, chat, model, profile)
         total_s = time.perf_counter() - started
         tts = tts_extension(plan, outcome, total_s=total_s, ignored=plan.ignored_params)
+        tts["profile"] = {"size": profile.size, "params_b": profile.params_b,
+                          "family": profile.family.name if profile.family else None,
+                          "scorer": profile.scorer}  # fmt: skip
         completion = build_completion(
             result=outcome.result, n=chat.n, request_id=request_id,
             created=int(time.time()), model=model, tts=tts,

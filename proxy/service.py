@@ -24,6 +24,7 @@ from proxy.errors import (
     UpstreamTimeoutError,
 )
 from proxy.metrics import Metrics
+from proxy.profiles import AutoRules, Profile
 from proxy.protocol import ChatCompletionRequest
 from proxy.settings import ProxySettings
 from proxy.upstream import Upstream
@@ -104,6 +105,7 @@ class AppState:
     prm: Upstream | None
     renderer: PromptRenderer
     admission: Admission
+    rules: AutoRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ class SearchOutcome:
     stats: CallStats
     replica: str
     upstream_s: float
+    reasoning_prompt: str | None = None
 
 
 def problem_text(request: ChatCompletionRequest) -> str:
@@ -128,8 +131,31 @@ def _text(content: str | list[Any] | None) -> str:
     return content or ""
 
 
+def with_reasoning_prompt(
+    messages: list[dict[str, Any]], profile: Profile, settings: ProxySettings
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The family's reasoning prompt (as in the paper's runs) when the request has no system
+    prompt of its own; returns the messages and the family name used (or None)."""
+    family = profile.family
+    if not settings.add_reasoning_prompt or family is None:
+        return messages, None
+    if any(m.get("role") in ("system", "developer") for m in messages):
+        return messages, None
+    if not family.system_prompt and not family.user_suffix:
+        return messages, None
+    out = [dict(m) for m in messages]
+    if family.user_suffix:
+        last_user = max(i for i, m in enumerate(out) if m.get("role") == "user")
+        content = out[last_user].get("content")
+        if isinstance(content, str):
+            out[last_user]["content"] = content + family.user_suffix
+    if family.system_prompt:
+        out.insert(0, {"role": "system", "content": family.system_prompt})
+    return out, family.name
+
+
 async def run_search(
-    state: AppState, plan: Plan, request: ChatCompletionRequest, model: str
+    state: AppState, plan: Plan, request: ChatCompletionRequest, model: str, profile: Profile
 ) -> SearchOutcome:
     """Run ``plan`` (a search strategy) for ``request``; raises ``ProxyError``s only."""
     if plan.strategy == "none":  # pragma: no cover - routed elsewhere
@@ -138,7 +164,9 @@ async def run_search(
     settings = state.settings
     stats = CallStats()
     upstream = state.policy.pick()
-    messages = [m.model_dump(exclude_none=True) for m in request.messages]
+    messages, prompt_family = with_reasoning_prompt(
+        [m.model_dump(exclude_none=True) for m in request.messages], profile, settings
+    )
     started = time.perf_counter()
     async with state.admission.slot():
         try:
@@ -169,7 +197,7 @@ async def run_search(
             raise InvalidRequestError(str(exc)) from exc
     upstream_s = stats.policy_s + stats.prm_s + stats.render_s
     logger.debug("search %s done in %.3f s", strategy, time.perf_counter() - started)
-    return SearchOutcome(result, stats, upstream.config.base_url, upstream_s)
+    return SearchOutcome(result, stats, upstream.config.base_url, upstream_s, prompt_family)
 
 
 def _scorer(state: AppState, plan: Plan, stats: CallStats) -> StepScorer | None:

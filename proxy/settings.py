@@ -61,7 +61,11 @@ class ProxySettings(BaseSettings):
 
     # -- search defaults and caps -------------------------------------------------------------
     default_strategy: StrategyChoice = "auto"
-    auto_strategy: Literal["cot", "majority", "best_of_n", "beam_search", "dvts"] = "majority"
+    auto_rules_file: Path | None = None  # default: proxy/auto_rules.toml
+    policy_params_b: float | None = None  # policy size in billions (default: from its name)
+    policy_family: str | None = None  # a family of the rules file (default: from its name)
+    prm_strength: Literal["strong", "weak"] | None = None  # default: from the PRM's name
+    add_reasoning_prompt: bool = True  # the family's prompt when a search request has none
     default_scorer: ScorerKind | None = None  # None: prm when a PRM is configured, else confidence
     default_budget: int = 8
     default_beam_width: int = 4

@@ -8,11 +8,13 @@ Quick use::
 """
 
 from strategies.answers import extract_answer, group_equivalent
+from strategies.auto import leader_confidence
 from strategies.confidence import ConfidenceScorer
 from strategies.errors import NoCandidatesError, SearchError
 from strategies.registry import STRATEGIES, StrategySpec, check, search
 from strategies.results import (
     AnswerChoice,
+    AutoDecision,
     Candidate,
     ScoredCandidate,
     SearchResult,
@@ -21,8 +23,11 @@ from strategies.results import (
 )
 from strategies.scoring import aggregate, rank_answers, select_top
 from strategies.types import (
+    AutoConfig,
+    Difficulty,
     Finish,
     Generation,
+    MethodName,
     Policy,
     PolicyBatch,
     Sampling,
@@ -39,10 +44,14 @@ from strategies.types import (
 __all__ = [
     "STRATEGIES",
     "AnswerChoice",
+    "AutoConfig",
+    "AutoDecision",
     "Candidate",
     "ConfidenceScorer",
+    "Difficulty",
     "Finish",
     "Generation",
+    "MethodName",
     "NoCandidatesError",
     "Policy",
     "PolicyBatch",
@@ -65,6 +74,7 @@ __all__ = [
     "check",
     "extract_answer",
     "group_equivalent",
+    "leader_confidence",
     "rank_answers",
     "search",
     "select_top",

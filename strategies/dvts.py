@@ -44,6 +44,6 @@ async def run_dvts(run: SearchRun) -> SearchResult:
         live = still_live
     finished = [tree for tree in subtrees if tree.is_finished]
     # Only finished subtrees answer; on a deadline with none finished, partial ones do (flagged).
-    if not finished and run.is_partial:
+    if not finished and run.is_stopped:
         return run.finish([tree for tree in subtrees if tree.steps])
     return run.finish(finished)

@@ -14,6 +14,7 @@ from typing import TypeVar
 from strategies.answers import extract_answer, group_equivalent
 from strategies.errors import NoCandidatesError, SearchError
 from strategies.results import (
+    AutoDecision,
     Candidate,
     NodeStatus,
     ScoredCandidate,
@@ -37,6 +38,17 @@ __all__ = ["SearchRun"]
 _T = TypeVar("_T")
 
 
+@dataclasses.dataclass(slots=True)
+class _Books:
+    """Accounting shared by a run and its forks: usage, the trace, node ids, the deadline flag."""
+
+    usage: SearchUsage = dataclasses.field(default_factory=SearchUsage)
+    trace: dict[int, TraceNode] = dataclasses.field(default_factory=dict)
+    next_id: int = 0
+    is_partial: bool = False  # the deadline expired
+    is_capped: bool = False  # a call was refused by max_generations
+
+
 class SearchRun:
     """State of one search: the only mutable object a strategy holds."""
 
@@ -48,6 +60,7 @@ class SearchRun:
         scorer: StepScorer | None,
         config: SearchConfig,
         deadline: float | None,
+        books: _Books | None = None,
     ) -> None:
         self.strategy = strategy
         self.problem = problem
@@ -55,10 +68,29 @@ class SearchRun:
         self.scorer = scorer
         self.config = config
         self.deadline = deadline
-        self.is_partial = False
-        self._usage = SearchUsage()
-        self._trace: dict[int, TraceNode] = {}
-        self._next_id = 0
+        self._books = books if books is not None else _Books()
+
+    def fork(
+        self, strategy: StrategyName, config: SearchConfig, *, with_scorer: bool = True
+    ) -> SearchRun:
+        """A sub-search (another method or budget) whose spending counts in this run's books."""
+        scorer = self.scorer if with_scorer else None
+        return SearchRun(
+            strategy, self.problem, self.policy, scorer, config, self.deadline, self._books
+        )
+
+    @property
+    def is_partial(self) -> bool:
+        return self._books.is_partial
+
+    @property
+    def is_stopped(self) -> bool:
+        """The search was cut short (deadline or generation cap): partial answers may do."""
+        return self._books.is_partial or self._books.is_capped
+
+    @property
+    def usage(self) -> SearchUsage:
+        return self._books.usage
 
     # -- sampling ---------------------------------------------------------------------------
     def sampling(self, *, is_step: bool, temperature: float | None = None) -> Sampling:
@@ -74,7 +106,11 @@ class SearchRun:
     async def generate(
         self, prefixes: Sequence[str], n: int, sampling: Sampling
     ) -> PolicyBatch | None:
-        """One policy call; ``None`` when the deadline expired first."""
+        """One policy call; ``None`` when the deadline expired or the call would pass the cap."""
+        cap = self.config.max_generations
+        if cap is not None and self._books.usage.generations + len(prefixes) * n > cap:
+            self._books.is_capped = True
+            return None
         batch = await self._before_deadline(self.policy.generate(prefixes, n, sampling))
         if batch is None:
             return None
@@ -82,8 +118,8 @@ class SearchRun:
             len(group) != n for group in batch.generations
         ):
             raise SearchError("policy returned a different number of samples than asked for")
-        usage = self._usage
-        self._usage = dataclasses.replace(
+        usage = self._books.usage
+        self._books.usage = dataclasses.replace(
             usage,
             policy_calls=usage.policy_calls + 1,
             prompt_tokens=usage.prompt_tokens + batch.prompt_tokens,
@@ -113,8 +149,8 @@ class SearchRun:
         if batch is None:
             return None
         _check_scores(requests, batch.scores)
-        usage = self._usage
-        self._usage = dataclasses.replace(
+        usage = self._books.usage
+        self._books.usage = dataclasses.replace(
             usage,
             scorer_calls=usage.scorer_calls + 1,
             scored_tokens=usage.scored_tokens + batch.scored_tokens,
@@ -133,28 +169,34 @@ class SearchRun:
             async with asyncio.timeout_at(self.deadline):
                 return await call
         except TimeoutError:
-            self.is_partial = True
+            self._books.is_partial = True
             return None
 
     # -- trace ------------------------------------------------------------------------------
     def new_node(self, parent: int | None, depth: int, text: str) -> int:
-        node_id = self._next_id
-        self._next_id += 1
+        node_id = self._books.next_id
+        self._books.next_id += 1
         if self.config.enable_trace:
-            self._trace[node_id] = TraceNode(node_id, parent, depth, text, None, "pruned")
+            self._books.trace[node_id] = TraceNode(node_id, parent, depth, text, None, "pruned")
         return node_id
 
     def mark(self, node_ids: Sequence[int], status: NodeStatus) -> None:
         for node_id in node_ids:
-            if node_id in self._trace:
-                self._trace[node_id] = dataclasses.replace(self._trace[node_id], status=status)
+            if node_id in self._books.trace:
+                self._books.trace[node_id] = dataclasses.replace(
+                    self._books.trace[node_id], status=status
+                )
 
     def _set_score(self, node_id: int, score: float) -> None:
-        if node_id in self._trace:
-            self._trace[node_id] = dataclasses.replace(self._trace[node_id], score=score)
+        if node_id in self._books.trace:
+            self._books.trace[node_id] = dataclasses.replace(
+                self._books.trace[node_id], score=score
+            )
 
     # -- result -----------------------------------------------------------------------------
-    def finish(self, candidates: Sequence[Candidate]) -> SearchResult:
+    def finish(
+        self, candidates: Sequence[Candidate], decision: AutoDecision | None = None
+    ) -> SearchResult:
         """Vote over the candidates and freeze the result."""
         if not candidates:
             raise NoCandidatesError(
@@ -179,12 +221,13 @@ class SearchRun:
             strategy=self.strategy,
             choices=rank_answers(scored, groups, voting),
             candidates=scored,
-            usage=self._usage,
+            usage=self._books.usage,
             scoring=cfg.scoring if has_scorer else None,
             voting=voting,
             scorer=self.scorer.name if self.scorer is not None else None,
             is_partial=self.is_partial,
-            trace=tuple(self._trace.values()) if cfg.enable_trace else None,
+            trace=tuple(self._books.trace.values()) if cfg.enable_trace else None,
+            decision=decision,
         )
 
 

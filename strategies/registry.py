@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from strategies.auto import run_auto
 from strategies.beam_search import run_beam_search
 from strategies.best_of_n import run_best_of_n
 from strategies.cot import run_cot
@@ -44,6 +45,7 @@ STRATEGIES: Mapping[StrategyName, StrategySpec] = MappingProxyType(
             run_beam_search, uses_scorer=True, needs_scorer=True, is_stepwise=True
         ),
         "dvts": StrategySpec(run_dvts, uses_scorer=True, needs_scorer=True, is_stepwise=True),
+        "auto": StrategySpec(run_auto, uses_scorer=True, needs_scorer=False, is_stepwise=False),
     }
 )
 
@@ -58,6 +60,8 @@ def check(name: StrategyName, config: SearchConfig, has_scorer: bool) -> None:
             f"{name} needs budget to be a multiple of beam_width "
             f"(got {config.budget} and {config.beam_width})"
         )
+    if name == "auto" and config.auto is None:
+        raise ValueError("auto needs its rules (SearchConfig.auto)")
     uses_scores = spec.uses_scorer and has_scorer
     if config.voting in ("prm_max", "prm_vote") and not uses_scores:
         raise ValueError(f"voting {config.voting!r} needs scores, which {name} has none of here")

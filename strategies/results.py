@@ -12,6 +12,7 @@ from strategies.types import ScoringMode, Step, StrategyName, VotingMode
 
 __all__ = [
     "AnswerChoice",
+    "AutoDecision",
     "Candidate",
     "ScoredCandidate",
     "SearchResult",
@@ -101,6 +102,19 @@ class TraceNode:
 
 
 @dataclass(frozen=True, slots=True)
+class AutoDecision:
+    """What ``auto`` estimated, chose and why."""
+
+    pilots: int
+    agreement: float  # share of pilots giving the leading answer: the online pass@1 estimate
+    difficulty: Literal["easy", "medium", "hard"]
+    method: StrategyName | None  # None: answered from the pilots (early stop)
+    reason: str
+    stopped_early: bool
+    confidence: float  # posterior probability that the leading answer is the majority answer
+
+
+@dataclass(frozen=True, slots=True)
 class SearchResult:
     """The frozen outcome of one search."""
 
@@ -113,6 +127,7 @@ class SearchResult:
     scorer: str | None
     is_partial: bool = False
     trace: tuple[TraceNode, ...] | None = None
+    decision: AutoDecision | None = None
 
     @property
     def answer(self) -> str:

@@ -6,14 +6,17 @@ configs and results. Must not import anything outside the standard library.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
 __all__ = [
+    "AutoConfig",
+    "Difficulty",
     "Finish",
     "Generation",
+    "MethodName",
     "Policy",
     "PolicyBatch",
     "Sampling",
@@ -27,7 +30,9 @@ __all__ = [
     "VotingMode",
 ]
 
-StrategyName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts"]
+MethodName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts"]
+StrategyName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts", "auto"]
+Difficulty = Literal["easy", "medium", "hard"]
 ScoringMode = Literal["last", "min", "avg", "prod"]
 VotingMode = Literal["majority", "prm_max", "prm_vote"]
 
@@ -131,6 +136,25 @@ class StepScorer(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class AutoConfig:
+    """The resolved rules and the stopping rule's knobs."""
+
+    methods: Mapping[Difficulty, MethodName]
+    pilots: int = 4
+    confidence: float = 0.95
+    chunk: int = 4
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pilots < 1 or self.chunk < 1:
+            raise ValueError("pilots and chunk must be >= 1")
+        if not 0.5 < self.confidence < 1.0:
+            raise ValueError("confidence must be in (0.5, 1)")
+        if set(self.methods) != {"easy", "medium", "hard"}:
+            raise ValueError("methods must map easy, medium and hard")
+
+
+@dataclass(frozen=True, slots=True)
 class SearchConfig:
     """Every knob of one search. Validated on construction; no I/O."""
 
@@ -148,6 +172,8 @@ class SearchConfig:
     equivalence_timeout_s: int = 2
     enable_trace: bool = False
     top_candidates: int = field(default=8)
+    auto: AutoConfig | None = None  # the rules, for strategy "auto"
+    max_generations: int | None = None  # a hard cap on samples across all depths
 
     def __post_init__(self) -> None:
         _require(self.budget >= 1, "budget must be >= 1")

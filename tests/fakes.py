@@ -34,13 +34,15 @@ class FakePolicy:
     prompt_tokens_per_prefix: int = 10
     delay_s: float = 0.0
     logprob: float = math.log(0.5)
+    persist_offsets: bool = False  # later calls continue down the script instead of restarting
     calls: list[PolicyCall] = field(default_factory=list)
+    _offsets: dict[str, int] = field(default_factory=dict)
 
     async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
         self.calls.append(PolicyCall(tuple(prefixes), n, sampling))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        taken: dict[str, int] = {}
+        taken: dict[str, int] = self._offsets if self.persist_offsets else {}
         groups = []
         completion = 0
         for prefix in prefixes:
@@ -91,6 +93,7 @@ class FakeScorer:
 
     default: float = 0.5
     delay_s: float = 0.0
+    by_text: dict[str, float] = field(default_factory=dict)  # exact step text -> score
     calls: list[list[ScoreRequest]] = field(default_factory=list)
 
     @property
@@ -109,6 +112,8 @@ class FakeScorer:
         return ScoreBatch(scores=scores, scored_tokens=sum(len(r.steps) for r in requests))
 
     def _one(self, text: str) -> float:
+        if text.strip() in self.by_text:
+            return self.by_text[text.strip()]
         found = _SCORE.findall(text)
         return float(found[-1]) if found else self.default
 

@@ -111,10 +111,15 @@ def test_header_beats_body_beats_alias(start_proxy: ProxyFactory, vllm: FakeVllm
     assert (tts["strategy"], tts["budget"]) == ("best_of_n", 2)  # alias beats default
 
 
-def test_server_default_is_auto(start_proxy: ProxyFactory) -> None:
+def test_server_default_is_auto_with_its_decision_visible(start_proxy: ProxyFactory) -> None:
     url = start_proxy(with_prm=False)
-    tts = ask(url).model_extra["tts"]
-    assert tts["requested_strategy"] == "auto" and tts["strategy"] == "majority"
+    tts = ask(url, headers={"X-TTS-Budget": "16"}).model_extra["tts"]
+    assert tts["requested_strategy"] == "auto" and tts["strategy"] == "auto"
+    auto = tts["auto"]
+    # pilots answer 4, 4, 5, 4: easy, but not settled; the rules say majority for no PRM
+    assert auto["pilots"] == 4 and auto["difficulty"] == "easy" and auto["method"] == "majority"
+    assert tts["profile"] == {"size": "small", "params_b": None, "family": None, "scorer": "none"}
+    assert tts["budget_spent"] <= 16
 
 
 def test_confidence_scorer_without_prm_is_labelled(start_proxy: ProxyFactory) -> None:

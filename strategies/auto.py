@@ -1,0 +1,151 @@
+"""``auto``: choose the method and spend the budget per request, online.
+
+Liu et al. 2025 pick the best method per (policy size, PRM, difficulty) offline, with oracle
+difficulty. Here difficulty is estimated from a few pilot samples, which also count as the first
+samples of the vote:
+
+1. Draw ``pilots`` full answers (one policy call). Their agreement (share of the leading
+   mathematically-equivalent answer) estimates pass@1 and is binned with the paper's absolute
+   thresholds: easy >= 50 %, hard < 10 % (no answer repeats), medium otherwise.
+2. Stop as soon as the leader is settled (adaptive consistency): the posterior probability that the
+   leading answer holds the majority, Beta(leader + 1, others + 1) > 1/2, reaches ``confidence``.
+3. Otherwise run the method the rules give for the difficulty bin with the remaining budget:
+   ``majority`` / ``best_of_n`` keep sampling in chunks and re-check the stopping rule after each;
+   ``beam_search`` / ``dvts`` get the largest multiple of the beam width that fits.
+4. The final vote covers the pilots and everything sampled after them; the budget is a hard cap.
+
+The rules (difficulty -> method) come in resolved for the policy and scorer at hand; the proxy
+reads them from a data file. Must not import I/O libraries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from strategies.answers import extract_answer, group_equivalent
+from strategies.beam_search import run_beam_search
+from strategies.dvts import run_dvts
+from strategies.engine import SearchRun
+from strategies.full import sample_answers
+from strategies.results import AutoDecision, Candidate, SearchResult
+from strategies.types import AutoConfig, Difficulty, StrategyName
+
+__all__ = ["leader_confidence", "run_auto"]
+
+_EASY_AT = 0.5  # pass@1 bins of Liu et al. 2025: easy 50-100 %, medium 10-50 %, hard 0-10 %
+_HARD_BELOW = 0.1
+
+
+def leader_confidence(leader: int, others: int) -> float:
+    """P(p > 1/2) for p ~ Beta(leader + 1, others + 1): the leader is the majority answer.
+
+    For integer parameters, P(Beta(a, b) > 1/2) = P(Binomial(a + b - 1, 1/2) < a).
+    """
+    a, b = leader + 1, others + 1
+    n = a + b - 1
+    favourable: int = sum(math.comb(n, k) for k in range(a))
+    return favourable / (1 << n)
+
+
+def _tally(run: SearchRun, candidates: Sequence[Candidate]) -> tuple[int, int, int]:
+    """(leader votes, other votes, number of distinct real answers)."""
+    answers = [extract_answer(c.text, run.config.answer_markers) for c in candidates]
+    groups = group_equivalent(answers, run.config.equivalence_timeout_s)
+    counts = Counter(g for g, a in zip(groups, answers, strict=True) if a)
+    leader = max(counts.values(), default=0)
+    return leader, len(candidates) - leader, len(counts)
+
+
+def _difficulty(agreement: float, leader: int) -> Difficulty:
+    if agreement >= _EASY_AT:
+        return "easy"
+    if agreement < _HARD_BELOW or leader <= 1:
+        return "hard"
+    return "medium"
+
+
+async def run_auto(run: SearchRun) -> SearchResult:
+    """Pilots, early stop, then the rules' method within the remaining budget."""
+    auto = run.config.auto
+    if auto is None:
+        raise ValueError("auto needs SearchConfig.auto (the rules for this policy and scorer)")
+    budget = run.config.budget
+    pilots = await sample_answers(run, min(auto.pilots, budget))
+    leader, others, _ = _tally(run, pilots)
+    agreement = leader / len(pilots) if pilots else 0.0
+    difficulty = _difficulty(agreement, leader)
+    confidence = leader_confidence(leader, others)
+    decide = functools.partial(AutoDecision, len(pilots), agreement, difficulty)
+    if not pilots or confidence >= auto.confidence or len(pilots) >= budget:
+        why = "the pilots agree" if confidence >= auto.confidence else "no budget left"
+        if leader == 0:
+            return await _by_score(run, pilots, decide(None, why, True, confidence))
+        # Settled by votes: no scorer call, a majority vote over the pilots.
+        return _voter(run).finish(pilots, decide(None, why, True, confidence))
+    method = auto.methods[difficulty]
+    remaining = budget - len(pilots)
+    if method in ("beam_search", "dvts") and remaining >= run.config.beam_width:
+        extra = await _search(run, method, remaining)
+    else:
+        method = method if method in ("majority", "best_of_n") else "best_of_n"
+        extra, confidence = await _sample_until_settled(run, auto, pilots, remaining)
+    candidates = [*pilots, *extra]
+    reason = f"{difficulty} (pilot agreement {agreement:.0%}): {method}; {auto.reason}".rstrip("; ")
+    stopped = len(candidates) < budget and method in ("majority", "best_of_n")
+    decision = decide(method, reason, stopped, confidence)
+    if _tally(run, candidates)[0] == 0:
+        return await _by_score(run, candidates, decision)
+    if method == "majority" or run.scorer is None:
+        return _voter(run).finish(candidates, decision)
+    scored = await run.score(candidates)
+    return run.finish(scored if scored is not None else candidates, decision)
+
+
+async def _by_score(
+    run: SearchRun, candidates: list[Candidate], decision: AutoDecision
+) -> SearchResult:
+    """No candidate has an extractable final answer (free text): the scorer's best one wins."""
+    note = "no extractable final answer: the scorer's best candidate"
+    decision = dataclasses.replace(decision, reason=f"{decision.reason}; {note}")
+    scored = await run.score(candidates) if run.scorer is not None else None
+    return run.finish(scored if scored is not None else candidates, decision)
+
+
+def _voter(run: SearchRun) -> SearchRun:
+    """The run without its scorer, voting by majority unless a voting mode was asked for."""
+    config = run.config if run.config.voting else dataclasses.replace(run.config, voting="majority")
+    return run.fork("auto", config, with_scorer=False)
+
+
+async def _search(run: SearchRun, method: StrategyName, remaining: int) -> list[Candidate]:
+    """The search with N = half the remaining budget (so at least two depths fit), never less
+    than one beam, and every generation across its depths counted against the cap."""
+    width = run.config.beam_width
+    per_depth = max(width, (remaining // 2) // width * width)
+    cap = run.usage.generations + remaining
+    config = dataclasses.replace(run.config, budget=per_depth, max_generations=cap)
+    runner = run_beam_search if method == "beam_search" else run_dvts
+    result = await runner(run.fork(method, config))
+    return [c.candidate for c in result.candidates]
+
+
+async def _sample_until_settled(
+    run: SearchRun, auto: AutoConfig, pilots: list[Candidate], remaining: int
+) -> tuple[list[Candidate], float]:
+    extra: list[Candidate] = []
+    confidence = 0.0
+    while remaining > 0:
+        batch = await sample_answers(run, min(auto.chunk, remaining))
+        if not batch:
+            break  # the deadline passed
+        extra.extend(batch)
+        remaining -= len(batch)
+        leader, others, _ = _tally(run, [*pilots, *extra])
+        confidence = leader_confidence(leader, others)
+        if confidence >= auto.confidence:
+            break
+    return extra, confidence

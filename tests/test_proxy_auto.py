@@ -1,0 +1,124 @@
+"""The proxy's side of ``auto``: the rules file, the setup profile, the reasoning prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.control import resolve_plan
+from proxy.profiles import DEFAULT_RULES, apply_profile, load_rules, profile_of
+from proxy.protocol import ChatCompletionRequest
+from proxy.settings import ProxySettings
+from tests.conftest import ProxyFactory
+from tests.fake_servers import FakeVllm
+
+RULES = load_rules()
+
+
+def settings(**kw: Any) -> ProxySettings:
+    return ProxySettings(**kw)
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "size"),
+    [("Qwen2.5-1.5B-Instruct", 1.5, "small"), ("smollm2-135m", 0.135, "small"),
+     ("Qwen2.5-7B-Instruct", 7.0, "mid"), ("Llama-3.1-70B-Instruct", 70.0, "mid"),
+     ("Qwen2.5-72B-Instruct", 72.0, "large"), ("smollm2", None, "small")],
+)  # fmt: skip
+def test_size_class_from_the_model_name(model: str, params: float | None, size: str) -> None:
+    profile = profile_of(model, "confidence", settings(), RULES)
+    assert (profile.params_b, profile.size) == (params, size)
+
+
+def test_size_and_family_settings_override_the_name() -> None:
+    profile = profile_of("my-model", "prm", settings(policy_params_b=32, policy_family="llama3",
+                                                     prm_url="http://x"), RULES)  # fmt: skip
+    assert profile.size == "mid" and profile.family is not None
+    assert profile.family.name == "llama3"
+
+
+@pytest.mark.parametrize(
+    ("prm_model", "strength"),
+    [("Qwen2.5-Math-PRM-7B", "strong"), ("math-shepherd-mistral-7b-prm", "weak"),
+     ("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data", "weak"), (None, "strong")],
+)  # fmt: skip
+def test_scorer_strength_from_the_prm_name(prm_model: str | None, strength: str) -> None:
+    s = settings(prm_url="http://prm", prm_model=prm_model)
+    assert profile_of("m", "prm", s, RULES).scorer == strength
+    assert profile_of("m", "confidence", s, RULES).scorer == "none"
+
+
+def plan_for(model: str, scorer: str, **kw: Any) -> Any:
+    s = settings(prm_url="http://prm", **kw)
+    request = ChatCompletionRequest.model_validate(
+        {"model": model, "messages": [{"role": "user", "content": "q"}]}
+    )
+    plan = resolve_plan(request, {"x-tts-scorer": scorer}, s)
+    return apply_profile(plan, profile_of(model, scorer, s, RULES), RULES,
+                         request_has_sampling=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "scorer", "expected"),
+    [
+        ("qwen2.5-1.5b-instruct", "prm", ("best_of_n", "beam_search", "beam_search")),
+        ("qwen2.5-14b-instruct", "prm", ("dvts", "dvts", "beam_search")),
+        ("qwen2.5-72b-instruct", "prm", ("best_of_n", "best_of_n", "best_of_n")),
+        ("qwen2.5-1.5b-instruct", "confidence", ("majority", "best_of_n", "best_of_n")),
+        ("deepseek-r1-distill-qwen-7b", "prm", ("best_of_n", "best_of_n", "best_of_n")),
+    ],
+)
+def test_rules_cells_resolve_per_setup(model: str, scorer: str, expected: tuple[str, ...]) -> None:
+    auto = plan_for(model, scorer).config.auto
+    assert (auto.methods["easy"], auto.methods["medium"], auto.methods["hard"]) == expected
+
+
+def test_weak_prm_prefers_votes_over_search() -> None:
+    auto = plan_for("qwen2.5-1.5b-instruct", "prm", prm_model="math-shepherd").config.auto
+    assert set(auto.methods.values()) <= {"majority", "best_of_n"}
+
+
+def test_family_sampling_defaults_apply_when_the_request_sets_none() -> None:
+    config = plan_for("deepseek-r1-distill-qwen-1.5b", "prm").config
+    assert (config.temperature, config.top_p) == (0.6, 0.95)
+
+
+def test_a_bad_rules_file_fails_naming_the_cell(tmp_path: Path) -> None:
+    text = DEFAULT_RULES.read_text().replace('hard = "beam_search"', 'hard = "mcts"', 1)
+    bad = tmp_path / "rules.toml"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=r"rules\.small\.strong"):
+        load_rules(bad)
+
+
+def test_user_rules_file_overrides_the_table(start_proxy: ProxyFactory, tmp_path: Path) -> None:
+    text = DEFAULT_RULES.read_text().replace(
+        '[rules.small.none]\neasy = "majority"', '[rules.small.none]\neasy = "best_of_n"'
+    )
+    custom = tmp_path / "rules.toml"
+    custom.write_text(text)
+    url = start_proxy(with_prm=False, auto_rules_file=custom)
+    body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
+    tts = httpx.post(url + "/v1/chat/completions", json=body, timeout=30).json()["tts"]
+    assert tts["auto"]["difficulty"] == "easy" and tts["auto"]["method"] == "best_of_n"
+
+
+def test_reasoning_prompt_added_for_a_known_family(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    vllm.model = "qwen2.5-1.5b-instruct"
+    url = start_proxy()
+    body = {"model": vllm.model, "messages": [{"role": "user", "content": "2+2?"}]}
+    headers = {"X-TTS-Strategy": "majority"}
+    tts = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30).json()
+    assert tts["tts"]["reasoning_prompt"] == "qwen2_5"
+    assert (
+        "<|im_start|>system\nPlease reason step by step" in vllm.completion_calls[-1]["prompt"][0]
+    )
+    body["messages"] = [{"role": "system", "content": "Be terse."}, *body["messages"]]
+    tts = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30).json()
+    assert tts["tts"]["reasoning_prompt"] is None  # the request's own system prompt wins
+    assert "Please reason" not in vllm.completion_calls[-1]["prompt"][0]

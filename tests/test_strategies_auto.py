@@ -1,0 +1,129 @@
+"""``auto``: pilots estimate difficulty, settled answers stop early, the rules pick the method,
+and the budget is a hard cap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from strategies import AutoConfig, SearchConfig, leader_confidence, search
+from tests.fakes import FakePolicy, FakeScorer
+
+D = "\n\n"
+RULES: dict[str, Any] = {"easy": "best_of_n", "medium": "beam_search", "hard": "beam_search"}
+
+
+def config(budget: int = 16, pilots: int = 4, **rules: str) -> SearchConfig:
+    methods: Any = {**RULES, **rules}
+    auto = AutoConfig(methods=methods, pilots=pilots)
+    return SearchConfig(budget=budget, beam_width=4, auto=auto)
+
+
+def boxed(answers: list[int]) -> dict[str, list[str]]:
+    """Full answers for the pilots; steps for a search (always finishing at depth 2)."""
+    step = "think <0.6>" + D
+    return {
+        "": [f"so \\boxed{{{a}}} <0.{i % 9 + 1}>" for i, a in enumerate(answers)] + [step],
+        step: ["then \\boxed{7} <0.8>", "then \\boxed{8} <0.4>"],
+    }
+
+
+def test_leader_confidence_values() -> None:
+    assert leader_confidence(4, 0) == pytest.approx(1 - 1 / 32)
+    assert leader_confidence(3, 1) == pytest.approx(1 - 6 / 32)
+    assert leader_confidence(0, 0) == pytest.approx(0.5)
+
+
+@given(st.integers(0, 30), st.integers(0, 30))
+def test_leader_confidence_grows_with_the_lead(leader: int, others: int) -> None:
+    assert leader_confidence(leader + 1, others) > leader_confidence(leader, others)
+    assert leader_confidence(leader, others + 1) < leader_confidence(leader, others)
+
+
+async def test_unanimous_pilots_stop_early() -> None:
+    policy = FakePolicy({"": ["so \\boxed{4}"]})
+    scorer = FakeScorer()
+    result = await search("auto", "q", policy, scorer, config())
+    assert result.answer == "4" and result.usage.generations == 4
+    assert len(policy.calls) == 1 and not scorer.calls  # settled by votes: no PRM call
+    decision = result.decision
+    assert decision is not None and decision.stopped_early and decision.method is None
+    assert decision.difficulty == "easy" and decision.agreement == 1.0
+
+
+async def test_hard_problem_gets_the_rules_search_within_the_cap() -> None:
+    policy = FakePolicy(boxed([1, 2, 3, 5]))  # four different answers: hard
+    result = await search("auto", "q", policy, FakeScorer(), config(budget=16))
+    decision = result.decision
+    assert decision is not None and decision.difficulty == "hard"
+    assert decision.method == "beam_search" and not decision.stopped_early
+    assert result.usage.generations <= 16
+    assert result.usage.generations_per_depth[0] == 4  # the pilots
+    assert result.strategy == "auto"
+
+
+@pytest.mark.parametrize(
+    ("answers", "difficulty"),
+    [([4] * 8, "easy"), ([4, 4, 4, 4, 1, 2, 3, 5], "easy"), ([4, 4, 1, 2, 3, 5, 6, 7], "medium"),
+     ([1, 2, 3, 5, 6, 7, 8, 9], "hard")],
+)  # fmt: skip
+async def test_pilot_agreement_bins_difficulty(answers: list[int], difficulty: str) -> None:
+    result = await search(
+        "auto", "q", FakePolicy(boxed(answers)), FakeScorer(), config(budget=32, pilots=8)
+    )
+    assert result.decision is not None and result.decision.difficulty == difficulty
+
+
+@pytest.mark.parametrize("method", ["majority", "best_of_n", "beam_search", "dvts"])
+async def test_the_rules_table_picks_the_method(method: str) -> None:
+    policy = FakePolicy(boxed([1, 2, 3, 5]))
+    result = await search("auto", "q", policy, FakeScorer(), config(hard=method))
+    assert result.decision is not None and result.decision.method == method
+
+
+async def test_sampling_continues_in_chunks_until_settled() -> None:
+    # pilots split 2-2; every later sample says 4, so the leader settles before the cap
+    script = {"": ["\\boxed{4}", "\\boxed{4}", "\\boxed{1}", "\\boxed{2}"] + ["\\boxed{4}"] * 60}
+    policy = FakePolicy(script, persist_offsets=True)
+    result = await search("auto", "q", policy, None, config(budget=64, medium="majority",
+                                                            easy="majority"))  # fmt: skip
+    assert result.answer == "4"
+    assert result.decision is not None and result.decision.stopped_early
+    assert result.usage.generations < 64 and all(c.n == 4 for c in policy.calls)
+
+
+async def test_spends_less_on_easy_than_on_hard() -> None:
+    easy = await search("auto", "q", FakePolicy({"": ["\\boxed{4}"]}), FakeScorer(), config())
+    hard = await search("auto", "q", FakePolicy(boxed([1, 2, 3, 5])), FakeScorer(), config())
+    assert easy.usage.generations < hard.usage.generations
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.lists(st.integers(0, 9), min_size=1, max_size=8),
+    st.sampled_from(["majority", "best_of_n", "beam_search", "dvts"]),
+)
+async def test_never_exceeds_the_budget_cap(budget: int, answers: list[int], method: str) -> None:
+    policy = FakePolicy(boxed(answers))
+    result = await search(
+        "auto", "q", policy, FakeScorer(), config(budget=budget, hard=method, medium=method)
+    )
+    assert result.usage.generations <= budget
+
+
+async def test_free_text_answers_fall_back_to_the_scorer() -> None:
+    texts = ["a poem", "a better poem", "meh", "ok"]
+    scorer = FakeScorer(by_text={"a poem": 0.2, "a better poem": 0.9, "meh": 0.5, "ok": 0.4})
+    for budget in (4, 8):
+        result = await search("auto", "q", FakePolicy({"": texts}), scorer, config(budget=budget))
+        assert result.text == "a better poem"
+        assert result.decision is not None and "scorer's best" in result.decision.reason
+
+
+async def test_auto_needs_its_rules() -> None:
+    with pytest.raises(ValueError, match="rules"):
+        await search("auto", "q", FakePolicy({"": ["x"]}), None, SearchConfig())
