@@ -97,18 +97,13 @@ def _run(settings: ProxySettings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        _demo(args)
+        return
     values: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    values.update(
-        {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config")}
-    )
-    settings = ProxySettings(**values)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port,
-        log_level=settings.log_level.lower(),
-    )  # fmt: skip
+    skip = ("command", "config")
+    values.update({k: v for k, v in vars(args).items() if v is not None and k not in skip})
+    _run(ProxySettings(**values))
 
 
 if __name__ == "__main__":

@@ -3,20 +3,28 @@ double, not a solver: these tests check structure and accounting, not correctnes
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from prm_server.app import create_app as create_prm_app
 from prm_server.settings import PrmServerSettings
 from proxy.app import create_app
+from proxy.cpu_stack import default_cache_dir
 from proxy.settings import ProxySettings
 from tests.e2e.conftest import Relay
-from tests.fake_servers import serve
+from tests.fake_servers import free_port, serve
 from tests.prm_models import build_checkpoint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # the first test sets the stack up
@@ -89,3 +97,31 @@ def test_beam_search_through_a_real_prm_server(
     tts = completion.model_extra["tts"]
     assert tts["scorer"] == "prm:tiny-prm" and tts["prm_calls"] >= 1
     assert completion.choices[0].message.content
+
+
+def test_demo_command_serves_and_stops_everything(vllm_url: str) -> None:
+    """``tts-proxy demo`` on the already prepared cache: ready, answers, Ctrl-C leaves nothing."""
+    cache = os.environ.get("TTS_E2E_CACHE") or str(default_cache_dir())
+    port, policy_port = free_port(), free_port()
+    command = [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--policy-port",
+               str(policy_port), "--cache-dir", cache]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "ready: http://127.0.0.1" in line:
+                break
+        else:
+            pytest.fail("the demo never became ready")
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/metrics").status_code == 200:
+                    break
+            time.sleep(0.1)
+        assert ask(url, "majority").choices[0].message.content
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{policy_port}/v1/models", timeout=2)

