@@ -252,3 +252,19 @@ def test_large_api_route_goes_through_litellm(start_proxy: ProxyFactory, vllm: F
     assert completion.model_extra is not None
     assert completion.model_extra["tts"]["strategy"] == "none"
     assert "big-model" in [m.id for m in client(url).models.list()]
+
+
+def test_replicas_share_requests_and_keep_a_search_on_one(stack: Any, prm: FakePrm) -> None:
+    from proxy.app import create_app
+    from proxy.settings import ProxySettings
+    from tests.fake_servers import serve
+
+    first, second = FakeVllm(), FakeVllm()
+    urls = [stack.enter_context(serve(f.app())) + "/v1" for f in (first, second)]
+    prm_url = stack.enter_context(serve(prm.app()))
+    url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=urls, prm_url=prm_url))))
+    for _ in range(4):
+        ask(url, "beam_search", headers={"X-TTS-Budget": "8"})
+    # each search made 3 calls, all on one replica; the 4 searches were spread over both
+    assert len(first.completion_calls) % 3 == 0 and len(second.completion_calls) % 3 == 0
+    assert first.completion_calls and second.completion_calls

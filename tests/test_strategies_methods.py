@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from strategies import NoCandidatesError, SearchConfig, SearchError, search
 from tests.fakes import FakePolicy, FakeScorer
@@ -242,3 +245,28 @@ async def test_scorer_breaking_contract_is_a_search_error() -> None:
 async def test_prm_voting_without_scorer_is_rejected() -> None:
     with pytest.raises(ValueError, match="needs scores"):
         await search("majority", "q", FakePolicy(BON_SCRIPT), None, config(voting="prm_max"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([(4, 2), (8, 4), (12, 4), (6, 3)]), st.integers(1, 5))
+async def test_dvts_returns_one_candidate_per_subtree(shape: tuple[int, int], depth: int) -> None:
+    budget, width = shape
+    steps = [f"s{k} <0.{k + 1}>" + D for k in range(depth - 1)]
+    script = {"".join(steps[:k]): [steps[k]] for k in range(depth - 1)}
+    script["".join(steps)] = ["\\boxed{3} <0.5>"]
+    result = await search(
+        "dvts", "q", FakePolicy(script), FakeScorer(), config(budget=budget, beam_width=width)
+    )
+    assert len(result.candidates) == budget // width
+    assert all(c.candidate.is_finished for c in result.candidates)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.sampled_from(["majority", "best_of_n", "beam_search", "dvts"]))
+async def test_same_script_same_result(method: str) -> None:
+    async def once() -> Any:
+        policy = FakePolicy(BEAM_SCRIPT)
+        return await search(method, "q", policy, FakeScorer(), config(budget=4, beam_width=2))
+
+    first, second = await once(), await once()
+    assert first.choices == second.choices and first.usage == second.usage
