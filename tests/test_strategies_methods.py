@@ -266,7 +266,7 @@ async def test_dvts_returns_one_candidate_per_subtree(shape: tuple[int, int], de
 async def test_same_script_same_result(method: str) -> None:
     async def once() -> Any:
         policy = FakePolicy(BEAM_SCRIPT)
-        return await search(method, "q", policy, FakeScorer(), config(budget=4, beam_width=2))
+        return await search(method, "q", policy, FakeScorer(), config(budget=4, beam_width=2))  # type: ignore[arg-type]
 
     first, second = await once(), await once()
     assert first.choices == second.choices and first.usage == second.usage
