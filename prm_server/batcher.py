@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,10 +49,12 @@ class _ScoreCache:
     @staticmethod
     def keys(item: Encoded, model: str) -> list[bytes]:
         hasher = hashlib.blake2b(model.encode(), digest_size=16)
+        data = array("l", item.ids).tobytes()
+        width = array("l").itemsize
         keys = []
         done = 0
         for position in item.read_positions:
-            hasher.update(b"".join(i.to_bytes(4, "little") for i in item.ids[done : position + 1]))
+            hasher.update(data[done * width : (position + 1) * width])
             done = position + 1
             keys.append(hasher.copy().digest())
         return keys

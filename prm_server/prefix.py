@@ -11,6 +11,7 @@ pass by left-padding the caches (masked) with explicit position ids. Exact by ca
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ _KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (keys, values),
 
 
 def _key(ids: Sequence[int]) -> bytes:
-    return hashlib.blake2b(b"".join(i.to_bytes(4, "little") for i in ids), digest_size=16).digest()
+    return hashlib.blake2b(array("l", ids).tobytes(), digest_size=16).digest()
 
 
 @dataclass(frozen=True, slots=True)

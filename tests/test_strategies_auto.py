@@ -127,3 +127,14 @@ async def test_free_text_answers_fall_back_to_the_scorer() -> None:
 async def test_auto_needs_its_rules() -> None:
     with pytest.raises(ValueError, match="rules"):
         await search("auto", "q", FakePolicy({"": ["x"]}), None, SearchConfig())
+
+
+async def test_cap_stops_a_search_that_would_overspend() -> None:
+    step = "more <0.5>" + D
+    script = {"": ["\\boxed{1}", "\\boxed{2}", "\\boxed{3}", "\\boxed{5}", step]}
+    for depth in range(1, 30):  # a chain that never finishes
+        script[step * depth] = [step]
+    policy = FakePolicy(script, persist_offsets=True)  # the search starts after the pilots
+    result = await search("auto", "q", policy, FakeScorer(), config(budget=12))
+    assert result.usage.generations_per_depth == (4, 4, 4)  # a 4th depth would pass the cap
+    assert result.answer in {"1", "2", "3", "5"}  # the unfinished beams had no answer to vote

@@ -270,3 +270,36 @@ async def test_same_script_same_result(method: str) -> None:
 
     first, second = await once(), await once()
     assert first.choices == second.choices and first.usage == second.usage
+
+
+async def test_policy_breaking_contract_is_a_search_error() -> None:
+    class Short(FakePolicy):
+        async def generate(self, prefixes: Any, n: int, sampling: Any) -> Any:
+            batch = await super().generate(prefixes, n, sampling)
+            return type(batch)(batch.generations[:-1], batch.prompt_tokens, 0)
+
+    with pytest.raises(SearchError, match="number of samples"):
+        await search("dvts", "q", Short({"": [A]}), FakeScorer(), config(budget=4, beam_width=2))
+
+
+@pytest.mark.parametrize("cut", ["rows", "steps"])
+async def test_scorer_with_missing_scores_is_a_search_error(cut: str) -> None:
+    class Missing(FakeScorer):
+        async def score(self, problem: str, requests: Any) -> Any:
+            batch = await super().score(problem, requests)
+            rows = batch.scores[:-1] if cut == "rows" else tuple(r[:-1] for r in batch.scores)
+            return type(batch)(rows, 0)
+
+    with pytest.raises(SearchError, match="scorer returned"):
+        await search("best_of_n", "q", FakePolicy(BON_SCRIPT), Missing(), config(budget=3))
+
+
+async def test_dvts_deadline_returns_partial_subtrees_flagged() -> None:
+    script = {"": [A, B], A: [F, F], B: [F, F]}
+    policy = FakePolicy(script, delay_s=0.05)
+    deadline = asyncio.get_running_loop().time() + 0.08
+    result = await search(
+        "dvts", "q", policy, FakeScorer(), config(budget=4, beam_width=2), deadline=deadline
+    )
+    assert result.is_partial and len(result.candidates) == 2
+    assert not any(c.candidate.is_finished for c in result.candidates)
