@@ -24,7 +24,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
     half = args.problems // 2
-    problems = easy_problems(args.problems - half) + multi_step_problems(half)
+    easy, hard = easy_problems(args.problems - half), multi_step_problems(half)
+    problems = [p for pair in zip(easy, hard, strict=False) for p in pair]  # interleaved
+    problems += easy[len(hard) :]
     configs = [(f"majority N={n}", {"X-TTS-Strategy": "majority", "X-TTS-Budget": str(n)})
                for n in (4, 8, 16)]  # fmt: skip
     configs.append(("auto, cap 16", {"X-TTS-Strategy": "auto", "X-TTS-Budget": "16"}))
@@ -41,6 +43,7 @@ def main() -> None:
                     decisions.append(f"{auto['difficulty']}/{auto['method'] or 'stop'}"
                                      f"/{data['tts']['budget_spent']}")  # fmt: skip
             print(f"... {rows[0].total}/{len(problems)} problems", flush=True)
+            print_table(rows)
     print_table(rows)
     print("auto decisions (difficulty/method/spent):", ", ".join(decisions))
 

@@ -41,6 +41,7 @@ def main() -> None:
                 score(row, ask(url, problem.question, headers, args.max_tokens), problem.answer,
                       started)  # fmt: skip
             print(f"... {rows[0].total}/{len(problems)} problems", flush=True)
+            print_table(rows)
     print_table(rows)
 
 
