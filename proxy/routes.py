@@ -63,6 +63,7 @@ async def health(state: AppState = Depends(get_state)) -> JSONResponse:  # noqa:
     checks = {u.config.base_url: _probe(u.get_json("//health")) for u in state.policy.upstreams}
     if state.prm is not None:
         checks[state.prm.config.base_url] = _probe(state.prm.get_json("//health"))
+    # gather: every probe returns its status and never raises, so nothing is left unawaited.
     results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
     policy_ok = any(results[u.config.base_url] == "ok" for u in state.policy.upstreams)
     prm_ok = state.prm is None or results[state.prm.config.base_url] == "ok"
