@@ -21,6 +21,7 @@ from proxy.routes import router
 from proxy.service import Admission, AppState, PolicyPool
 from proxy.settings import ProxySettings
 from proxy.upstream import Upstream, UpstreamConfig
+from strategies import group_equivalent
 
 __all__ = ["create_app"]
 
@@ -71,6 +72,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Warm math-verify's parsers (sympy imports, ~0.5 s) before the first request needs them.
+        group_equivalent(["1", "\\frac{1}{2}", "0.5", "x^2"])
         policies = [_policy_upstream(settings, url, metrics) for url in settings.policy_urls]
         prm = _prm_upstream(settings, metrics)
         app.state.tts = AppState(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -104,11 +105,28 @@ def _normalise(answer: str) -> str:
 def _equivalent(left: str, right: str, timeout_s: int) -> bool:
     if left == right:
         return True
+    left_number, right_number = _number(left), _number(right)
+    if left_number is not None and right_number is not None:
+        return left_number == right_number  # plain numbers: exact, and no sympy needed
     parsed_left, parsed_right = _parsed(left, timeout_s), _parsed(right, timeout_s)
     if not parsed_left or not parsed_right:
         return False
     result = verify(parsed_left, parsed_right, timeout_seconds=timeout_s or None)
     return bool(result)
+
+
+_PLAIN_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?(?:/\d+)?$")
+
+
+def _number(answer: str) -> Fraction | None:
+    """``answer`` as an exact number when it is a plain integer, decimal or a/b fraction."""
+    text = answer.replace(",", "").replace(" ", "")
+    if not _PLAIN_NUMBER.match(text):
+        return None
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 @lru_cache(maxsize=4096)

@@ -88,3 +88,9 @@ async def test_confidence_scorer_scores_only_new_steps() -> None:
 def test_search_config_rejects_bad_values(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SearchConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_plain_numbers_compare_exactly_without_sympy() -> None:
+    assert group_equivalent(["4", "4.0", "1,000", "1000", "1/2", "0.5", "1/0", "0.33"]) == (
+        0, 0, 2, 2, 4, 4, 6, 7,
+    )  # fmt: skip
