@@ -23,8 +23,6 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 
-from proxy.app import create_app
-from proxy.settings import ProxySettings
 from tests.fake_servers import FakePrm, FakeVllm, free_port, serve, tokens_of
 
 UPSTREAM_S = 0.100
@@ -81,12 +79,12 @@ def _pct(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def _proxy_process(upstream: str) -> Iterator[str]:
+def _proxy_process(upstream: str, *flags: str) -> Iterator[str]:
     """The proxy in its own process, so the client and the fake upstream do not share its GIL."""
     port = free_port()
     command = [
         sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
-        upstream + "/v1", "--policy-model", "bench", "--log-level", "warning",
+        upstream + "/v1", "--log-level", "warning", *(flags or ("--policy-model", "bench")),
     ]  # fmt: skip
     process = subprocess.Popen(command)
     try:
@@ -135,8 +133,7 @@ def beam_table() -> list[tuple[str, ...]]:
     body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
     headers = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "16", "X-TTS-Beam-Width": "4"}
     with serve(vllm.app()) as v_url, serve(prm.app()) as p_url:
-        settings = ProxySettings(policy_urls=[v_url + "/v1"], prm_url=p_url)
-        with serve(create_app(settings)) as proxy:
+        with _proxy_process(v_url, "--prm-url", p_url) as proxy:
             httpx.post(proxy + "/v1/chat/completions", json=body, headers=headers, timeout=60)
             ratios = []
             for _ in range(10):
