@@ -105,23 +105,25 @@ def test_demo_command_serves_and_stops_everything(vllm_url: str) -> None:
     port, policy_port = free_port(), free_port()
     command = [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--policy-port",
                str(policy_port), "--cache-dir", cache]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if "ready: http://127.0.0.1" in line:
-                break
-        else:
-            pytest.fail("the demo never became ready")
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/metrics").status_code == 200:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if "ready: http://127.0.0.1" in line:
                     break
-            time.sleep(0.1)
-        assert ask(url, "majority").choices[0].message.content
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=60)
+            else:
+                pytest.fail("the demo never became ready")
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(100):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(url + "/metrics").status_code == 200:
+                        break
+                time.sleep(0.1)
+            assert ask(url, "majority").choices[0].message.content
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{policy_port}/v1/models", timeout=2)
