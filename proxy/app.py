@@ -28,18 +28,19 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def _policy_upstream(settings: ProxySettings, url: str, metrics: Metrics) -> Upstream:
-    key = settings.policy_api_key
+def _upstream(settings: ProxySettings, kind: str, url: str, metrics: Metrics) -> Upstream:
+    """A pooled client for a ``policy`` or ``prm`` server, from that upstream's settings."""
+    key = getattr(settings, f"{kind}_api_key")
     return Upstream(
         UpstreamConfig(
-            kind="policy",
+            kind=kind,
             base_url=url,
             api_key=key.get_secret_value() if key else None,
-            connect_timeout_s=settings.policy_connect_timeout_s,
-            timeout_s=settings.policy_timeout_s,
-            max_connections=settings.policy_max_connections,
-            max_retries=settings.policy_max_retries,
-            timeout_setting="PROXY_POLICY_TIMEOUT_S",
+            connect_timeout_s=getattr(settings, f"{kind}_connect_timeout_s"),
+            timeout_s=getattr(settings, f"{kind}_timeout_s"),
+            max_connections=getattr(settings, f"{kind}_max_connections"),
+            max_retries=getattr(settings, f"{kind}_max_retries"),
+            timeout_setting=f"PROXY_{kind.upper()}_TIMEOUT_S",
         ),
         metrics,
     )
@@ -48,21 +49,8 @@ def _policy_upstream(settings: ProxySettings, url: str, metrics: Metrics) -> Ups
 def _prm_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
     if settings.prm_url is None:
         return None
-    key = settings.prm_api_key
     url = settings.prm_url if settings.prm_url.endswith("/v1") else settings.prm_url + "/v1"
-    return Upstream(
-        UpstreamConfig(
-            kind="prm",
-            base_url=url,
-            api_key=key.get_secret_value() if key else None,
-            connect_timeout_s=settings.prm_connect_timeout_s,
-            timeout_s=settings.prm_timeout_s,
-            max_connections=settings.prm_max_connections,
-            max_retries=settings.prm_max_retries,
-            timeout_setting="PROXY_PRM_TIMEOUT_S",
-        ),
-        metrics,
-    )
+    return _upstream(settings, "prm", url, metrics)
 
 
 def create_app(settings: ProxySettings) -> FastAPI:
@@ -74,7 +62,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Warm math-verify's parsers (sympy imports, ~0.5 s) before the first request needs them.
         group_equivalent(["1", "\\frac{1}{2}", "0.5", "x^2"])
-        policies = [_policy_upstream(settings, url, metrics) for url in settings.policy_urls]
+        policies = [_upstream(settings, "policy", url, metrics) for url in settings.policy_urls]
         prm = _prm_upstream(settings, metrics)
         app.state.tts = AppState(
             settings=settings,
