@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 
+from bench.process import server_process
 from tests.fake_servers import FakePrm, FakeVllm, free_port, serve, tokens_of
 
 UPSTREAM_S = 0.100
@@ -86,18 +86,9 @@ def _proxy_process(upstream: str, *flags: str) -> Iterator[str]:
         sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
         upstream + "/v1", "--log-level", "warning", *(flags or ("--policy-model", "bench")),
     ]  # fmt: skip
-    process = subprocess.Popen(command)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/metrics").status_code == 200:
-                    break
-            time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    with server_process(command, url + "/metrics"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def passthrough_table() -> list[tuple[str, ...]]:

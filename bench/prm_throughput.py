@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.process import server_process
 from tests.fake_servers import free_port
 from tests.prm_models import build_checkpoint
 
@@ -68,18 +68,9 @@ def _server(path: Path, flags: list[str]) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, "-m", "prm_server", "serve", "--model", str(path), "--family",
                "qwen_prm", "--port", str(port), "--log-level", "warning", *flags]  # fmt: skip
-    process = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            time.sleep(0.1)
+    with server_process(command, url + "/health"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _model_seconds(url: str) -> float:
