@@ -88,7 +88,9 @@ def main() -> None:
 
         configs = {
             "one at a time, no cache": ["--max-wait-ms", "0", "--max-batch-tokens", "1",
-                                        "--cache-entries", "0", "--kv-prefix-entries", "0"],
+                                        "--cache-entries", "0", "--kv-cache-tokens", "0"],
+            "batched, no caches": ["--max-wait-ms", "30", "--cache-entries", "0",
+                                   "--kv-cache-tokens", "0"],
             "batched + cached + KV": ["--max-wait-ms", "30"],
         }  # fmt: skip
         rows = []

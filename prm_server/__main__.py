@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--max-wait-ms", type=float)
     serve.add_argument("--max-batch-tokens", type=int)
     serve.add_argument("--cache-entries", type=int, help="step scores kept (0: no cache)")
-    serve.add_argument("--kv-prefix-entries", type=int, help="prefix KV caches kept (0: off)")
+    serve.add_argument("--kv-cache-tokens", type=int, help="tokens of KV cache kept (0: off)")
     serve.add_argument("--log-level")
     args = parser.parse_args(argv)
     values: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}

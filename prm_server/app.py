@@ -53,7 +53,7 @@ def _load_scorer(settings: PrmServerSettings) -> Scorer:
 
     return load_hf_scorer(
         settings.model, settings.family, name=settings.served_name,
-        device=settings.device, dtype=settings.dtype, prefix_entries=settings.kv_prefix_entries,
+        device=settings.device, dtype=settings.dtype, kv_cache_tokens=settings.kv_cache_tokens,
     )  # fmt: skip
 
 

@@ -3,8 +3,9 @@
 Causality makes a step's score a function of the tokens up to its read position only, so scores
 are cached under a hash of exactly those tokens: a prefix that beam search re-sends every depth is
 never recomputed, and a request whose steps are all cached never reaches the model. Work items
-wait at most ``max_wait_s`` for company, are sorted by length (less padding) and cut into batches
-of at most ``max_batch_tokens`` padded tokens; the model runs in one worker thread at a time.
+wait at most ``max_wait_s`` for company, are sorted by cost (the tokens the scorer would run for
+them: less than their length when it keeps prefixes) and cut into batches of at most
+``max_batch_tokens`` padded tokens; the model runs in one worker thread at a time.
 Must not import ``proxy`` or ``strategies``.
 """
 
@@ -36,6 +37,7 @@ class QueueFullError(Exception):
 class _Work:
     item: Encoded
     future: asyncio.Future[list[float]]
+    cost: int  # tokens the model would run for it when enqueued (cached prefixes excluded)
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -120,7 +122,7 @@ class Batcher:
         if self._queue.qsize() >= self.max_queue_items:
             raise QueueFullError(f"{self.max_queue_items} items already wait for the model")
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Work(item, future))
+        self._queue.put_nowait(_Work(item, future, self.scorer.cost(item)))
         return future
 
     async def run(self) -> None:
@@ -129,7 +131,7 @@ class Batcher:
             first = await self._queue.get()
             works = [first]
             deadline = time.perf_counter() + self.max_wait_s
-            while sum(len(w.item.ids) for w in works) < self.max_batch_tokens:
+            while sum(w.cost for w in works) < self.max_batch_tokens:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -143,11 +145,11 @@ class Batcher:
 
     def _batches(self, works: list[_Work]) -> list[list[_Work]]:
         """Length-sorted, each within the padded-token budget (at least one item each)."""
-        ordered = sorted(works, key=lambda w: len(w.item.ids))
+        ordered = sorted(works, key=lambda w: w.cost)
         batches: list[list[_Work]] = []
         current: list[_Work] = []
         for work in ordered:
-            width = len(work.item.ids)
+            width = work.cost
             if current and width * (len(current) + 1) > self.max_batch_tokens:
                 batches.append(current)
                 current = []
@@ -160,7 +162,7 @@ class Batcher:
         now = time.perf_counter()
         for work in batch:
             self.metrics.queue_seconds.observe(now - work.enqueued)
-        tokens = sum(len(w.item.ids) for w in batch)
+        tokens = sum(w.cost for w in batch)
         self.metrics.batch_items.observe(len(batch))
         self.forward_calls += 1
         try:

@@ -43,10 +43,12 @@ class Tokenizer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
-    """A candidate as the model sees it: ids and one read position per step."""
+    """A candidate as the model sees it: ids, one read position per step, and how many leading
+    ids are the prompt (problem and template, the same for every candidate; 0: not known)."""
 
     ids: tuple[int, ...]
     read_positions: tuple[int, ...]
+    prompt_len: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,7 @@ def _segments(prefix: list[int], segments: list[tuple[list[int], int]]) -> Encod
     for segment, offset in segments:
         reads.append(len(ids) + offset)
         ids.extend(segment)
-    return Encoded(tuple(ids), tuple(reads))
+    return Encoded(tuple(ids), tuple(reads), len(prefix))
 
 
 def _qwen(tok: Tokenizer, problem: str, steps: list[str]) -> Encoded:

@@ -18,7 +18,9 @@ class Metrics:
         self.queue_seconds = Histogram(
             "prm_queue_seconds", "Time a sequence waited for its batch", registry=r
         )
-        self.tokens = Counter("prm_computed_tokens", "Tokens run through the model", registry=r)
+        self.tokens = Counter(
+            "prm_computed_tokens", "Tokens sent to the model (cached prefixes excluded)", registry=r
+        )
         self.compute_seconds = Counter("prm_compute_seconds", "Model time", registry=r)
         self.cache_hits = Counter("prm_cache_hits", "Step scores served from cache", registry=r)
         self.cache_misses = Counter("prm_cache_misses", "Step scores computed", registry=r)

@@ -56,6 +56,9 @@ class PoolingScorer:
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         return encode(FAMILIES["qwen_prm"], self._tokenizer, problem, steps)
 
+    def cost(self, item: Encoded) -> int:
+        return len(item.ids)  # vLLM's own prefix cache is not visible from here
+
     def compute(self, batch: Sequence[Encoded]) -> list[list[float]]:
         payload = {"model": self._name, "input": [list(e.ids) for e in batch],
                    "task": "token_classify"}  # fmt: skip

@@ -31,6 +31,10 @@ class Scorer(Protocol):
 
     def encode(self, problem: str, steps: list[str]) -> Encoded: ...
 
+    def cost(self, item: Encoded) -> int:
+        """Tokens the model would run for ``item`` (what a batch's token budget counts)."""
+        ...
+
     def compute(self, batch: Sequence[Encoded]) -> list[list[float]]:
         """One score per read position of each item (blocking)."""
         ...
@@ -86,7 +90,7 @@ class HfScorer:
         family: FamilyName,
         tokenizer: Tokenizer,
         network: object,
-        prefix_entries: int = 0,
+        kv_cache_tokens: int = 0,
     ) -> None:
         from prm_server.modeling import PrmNetwork
         from prm_server.prefix import PrefixRunner
@@ -96,7 +100,7 @@ class HfScorer:
         self._family = family
         self._tokenizer = CachedTokenizer(tokenizer)
         self._network = network
-        self.prefix_runner = PrefixRunner(network, prefix_entries) if prefix_entries else None
+        self.prefix_runner = PrefixRunner(network, kv_cache_tokens) if kv_cache_tokens else None
 
     @property
     def name(self) -> str:
@@ -113,6 +117,11 @@ class HfScorer:
     def encode(self, problem: str, steps: list[str]) -> Encoded:
         return encode(FAMILIES[self._family], self._tokenizer, problem, steps)
 
+    def cost(self, item: Encoded) -> int:
+        if self.prefix_runner is not None:
+            return self.prefix_runner.uncached_tokens(item)
+        return len(item.ids)
+
     def compute(self, batch: Sequence[Encoded]) -> list[list[float]]:
         if self.prefix_runner is not None:
             return self.prefix_runner.compute(batch)
@@ -126,7 +135,7 @@ def load_hf_scorer(
     name: str | None,
     device: str,
     dtype: str,
-    prefix_entries: int = 64,
+    kv_cache_tokens: int = 65536,
 ) -> HfScorer:
     """Load tokenizer and weights from a local folder (imports torch lazily)."""
     import torch
@@ -139,4 +148,4 @@ def load_hf_scorer(
     labels = plus_minus_ids(tokenizer) if spec.head == "plus_minus" else None
     torch_dtype = getattr(torch, dtype)
     network = load_network(path, spec, device, torch_dtype, labels)
-    return HfScorer(name or path.name, family, tokenizer, network, prefix_entries)
+    return HfScorer(name or path.name, family, tokenizer, network, kv_cache_tokens)

@@ -30,5 +30,5 @@ class PrmServerSettings(BaseSettings):
     max_queue_items: int = 4096
     max_candidates: int = 512
     cache_entries: int = 200_000
-    kv_prefix_entries: int = 64  # key/value caches of shared prefixes kept (0: no prefix reuse)
+    kv_cache_tokens: int = 65536  # tokens of step key/value caches kept (0: no reuse)
     log_level: str = "info"

@@ -216,21 +216,24 @@ def test_kv_prefix_reuse_equals_full_recompute(
     checkpoints: dict[FamilyName, Path], family: FamilyName
 ) -> None:
     plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
-                           prefix_entries=0)  # fmt: skip
+                           kv_cache_tokens=0)  # fmt: skip
     reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
-                           prefix_entries=8)  # fmt: skip
+                           kv_cache_tokens=4096)  # fmt: skip
     assert reuse.prefix_runner is not None
     accepted: list[str] = []
+    new_tokens = 0
     for depth, step in enumerate(STEPS):
         items = [reuse.encode(PROBLEM, [*accepted, f"{step} v{b}"]) for b in range(3)]
         expected = plain.compute(items)
         got = reuse.compute(items)
         for want, have in zip(expected, got, strict=True):
             assert have == pytest.approx(want, abs=1e-5), depth
+        for item in items:  # each candidate's own last step...
+            start = item.read_positions[-2] + 1 if depth else item.prompt_len
+            new_tokens += item.read_positions[-1] + 1 - start
         accepted.append(f"{step} v0")
-    # each depth ran only the newly accepted step of the shared prefix, never the whole of it
-    full = sum(len(reuse.encode(PROBLEM, accepted[:k]).ids) for k in (1, 2))
-    assert 0 < reuse.prefix_runner.prefix_tokens_run < full
+    # ...and the prompt once are all that ran: accepted steps were never run again
+    assert reuse.prefix_runner.tokens_run == new_tokens + items[0].prompt_len
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -238,9 +241,9 @@ def test_kv_reuse_batches_ragged_prefixes_exactly(
     checkpoints: dict[FamilyName, Path], family: FamilyName
 ) -> None:
     plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
-                           prefix_entries=0)  # fmt: skip
+                           kv_cache_tokens=0)  # fmt: skip
     reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
-                           prefix_entries=8)  # fmt: skip
+                           kv_cache_tokens=4096)  # fmt: skip
     assert reuse.prefix_runner is not None
     warm = [reuse.encode("Other problem?", ["a step.", "b step."])]
     reuse.compute(warm)  # one cached prefix, so the next batch mixes cached and fresh pasts
@@ -254,3 +257,56 @@ def test_kv_reuse_batches_ragged_prefixes_exactly(
     for want, have in zip(plain.compute(batch), reuse.compute(batch), strict=True):
         assert have == pytest.approx(want, abs=1e-5)
     assert reuse.prefix_runner.forward_passes - passes <= 2
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_kv_reuse_fresh_branching_trees_and_cost(
+    checkpoints: dict[FamilyName, Path], family: FamilyName
+) -> None:
+    plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
+                           kv_cache_tokens=0)  # fmt: skip
+    reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
+                           kv_cache_tokens=4096)  # fmt: skip
+    runner = reuse.prefix_runner
+    assert runner is not None
+    # best-of-N shaped: nothing cached, candidates share two fresh steps, then branch
+    batch = [reuse.encode(PROBLEM, [*STEPS[:2], f"Then {b}: the answer is {b}."]) for b in range(5)]
+    batch.append(reuse.encode("Another one?", ["x.", "y."]))
+    # cost: the ids up to the last read position (later ids never affect a score)
+    assert [reuse.cost(item) for item in batch] == [i.read_positions[-1] + 1 for i in batch]
+    for want, have in zip(plain.compute(batch), reuse.compute(batch), strict=True):
+        assert have == pytest.approx(want, abs=1e-5)
+    assert runner.forward_passes == 2  # the shared trunk, then the branches
+    shared_trunk = batch[0].read_positions[1] + 1
+    assert (
+        runner.tokens_run
+        == shared_trunk
+        + sum(i.read_positions[-1] - i.read_positions[-2] for i in batch[:5])
+        + batch[5].read_positions[-1]
+        + 1
+    )
+    # what is kept costs nothing; a child costs its own last step only
+    assert reuse.cost(batch[0]) == 0
+    child = reuse.encode(PROBLEM, [*STEPS[:2], "Then 0: the answer is 0.", "Done."])
+    assert reuse.cost(child) == child.read_positions[-1] - child.read_positions[-2]
+
+
+@pytest.mark.parametrize("family", ["qwen_prm", "rlhflow"])
+def test_kv_reuse_token_budget_evicts_and_stays_exact(
+    checkpoints: dict[FamilyName, Path], family: FamilyName
+) -> None:
+    plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
+                           kv_cache_tokens=0)  # fmt: skip
+    budget = len(plain.encode(PROBLEM, STEPS).ids)  # room for about one candidate
+    reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
+                           kv_cache_tokens=budget)  # fmt: skip
+    runner = reuse.prefix_runner
+    assert runner is not None
+    accepted: list[str] = []
+    for depth, step in enumerate(STEPS * 2):
+        for problem in (PROBLEM, "Another one?"):
+            items = [reuse.encode(problem, [*accepted, f"{step} v{b}"]) for b in range(3)]
+            for want, have in zip(plain.compute(items), reuse.compute(items), strict=True):
+                assert have == pytest.approx(want, abs=1e-5), depth
+            assert 0 < runner.held_tokens <= budget
+        accepted.append(f"{step} v0")
