@@ -54,6 +54,7 @@ def _load_scorer(settings: PrmServerSettings) -> Scorer:
     return load_hf_scorer(
         settings.model, settings.family, name=settings.served_name,
         device=settings.device, dtype=settings.dtype, kv_cache_tokens=settings.kv_cache_tokens,
+        pass_tokens=settings.max_batch_tokens,
     )  # fmt: skip
 
 

@@ -7,10 +7,12 @@ a node of a tree (its parent is the segment before it) under a hash of those ids
 re-sends its accepted steps at every depth; they are nodes already, so only the new last steps run.
 
 A batch runs in one forward pass (two when fresh segments branch: a new prompt with K first steps
-under it runs the prompt first). Fresh segments hang off cached nodes; a row holds one cached
-node's past and one or more fresh chains packed side by side under a tree attention mask (a token
-sees the past and its own chain only), so K candidates extending one prefix share one copy of it.
-Rows with pasts of different lengths share the pass through left padding and explicit positions.
+under it runs the prompt first; more if it exceeds ``pass_tokens``). Fresh segments hang off
+cached nodes; a row holds one cached node's past and one or more fresh chains packed side by side
+under a tree attention mask (a token sees the past and its own chain only), so K candidates
+extending one prefix share one copy of it.
+Rows with pasts of different lengths share a pass through left padding and explicit positions;
+a pass holds at most ``pass_tokens`` padded tokens (past included), more rows take more passes.
 Exact by causality. Memory is bounded by a token budget; the least recently used nodes go first,
 leaves before their ancestors. Must not import ``proxy`` or ``strategies``.
 """
@@ -95,9 +97,10 @@ def _resolved(parent: _Node | _Fresh | None) -> _Node | None:
 class PrefixRunner:
     """Scores batches of ``Encoded`` items, reusing cached segments (``max_tokens`` budget)."""
 
-    def __init__(self, network: Any, max_tokens: int) -> None:
+    def __init__(self, network: Any, max_tokens: int, pass_tokens: int = 16384) -> None:
         self.network = network
         self.max_tokens = max_tokens
+        self.pass_tokens = pass_tokens  # padded tokens (past + fresh) per forward pass
         self._index: OrderedDict[bytes, _Node] = OrderedDict()
         self.held_tokens = 0  # tokens of the indexed nodes
         self.tokens_run = 0
@@ -202,7 +205,19 @@ class PrefixRunner:
         return rows
 
     def _forward(self, group: list[_Fresh]) -> None:
-        rows = self._rows(group)
+        """Run the group's rows, as few passes as fit ``pass_tokens`` padded tokens each."""
+        rows = sorted(self._rows(group), key=lambda row: row.root.end if row.root else 0)
+        chunk: list[_Row] = []
+        for row in rows:
+            past = row.root.end if row.root else 0  # the largest so far: rows are sorted
+            width = max([row.tokens, *(r.tokens for r in chunk)])
+            if chunk and (len(chunk) + 1) * (past + width) > self.pass_tokens:
+                self._run(chunk)
+                chunk = []
+            chunk.append(row)
+        self._run(chunk)
+
+    def _run(self, rows: list[_Row]) -> None:
         device = self.network.device
         past_len = max(row.root.end if row.root else 0 for row in rows)
         width = max(row.tokens for row in rows)

@@ -91,6 +91,7 @@ class HfScorer:
         tokenizer: Tokenizer,
         network: object,
         kv_cache_tokens: int = 0,
+        pass_tokens: int = 16384,
     ) -> None:
         from prm_server.modeling import PrmNetwork
         from prm_server.prefix import PrefixRunner
@@ -100,7 +101,9 @@ class HfScorer:
         self._family = family
         self._tokenizer = CachedTokenizer(tokenizer)
         self._network = network
-        self.prefix_runner = PrefixRunner(network, kv_cache_tokens) if kv_cache_tokens else None
+        self.prefix_runner = (
+            PrefixRunner(network, kv_cache_tokens, pass_tokens) if kv_cache_tokens else None
+        )
 
     @property
     def name(self) -> str:
@@ -136,6 +139,7 @@ def load_hf_scorer(
     device: str,
     dtype: str,
     kv_cache_tokens: int = 65536,
+    pass_tokens: int = 16384,
 ) -> HfScorer:
     """Load tokenizer and weights from a local folder (imports torch lazily)."""
     import torch
@@ -148,4 +152,4 @@ def load_hf_scorer(
     labels = plus_minus_ids(tokenizer) if spec.head == "plus_minus" else None
     torch_dtype = getattr(torch, dtype)
     network = load_network(path, spec, device, torch_dtype, labels)
-    return HfScorer(name or path.name, family, tokenizer, network, kv_cache_tokens)
+    return HfScorer(name or path.name, family, tokenizer, network, kv_cache_tokens, pass_tokens)

@@ -26,7 +26,7 @@ class PrmServerSettings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_tokens: int | None = None  # default: the model's max_position_embeddings
     max_wait_ms: float = 10.0
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int = 16384  # padded tokens per forward pass (cached pasts included)
     max_queue_items: int = 4096
     max_candidates: int = 512
     cache_entries: int = 200_000

@@ -310,3 +310,22 @@ def test_kv_reuse_token_budget_evicts_and_stays_exact(
                 assert have == pytest.approx(want, abs=1e-5), depth
             assert 0 < runner.held_tokens <= budget
         accepted.append(f"{step} v0")
+
+
+def test_kv_reuse_splits_passes_over_the_padded_token_limit(
+    checkpoints: dict[FamilyName, Path],
+) -> None:
+    path = checkpoints["qwen_prm"]
+    plain = load_hf_scorer(path, "qwen_prm", name="a", device="cpu", dtype="float32",
+                           kv_cache_tokens=0)  # fmt: skip
+    tight = load_hf_scorer(path, "qwen_prm", name="b", device="cpu", dtype="float32",
+                           kv_cache_tokens=4096, pass_tokens=1)  # fmt: skip
+    runner = tight.prefix_runner
+    assert runner is not None
+    batch = [tight.encode(p, [f"{s} v{b}"]) for p in (PROBLEM, "Another?") for s in STEPS[:1]
+             for b in range(2)]  # fmt: skip
+    for want, have in zip(plain.compute(batch), tight.compute(batch), strict=True):
+        assert have == pytest.approx(want, abs=1e-5)
+    # two prompts (one row each), then the two pairs of first steps (one row per prompt): a pass
+    # per row, since none fits with another
+    assert runner.forward_passes == 4
