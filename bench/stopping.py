@@ -1,0 +1,141 @@
+"""``auto``'s stopping rule replayed over real samples: samples spent against accuracy (a table).
+
+Collects 16 samples per problem from the real CPU stack (Qwen2.5-Coder-0.5B-Instruct through the
+proxy's ``majority`` strategy with the trace on; saved with ``--save``, reused with ``--load``),
+then replays auto's sampling loop — 4 pilots, then chunks of 4 until the leader is settled or the
+cap of 16 is reached, majority vote over what was drawn — over many random orders of each
+problem's samples. Offline replay isolates the rule from sampling luck; it is how
+adaptive-consistency rules are compared (Aggarwal et al. 2023). Rows: fixed majority@4/8/16 over
+the same samples, and each rule: the leader against all other samples or against the runner-up
+only, at several confidence levels. Target for auto: majority@16's accuracy with <= 1/3 of its
+samples.
+
+Run: ``.venv/bin/python -m bench.stopping [--problems 24] [--save FILE | --load FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.problems import easy_problems, multi_step_problems
+from bench.stack import ask, proxy_on_cpu_stack
+from strategies import extract_answer, group_equivalent
+from strategies.auto import leader_confidence
+
+CAP, PILOTS, CHUNK, ORDERS = 16, 4, 4, 400
+Rival = Callable[[Counter[str], int], int]
+
+
+def collect(problems: int, max_tokens: int, cache: Path | None) -> list[dict[str, Any]]:
+    half = problems // 2
+    mixed = [p for pair in zip(easy_problems(problems - half), multi_step_problems(half),
+                                strict=True) for p in pair]  # fmt: skip
+    headers = {"X-TTS-Strategy": "majority", "X-TTS-Budget": str(CAP), "X-TTS-Trace": "true"}
+    out: list[dict[str, Any]] = []
+    with proxy_on_cpu_stack("qwen2.5-coder-0.5b", cache) as url:
+        for index, problem in enumerate(mixed):
+            data = ask(url, problem.question, headers, max_tokens)
+            texts = [node["text"] for node in data["tts"]["trace"]]
+            answers = [extract_answer(t) for t in texts]
+            tokens = data["usage"]["completion_tokens"]
+            out.append({"question": problem.question, "answer": problem.answer,
+                        "answers": answers, "completion_tokens": tokens})  # fmt: skip
+            print(f"... {index + 1}/{len(mixed)} problems", flush=True)
+    return out
+
+
+def _labels(answers: Sequence[str], gold: int) -> tuple[list[str], str]:
+    """Canonical labels (equivalent answers share one; no answer is "") and the gold label."""
+    groups = group_equivalent([*answers, str(gold)])
+    labels = [f"g{g}" if a else "" for g, a in zip(groups, answers, strict=False)]
+    return labels, f"g{groups[-1]}"
+
+
+def _vote(drawn: Sequence[str]) -> str:
+    counts = Counter(label for label in drawn if label)
+    if not counts:
+        return ""
+    best = max(counts.values())
+    return next(label for label in drawn if label and counts[label] == best)  # ties: the one seen first
+
+
+def _against_others(counts: Counter[str], drawn: int) -> int:
+    return drawn - max(counts.values(), default=0)
+
+
+def _against_runner_up(counts: Counter[str], drawn: int) -> int:
+    ordered = sorted(counts.values(), reverse=True)
+    return ordered[1] if len(ordered) > 1 else 0
+
+
+def _replay(labels: Sequence[str], rival: Rival, confidence: float) -> tuple[str, int]:
+    drawn = PILOTS
+    while True:
+        counts = Counter(label for label in labels[:drawn] if label)
+        leader = max(counts.values(), default=0)
+        settled = leader and leader_confidence(leader, rival(counts, drawn)) >= confidence
+        if settled or drawn >= CAP:
+            return _vote(labels[:drawn]), drawn
+        drawn = min(CAP, drawn + CHUNK)
+
+
+def _fixed(order: list[str], n: int) -> tuple[str, int]:
+    return _vote(order[:n]), n
+
+
+def evaluate(samples: list[dict[str, Any]]) -> None:
+    rng = random.Random(0)
+    rules: list[tuple[str, Callable[[list[str]], tuple[str, int]]]] = [
+        (f"majority@{n}", functools.partial(_fixed, n=n)) for n in (4, 8, 16)
+    ]
+    for name, rival in (("vs others", _against_others), ("vs runner-up", _against_runner_up)):
+        for level in (0.95, 0.9, 0.8):
+            rule = functools.partial(_replay, rival=rival, confidence=level)
+            rules.append((f"auto {name} >= {level}", rule))
+    totals = {label: [0.0, 0.0] for label, _ in rules}  # correct, samples
+    for sample in samples:
+        labels, gold = _labels([str(a) for a in sample["answers"]], int(sample["answer"]))
+        for _ in range(ORDERS):
+            order = rng.sample(labels, len(labels))
+            for label, rule_ in rules:
+                answer, used = rule_(order)
+                totals[label][0] += answer == gold
+                totals[label][1] += used
+    runs = len(samples) * ORDERS
+    per_sample = sum(int(s["completion_tokens"]) for s in samples) / len(samples) / CAP
+    print(f"{'rule':<28}{'accuracy':>9}{'samples':>9}{'of 16':>7}{'tokens*':>9}")
+    print("-" * 62)
+    for label, (correct, spent) in totals.items():
+        mean = spent / runs
+        print(f"{label:<28}{correct / runs:>9.3f}{mean:>9.2f}{mean / CAP:>7.0%}"
+              f"{mean * per_sample:>9.0f}")  # fmt: skip
+    print(f"({len(samples)} problems x {ORDERS} orders; *completion tokens per problem at "
+          f"{per_sample:.0f} per sample)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--problems", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=320)
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--save", type=Path, help="write the collected samples here")
+    parser.add_argument("--load", type=Path, help="replay samples collected before")
+    args = parser.parse_args()
+    if args.load:
+        samples = json.loads(args.load.read_text())
+    else:
+        samples = collect(args.problems, args.max_tokens, args.cache_dir)
+        if args.save:
+            args.save.write_text(json.dumps(samples, indent=1))
+    evaluate(samples)
+
+
+if __name__ == "__main__":
+    main()
