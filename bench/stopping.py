@@ -10,7 +10,7 @@ the same samples, and each rule: the leader against all other samples or against
 only, at several confidence levels. Target for auto: majority@16's accuracy with <= 1/3 of its
 samples.
 
-Run: ``.venv/bin/python -m bench.stopping [--problems 24] [--save FILE | --load FILE]``
+Run: ``.venv/bin/python -m bench.stopping [--problems 24] [--seed K] [--save F | --load F ...]``
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,16 +28,19 @@ from typing import Any
 from bench.problems import easy_problems, multi_step_problems
 from bench.stack import ask, proxy_on_cpu_stack
 from strategies import extract_answer, group_equivalent
-from strategies.auto import leader_confidence
+from strategies.auto import keeps_lead
 
 CAP, PILOTS, CHUNK, ORDERS = 16, 4, 4, 400
 Rival = Callable[[Counter[str], int], int]
 
 
-def collect(problems: int, max_tokens: int, cache: Path | None) -> list[dict[str, Any]]:
+def collect(
+    problems: int, max_tokens: int, cache: Path | None, seed: int = 0
+) -> list[dict[str, Any]]:
     half = problems // 2
-    mixed = [p for pair in zip(easy_problems(problems - half), multi_step_problems(half),
-                                strict=True) for p in pair]  # fmt: skip
+    easy = easy_problems(problems - half, seed=11 + seed)
+    hard = multi_step_problems(half, seed=7 + seed)
+    mixed = [p for pair in zip(easy, hard, strict=True) for p in pair]
     headers = {"X-TTS-Strategy": "majority", "X-TTS-Budget": str(CAP), "X-TTS-Trace": "true"}
     out: list[dict[str, Any]] = []
     with proxy_on_cpu_stack("qwen2.5-coder-0.5b", cache) as url:
@@ -63,7 +67,9 @@ def _vote(drawn: Sequence[str]) -> str:
     if not counts:
         return ""
     best = max(counts.values())
-    return next(label for label in drawn if label and counts[label] == best)  # ties: the one seen first
+    return next(
+        label for label in drawn if label and counts[label] == best
+    )  # ties: the one seen first
 
 
 def _against_others(counts: Counter[str], drawn: int) -> int:
@@ -75,15 +81,38 @@ def _against_runner_up(counts: Counter[str], drawn: int) -> int:
     return ordered[1] if len(ordered) > 1 else 0
 
 
-def _replay(labels: Sequence[str], rival: Rival, confidence: float) -> tuple[str, int]:
+def leader_confidence(leader: int, rival: int) -> float:
+    """P(p > 1/2) for p ~ Beta(leader + 1, rival + 1), the adaptive-consistency test; for integer
+    parameters P(Beta(a, b) > 1/2) = P(Binomial(a + b - 1, 1/2) < a)."""
+    a, b = leader + 1, rival + 1
+    n = a + b - 1
+    return sum(math.comb(n, k) for k in range(a)) / (1 << n)
+
+
+def _beta(counts: Counter[str], drawn: int, rival: Rival) -> float:
+    leader = max(counts.values(), default=0)
+    return leader_confidence(leader, rival(counts, drawn)) if leader else 0.0
+
+
+def _predictive(counts: Counter[str], drawn: int) -> float:
+    ordered = [*sorted(counts.values(), reverse=True), 0, 0]
+    if not ordered[0]:
+        return 0.0
+    return keeps_lead(ordered[0], ordered[1], drawn - ordered[0] - ordered[1], CAP - drawn)
+
+
+def _replay(
+    labels: Sequence[str],
+    settled: Callable[[Counter[str], int], float],
+    confidence: float,
+    chunk: int = CHUNK,
+) -> tuple[str, int]:
     drawn = PILOTS
     while True:
         counts = Counter(label for label in labels[:drawn] if label)
-        leader = max(counts.values(), default=0)
-        settled = leader and leader_confidence(leader, rival(counts, drawn)) >= confidence
-        if settled or drawn >= CAP:
+        if settled(counts, drawn) >= confidence or drawn >= CAP:
             return _vote(labels[:drawn]), drawn
-        drawn = min(CAP, drawn + CHUNK)
+        drawn = min(CAP, drawn + chunk)
 
 
 def _fixed(order: list[str], n: int) -> tuple[str, int]:
@@ -95,10 +124,18 @@ def evaluate(samples: list[dict[str, Any]]) -> None:
     rules: list[tuple[str, Callable[[list[str]], tuple[str, int]]]] = [
         (f"majority@{n}", functools.partial(_fixed, n=n)) for n in (4, 8, 16)
     ]
-    for name, rival in (("vs others", _against_others), ("vs runner-up", _against_runner_up)):
+    tests: list[tuple[str, Callable[[Counter[str], int], float]]] = [
+        ("vs others", functools.partial(_beta, rival=_against_others)),
+        ("vs runner-up", functools.partial(_beta, rival=_against_runner_up)),
+        ("predictive", _predictive),
+    ]
+    for name, settled in tests:
         for level in (0.95, 0.9, 0.8):
-            rule = functools.partial(_replay, rival=rival, confidence=level)
+            rule = functools.partial(_replay, settled=settled, confidence=level)
             rules.append((f"auto {name} >= {level}", rule))
+    for level in (0.95, 0.9):
+        rule = functools.partial(_replay, settled=_predictive, confidence=level, chunk=2)
+        rules.append((f"auto predictive >= {level}, +2", rule))
     totals = {label: [0.0, 0.0] for label, _ in rules}  # correct, samples
     for sample in samples:
         labels, gold = _labels([str(a) for a in sample["answers"]], int(sample["answer"]))
@@ -110,11 +147,11 @@ def evaluate(samples: list[dict[str, Any]]) -> None:
                 totals[label][1] += used
     runs = len(samples) * ORDERS
     per_sample = sum(int(s["completion_tokens"]) for s in samples) / len(samples) / CAP
-    print(f"{'rule':<28}{'accuracy':>9}{'samples':>9}{'of 16':>7}{'tokens*':>9}")
-    print("-" * 62)
+    print(f"{'rule':<32}{'accuracy':>9}{'samples':>9}{'of 16':>7}{'tokens*':>9}")
+    print("-" * 66)
     for label, (correct, spent) in totals.items():
         mean = spent / runs
-        print(f"{label:<28}{correct / runs:>9.3f}{mean:>9.2f}{mean / CAP:>7.0%}"
+        print(f"{label:<32}{correct / runs:>9.3f}{mean:>9.2f}{mean / CAP:>7.0%}"
               f"{mean * per_sample:>9.0f}")  # fmt: skip
     print(f"({len(samples)} problems x {ORDERS} orders; *completion tokens per problem at "
           f"{per_sample:.0f} per sample)")  # fmt: skip
@@ -125,13 +162,14 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=24)
     parser.add_argument("--max-tokens", type=int, default=320)
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="another set of generated problems")
     parser.add_argument("--save", type=Path, help="write the collected samples here")
-    parser.add_argument("--load", type=Path, help="replay samples collected before")
+    parser.add_argument("--load", type=Path, nargs="+", help="replay samples collected before")
     args = parser.parse_args()
     if args.load:
-        samples = json.loads(args.load.read_text())
+        samples = [s for path in args.load for s in json.loads(path.read_text())]
     else:
-        samples = collect(args.problems, args.max_tokens, args.cache_dir)
+        samples = collect(args.problems, args.max_tokens, args.cache_dir, args.seed)
         if args.save:
             args.save.write_text(json.dumps(samples, indent=1))
     evaluate(samples)

@@ -8,7 +8,7 @@ Quick use::
 """
 
 from strategies.answers import extract_answer, group_equivalent
-from strategies.auto import leader_confidence
+from strategies.auto import keeps_lead
 from strategies.confidence import ConfidenceScorer
 from strategies.errors import NoCandidatesError, SearchError
 from strategies.registry import STRATEGIES, StrategySpec, check, search
@@ -74,7 +74,7 @@ __all__ = [
     "check",
     "extract_answer",
     "group_equivalent",
-    "leader_confidence",
+    "keeps_lead",
     "rank_answers",
     "search",
     "select_top",

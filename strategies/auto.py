@@ -7,8 +7,11 @@ samples of the vote:
 1. Draw ``pilots`` full answers (one policy call). Their agreement (share of the leading
    mathematically-equivalent answer) estimates pass@1 and is binned with the paper's absolute
    thresholds: easy >= 50 %, hard < 10 % (no answer repeats), medium otherwise.
-2. Stop as soon as the leader is settled (adaptive consistency): the posterior probability that the
-   leading answer holds the majority, Beta(leader + 1, others + 1) > 1/2, reaches ``confidence``.
+2. Stop as soon as the answer is settled: the predictive probability (Dirichlet-multinomial,
+   uniform prior) that spending the rest of the budget would leave the leading answer ahead of
+   the runner-up reaches ``confidence`` (``keeps_lead``). A Beta test on the leader alone
+   (adaptive consistency) ignores how much budget is left and spent far more for the same
+   accuracy on real samples (``bench/stopping.py``).
 3. Otherwise run the method the rules give for the difficulty bin with the remaining budget:
    ``majority`` / ``best_of_n`` keep sampling in chunks and re-check the stopping rule after each;
    ``beam_search`` / ``dvts`` get the largest multiple of the beam width that fits.
@@ -34,30 +37,48 @@ from strategies.full import sample_answers
 from strategies.results import AutoDecision, Candidate, SearchResult
 from strategies.types import AutoConfig, Difficulty, StrategyName
 
-__all__ = ["leader_confidence", "run_auto"]
+__all__ = ["keeps_lead", "run_auto"]
 
 _EASY_AT = 0.5  # pass@1 bins of Liu et al. 2025: easy 50-100 %, medium 10-50 %, hard 0-10 %
 _HARD_BELOW = 0.1
 
 
-def leader_confidence(leader: int, others: int) -> float:
-    """P(p > 1/2) for p ~ Beta(leader + 1, others + 1): the leader is the majority answer.
+def keeps_lead(leader: int, runner_up: int, rest: int, remaining: int) -> float:
+    """P(the leader still beats the runner-up after ``remaining`` more samples).
 
-    For integer parameters, P(Beta(a, b) > 1/2) = P(Binomial(a + b - 1, 1/2) < a).
+    Predictive (Dirichlet-multinomial) over three outcomes — leader, runner-up, anything else —
+    with a uniform prior: the probability that the answer the whole budget would give is the one
+    the samples so far give. With nothing remaining it is 1 if the leader is ahead; as
+    ``remaining`` grows it tends to P(p_leader > p_runner_up).
     """
-    a, b = leader + 1, others + 1
-    n = a + b - 1
-    favourable: int = sum(math.comb(n, k) for k in range(a))
-    return favourable / (1 << n)
+    if remaining <= 0:
+        return 1.0 if leader > runner_up else 0.0
+    a, b, c = leader + 1, runner_up + 1, rest + 1
+    base = math.lgamma(a + b + c) - math.lgamma(a + b + c + remaining) + math.lgamma(remaining + 1)
+    base -= math.lgamma(a) + math.lgamma(b) + math.lgamma(c)
+    total = 0.0
+    for more_leader in range(remaining + 1):
+        for more_rival in range(remaining + 1 - more_leader):
+            if leader + more_leader <= runner_up + more_rival:
+                continue
+            more_rest = remaining - more_leader - more_rival
+            total += math.exp(
+                base
+                + math.lgamma(a + more_leader) - math.lgamma(more_leader + 1)
+                + math.lgamma(b + more_rival) - math.lgamma(more_rival + 1)
+                + math.lgamma(c + more_rest) - math.lgamma(more_rest + 1)
+            )  # fmt: skip
+    return min(total, 1.0)
 
 
 def _tally(run: SearchRun, candidates: Sequence[Candidate]) -> tuple[int, int, int]:
-    """(leader votes, other votes, number of distinct real answers)."""
+    """Votes for the leading answer, for the runner-up, and for anything else (other answers
+    and samples without one)."""
     answers = [extract_answer(c.text, run.config.answer_markers) for c in candidates]
     groups = group_equivalent(answers, run.config.equivalence_timeout_s)
-    counts = Counter(g for g, a in zip(groups, answers, strict=True) if a)
-    leader = max(counts.values(), default=0)
-    return leader, len(candidates) - leader, len(counts)
+    counts = sorted(Counter(g for g, a in zip(groups, answers, strict=True) if a).values())
+    leader, runner_up = [0, 0, *counts][-1], [0, 0, *counts][-2]
+    return leader, runner_up, len(candidates) - leader - runner_up
 
 
 def _difficulty(agreement: float, leader: int) -> Difficulty:
@@ -75,13 +96,13 @@ async def run_auto(run: SearchRun) -> SearchResult:
         raise ValueError("auto needs SearchConfig.auto (the rules for this policy and scorer)")
     budget = run.config.budget
     pilots = await sample_answers(run, min(auto.pilots, budget))
-    leader, others, _ = _tally(run, pilots)
+    leader, runner_up, rest = _tally(run, pilots)
     agreement = leader / len(pilots) if pilots else 0.0
     difficulty = _difficulty(agreement, leader)
-    confidence = leader_confidence(leader, others)
+    confidence = keeps_lead(leader, runner_up, rest, budget - len(pilots)) if leader else 0.0
     decide = functools.partial(AutoDecision, len(pilots), agreement, difficulty)
     if not pilots or confidence >= auto.confidence or len(pilots) >= budget:
-        why = "the pilots agree" if confidence >= auto.confidence else "no budget left"
+        why = "the pilots settle it" if len(pilots) < budget else "no budget left"
         if leader == 0:
             return await _by_score(run, pilots, decide(None, why, True, confidence))
         # Settled by votes: no scorer call, a majority vote over the pilots.
@@ -144,8 +165,8 @@ async def _sample_until_settled(
             break  # the deadline passed
         extra.extend(batch)
         remaining -= len(batch)
-        leader, others, _ = _tally(run, [*pilots, *extra])
-        confidence = leader_confidence(leader, others)
+        leader, runner_up, rest = _tally(run, [*pilots, *extra])
+        confidence = keeps_lead(leader, runner_up, rest, remaining) if leader else 0.0
         if confidence >= auto.confidence:
             break
     return extra, confidence

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies import AutoConfig, SearchConfig, leader_confidence, search
+from strategies import AutoConfig, SearchConfig, keeps_lead, search
 from tests.fakes import FakePolicy, FakeScorer
 
 D = "\n\n"
@@ -31,16 +31,38 @@ def boxed(answers: list[int]) -> dict[str, list[str]]:
     }
 
 
-def test_leader_confidence_values() -> None:
-    assert leader_confidence(4, 0) == pytest.approx(1 - 1 / 32)
-    assert leader_confidence(3, 1) == pytest.approx(1 - 6 / 32)
-    assert leader_confidence(0, 0) == pytest.approx(0.5)
+def test_keeps_lead_small_cases_by_hand() -> None:
+    # nothing left to draw: settled iff the leader is ahead
+    assert keeps_lead(3, 1, 0, 0) == 1.0 and keeps_lead(2, 2, 0, 0) == 0.0
+    # one more draw after 1-0-0: Dirichlet(2, 1, 1) predicts leader 1/2, rival 1/4, rest 1/4,
+    # and only a draw for the rival ties it
+    assert keeps_lead(1, 0, 0, 1) == pytest.approx(3 / 4)
+    # two more after 1-0-0: by brute force over the urn's draw sequences
+    assert keeps_lead(1, 0, 0, 2) == pytest.approx(1 - _rival_catches_up(1, 0, 0, 2))
+    # far from the cap it tends to P(p_leader > p_rival), a Beta(5, 1) tail for 4-0: 1 - 1/32
+    assert keeps_lead(4, 0, 0, 400) == pytest.approx(1 - 1 / 32, abs=2e-3)
 
 
-@given(st.integers(0, 30), st.integers(0, 30))
-def test_leader_confidence_grows_with_the_lead(leader: int, others: int) -> None:
-    assert leader_confidence(leader + 1, others) > leader_confidence(leader, others)
-    assert leader_confidence(leader, others + 1) < leader_confidence(leader, others)
+def _rival_catches_up(leader: int, rival: int, rest: int, remaining: int) -> float:
+    """Brute force over every draw sequence with Polya-urn probabilities."""
+    if remaining == 0:
+        return float(rival >= leader)
+    total = leader + rival + rest + 3
+    return (
+        (leader + 1) / total * _rival_catches_up(leader + 1, rival, rest, remaining - 1)
+        + (rival + 1) / total * _rival_catches_up(leader, rival + 1, rest, remaining - 1)
+        + (rest + 1) / total * _rival_catches_up(leader, rival, rest + 1, remaining - 1)
+    )
+
+
+@given(st.integers(1, 8), st.integers(0, 8), st.integers(0, 8), st.integers(0, 8))
+def test_keeps_lead_matches_the_urn_and_is_monotone(
+    leader: int, rival: int, rest: int, remaining: int
+) -> None:
+    rival = min(rival, leader)
+    value = keeps_lead(leader, rival, rest, remaining)
+    assert value == pytest.approx(1 - _rival_catches_up(leader, rival, rest, remaining), abs=1e-9)
+    assert keeps_lead(leader + 1, rival, rest, remaining) >= value - 1e-12
 
 
 async def test_unanimous_pilots_stop_early() -> None:
