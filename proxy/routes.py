@@ -32,12 +32,12 @@ router = APIRouter()
 _T = TypeVar("_T")
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.tts
     return state
 
 
-def require_key(request: Request, state: AppState = Depends(get_state)) -> None:  # noqa: B008
+async def require_key(request: Request, state: AppState = Depends(get_state)) -> None:  # noqa: B008
     keys = state.settings.api_keys
     if not keys:
         return
