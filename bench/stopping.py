@@ -2,13 +2,14 @@
 
 Collects 16 samples per problem from the real CPU stack (Qwen2.5-Coder-0.5B-Instruct through the
 proxy's ``majority`` strategy with the trace on; saved with ``--save``, reused with ``--load``),
-then replays auto's sampling loop — 4 pilots, then chunks of 4 until the leader is settled or the
-cap of 16 is reached, majority vote over what was drawn — over many random orders of each
-problem's samples. Offline replay isolates the rule from sampling luck; it is how
-adaptive-consistency rules are compared (Aggarwal et al. 2023). Rows: fixed majority@4/8/16 over
-the same samples, and each rule: the leader against all other samples or against the runner-up
-only, at several confidence levels. Target for auto: majority@16's accuracy with <= 1/3 of its
-samples.
+then replays auto's sampling loop — 4 pilots, then chunks of 4 (or the fewest samples that could
+settle it, if more) until the leader is settled or the cap of 16 is reached, majority vote of
+what was drawn — over many random orders of each problem's samples. Offline replay isolates the
+rule from sampling luck; it is how adaptive-consistency rules are compared (Aggarwal et al.
+2023). Rows: fixed majority@4/8/16 over the same samples; Beta tests of the leader against all
+other samples or against the runner-up only; auto's predictive rule at several confidence levels
+and chunk sizes. Columns: accuracy, samples, tokens and policy calls (sequential round trips).
+Target for auto: majority@16's accuracy with <= 1/3 of its samples.
 
 Run: ``.venv/bin/python -m bench.stopping [--problems 24] [--seed K] [--save F | --load F ...]``
 """
@@ -28,7 +29,7 @@ from typing import Any
 from bench.problems import easy_problems, multi_step_problems
 from bench.stack import ask, proxy_on_cpu_stack
 from strategies import extract_answer, group_equivalent
-from strategies.auto import keeps_lead
+from strategies.auto import draws_to_settle, keeps_lead
 
 CAP, PILOTS, CHUNK, ORDERS = 16, 4, 4, 400
 Rival = Callable[[Counter[str], int], int]
@@ -106,17 +107,24 @@ def _replay(
     settled: Callable[[Counter[str], int], float],
     confidence: float,
     chunk: int = CHUNK,
-) -> tuple[str, int]:
-    drawn = PILOTS
+    lookahead: bool = False,
+) -> tuple[str, int, int]:
+    """auto's loop over one order of samples: (answer, samples drawn, policy calls)."""
+    drawn, calls = PILOTS, 1
     while True:
         counts = Counter(label for label in labels[:drawn] if label)
         if settled(counts, drawn) >= confidence or drawn >= CAP:
-            return _vote(labels[:drawn]), drawn
-        drawn = min(CAP, drawn + chunk)
+            return _vote(labels[:drawn]), drawn, calls
+        step = chunk
+        if lookahead:
+            top = [*sorted(counts.values(), reverse=True), 0, 0]
+            rest = drawn - top[0] - top[1]
+            step = draws_to_settle(top[0], top[1], rest, CAP - drawn, confidence, chunk)
+        drawn, calls = min(CAP, drawn + step), calls + 1
 
 
-def _fixed(order: list[str], n: int) -> tuple[str, int]:
-    return _vote(order[:n]), n
+def _fixed(order: list[str], n: int) -> tuple[str, int, int]:
+    return _vote(order[:n]), n, 1
 
 
 def evaluate(samples: list[dict[str, Any]]) -> None:
@@ -127,32 +135,36 @@ def evaluate(samples: list[dict[str, Any]]) -> None:
     tests: list[tuple[str, Callable[[Counter[str], int], float]]] = [
         ("vs others", functools.partial(_beta, rival=_against_others)),
         ("vs runner-up", functools.partial(_beta, rival=_against_runner_up)),
-        ("predictive", _predictive),
     ]
     for name, settled in tests:
         for level in (0.95, 0.9, 0.8):
             rule = functools.partial(_replay, settled=settled, confidence=level)
             rules.append((f"auto {name} >= {level}", rule))
-    for level in (0.95, 0.9):
-        rule = functools.partial(_replay, settled=_predictive, confidence=level, chunk=2)
-        rules.append((f"auto predictive >= {level}, +2", rule))
-    totals = {label: [0.0, 0.0] for label, _ in rules}  # correct, samples
+    predictive = functools.partial(_replay, settled=_predictive, lookahead=True)  # auto's rule
+    for level in (0.95, 0.9, 0.8):
+        rule = functools.partial(predictive, confidence=level)
+        rules.append((f"auto predictive >= {level}", rule))
+    for chunk in (2, 1):
+        rule = functools.partial(predictive, confidence=0.95, chunk=chunk)
+        rules.append((f"auto predictive >= 0.95, chunk {chunk}", rule))
+    totals = {label: [0.0, 0.0, 0.0] for label, _ in rules}  # correct, samples, calls
     for sample in samples:
         labels, gold = _labels([str(a) for a in sample["answers"]], int(sample["answer"]))
         for _ in range(ORDERS):
             order = rng.sample(labels, len(labels))
             for label, rule_ in rules:
-                answer, used = rule_(order)
+                answer, used, calls = rule_(order)
                 totals[label][0] += answer == gold
                 totals[label][1] += used
+                totals[label][2] += calls
     runs = len(samples) * ORDERS
     per_sample = sum(int(s["completion_tokens"]) for s in samples) / len(samples) / CAP
-    print(f"{'rule':<32}{'accuracy':>9}{'samples':>9}{'of 16':>7}{'tokens*':>9}")
-    print("-" * 66)
-    for label, (correct, spent) in totals.items():
+    print(f"{'rule':<36}{'accuracy':>9}{'samples':>9}{'of 16':>7}{'tokens*':>9}{'calls':>7}")
+    print("-" * 77)
+    for label, (correct, spent, calls) in totals.items():
         mean = spent / runs
-        print(f"{label:<32}{correct / runs:>9.3f}{mean:>9.2f}{mean / CAP:>7.0%}"
-              f"{mean * per_sample:>9.0f}")  # fmt: skip
+        print(f"{label:<36}{correct / runs:>9.3f}{mean:>9.2f}{mean / CAP:>7.0%}"
+              f"{mean * per_sample:>9.0f}{calls / runs:>7.2f}")  # fmt: skip
     print(f"({len(samples)} problems x {ORDERS} orders; *completion tokens per problem at "
           f"{per_sample:.0f} per sample)")  # fmt: skip
 

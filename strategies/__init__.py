@@ -8,7 +8,7 @@ Quick use::
 """
 
 from strategies.answers import extract_answer, group_equivalent
-from strategies.auto import keeps_lead
+from strategies.auto import draws_to_settle, keeps_lead
 from strategies.confidence import ConfidenceScorer
 from strategies.errors import NoCandidatesError, SearchError
 from strategies.registry import STRATEGIES, StrategySpec, check, search
@@ -72,6 +72,7 @@ __all__ = [
     "VotingMode",
     "aggregate",
     "check",
+    "draws_to_settle",
     "extract_answer",
     "group_equivalent",
     "keeps_lead",

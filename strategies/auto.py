@@ -14,6 +14,7 @@ samples of the vote:
    accuracy on real samples (``bench/stopping.py``).
 3. Otherwise run the method the rules give for the difficulty bin with the remaining budget:
    ``majority`` / ``best_of_n`` keep sampling in chunks and re-check the stopping rule after each;
+   a chunk is never smaller than the fewest samples that could settle it (``draws_to_settle``);
    ``beam_search`` / ``dvts`` get the largest multiple of the beam width that fits.
 4. The final vote covers the pilots and everything sampled after them; the budget is a hard cap.
 
@@ -37,12 +38,13 @@ from strategies.full import sample_answers
 from strategies.results import AutoDecision, Candidate, SearchResult
 from strategies.types import AutoConfig, Difficulty, StrategyName
 
-__all__ = ["keeps_lead", "run_auto"]
+__all__ = ["draws_to_settle", "keeps_lead", "run_auto"]
 
 _EASY_AT = 0.5  # pass@1 bins of Liu et al. 2025: easy 50-100 %, medium 10-50 %, hard 0-10 %
 _HARD_BELOW = 0.1
 
 
+@functools.lru_cache(maxsize=4096)  # the same tallies recur across requests with one budget
 def keeps_lead(leader: int, runner_up: int, rest: int, remaining: int) -> float:
     """P(the leader still beats the runner-up after ``remaining`` more samples).
 
@@ -56,19 +58,41 @@ def keeps_lead(leader: int, runner_up: int, rest: int, remaining: int) -> float:
     a, b, c = leader + 1, runner_up + 1, rest + 1
     base = math.lgamma(a + b + c) - math.lgamma(a + b + c + remaining) + math.lgamma(remaining + 1)
     base -= math.lgamma(a) + math.lgamma(b) + math.lgamma(c)
+    # log of each outcome's factor for k more draws of it: lgamma(x + k) - lgamma(k + 1)
+    to_leader, to_rival, to_rest = (
+        [math.lgamma(x + k) - math.lgamma(k + 1) for k in range(remaining + 1)] for x in (a, b, c)
+    )
     total = 0.0
     for more_leader in range(remaining + 1):
-        for more_rival in range(remaining + 1 - more_leader):
-            if leader + more_leader <= runner_up + more_rival:
-                continue
-            more_rest = remaining - more_leader - more_rival
-            total += math.exp(
-                base
-                + math.lgamma(a + more_leader) - math.lgamma(more_leader + 1)
-                + math.lgamma(b + more_rival) - math.lgamma(more_rival + 1)
-                + math.lgamma(c + more_rest) - math.lgamma(more_rest + 1)
-            )  # fmt: skip
+        head = base + to_leader[more_leader]
+        left = remaining - more_leader
+        # the runner-up must stay strictly behind: more_rival < leader + more_leader - runner_up
+        for more_rival in range(min(left, leader + more_leader - runner_up - 1) + 1):
+            total += math.exp(head + to_rival[more_rival] + to_rest[left - more_rival])
     return min(total, 1.0)
+
+
+def draws_to_settle(
+    leader: int, runner_up: int, rest: int, remaining: int, confidence: float, at_least: int = 1
+) -> int:
+    """The fewest further samples, from ``at_least`` on, that could settle the vote: the smallest
+    ``k`` such that, were all ``k`` to agree with the leader, ``keeps_lead`` would reach
+    ``confidence``. Drawing fewer cannot stop the loop; it would only add a round trip.
+    Never more than ``remaining`` (drawing everything always settles the vote)."""
+
+    def settles(k: int) -> bool:
+        return keeps_lead(leader + k, runner_up, rest, remaining - k) >= confidence
+
+    low = min(max(at_least, 1), remaining)
+    if low <= 0 or settles(low):
+        return max(low, 0)
+    high = min(2 * low, remaining)  # gallop, then bisect: keeps_lead rises with k
+    while high < remaining and not settles(high):
+        low, high = high, min(2 * high, remaining)
+    while high - low > 1:  # settles(high), not settles(low)
+        mid = (low + high) // 2
+        low, high = (low, mid) if settles(mid) else (mid, high)
+    return high
 
 
 def _tally(run: SearchRun, candidates: Sequence[Candidate]) -> tuple[int, int, int]:
@@ -159,8 +183,10 @@ async def _sample_until_settled(
 ) -> tuple[list[Candidate], float]:
     extra: list[Candidate] = []
     confidence = 0.0
+    leader, runner_up, rest = _tally(run, pilots)
     while remaining > 0:
-        batch = await sample_answers(run, min(auto.chunk, remaining))
+        size = draws_to_settle(leader, runner_up, rest, remaining, auto.confidence, auto.chunk)
+        batch = await sample_answers(run, size)
         if not batch:
             break  # the deadline passed
         extra.extend(batch)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies import AutoConfig, SearchConfig, keeps_lead, search
+from strategies import AutoConfig, SearchConfig, draws_to_settle, keeps_lead, search
 from tests.fakes import FakePolicy, FakeScorer
 
 D = "\n\n"
@@ -65,6 +65,31 @@ def test_keeps_lead_matches_the_urn_and_is_monotone(
     assert keeps_lead(leader + 1, rival, rest, remaining) >= value - 1e-12
 
 
+@given(
+    st.integers(0, 12), st.integers(0, 12), st.integers(0, 12), st.integers(1, 40),
+    st.sampled_from([0.8, 0.9, 0.95, 0.99]), st.integers(1, 8),
+)  # fmt: skip
+def test_draws_to_settle_is_the_fewest_that_could_settle(
+    leader: int, rival: int, rest: int, remaining: int, confidence: float, at_least: int
+) -> None:
+    rival = min(rival, leader)
+    k = draws_to_settle(leader, rival, rest, remaining, confidence, at_least)
+
+    def settles(draws: int) -> bool:
+        return keeps_lead(leader + draws, rival, rest, remaining - draws) >= confidence
+
+    assert min(at_least, remaining) <= k <= remaining
+    assert settles(k)
+    assert all(not settles(fewer) for fewer in range(min(at_least, remaining), k))
+
+
+def test_draws_to_settle_by_hand() -> None:
+    assert draws_to_settle(4, 0, 0, 12, 0.95) == 1  # 5 of 5 with 11 left settles
+    assert draws_to_settle(4, 0, 0, 12, 0.95, at_least=4) == 4
+    assert draws_to_settle(1, 1, 2, 60, 0.99, at_least=1) > 4  # a split needs many at once
+    assert draws_to_settle(1, 1, 0, 3, 0.95, at_least=8) == 3  # never past the budget
+
+
 async def test_unanimous_pilots_stop_early() -> None:
     policy = FakePolicy({"": ["so \\boxed{4}"]})
     scorer = FakeScorer()
@@ -115,6 +140,19 @@ async def test_sampling_continues_in_chunks_until_settled() -> None:
     assert result.answer == "4"
     assert result.decision is not None and result.decision.stopped_early
     assert result.usage.generations < 64 and all(c.n == 4 for c in policy.calls)
+
+
+async def test_a_split_vote_draws_what_could_settle_it_in_one_call() -> None:
+    # pilots split 1-1-1-1 with 60 left: four more agreeing samples could not settle it at 0.99,
+    # so the next call asks for the fewest that could, not for a chunk of 4
+    script = {"": ["\\boxed{4}", "\\boxed{1}", "\\boxed{2}", "\\boxed{3}"] + ["\\boxed{4}"] * 60}
+    policy = FakePolicy(script, persist_offsets=True)
+    auto = AutoConfig(methods={"easy": "majority", "medium": "majority", "hard": "majority"},
+                      pilots=4, confidence=0.99, chunk=4)  # fmt: skip
+    result = await search("auto", "q", policy, None, SearchConfig(budget=64, auto=auto))
+    needed = draws_to_settle(1, 1, 2, 60, 0.99, at_least=4)
+    assert needed > 4 and policy.calls[1].n == needed
+    assert result.answer == "4" and len(policy.calls) == 2  # those samples all agree: settled
 
 
 async def test_spends_less_on_easy_than_on_hard() -> None:
