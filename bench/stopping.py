@@ -95,11 +95,15 @@ def _beta(counts: Counter[str], drawn: int, rival: Rival) -> float:
     return leader_confidence(leader, rival(counts, drawn)) if leader else 0.0
 
 
-def _predictive(counts: Counter[str], drawn: int) -> float:
+def _tally(counts: Counter[str], drawn: int) -> tuple[int, int, int]:
+    """(leader, runner-up, everything else) votes, as auto counts them."""
     ordered = [*sorted(counts.values(), reverse=True), 0, 0]
-    if not ordered[0]:
-        return 0.0
-    return keeps_lead(ordered[0], ordered[1], drawn - ordered[0] - ordered[1], CAP - drawn)
+    return ordered[0], ordered[1], drawn - ordered[0] - ordered[1]
+
+
+def _predictive(counts: Counter[str], drawn: int) -> float:
+    leader, runner_up, rest = _tally(counts, drawn)
+    return keeps_lead(leader, runner_up, rest, CAP - drawn) if leader else 0.0
 
 
 def _replay(
@@ -117,9 +121,7 @@ def _replay(
             return _vote(labels[:drawn]), drawn, calls
         step = chunk
         if lookahead:
-            top = [*sorted(counts.values(), reverse=True), 0, 0]
-            rest = drawn - top[0] - top[1]
-            step = draws_to_settle(top[0], top[1], rest, CAP - drawn, confidence, chunk)
+            step = draws_to_settle(*_tally(counts, drawn), CAP - drawn, confidence, chunk)
         drawn, calls = min(CAP, drawn + step), calls + 1
 
 

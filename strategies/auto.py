@@ -137,7 +137,8 @@ async def run_auto(run: SearchRun) -> SearchResult:
         extra = await _search(run, method, remaining)
     else:
         method = method if method in ("majority", "best_of_n") else "best_of_n"
-        extra, confidence = await _sample_until_settled(run, auto, pilots, remaining)
+        tally = (leader, runner_up, rest)
+        extra, confidence = await _sample_until_settled(run, auto, pilots, tally, remaining)
     candidates = [*pilots, *extra]
     reason = f"{difficulty} (pilot agreement {agreement:.0%}): {method}; {auto.reason}".rstrip("; ")
     stopped = len(candidates) < budget and method in ("majority", "best_of_n")
@@ -179,11 +180,15 @@ async def _search(run: SearchRun, method: StrategyName, remaining: int) -> list[
 
 
 async def _sample_until_settled(
-    run: SearchRun, auto: AutoConfig, pilots: list[Candidate], remaining: int
+    run: SearchRun,
+    auto: AutoConfig,
+    pilots: list[Candidate],
+    tally: tuple[int, int, int],
+    remaining: int,
 ) -> tuple[list[Candidate], float]:
     extra: list[Candidate] = []
     confidence = 0.0
-    leader, runner_up, rest = _tally(run, pilots)
+    leader, runner_up, rest = tally  # the pilots' votes
     while remaining > 0:
         size = draws_to_settle(leader, runner_up, rest, remaining, auto.confidence, auto.chunk)
         batch = await sample_answers(run, size)
