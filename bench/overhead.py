@@ -31,8 +31,9 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 
-from bench.process import server_process
-from tests.fake_servers import FakePrm, FakeVllm, free_port, serve, tokens_of
+from cpu_stack.process import server_process
+from harness.fake_servers import FakePrm, FakeVllm, tokens_of
+from harness.servers import free_port, serve
 
 UPSTREAM_S = 0.100
 PER_TOKEN_S = 0.015  # a GPU decode step for one sequence is ~10-20 ms

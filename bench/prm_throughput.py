@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.process import server_process
-from tests.fake_servers import free_port
-from tests.prm_models import build_checkpoint
+from cpu_stack.process import server_process
+from harness.prm_models import build_checkpoint
+from harness.servers import free_port
 
 CLIENTS = 16
 DEPTH = 10  # MATH solutions run ~10 steps (the paper's depth limit is 40)

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 
+from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
+from harness.servers import free_port, serve
 from proxy.app import create_app
-from proxy.cpu_stack import MODELS, CpuStack, default_cache_dir
 from proxy.settings import ProxySettings
 from strategies import extract_answer, group_equivalent
-from tests.fake_servers import free_port, serve
 
 __all__ = ["Row", "ask", "proxy_on_cpu_stack"]
 

@@ -254,7 +254,7 @@ class PrefixRunner:
         self.tokens_run += sum(row.tokens for row in rows)
         output = self.network.backbone()(
             input_ids=ids.to(device), attention_mask=mask.to(device),
-            position_ids=positions.to(device), past_key_values=cache, use_cache=True,
+            position_ids=positions.to(device), cache=cache, use_cache=True,
         )  # fmt: skip
         self._keep(output, spans, past_len)
 
@@ -286,7 +286,7 @@ class PrefixRunner:
 
     def _keep(self, output: Any, spans: list[list[tuple[_Fresh, int, int]]], past_len: int) -> None:
         """Turn every fresh segment into a node: its keys/values and its score."""
-        layers = output.past_key_values.layers
+        layers = output.cache.layers
         hidden = output.last_hidden_state
         reading = [(r, stop - 1) for r, row in enumerate(spans) for f, _, stop in row if f.reads]
         values: list[float] = []

@@ -10,6 +10,8 @@ import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -17,12 +19,13 @@ from proxy.control import Plan
 from proxy.settings import ProxySettings
 from strategies import AutoConfig, MethodName
 
-__all__ = ["AutoRules", "Family", "Profile", "apply_profile", "load_rules", "profile_of"]
+__all__ = [
+    "AutoRules", "Family", "Profile", "apply_profile", "default_rules", "load_rules", "profile_of",
+]  # fmt: skip
 
 SizeClass = Literal["small", "mid", "large"]
 ScorerClass = Literal["strong", "weak", "none"]
 DIFFICULTIES = ("easy", "medium", "hard")
-DEFAULT_RULES = Path(__file__).with_name("auto_rules.toml")
 _PARAMS = re.compile(r"(\d+(?:\.\d+)?)\s*([bm])(?![a-z])")
 
 
@@ -61,9 +64,14 @@ class Profile:
     scorer: ScorerClass
 
 
+def default_rules() -> Traversable:
+    """The shipped rules file, read as package data (it is inside the wheel)."""
+    return resources.files("proxy") / "auto_rules.toml"
+
+
 def load_rules(path: Path | None = None) -> AutoRules:
     """Read and validate a rules file; a bad file fails at start-up, naming the problem."""
-    source = path or DEFAULT_RULES
+    source: Path | Traversable = path or default_rules()
     data = tomllib.loads(source.read_text())
     methods = set(get_args(MethodName))
     table = data["rules"]

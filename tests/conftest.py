@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from harness.fake_servers import FakePrm, FakeVllm
+from harness.servers import serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings
-from tests.fake_servers import FakePrm, FakeVllm, serve
 
 
 @pytest.fixture

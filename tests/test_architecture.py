@@ -1,4 +1,6 @@
-"""The dependency arrows: strategies/ is pure; prm_server/ and strategies/ never import proxy/."""
+"""The dependency arrows: strategies/ is pure; prm_server/ and strategies/ never import proxy/;
+nothing shipped imports the demo stack, the harness, the tests or the benchmarks; the benchmarks
+never import the tests."""
 
 from __future__ import annotations
 
@@ -8,14 +10,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+_DEV_ONLY = {"tests", "harness", "bench"}
 FORBIDDEN = {
     "strategies": {
         "fastapi", "starlette", "httpx", "uvicorn", "pydantic", "pydantic_settings", "torch",
         "vllm", "transformers", "litellm", "tenacity", "proxy", "prm_server", "os", "time",
-        "requests", "aiohttp", "socket", "subprocess",
+        "requests", "aiohttp", "socket", "subprocess", "cpu_stack", *_DEV_ONLY,
     },
-    "prm_server": {"proxy", "strategies"},
-    "proxy": {"prm_server", "torch", "vllm", "transformers"},
+    "prm_server": {"proxy", "strategies", "cpu_stack", *_DEV_ONLY},
+    "proxy": {"prm_server", "torch", "vllm", "transformers", "cpu_stack", *_DEV_ONLY},
+    "cpu_stack": {"prm_server", "strategies", *_DEV_ONLY},
+    "harness": {"tests", "bench"},
+    "bench": {"tests"},
 }  # fmt: skip
 
 
@@ -40,3 +46,9 @@ def test_package_imports_respect_the_arrows(package: str) -> None:
         for name in imported_roots(path) & FORBIDDEN[package]
     }
     assert not offenders, offenders
+
+
+def test_gguf_converter_stands_alone() -> None:
+    """It runs as a file in the policy environment, where none of the project is installed."""
+    ours = {"strategies", "proxy", "prm_server", "cpu_stack", *_DEV_ONLY}
+    assert not imported_roots(ROOT / "cpu_stack" / "convert_gguf.py") & ours

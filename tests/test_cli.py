@@ -3,36 +3,15 @@ serve``) and stop cleanly."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
 
-from tests.fake_servers import FakeVllm, free_port, serve
-from tests.prm_models import build_checkpoint
-
-
-@contextmanager
-def running(command: list[str], probe: str) -> Iterator[str]:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            with suppress(httpx.TransportError):
-                if httpx.get(probe, timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        yield probe
-    finally:
-        process.terminate()
-        assert process.wait(timeout=20) is not None
-        if process.stdout:
-            process.stdout.close()
+from cpu_stack.process import server_process
+from harness.fake_servers import FakeVllm
+from harness.prm_models import build_checkpoint
+from harness.servers import free_port, serve
 
 
 def test_proxy_serve_command(tmp_path: Path) -> None:
@@ -42,7 +21,7 @@ def test_proxy_serve_command(tmp_path: Path) -> None:
         port = free_port()
         command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
                    vllm_url + "/v1", "--config", str(config), "--log-level", "warning"]  # fmt: skip
-        with running(command, f"http://127.0.0.1:{port}/metrics"):
+        with server_process(command, f"http://127.0.0.1:{port}/metrics"):
             body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             data = httpx.post(url, json=body, headers={"X-TTS-Strategy": "majority"}).json()
@@ -56,7 +35,7 @@ def test_prm_serve_command(tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "prm_server", "serve", "--model", str(checkpoint),
                "--family", "skywork", "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    with running(command, f"http://127.0.0.1:{port}/health"):
+    with server_process(command, f"http://127.0.0.1:{port}/health"):
         body = {"problem": "2+2?", "candidates": [["add them", "so 4"]]}
         data = httpx.post(f"http://127.0.0.1:{port}/v1/score", json=body, timeout=30).json()
         assert data["model"] == "skywork" and len(data["scores"][0]) == 2

@@ -12,13 +12,13 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from harness.prm_models import build_checkpoint
+from harness.servers import serve
 from prm_server.app import create_app
 from prm_server.families import FamilyName
 from prm_server.pooling import PoolingScorer
 from prm_server.scorer import HfScorer, load_hf_scorer
 from prm_server.settings import PrmServerSettings
-from tests.fake_servers import serve
-from tests.prm_models import build_checkpoint
 
 FAMILY_NAMES: list[FamilyName] = ["qwen_prm", "skywork", "math_shepherd", "rlhflow"]
 PROBLEM = "What is 2 + 3?"

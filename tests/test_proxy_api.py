@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
+from harness.fake_servers import FakePrm, FakeVllm
 from tests.conftest import ProxyFactory
-from tests.fake_servers import FakePrm, FakeVllm
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]
 
@@ -80,7 +80,7 @@ def test_reasoning_tokens_are_the_hidden_ones(start_proxy: ProxyFactory) -> None
 
 
 def httpx_tokens(text: str) -> list[str]:
-    from tests.fake_servers import tokens_of
+    from harness.fake_servers import tokens_of
 
     return tokens_of(text)
 
@@ -255,9 +255,9 @@ def test_large_api_route_goes_through_litellm(start_proxy: ProxyFactory, vllm: F
 
 
 def test_replicas_share_requests_and_keep_a_search_on_one(stack: Any, prm: FakePrm) -> None:
+    from harness.servers import serve
     from proxy.app import create_app
     from proxy.settings import ProxySettings
-    from tests.fake_servers import serve
 
     first, second = FakeVllm(), FakeVllm()
     urls = [stack.enter_context(serve(f.app())) + "/v1" for f in (first, second)]

@@ -8,12 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.fake_servers import FakeVllm
 from proxy.control import resolve_plan
-from proxy.profiles import DEFAULT_RULES, apply_profile, load_rules, profile_of
+from proxy.profiles import apply_profile, default_rules, load_rules, profile_of
 from proxy.protocol import ChatCompletionRequest
 from proxy.settings import ProxySettings
 from tests.conftest import ProxyFactory
-from tests.fake_servers import FakeVllm
 
 RULES = load_rules()
 
@@ -87,7 +87,7 @@ def test_family_sampling_defaults_apply_when_the_request_sets_none() -> None:
 
 
 def test_a_bad_rules_file_fails_naming_the_cell(tmp_path: Path) -> None:
-    text = DEFAULT_RULES.read_text().replace('hard = "beam_search"', 'hard = "mcts"', 1)
+    text = default_rules().read_text().replace('hard = "beam_search"', 'hard = "mcts"', 1)
     bad = tmp_path / "rules.toml"
     bad.write_text(text)
     with pytest.raises(ValueError, match=r"rules\.small\.strong"):
@@ -95,8 +95,10 @@ def test_a_bad_rules_file_fails_naming_the_cell(tmp_path: Path) -> None:
 
 
 def test_user_rules_file_overrides_the_table(start_proxy: ProxyFactory, tmp_path: Path) -> None:
-    text = DEFAULT_RULES.read_text().replace(
-        '[rules.small.none]\neasy = "majority"', '[rules.small.none]\neasy = "best_of_n"'
+    text = (
+        default_rules()
+        .read_text()
+        .replace('[rules.small.none]\neasy = "majority"', '[rules.small.none]\neasy = "best_of_n"')
     )
     custom = tmp_path / "rules.toml"
     custom.write_text(text)

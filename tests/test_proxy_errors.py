@@ -12,12 +12,13 @@ import httpx
 import openai
 import pytest
 
+from harness.fake_servers import FakePrm, FakeVllm
+from harness.servers import free_port, serve
 from proxy.clients import CallStats, PrmScorer
 from proxy.metrics import Metrics
 from proxy.upstream import Upstream, UpstreamConfig
 from strategies import ScoreRequest, Step
 from tests.conftest import ProxyFactory
-from tests.fake_servers import FakePrm, FakeVllm, free_port, serve
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "prm_score.json").read_text())

@@ -8,12 +8,13 @@ from pathlib import Path
 import httpx
 import openai
 
+from harness.fake_servers import FakeVllm
+from harness.prm_models import build_checkpoint
+from harness.servers import serve
 from prm_server.app import create_app as create_prm_app
 from prm_server.settings import PrmServerSettings
 from proxy.app import create_app
 from proxy.settings import ProxySettings
-from tests.fake_servers import FakeVllm, serve
-from tests.prm_models import build_checkpoint
 
 
 def test_beam_search_through_a_real_prm_server(tmp_path: Path, stack: ExitStack) -> None:

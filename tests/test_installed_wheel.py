@@ -1,0 +1,129 @@
+"""The path users and the Docker image take: build the wheel, install it non-editable into a fresh
+virtual environment the way the Dockerfile does (``pip install -c requirements/docker.txt
+'tts-proxy[litellm,prm]'``), then serve requests from that install, outside the source tree.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from cpu_stack.process import free_port, server_process
+from harness.fake_servers import FakeVllm
+from harness.locks import pins
+from harness.prm_models import build_checkpoint
+from harness.servers import serve
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Installed:
+    wheel: Path
+    bin: Path
+    workdir: Path  # outside the source tree, so nothing imports from the checkout
+
+
+def _run(command: list[str | Path], cwd: Path) -> str:
+    result = subprocess.run(
+        [str(c) for c in command], cwd=cwd, capture_output=True, text=True,
+        timeout=INSTALL_TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    root = tmp_path_factory.mktemp("installed")
+    dist = root / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+          "-w", dist, ROOT], cwd=root)  # fmt: skip
+    wheel = next(dist.glob("tts_proxy-*.whl"))
+    venv = root / "venv"
+    _run([sys.executable, "-m", "venv", venv], cwd=root)
+    pip: list[str | Path] = [venv / "bin" / "python", "-m", "pip", "--disable-pip-version-check"]
+    constraints = ROOT / "requirements" / "docker.txt"
+    _run([*pip, "install", "--quiet", "-c", constraints, f"{wheel}[litellm,prm]"], cwd=root)
+    return Installed(wheel, venv / "bin", root)
+
+
+def test_wheel_ships_its_data_and_nothing_of_the_checkout(installed: Installed) -> None:
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
+    for data in ("proxy/auto_rules.toml", "cpu_stack/policy.lock", "cpu_stack/convert_gguf.py"):
+        assert data in names, f"{data} missing from {installed.wheel.name}"
+    leaked = {n.split("/")[0] for n in names} & {"tests", "harness", "bench", "requirements"}
+    assert not leaked, leaked
+
+
+def test_installed_versions_are_the_locked_ones(installed: Installed) -> None:
+    frozen = _run([installed.bin / "python", "-m", "pip", "freeze", "--exclude", "tts-proxy"],
+                  cwd=installed.workdir)  # fmt: skip
+    locked = pins((ROOT / "requirements" / "dev.lock").read_text())
+    drift = {
+        name: (version, locked.get(name))
+        for name, version in pins(frozen).items()
+        if locked.get(name) != version
+    }
+    assert not drift, f"installed (version, locked) differ: {drift}"
+
+
+def test_installed_package_is_not_the_checkout(installed: Installed) -> None:
+    code = "import proxy, cpu_stack; print(proxy.__file__); print(cpu_stack.__file__)"
+    paths = _run([installed.bin / "python", "-c", code], cwd=installed.workdir).split()
+    assert all("site-packages" in p and not p.startswith(str(ROOT)) for p in paths), paths
+    lock = "from cpu_stack.installer import locked_requirements as l; print(len(l().pins))"
+    assert int(_run([installed.bin / "python", "-c", lock], cwd=installed.workdir)) > 50
+
+
+@pytest.fixture
+def installed_proxy(installed: Installed) -> Iterator[str]:
+    with serve(FakeVllm().app()) as vllm_url:
+        port = free_port()
+        command = [installed.bin / "tts-proxy", "serve", "--port", str(port), "--policy-url",
+                   vllm_url + "/v1", "--log-level", "warning"]  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        with server_process([str(c) for c in command], url + "/health", name="tts-proxy"):
+            yield url
+
+
+def test_installed_proxy_serves_a_search(installed_proxy: str) -> None:
+    assert httpx.get(installed_proxy + "/health").json()["status"] == "ok"
+    client = openai.OpenAI(base_url=installed_proxy + "/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(
+        model="fake-policy", messages=[{"role": "user", "content": "2+2?"}],
+        extra_body={"tts": {"budget": 4}},
+    )  # fmt: skip
+    assert reply.choices[0].message.content and "\\boxed{4}" in reply.choices[0].message.content
+    tts = reply.model_extra["tts"] if reply.model_extra else {}
+    assert tts["requested_strategy"] == "auto"  # the shipped auto_rules.toml loaded
+
+
+def test_installed_prm_server_scores(installed: Installed, tmp_path: Path) -> None:
+    checkpoint = build_checkpoint("qwen_prm", tmp_path / "qwen_prm")
+    port = free_port()
+    command = [installed.bin / "tts-prm", "serve", "--model", checkpoint, "--family", "qwen_prm",
+               "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with server_process([str(c) for c in command], url + "/health", name="tts-prm"):
+        body = {"problem": "2+2?", "candidates": [["add them", "so 4"], ["guess 5"]]}
+        data = httpx.post(url + "/v1/score", json=body, timeout=60).json()
+    assert [len(s) for s in data["scores"]] == [2, 1], json.dumps(data)
+    assert all(0.0 <= x <= 1.0 for s in data["scores"] for x in s)
+
+
+def test_installed_demo_command_starts(installed: Installed) -> None:
+    usage = _run([installed.bin / "tts-demo", "--help"], cwd=installed.workdir)
+    assert "--dtype" in usage and "qwen2.5-coder-0.5b" in usage
