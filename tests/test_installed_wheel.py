@@ -23,7 +23,8 @@ from harness.locks import pins
 from harness.prm_models import build_checkpoint
 from harness.servers import serve
 
-pytestmark = pytest.mark.slow
+# Building and installing takes 2-4 min on 2 cores; only the first test pays for it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT_S = 900
