@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,21 +101,28 @@ def test_beam_search_through_a_real_prm_server(
 
 
 def test_demo_command_serves_and_stops_everything(vllm_url: str) -> None:
-    """``tts-proxy demo`` on the already prepared cache: ready, answers, Ctrl-C leaves nothing."""
+    """``tts-demo`` on the already prepared cache: says its dtype and defaults, answers, and
+    Ctrl-C leaves nothing running."""
     cache = os.environ.get("TTS_E2E_CACHE") or str(default_cache_dir())
     port, policy_port = free_port(), free_port()
-    command = [sys.executable, "-m", "proxy", "demo", "--port", str(port), "--policy-port",
-               str(policy_port), "--cache-dir", cache]  # fmt: skip
+    command = [str(Path(sys.executable).with_name("tts-demo")), "--port", str(port),
+               "--policy-port", str(policy_port), "--cache-dir", cache]  # fmt: skip
+    said: list[str] = []
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
         try:
             assert process.stdout is not None
             for line in process.stdout:
+                said.append(line)
                 if "ready: http://127.0.0.1" in line:
                     break
             else:
-                pytest.fail("the demo never became ready")
+                pytest.fail("the demo never became ready:\n" + "".join(said[-30:]))
+            said += [next(process.stdout) for _ in range(2)]
+            text = "".join(said)
+            assert re.search(r"dtype (float32|bfloat16): ", text), text
+            assert "demo defaults: budget 4, max_steps 12" in text, text
             url = f"http://127.0.0.1:{port}"
             for _ in range(100):
                 with contextlib.suppress(httpx.TransportError):
