@@ -16,6 +16,8 @@ COPY strategies ./strategies
 COPY proxy ./proxy
 COPY prm_server ./prm_server
 COPY cpu_stack ./cpu_stack
+# Versions come from PIP_CONSTRAINT (above), not from specifiers on this line.
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir --prefix=/install ".[litellm,prm]"
 
 FROM python:3.11-slim
