@@ -14,12 +14,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["LockFile", "StackError", "locked_requirements", "run_logged", "run_quiet", "step"]
+__all__ = [
+    "LockFile", "StackError", "locked_requirements", "pins", "run_logged", "run_quiet", "step",
+]  # fmt: skip
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.MULTILINE)
+_SEPARATORS = re.compile(r"[-_.]+")
 _COLLECTING = re.compile(r"^Collecting (\S+)")
 HEARTBEAT_S = 15.0
 
@@ -32,18 +36,25 @@ class StackError(RuntimeError):
 class LockFile:
     """``policy.lock`` as shipped in this package."""
 
+    resource: Traversable
     text: str
-    pins: tuple[tuple[str, str], ...]
+    pins: dict[str, str]
 
     @contextlib.contextmanager
     def as_file(self) -> Iterator[Path]:
-        with resources.as_file(resources.files("cpu_stack") / "policy.lock") as path:
+        with resources.as_file(self.resource) as path:
             yield path
 
 
 def locked_requirements() -> LockFile:
-    text = (resources.files("cpu_stack") / "policy.lock").read_text()
-    return LockFile(text, tuple((m[1], m[2]) for m in _PIN.finditer(text)))
+    resource = resources.files("cpu_stack") / "policy.lock"
+    text = resource.read_text()
+    return LockFile(resource, text, pins(text))
+
+
+def pins(lock_text: str) -> dict[str, str]:
+    """``{normalised name: version}`` of every ``name==version`` line of a lock (PEP 503 names)."""
+    return {_SEPARATORS.sub("-", m[1]).lower(): m[2] for m in _PIN.finditer(lock_text)}
 
 
 def step(message: str) -> None:

@@ -8,21 +8,14 @@ torch itself), everything else at the versions the test suite ran.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
+from cpu_stack.installer import pins
 
 __all__ = ["docker_constraints", "pins"]
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", re.MULTILINE)
 GPU_BUILT = frozenset({"torch"})  # packages whose image build differs from the CPU lock
-
-
-def pins(lock_text: str) -> dict[str, str]:
-    """``{canonical name: version}`` of every ``name==version`` line of a lock."""
-    return {canonicalize_name(m[1]): m[2] for m in _PIN.finditer(lock_text)}
 
 
 def docker_constraints(lock_text: str, source: str) -> str:
