@@ -6,6 +6,7 @@ virtual environment the way the Dockerfile does (``pip install -c requirements/d
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -30,6 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT_S = 900
 
 
+def _docker_context() -> list[str]:
+    """What the Dockerfile's build stage copies in (its ``COPY`` lines before ``--from``)."""
+    names: list[str] = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and not parts[1].startswith("--"):
+            names += parts[1:-1]
+    return names
+
+
 @dataclass(frozen=True)
 class Installed:
     wheel: Path
@@ -49,9 +60,19 @@ def _run(command: list[str | Path], cwd: Path) -> str:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("installed")
+    # The Docker build context, copied: the build writes build/ and *.egg-info next to its
+    # sources, which must neither land in the checkout nor leak stale files into the wheel.
+    context = root / "context"
+    context.mkdir()
+    for name in _docker_context():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, context / name)
+        else:
+            shutil.copy2(ROOT / name, context / name)
     dist = root / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-          "-w", dist, ROOT], cwd=root)  # fmt: skip
+          "-w", dist, context], cwd=root)  # fmt: skip
     wheel = next(dist.glob("tts_proxy-*.whl"))
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", venv], cwd=root)
