@@ -48,7 +48,7 @@ def examples(port: int, model: str) -> str:
 max_steps {DEMO_SETTINGS["default_max_steps"]}, at most {DEMO_SETTINGS["max_answer_tokens"]} \
 tokens per answer (the server's own defaults are budget 8 and 40 steps);
 [tts-proxy] raise them per request with X-TTS-Budget / X-TTS-Max-Steps. On a 2-core CPU each \
-example below takes about 10-60 s.
+example below takes about 5-25 s.
 
   curl -s http://127.0.0.1:{port}/v1/chat/completions -H 'Content-Type: application/json' \\
     -H 'X-TTS-Strategy: majority' -H 'X-TTS-Budget: 4' \\
