@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
 POLICY_LOCK := cpu_stack/policy.lock
 STAMP := $(VENV)/.installed
-SRC := strategies proxy prm_server cpu_stack harness tests bench
+SRC := strategies proxy prm_server cpu_stack experiments tts_eval harness tests bench
 # pip-tools honours this machine's pip configuration (the local CPU torch wheel); the locks must
 # not record index or find-links locations, each machine's pip configuration supplies them.
 COMPILE := $(BIN)/pip-compile --quiet --upgrade --generate-hashes --strip-extras \
@@ -32,7 +32,7 @@ install: $(STAMP)
 
 # Re-resolve every lock at the newest versions pyproject.toml / policy.in allow, then rebuild.
 lock: $(STAMP)
-	$(COMPILE) --allow-unsafe --extra dev --extra prm --extra litellm -o $(LOCK) pyproject.toml
+	$(COMPILE) --allow-unsafe --extra dev --extra prm --extra litellm --extra eval --extra store -o $(LOCK) pyproject.toml
 	$(COMPILE) $(POLICY_UNSAFE) -o $(POLICY_LOCK) cpu_stack/policy.in
 	$(BIN)/python -m harness.locks docker $(LOCK) requirements/docker.txt
 	$(MAKE) install

@@ -19,6 +19,7 @@ from proxy.metrics import Metrics
 from proxy.profiles import load_rules
 from proxy.routes import router
 from proxy.service import Admission, AppState, PolicyPool
+from proxy.shadow import Shadow
 from proxy.settings import ProxySettings
 from proxy.upstream import Upstream, UpstreamConfig
 from strategies import group_equivalent
@@ -64,6 +65,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
         group_equivalent(["1", "\\frac{1}{2}", "0.5", "x^2"])
         policies = [_upstream(settings, "policy", url, metrics) for url in settings.policy_urls]
         prm = _prm_upstream(settings, metrics)
+        shadow = Shadow(settings, metrics)
+        await shadow.open()
         app.state.tts = AppState(
             settings=settings,
             metrics=metrics,
@@ -72,10 +75,12 @@ def create_app(settings: ProxySettings) -> FastAPI:
             renderer=PromptRenderer(),
             admission=Admission(settings.max_concurrent_searches, metrics),
             rules=rules,
+            shadow=shadow,
         )
         try:
             yield
         finally:
+            await shadow.aclose()
             for upstream in [*policies, *([prm] if prm else [])]:
                 await upstream.aclose()
 

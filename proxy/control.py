@@ -23,7 +23,8 @@ PlannedStrategy = StrategyName | Literal["none"]
 
 _ALIAS = re.compile(r"^(?P<strategy>[a-z_]+)(?:-(?P<budget>\d+))?/(?P<model>.+)$")
 _FIELDS = ("strategy", "budget", "beam_width", "scoring", "voting", "scorer", "max_steps")
-_HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, "timeout_ms", "trace")}
+_EXTRA_FIELDS = ("timeout_ms", "trace", "compare", "reference")
+_HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 # Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
 _NOT_FORWARDED = {
@@ -48,6 +49,8 @@ class Plan:
     passthrough_reason: str | None = None
     ignored_params: tuple[str, ...] = ()
     forwarded: dict[str, Any] = field(default_factory=dict)
+    compare: str | None = None  # shadow this request with that baseline model (X-TTS-Compare)
+    reference: str | None = None  # the known correct answer (X-TTS-Reference)
 
 
 def split_alias(model: str) -> tuple[str, str | None, int | None]:
@@ -107,7 +110,14 @@ def resolve_plan(
         passthrough_reason=passthrough,
         ignored_params=ignored,
         forwarded={k: v for k, v in (request.model_extra or {}).items() if k not in _NOT_FORWARDED},
+        compare=_text_value(pick("compare")),
+        reference=_text_value(pick("reference")),
     )
+
+
+def _text_value(value: Any) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
 
 
 def _strategy(

@@ -42,4 +42,11 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("tts_errors", "Errors by type", ["type"], registry=r)
+        self.shadow = Counter(
+            "tts_shadow_comparisons",
+            "Shadow A/B comparisons by outcome (recorded, baseline_error, baseline_timeout, "
+            "skipped, abandoned, store_error)",
+            ["outcome"],
+            registry=r,
+        )
         self.in_flight = Gauge("tts_searches_in_flight", "Searches running now", registry=r)

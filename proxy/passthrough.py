@@ -5,14 +5,13 @@ tools, structured output, images) and large-API routes through litellm (for A/B 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.control import Plan
-from proxy.errors import InvalidRequestError, ProxyError, UpstreamError, UpstreamTimeoutError
+from proxy.errors import ProxyError, UpstreamError
+from proxy.large_api import litellm_call, litellm_params
 from proxy.protocol import ChatCompletionRequest
 from proxy.service import AppState
 from proxy.streaming import DONE, sse
@@ -70,30 +69,5 @@ async def open_policy_stream(
 
 
 async def litellm_completion(state: AppState, route: str, request: ChatCompletionRequest) -> Any:
-    """A completion from a large API through ``litellm.acompletion`` (imported on first use)."""
-    # Without this litellm fetches its price map from the network at import time.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # noqa: TID251
-    try:
-        litellm = importlib.import_module("litellm")
-    except ImportError as exc:
-        raise InvalidRequestError(
-            "large-API routes need the litellm extra: pip install 'tts-proxy[litellm]'",
-            param="model",
-        ) from exc
-    settings = state.settings
-    params = request.model_dump(exclude={"tts", "model"}, exclude_none=True)
-    if settings.litellm_api_base:
-        params["api_base"] = settings.litellm_api_base
-    if settings.litellm_api_key is not None:
-        params["api_key"] = settings.litellm_api_key.get_secret_value()
-    params.setdefault("num_retries", settings.policy_max_retries)
-    params.setdefault("timeout", settings.policy_timeout_s)
-    try:
-        return await litellm.acompletion(model=route, **params)
-    except Exception as exc:  # litellm's own error classes, mapped by their status
-        status = getattr(exc, "status_code", 502)
-        if status == 408 or "Timeout" in type(exc).__name__:
-            raise UpstreamTimeoutError(f"large API {route!r} timed out: {exc}") from exc
-        if status in (400, 422):
-            raise InvalidRequestError(f"large API {route!r} rejected the request: {exc}") from exc
-        raise UpstreamError(f"large API {route!r} failed: {exc}") from exc
+    """A completion from a large API through litellm (for A/B routes)."""
+    return await litellm_call(route, litellm_params(state.settings, request))

@@ -46,6 +46,8 @@ class TtsOptions(BaseModel):
     max_steps: int | None = None
     timeout_ms: int | None = None
     trace: bool | None = None
+    compare: str | None = None  # a baseline model to shadow this request with
+    reference: str | None = None  # the known correct answer, for shadow accuracy
 
 
 class ChatMessage(BaseModel):

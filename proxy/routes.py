@@ -102,18 +102,31 @@ async def chat_completions(request: Request, state: AppState = Depends(get_state
     has_sampling = chat.temperature is not None or chat.top_p is not None
     plan = apply_profile(plan, profile, state.rules, request_has_sampling=has_sampling)
 
+    target = state.shadow.target(plan)
+    ticket = state.shadow.start(target, chat) if target else None
+
     async def work() -> ChatCompletion:
-        outcome = await run_search(state, plan, chat, model, profile)
+        try:
+            outcome = await run_search(state, plan, chat, model, profile)
+        except BaseException:
+            if ticket is not None:
+                state.shadow.abandon(ticket)
+            raise
         total_s = time.perf_counter() - started
         tts = tts_extension(plan, outcome, total_s=total_s, ignored=plan.ignored_params)
         tts["profile"] = {"size": profile.size, "params_b": profile.params_b,
                           "family": profile.family.name if profile.family else None,
                           "scorer": profile.scorer}  # fmt: skip
+        if target is not None:
+            tts["compare"] = {"model": target, "status": "recording" if ticket else "skipped"}
         completion = build_completion(
             result=outcome.result, n=chat.n, request_id=request_id,
             created=int(time.time()), model=model, tts=tts,
         )  # fmt: skip
         _record(state, plan, completion, total_s, outcome.upstream_s)
+        if ticket is not None:
+            state.shadow.finish(ticket, request_id=request_id, plan=plan, completion=completion,
+                                latency_s=total_s, prompt=_prompt_json(chat))  # fmt: skip
         return completion
 
     if chat.stream:
@@ -129,6 +142,10 @@ async def chat_completions(request: Request, state: AppState = Depends(get_state
     headers["X-TTS-Budget-Spent"] = str(tts.get("budget_spent", 0))
     headers["X-TTS-Overhead-Ms"] = str(tts.get("latency_ms", {}).get("proxy", 0))
     return JSONResponse(completion.model_dump(exclude_none=False), headers=headers)
+
+
+def _prompt_json(chat: ChatCompletionRequest) -> str:
+    return json.dumps([m.model_dump(exclude_none=True) for m in chat.messages], ensure_ascii=False)
 
 
 def _parse(raw: bytes) -> ChatCompletionRequest:

@@ -27,6 +27,7 @@ from proxy.metrics import Metrics
 from proxy.profiles import AutoRules, Profile
 from proxy.protocol import ChatCompletionRequest
 from proxy.settings import ProxySettings
+from proxy.shadow import Shadow
 from proxy.upstream import Upstream
 from strategies import (
     ConfidenceScorer,
@@ -106,6 +107,7 @@ class AppState:
     renderer: PromptRenderer
     admission: Admission
     rules: AutoRules
+    shadow: Shadow
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,19 @@ class ProxySettings(BaseSettings):
     litellm_api_base: str | None = None
     litellm_api_key: SecretStr | None = None
 
+    # -- shadow A/B: the same request to a baseline through litellm, recorded in the store -----
+    shadow_model: str | None = None  # a litellm route name or model; None: only X-TTS-Compare
+    shadow_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # of searched requests
+    shadow_max_pending: int = Field(default=32, ge=1)  # comparisons in flight; beyond: skipped
+    shadow_timeout_s: float = Field(default=120.0, gt=0)  # the baseline's whole call
+    store_url: str = "sqlite:///tts-experiments.sqlite"  # or postgresql://user@host/db
+    store_text: bool = False  # also store prompt and answer texts
+    # The self-hosted policy's price, for $ figures: per 1M tokens, or per GPU-hour at a
+    # throughput (aggregate tokens/s of one GPU, e.g. measured by `tts-eval run`).
+    policy_usd_per_mtok: float | None = Field(default=None, ge=0)
+    policy_usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    policy_tokens_per_s: float | None = Field(default=None, gt=0)
+
     # -- search defaults and caps -------------------------------------------------------------
     default_strategy: StrategyChoice = "auto"
     auto_rules_file: Path | None = None  # default: proxy/auto_rules.toml

@@ -1,4 +1,5 @@
 """The dependency arrows: strategies/ is pure; prm_server/ and strategies/ never import proxy/;
+proxy/ and tts_eval/ share only strategies/ and experiments/ (the store), which imports neither;
 nothing shipped imports the demo stack, the harness, the tests or the benchmarks; the benchmarks
 never import the tests."""
 
@@ -15,11 +16,17 @@ FORBIDDEN = {
     "strategies": {
         "fastapi", "starlette", "httpx", "uvicorn", "pydantic", "pydantic_settings", "torch",
         "vllm", "transformers", "litellm", "tenacity", "proxy", "prm_server", "os", "time",
-        "requests", "aiohttp", "socket", "subprocess", "cpu_stack", *_DEV_ONLY,
+        "requests", "aiohttp", "socket", "subprocess", "cpu_stack", "experiments", "tts_eval",
+        "sqlalchemy", "matplotlib", *_DEV_ONLY,
     },
-    "prm_server": {"proxy", "strategies", "cpu_stack", *_DEV_ONLY},
-    "proxy": {"prm_server", "torch", "vllm", "transformers", "cpu_stack", *_DEV_ONLY},
-    "cpu_stack": {"prm_server", "strategies", *_DEV_ONLY},
+    "prm_server": {"proxy", "strategies", "cpu_stack", "experiments", "tts_eval", *_DEV_ONLY},
+    # The proxy reaches the store only through experiments/ (and imports that lazily).
+    "proxy": {"prm_server", "torch", "vllm", "transformers", "cpu_stack", "tts_eval", "sqlalchemy",
+              "matplotlib", *_DEV_ONLY},
+    "cpu_stack": {"prm_server", "strategies", "experiments", "tts_eval", *_DEV_ONLY},
+    "experiments": {"proxy", "prm_server", "cpu_stack", "tts_eval", "fastapi", "httpx",
+                    "matplotlib", *_DEV_ONLY},
+    "tts_eval": {"proxy", "prm_server", "cpu_stack", "fastapi", "uvicorn", *_DEV_ONLY},
     "harness": {"tests", "bench"},
     "bench": {"tests"},
 }  # fmt: skip

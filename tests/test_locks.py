@@ -17,7 +17,7 @@ from harness.locks import docker_constraints, pins
 ROOT = Path(__file__).resolve().parent.parent
 DEV_LOCK = ROOT / "requirements" / "dev.lock"
 POLICY_LOCK = ROOT / "cpu_stack" / "policy.lock"
-LOCKED_EXTRAS = ("dev", "prm", "litellm")
+LOCKED_EXTRAS = ("dev", "prm", "litellm", "eval", "store")
 
 
 def _declared() -> list[Requirement]:

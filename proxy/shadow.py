@@ -1,0 +1,157 @@
+"""Shadow A/B: the same request sent to a baseline model (through litellm) while our search runs,
+both answers recorded in the experiment store. The user only ever gets our answer, and never waits
+for the baseline: the comparison finishes in the background, bounded by ``shadow_max_pending``
+(beyond it a comparison is skipped and counted), and its cost never reaches the user's ``usage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from proxy.control import Plan
+from proxy.errors import InvalidRequestError, ProxyError, UpstreamTimeoutError
+from proxy.large_api import litellm_call, litellm_params
+from proxy.metrics import Metrics
+from proxy.protocol import ChatCompletion, ChatCompletionRequest
+from proxy.settings import ProxySettings
+from proxy.shadow_records import Primary, baseline_side, comparison
+
+__all__ = ["Shadow", "ShadowTicket"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ShadowTicket:
+    """One comparison in flight: the baseline's task and our side, once known."""
+
+    model: str  # as requested (a route name or a litellm model)
+    route: str  # the litellm model called
+    primary: asyncio.Future[Primary] = field(default_factory=asyncio.Future)
+
+
+class Shadow:
+    """Starts baseline calls, pairs them with our answers and writes the records."""
+
+    def __init__(self, settings: ProxySettings, metrics: Metrics, seed: int | None = None) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._random = random.Random(seed)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._store: Any = None
+        self._store_lock = asyncio.Lock()
+
+    def target(self, plan: Plan) -> str | None:
+        """The baseline to compare this request with: X-TTS-Compare, else the configured one at
+        the configured rate, else None."""
+        if plan.compare:
+            return plan.compare
+        s = self._settings
+        if s.shadow_model and self._random.random() < s.shadow_sample_rate:
+            return s.shadow_model
+        return None
+
+    def start(self, target: str, request: ChatCompletionRequest) -> ShadowTicket | None:
+        """Send ``request`` to the baseline now; None (and counted) when too many are pending."""
+        if any(importlib.util.find_spec(m) is None for m in ("litellm", "sqlalchemy")):
+            raise InvalidRequestError(
+                "comparisons need the litellm and store extras: pip install "
+                "'tts-proxy[litellm,store]'",
+                param="compare",
+            )
+        if len(self._tasks) >= self._settings.shadow_max_pending:
+            self._metrics.shadow.labels("skipped").inc()
+            logger.warning("shadow comparison skipped: %d pending", len(self._tasks))
+            return None
+        ticket = ShadowTicket(target, self._settings.litellm_routes.get(target, target))
+        task = asyncio.create_task(self._compare(ticket, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return ticket
+
+    async def _compare(self, ticket: ShadowTicket, request: ChatCompletionRequest) -> None:
+        baseline = await self._baseline(ticket, request)
+        try:
+            primary = await ticket.primary
+        except asyncio.CancelledError:  # our side failed or the client left: nothing to compare
+            self._metrics.shadow.labels("abandoned").inc()
+            return
+        record = comparison(primary, baseline_side(ticket.route, *baseline), self._settings)
+        try:
+            store = await self._open_store()
+            await store.add(record)
+        except Exception as exc:  # a task boundary: a broken store must not reach any request
+            self._metrics.shadow.labels("store_error").inc()
+            logger.warning("shadow record %s not stored: %s", record.request_id, exc)
+            return
+        self._metrics.shadow.labels(
+            "recorded" if record.baseline.status == "ok" else f"baseline_{record.baseline.status}"
+        ).inc()
+
+    async def _baseline(
+        self, ticket: ShadowTicket, request: ChatCompletionRequest
+    ) -> tuple[Any, float, ProxyError | None]:
+        plain = request.model_copy(update={"stream": False, "stream_options": None, "n": 1})
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.shadow_timeout_s):
+                response = await litellm_call(ticket.route, litellm_params(self._settings, plain))
+        except TimeoutError:
+            error = UpstreamTimeoutError(f"no answer in {self._settings.shadow_timeout_s:g} s")
+            return None, time.perf_counter() - started, error
+        except ProxyError as exc:
+            return None, time.perf_counter() - started, exc
+        return response, time.perf_counter() - started, None
+
+    def finish(
+        self,
+        ticket: ShadowTicket,
+        *,
+        request_id: str,
+        plan: Plan,
+        completion: ChatCompletion,
+        latency_s: float,
+        prompt: str,
+    ) -> None:
+        """Hand our answer to the comparison (returns at once)."""
+        if not ticket.primary.done():
+            ticket.primary.set_result(
+                Primary(request_id, plan, completion, latency_s, prompt, datetime.now(UTC))
+            )
+
+    @staticmethod
+    def abandon(ticket: ShadowTicket) -> None:
+        ticket.primary.cancel()
+
+    async def open(self) -> None:
+        """Open the store now when comparisons are configured, so a bad URL fails start-up."""
+        if self._settings.shadow_model:
+            await self._open_store()
+
+    async def _open_store(self) -> Any:
+        async with self._store_lock:
+            if self._store is None:
+                store = importlib.import_module("experiments.store")  # the store extra
+                self._store = await store.ExperimentStore.open(self._settings.store_url)
+            return self._store
+
+    async def aclose(self, grace_s: float = 5.0) -> None:
+        """Let pending comparisons finish for up to ``grace_s``, then cancel the rest."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._store is not None:
+            await self._store.aclose()

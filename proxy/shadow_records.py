@@ -1,0 +1,91 @@
+"""Both sides of a shadow comparison as an ``experiments.Comparison``: our completion and the
+baseline's litellm response, with answers, tokens, dollars and latency. Pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from experiments import Comparison, Price, Side, SideStatus, answers_agree, api_cost
+from proxy.control import Plan
+from proxy.errors import ProxyError, UpstreamTimeoutError
+from proxy.protocol import ChatCompletion
+from proxy.settings import ProxySettings
+from strategies import extract_answer
+
+__all__ = ["Primary", "baseline_side", "comparison"]
+
+
+@dataclass(frozen=True, slots=True)
+class Primary:
+    """Our side of one request, as the handler saw it."""
+
+    request_id: str
+    plan: Plan
+    completion: ChatCompletion
+    latency_s: float
+    prompt: str
+    created_at: datetime
+
+
+def _answer(text: str, markers: tuple[str, ...]) -> str | None:
+    """The marked final answer (``\\boxed{}``); free text is only stored with ``store_text``."""
+    return extract_answer(text, markers) if any(m in text for m in markers) else None
+
+
+def baseline_side(
+    route: str, response: Any, latency_s: float, error: ProxyError | None
+) -> tuple[Side, str]:
+    """The baseline's ``Side`` and its full answer text ("" when it failed)."""
+    if error is not None or response is None:
+        status: SideStatus = "timeout" if isinstance(error, UpstreamTimeoutError) else "error"
+        return Side(model=route, status=status, latency_s=latency_s, error=str(error)), ""
+    text = str(response.choices[0].message.content or "") if response.choices else ""
+    usage = getattr(response, "usage", None)
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    details = getattr(usage, "completion_tokens_details", None)
+    hidden = int(getattr(details, "reasoning_tokens", 0) or 0)
+    side = Side(model=route, prompt_tokens=prompt, completion_tokens=completion,
+                hidden_tokens=hidden, cost_usd=api_cost(route, prompt, completion),
+                latency_s=latency_s)  # fmt: skip
+    return side, text
+
+
+def _price(settings: ProxySettings) -> Price:
+    return Price(settings.policy_usd_per_mtok, settings.policy_usd_per_gpu_hour,
+                 settings.policy_tokens_per_s)  # fmt: skip
+
+
+def comparison(primary: Primary, baseline: tuple[Side, str], settings: ProxySettings) -> Comparison:
+    markers = tuple(settings.answer_markers)
+    completion = primary.completion
+    text = completion.choices[0].message.content or "" if completion.choices else ""
+    usage = completion.usage
+    tokens = usage.prompt_tokens + usage.completion_tokens
+    ours = Side(
+        model=completion.model, answer=_answer(text, markers),
+        text=text if settings.store_text else None, prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        hidden_tokens=usage.completion_tokens_details.reasoning_tokens,
+        cost_usd=_price(settings).cost(tokens), latency_s=round(primary.latency_s, 4),
+    )  # fmt: skip
+    side, their_text = baseline
+    agree, match = answers_agree(text, their_text, markers) if side.status == "ok" else (None, None)
+    side = Side(
+        model=side.model, status=side.status, answer=_answer(their_text, markers),
+        text=their_text if settings.store_text and their_text else None,
+        prompt_tokens=side.prompt_tokens, completion_tokens=side.completion_tokens,
+        hidden_tokens=side.hidden_tokens, cost_usd=side.cost_usd,
+        latency_s=round(side.latency_s or 0.0, 4), error=side.error,
+    )  # fmt: skip
+    tts = completion.tts or {}
+    kept = {k: tts[k] for k in ("strategy", "budget_spent", "scorer", "auto", "reason") if k in tts}
+    return Comparison(
+        request_id=primary.request_id, created_at=primary.created_at,
+        strategy=str(tts.get("strategy", primary.plan.strategy)),
+        budget=primary.plan.config.budget, primary=ours, baseline=side, agree=agree, match=match,
+        reference=primary.plan.reference,
+        prompt=primary.prompt if settings.store_text else None, tts=kept,
+    )  # fmt: skip

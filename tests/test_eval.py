@@ -1,0 +1,191 @@
+"""``tts-eval`` end to end on loopback: the real proxy over a fake vLLM plays "our side", a fake
+OpenAI-compatible server plays the large API (through litellm's ``openai/`` provider)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from harness.fake_api import FakeChatApi
+from harness.servers import serve
+from tests.conftest import ProxyFactory
+from tts_eval.__main__ import main
+from tts_eval.datasets import DatasetError, load_problems
+from tts_eval.grading import grade
+from tts_eval.rows import read_rows
+
+PROBLEMS = [
+    {"id": f"p{i}", "problem": f"What is {i} + {4 - i}?", "answer": "4", "level": 1 + i % 2}
+    for i in range(4)
+] + [{"id": "p-half", "problem": "What is 1/2?", "answer": "\\frac{1}{2}", "level": 3}]
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    return path
+
+
+@pytest.fixture
+def api(stack: ExitStack) -> Iterator[tuple[FakeChatApi, str]]:
+    fake = FakeChatApi(answer=lambda m: "That is \\boxed{4}." if "+" in m[-1]["content"]
+                       else "It is \\boxed{0.5}")  # fmt: skip
+    yield fake, stack.enter_context(serve(fake.app())) + "/v1"
+
+
+def big_api_run(url: str, dataset: Path, out: Path, *extra: str) -> int:
+    return main(["run", "--dataset", str(dataset), "--provider", "litellm", "--model",
+                 "openai/fake-big", "--endpoint", url, "--api-key", "sk-test", "--retries", "0",
+                 "--out", str(out), *extra])  # fmt: skip
+
+
+def test_grading_accepts_equivalent_forms_and_survives_free_text() -> None:
+    assert grade("so \\boxed{0.5}", "\\frac{1}{2}") == ("0.5", True)
+    assert grade("The answer is \\boxed{\\dfrac{3}{6}}", "0.5")[1]
+    assert grade("\\boxed{(3, \\frac{\\pi}{2})}", "\\left( 3, \\frac{\\pi}{2} \\right)")[1]
+    assert not grade("\\boxed{5}", "4")[1]
+    assert grade("I cannot solve this, sorry!", "4") == ("", False)
+    assert grade("\\boxed{\\text{north-east}}", "17")[1] is False
+
+
+def test_bundled_datasets_and_malformed_lines(tmp_path: Path) -> None:
+    math500 = load_problems("math500")
+    assert len(math500) == 500 and {p.level for p in math500} == {1, 2, 3, 4, 5}
+    assert len(load_problems("aime24")) == 30
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1", "answer": "2"}\n{"problem": "oops"\n')
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2: not valid JSON"):
+        load_problems(str(bad))
+    bad.write_text('{"problem": "1+1"}\n')
+    with pytest.raises(DatasetError, match=r"bad.jsonl:1: missing or empty 'answer'"):
+        load_problems(str(bad))
+    assert main(["run", "--dataset", str(bad), "--endpoint", "http://127.0.0.1:9/v1",
+                 "--model", "m", "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+
+
+def test_proxy_and_big_api_rows_and_report(
+    start_proxy: ProxyFactory, api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+) -> None:
+    proxy = start_proxy(with_prm=False)
+    out = tmp_path / "run"
+    code = main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model",
+                 "fake-policy", "--strategy", "cot", "majority", "best_of_n", "--budgets", "2,4",
+                 "--concurrency", "3", "--usd-per-mtok", "0.5", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    assert big_api_run(api[1], dataset, out) == 0
+    rows = read_rows([out])
+    assert len(rows) == 5 * (1 + 2 + 2) + 5
+    assert len({r.key for r in rows}) == len(rows)
+    ours = [r for r in rows if r.provider == "openai"]
+    assert {(r.strategy, r.budget) for r in ours} == {
+        ("cot", 1), ("majority", 2), ("majority", 4), ("best_of_n", 2), ("best_of_n", 4)
+    }
+    for row in ours:
+        assert row.tts["strategy"] == row.strategy and row.tts["budget_spent"] >= 1
+        assert row.cost_usd == pytest.approx(row.tokens * 0.5e-6)
+    majority4 = [r for r in ours if (r.strategy, r.budget) == ("majority", 4)]
+    assert all(r.hidden_tokens > 0 for r in majority4)  # 3 of 4 samples are not returned
+    big = [r for r in rows if r.provider == "litellm"]
+    assert all(r.strategy == "none" and r.correct for r in big)  # 0.5 == \frac{1}{2}
+    assert all(r.cost_usd is None for r in big)  # no price for an unknown model, no crash
+
+    assert main(["report", str(out), "--html"]) == 0
+    for name in ("accuracy_vs_budget", "accuracy_vs_tokens", "accuracy_by_difficulty"):
+        with Image.open(out / f"{name}.png") as image:
+            image.verify()
+            assert image.format == "PNG"
+    assert not (out / "accuracy_vs_cost.png").exists() or (out / "accuracy_vs_cost.png").stat()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "openai/fake-big" in html
+    with (out / "summary.csv").open() as f:
+        summary = {(g["model"], g["strategy"], int(g["budget"])): g for g in csv.DictReader(f)}
+    for (model, strategy, budget), group in summary.items():
+        members = [r for r in rows if (r.model, r.strategy, r.budget) == (model, strategy, budget)]
+        assert int(group["n"]) == len(members)
+        assert float(group["accuracy"]) == pytest.approx(sum(r.correct for r in members) / len(members))
+        tokens = sum(r.tokens for r in members) / len(members)
+        assert float(group["tokens_per_problem"]) == pytest.approx(tokens)
+    assert "n/a" in (out / "report.md").read_text()  # the unpriced large API
+
+
+def test_known_prices_come_from_litellm_offline(api: tuple[FakeChatApi, str], dataset: Path,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "run"
+    code = main(["run", "--dataset", str(dataset), "--provider", "litellm", "--model",
+                 "openai/gpt-4o", "--endpoint", api[1], "--api-key", "sk-test", "--out",
+                 str(out)])  # fmt: skip
+    assert code == 0
+    rows = read_rows([out])
+    for row in rows:  # gpt-4o list price: $2.50 / 1M input, $10 / 1M output
+        assert row.cost_usd == pytest.approx(row.prompt_tokens * 2.5e-6 + row.completion_tokens * 1e-5)
+
+
+def test_429_and_5xx_are_retried(api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path) -> None:
+    fake, url = api
+    fake.fail_statuses = [429, 503]
+    code = main(["run", "--dataset", str(dataset), "--limit", "1", "--endpoint", url, "--model",
+                 "fake-big", "--strategy", "none", "--retries", "2", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    assert len(fake.calls) == 3 and len(read_rows([tmp_path])) == 1
+
+
+def test_failed_requests_are_reported_and_rerun(
+    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.fail_statuses = [500]
+    assert big_api_run(url, dataset, tmp_path, "--limit", "2", "--concurrency", "1") == 1
+    assert len(read_rows([tmp_path])) == 1
+    assert "injected 500" in (tmp_path / "errors.jsonl").read_text()
+    assert big_api_run(url, dataset, tmp_path, "--limit", "2") == 0
+    assert len(read_rows([tmp_path])) == 2
+
+
+def test_resume_after_ctrl_c_and_after_a_torn_line(
+    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.delay_s = 0.4
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "tts_eval", "run", "--dataset", str(dataset), "--provider",
+               "litellm", "--model", "openai/fake-big", "--endpoint", url, "--api-key", "x",
+               "--concurrency", "1", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while len(read_rows([out])) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 130, output
+    assert "run the same command to resume" in output
+    kept = read_rows([out])
+    assert 2 <= len(kept) < 5
+    lines = (out / "rows.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # whole rows only
+    with (out / "rows.jsonl").open("a") as f:
+        f.write('{"id": "p3", "model": "openai/fak')  # a kill mid-write
+    calls_before = len(fake.calls)
+    fake.delay_s = 0.0
+    assert big_api_run(url, dataset, out) == 0
+    rows = read_rows([out])
+    assert sorted(r.id for r in rows) == sorted(p["id"] for p in PROBLEMS)
+    assert len(fake.calls) - calls_before == 5 - len(kept)
+
+
+def test_concurrency_is_bounded(api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path) -> None:
+    fake, url = api
+    fake.delay_s = 0.3
+    assert big_api_run(url, dataset, tmp_path, "--concurrency", "2") == 0
+    assert len(fake.calls) == 5 and fake.peak_in_flight == 2

@@ -1,0 +1,177 @@
+"""``tts-eval run``: every (problem, strategy, budget, sample) not yet in the folder's rows, through
+one provider with bounded concurrency, graded as it lands, with a live progress line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments import Price, api_cost
+from tts_eval.datasets import Problem
+from tts_eval.grading import grade
+from tts_eval.providers import Answer, Provider, ProviderError
+from tts_eval.rows import Row, RowKey, RowWriter
+
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "Job", "RunSpec", "RunSummary", "jobs_of", "run"]
+
+DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+_SINGLE = ("none", "cot")  # one sample whatever the budget
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    model: str
+    strategies: tuple[str, ...]
+    budgets: tuple[int, ...]
+    samples: int = 1
+    concurrency: int = 4
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    max_tokens: int | None = None
+    price: Price = field(default_factory=Price)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    problem: Problem
+    strategy: str
+    budget: int
+    sample: int
+
+    def key(self, model: str) -> RowKey:
+        return (self.problem.id, model, self.strategy, self.budget, self.sample)
+
+
+@dataclass(slots=True)
+class RunSummary:
+    total: int = 0
+    skipped: int = 0  # already in the folder
+    done: int = 0
+    correct: int = 0
+    failed: int = 0
+    cost_usd: float = 0.0
+    tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.done if self.done else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        return self.tokens / elapsed if self.tokens and elapsed > 0 else None
+
+
+def jobs_of(problems: list[Problem], spec: RunSpec, done: set[RowKey]) -> tuple[list[Job], int]:
+    """The jobs still to run (and how many were skipped as done)."""
+    todo: list[Job] = []
+    skipped = 0
+    for problem in problems:
+        for strategy in spec.strategies:
+            budgets = (1,) if strategy in _SINGLE else spec.budgets
+            for budget in budgets:
+                for sample in range(spec.samples):
+                    job = Job(problem, strategy, budget, sample)
+                    if job.key(spec.model) in done:
+                        skipped += 1
+                    else:
+                        todo.append(job)
+    return todo, skipped
+
+
+def _messages(problem: Problem, system_prompt: str | None) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": problem.problem}]
+
+
+def _cost(spec: RunSpec, answer: Answer, measured_tokens_per_s: float | None) -> float | None:
+    tokens = answer.prompt_tokens + answer.completion_tokens
+    price = spec.price
+    if price.usd_per_gpu_hour is not None and price.tokens_per_s is None:
+        price = Price(usd_per_gpu_hour=price.usd_per_gpu_hour, tokens_per_s=measured_tokens_per_s)
+    if price.usd_per_mtok is not None or price.usd_per_gpu_hour is not None:
+        return price.cost(tokens)
+    return api_cost(spec.model, answer.prompt_tokens, answer.completion_tokens)
+
+
+async def _one(provider: Provider, spec: RunSpec, job: Job) -> tuple[Answer, float]:
+    started = time.perf_counter()
+    answer = await provider.ask(
+        _messages(job.problem, spec.system_prompt), job.strategy, job.budget, spec.max_tokens
+    )
+    return answer, time.perf_counter() - started
+
+
+def _row(spec: RunSpec, provider: Provider, job: Job, answer: Answer, latency_s: float,
+         summary: RunSummary) -> Row:  # fmt: skip
+    extracted, correct = grade(answer.text, job.problem.answer)
+    return Row(
+        id=job.problem.id, model=spec.model, provider=provider.kind, strategy=job.strategy,
+        budget=job.budget, sample=job.sample, answer=extracted, reference=job.problem.answer,
+        correct=correct, prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens, hidden_tokens=answer.hidden_tokens,
+        latency_s=round(latency_s, 4), cost_usd=_cost(spec, answer, summary.tokens_per_s),
+        level=job.problem.level, tts=answer.tts,
+    )  # fmt: skip
+
+
+async def run(
+    provider: Provider,
+    spec: RunSpec,
+    problems: list[Problem],
+    folder: Path,
+    on_progress: Callable[[RunSummary], None] = lambda _s: None,
+) -> RunSummary:
+    """Run what is missing from ``folder``; rows land as they finish. Cancel-safe: a cancelled
+    run leaves only whole rows, and the next run picks up the rest."""
+    writer = RowWriter(folder)
+    todo, skipped = jobs_of(problems, spec, writer.done)
+    summary = RunSummary(total=len(todo) + skipped, skipped=skipped)
+    queue: asyncio.Queue[Job] = asyncio.Queue()
+    for job in todo:
+        queue.put_nowait(job)
+    errors = (folder / "errors.jsonl").open("a", encoding="utf-8")
+
+    async def worker() -> None:
+        while not queue.empty():
+            job = queue.get_nowait()
+            try:
+                answer, latency_s = await _one(provider, spec, job)
+            except ProviderError as exc:
+                summary.failed += 1
+                errors.write(json.dumps({"key": list(job.key(spec.model)), "error": str(exc)}))
+                errors.write("\n")
+                errors.flush()
+            else:
+                summary.tokens += answer.prompt_tokens + answer.completion_tokens
+                row = _row(spec, provider, job, answer, latency_s, summary)
+                writer.write(row)
+                summary.done += 1
+                summary.correct += int(row.correct)
+                summary.cost_usd += row.cost_usd or 0.0
+            on_progress(summary)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, spec.concurrency))))
+    finally:
+        writer.close()
+        errors.close()
+        _log_run(folder, spec, provider, summary)
+    return summary
+
+
+def _log_run(folder: Path, spec: RunSpec, provider: Provider, summary: RunSummary) -> None:
+    entry: dict[str, Any] = {
+        "model": spec.model, "provider": provider.kind, "strategies": list(spec.strategies),
+        "budgets": list(spec.budgets), "samples": spec.samples, "done": summary.done,
+        "failed": summary.failed, "tokens_per_s": summary.tokens_per_s,
+        "finished_at": time.time(),
+    }  # fmt: skip
+    with (folder / "runs.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
