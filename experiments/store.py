@@ -18,33 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from experiments.records import Comparison
 from experiments.schema import MIGRATIONS, SCHEMA_VERSION, comparisons, schema_version
+from experiments.urls import StoreError, database_url
 
 __all__ = ["ExperimentStore", "StoreError", "database_url"]
-
-_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-}
-
-
-class StoreError(Exception):
-    """The store cannot be opened, migrated, read or written."""
-
-
-def database_url(url_or_path: str) -> str:
-    """An async SQLAlchemy URL: ``sqlite:///f.db`` and bare paths -> aiosqlite, ``postgresql://``
-    -> asyncpg; URLs that already name an async driver pass unchanged."""
-    if "://" not in url_or_path:
-        return f"sqlite+aiosqlite:///{Path(url_or_path).expanduser().resolve()}"
-    scheme, rest = url_or_path.split("://", 1)
-    if "+" in scheme:
-        return url_or_path
-    if scheme not in _DRIVERS:
-        raise StoreError(
-            f"unsupported store URL scheme {scheme!r} (use sqlite:// or postgresql://)"
-        )
-    return f"{_DRIVERS[scheme]}://{rest}"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

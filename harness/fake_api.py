@@ -2,7 +2,8 @@
 ``tts-eval`` (litellm's ``openai/`` provider with ``api_base``) and the proxy's shadow mode.
 
 ``answer(messages)`` gives the reply text. ``delay_s`` delays each reply; ``gate`` (when set)
-holds every reply until it is released; ``fail_statuses`` are answered first, one per call; usage counts whitespace words.
+holds every reply until it is released; ``fail_statuses`` are answered first, one per call.
+Usage counts whitespace-separated words.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class FakeChatApi:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             await asyncio.sleep(self.delay_s)
-            while self.gate is not None and not self.gate.is_set():
-                await asyncio.sleep(0.01)
+            if self.gate is not None:  # set from the test's thread
+                await asyncio.to_thread(self.gate.wait)
         finally:
             self.in_flight -= 1
         text = self.answer(body["messages"])

@@ -19,8 +19,8 @@ from proxy.metrics import Metrics
 from proxy.profiles import load_rules
 from proxy.routes import router
 from proxy.service import Admission, AppState, PolicyPool
-from proxy.shadow import Shadow
 from proxy.settings import ProxySettings
+from proxy.shadow import Shadow
 from proxy.upstream import Upstream, UpstreamConfig
 from strategies import group_equivalent
 

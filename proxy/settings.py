@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from experiments.urls import StoreError, database_url
+
 __all__ = ["ProxySettings", "ScorerKind", "StrategyChoice", "load_config_file"]
 
 StrategyChoice = Literal["auto", "cot", "majority", "best_of_n", "beam_search", "dvts", "none"]
@@ -106,6 +108,15 @@ class ProxySettings(BaseSettings):
     @classmethod
     def _strip_prm_url(cls, url: str | None) -> str | None:
         return url.rstrip("/") if url else None
+
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, url: str) -> str:
+        try:
+            database_url(url)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from exc
+        return url
 
     @model_validator(mode="after")
     def _check_defaults(self) -> ProxySettings:

@@ -81,7 +81,8 @@ def comparison(primary: Primary, baseline: tuple[Side, str], settings: ProxySett
         latency_s=round(side.latency_s or 0.0, 4), error=side.error,
     )  # fmt: skip
     tts = completion.tts or {}
-    kept = {k: tts[k] for k in ("strategy", "budget_spent", "scorer", "auto", "reason") if k in tts}
+    keys = ("strategy", "budget_spent", "scorer", "auto", "reason")
+    kept: dict[str, Any] = {k: tts[k] for k in keys if k in tts}
     return Comparison(
         request_id=primary.request_id, created_at=primary.created_at,
         strategy=str(tts.get("strategy", primary.plan.strategy)),

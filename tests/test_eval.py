@@ -12,12 +12,12 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
 
 from harness.fake_api import FakeChatApi
+from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from tests.conftest import ProxyFactory
 from tts_eval.__main__ import main
@@ -76,7 +76,11 @@ def test_bundled_datasets_and_malformed_lines(tmp_path: Path) -> None:
 
 
 def test_proxy_and_big_api_rows_and_report(
-    start_proxy: ProxyFactory, api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+    start_proxy: ProxyFactory,
+    vllm: FakeVllm,
+    api: tuple[FakeChatApi, str],
+    dataset: Path,
+    tmp_path: Path,
 ) -> None:
     proxy = start_proxy(with_prm=False)
     out = tmp_path / "run"
@@ -90,13 +94,25 @@ def test_proxy_and_big_api_rows_and_report(
     assert len({r.key for r in rows}) == len(rows)
     ours = [r for r in rows if r.provider == "openai"]
     assert {(r.strategy, r.budget) for r in ours} == {
-        ("cot", 1), ("majority", 2), ("majority", 4), ("best_of_n", 2), ("best_of_n", 4)
+        ("cot", 1),
+        ("majority", 2),
+        ("majority", 4),
+        ("best_of_n", 2),
+        ("best_of_n", 4),
     }
     for row in ours:
         assert row.tts["strategy"] == row.strategy and row.tts["budget_spent"] >= 1
         assert row.cost_usd == pytest.approx(row.tokens * 0.5e-6)
     majority4 = [r for r in ours if (r.strategy, r.budget) == ("majority", 4)]
     assert all(r.hidden_tokens > 0 for r in majority4)  # 3 of 4 samples are not returned
+    # One best_of_n run serves majority too: the same samples, voted on the reported votes.
+    best4 = {r.id: r for r in ours if (r.strategy, r.budget) == ("best_of_n", 4)}
+    for row in majority4:
+        assert row.tts["derived_from"] == "best_of_n" and row.tts["has_every_vote"]
+        assert row.tokens == best4[row.id].tokens
+        top = max(row.tts["answers"], key=lambda a: a["votes"])
+        assert row.answer == top["answer"]
+    assert len(vllm.completion_calls) == 5 * 3  # cot + best_of_n at 2 and 4, nothing for majority
     big = [r for r in rows if r.provider == "litellm"]
     assert all(r.strategy == "none" and r.correct for r in big)  # 0.5 == \frac{1}{2}
     assert all(r.cost_usd is None for r in big)  # no price for an unknown model, no crash
@@ -114,7 +130,9 @@ def test_proxy_and_big_api_rows_and_report(
     for (model, strategy, budget), group in summary.items():
         members = [r for r in rows if (r.model, r.strategy, r.budget) == (model, strategy, budget)]
         assert int(group["n"]) == len(members)
-        assert float(group["accuracy"]) == pytest.approx(sum(r.correct for r in members) / len(members))
+        assert float(group["accuracy"]) == pytest.approx(
+            sum(r.correct for r in members) / len(members)
+        )
         tokens = sum(r.tokens for r in members) / len(members)
         assert float(group["tokens_per_problem"]) == pytest.approx(tokens)
     assert "n/a" in (out / "report.md").read_text()  # the unpriced large API
@@ -129,14 +147,19 @@ def test_known_prices_come_from_litellm_offline(api: tuple[FakeChatApi, str], da
     assert code == 0
     rows = read_rows([out])
     for row in rows:  # gpt-4o list price: $2.50 / 1M input, $10 / 1M output
-        assert row.cost_usd == pytest.approx(row.prompt_tokens * 2.5e-6 + row.completion_tokens * 1e-5)
+        assert row.cost_usd == pytest.approx(
+            row.prompt_tokens * 2.5e-6 + row.completion_tokens * 1e-5
+        )
 
 
-def test_429_and_5xx_are_retried(api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path) -> None:
+def test_429_and_5xx_are_retried(
+    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+) -> None:
     fake, url = api
     fake.fail_statuses = [429, 503]
-    code = main(["run", "--dataset", str(dataset), "--limit", "1", "--endpoint", url, "--model",
-                 "fake-big", "--strategy", "none", "--retries", "2", "--out", str(tmp_path)])  # fmt: skip
+    code = main(["run", "--dataset", str(dataset), "--limit", "1", "--endpoint", url,
+                 "--model", "fake-big", "--strategy", "none", "--retries", "2",
+                 "--out", str(tmp_path)])  # fmt: skip
     assert code == 0
     assert len(fake.calls) == 3 and len(read_rows([tmp_path])) == 1
 
@@ -180,11 +203,13 @@ def test_resume_after_ctrl_c_and_after_a_torn_line(
     fake.delay_s = 0.0
     assert big_api_run(url, dataset, out) == 0
     rows = read_rows([out])
-    assert sorted(r.id for r in rows) == sorted(p["id"] for p in PROBLEMS)
+    assert sorted(r.id for r in rows) == sorted(str(p["id"]) for p in PROBLEMS)
     assert len(fake.calls) - calls_before == 5 - len(kept)
 
 
-def test_concurrency_is_bounded(api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path) -> None:
+def test_concurrency_is_bounded(
+    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+) -> None:
     fake, url = api
     fake.delay_s = 0.3
     assert big_api_run(url, dataset, tmp_path, "--concurrency", "2") == 0

@@ -48,7 +48,9 @@ async def test_records_round_trip_and_survive_a_restart(tmp_path: Path) -> None:
     got = await reopened.comparisons()
     assert got == [*written, failed]
     assert await reopened.version() == SCHEMA_VERSION
-    window = await reopened.comparisons(since=T0 + timedelta(seconds=2), until=T0 + timedelta(seconds=4))
+    window = await reopened.comparisons(
+        since=T0 + timedelta(seconds=2), until=T0 + timedelta(seconds=4)
+    )
     assert [r.request_id for r in window] == ["chatcmpl-2", "chatcmpl-3"]
     await reopened.aclose()
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]

@@ -19,6 +19,7 @@ import openai
 import pytest
 
 from cpu_stack.process import free_port, server_process
+from harness.fake_api import FakeChatApi
 from harness.fake_servers import FakeVllm
 from harness.locks import pins
 from harness.prm_models import build_checkpoint
@@ -78,13 +79,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     _run([sys.executable, "-m", "venv", venv], cwd=root)
     pip: list[str | Path] = [venv / "bin" / "python", "-m", "pip", "--disable-pip-version-check"]
     constraints = ROOT / "requirements" / "docker.txt"
-    _run([*pip, "install", "--quiet", "-c", constraints, f"{wheel}[litellm,prm]"], cwd=root)
+    _run([*pip, "install", "--quiet", "-c", constraints, f"{wheel}[eval,prm]"], cwd=root)
     return Installed(wheel, venv / "bin", root)
 
 
 def test_wheel_ships_its_data_and_nothing_of_the_checkout(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    for data in ("proxy/auto_rules.toml", "cpu_stack/policy.lock", "cpu_stack/convert_gguf.py"):
+    shipped = ("proxy/auto_rules.toml", "cpu_stack/policy.lock", "cpu_stack/convert_gguf.py",
+               "tts_eval/data/math500.jsonl", "tts_eval/data/aime24.jsonl",
+               "tts_eval/data/README.md")  # fmt: skip
+    for data in shipped:
         assert data in names, f"{data} missing from {installed.wheel.name}"
     leaked = {n.split("/")[0] for n in names} & {"tests", "harness", "bench", "requirements"}
     assert not leaked, leaked
@@ -149,3 +153,14 @@ def test_installed_prm_server_scores(installed: Installed, tmp_path: Path) -> No
 def test_installed_demo_command_starts(installed: Installed) -> None:
     usage = _run([installed.bin / "tts-demo", "--help"], cwd=installed.workdir)
     assert "--dtype" in usage and "qwen2.5-coder-0.5b" in usage
+
+
+def test_installed_eval_runs_a_bundled_benchmark_and_reports(installed: Installed) -> None:
+    with serve(FakeChatApi().app()) as api_url:
+        out = installed.workdir / "eval-run"
+        _run([installed.bin / "tts-eval", "run", "--dataset", "aime24", "--limit", "2",
+              "--provider", "litellm", "--model", "openai/fake-big", "--endpoint",
+              api_url + "/v1", "--api-key", "x", "--out", out], cwd=installed.workdir)  # fmt: skip
+    table = _run([installed.bin / "tts-eval", "report", out], cwd=installed.workdir)
+    assert "openai/fake-big" in table and (out / "report.md").exists()
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 2

@@ -86,11 +86,17 @@ class RowWriter:
             with self.path.open("r+b") as f:
                 f.truncate(end)
 
-    def write(self, row: Row) -> None:
-        self._file.write(json.dumps(dataclasses.asdict(row), ensure_ascii=False) + "\n")
+    def write(self, rows: Iterable[Row]) -> list[Row]:
+        """Append the rows not already done, in one write; returns those."""
+        new = [row for row in rows if row.key not in self.done]
+        if not new:
+            return new
+        text = "".join(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n" for r in new)
+        self._file.write(text)
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.done.add(row.key)
+        self.done.update(row.key for row in new)
+        return new
 
     def close(self) -> None:
         self._file.close()

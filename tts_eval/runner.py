@@ -5,6 +5,7 @@ one provider with bounded concurrency, graded as it lands, with a live progress 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -14,11 +15,14 @@ from typing import Any
 
 from experiments import Price, api_cost
 from tts_eval.datasets import Problem
-from tts_eval.grading import grade
+from tts_eval.grading import equivalent, grade
 from tts_eval.providers import Answer, Provider, ProviderError
 from tts_eval.rows import Row, RowKey, RowWriter
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "Job", "RunSpec", "RunSummary", "jobs_of", "run"]
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT", "Job", "RunSpec", "RunSummary", "jobs_of", "majority_of", "run",
+    "shares_samples",
+]
 
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 _SINGLE = ("none", "cot")  # one sample whatever the budget
@@ -68,21 +72,49 @@ class RunSummary:
         return self.tokens / elapsed if self.tokens and elapsed > 0 else None
 
 
-def jobs_of(problems: list[Problem], spec: RunSpec, done: set[RowKey]) -> tuple[list[Job], int]:
-    """The jobs still to run (and how many were skipped as done)."""
+def shares_samples(spec: RunSpec) -> bool:
+    """majority and best_of_n at the same budget draw the same kind of samples: one best_of_n
+    run serves both, majority voting over the votes the proxy reports."""
+    return "majority" in spec.strategies and "best_of_n" in spec.strategies
+
+
+def jobs_of(
+    problems: list[Problem], spec: RunSpec, done: set[RowKey]
+) -> tuple[list[Job], int, int]:
+    """The jobs still to run, how many rows are already done and how many rows in all."""
     todo: list[Job] = []
-    skipped = 0
+    skipped = total = 0
+    shared = shares_samples(spec)
     for problem in problems:
         for strategy in spec.strategies:
+            if shared and strategy == "majority":
+                continue  # derived from the best_of_n job
             budgets = (1,) if strategy in _SINGLE else spec.budgets
             for budget in budgets:
                 for sample in range(spec.samples):
                     job = Job(problem, strategy, budget, sample)
-                    if job.key(spec.model) in done:
-                        skipped += 1
-                    else:
+                    keys = [job.key(spec.model)]
+                    if shared and strategy == "best_of_n":
+                        keys.append(Job(problem, "majority", budget, sample).key(spec.model))
+                    missing = [k for k in keys if k not in done]
+                    total += len(keys)
+                    skipped += len(keys) - len(missing)
+                    if missing:
                         todo.append(job)
-    return todo, skipped
+    return todo, skipped, total
+
+
+def majority_of(row: Row) -> Row:
+    """The majority-vote row of a best_of_n row's samples (the proxy's ``tts.answers``: every
+    distinct answer with its vote count; ties go to best_of_n's order)."""
+    answers = [a for a in row.tts.get("answers") or [] if a.get("answer")]
+    votes = sum(int(a.get("votes", 0)) for a in row.tts.get("answers") or [])
+    best = max(answers, key=lambda a: int(a.get("votes", 0)), default=None)
+    answer = str(best["answer"]) if best else ""
+    tts = {**row.tts, "strategy": "majority", "derived_from": "best_of_n",
+           "has_every_vote": votes == row.tts.get("budget_spent")}  # fmt: skip
+    return dataclasses.replace(row, strategy="majority", answer=answer,
+                               correct=equivalent(answer, row.reference), tts=tts)  # fmt: skip
 
 
 def _messages(problem: Problem, system_prompt: str | None) -> list[dict[str, str]]:
@@ -131,9 +163,10 @@ async def run(
     """Run what is missing from ``folder``; rows land as they finish. Cancel-safe: a cancelled
     run leaves only whole rows, and the next run picks up the rest."""
     writer = RowWriter(folder)
-    todo, skipped = jobs_of(problems, spec, writer.done)
-    summary = RunSummary(total=len(todo) + skipped, skipped=skipped)
+    todo, skipped, total = jobs_of(problems, spec, writer.done)
+    summary = RunSummary(total=total, skipped=skipped)
     queue: asyncio.Queue[Job] = asyncio.Queue()
+    shared = shares_samples(spec)
     for job in todo:
         queue.put_nowait(job)
     errors = (folder / "errors.jsonl").open("a", encoding="utf-8")
@@ -144,16 +177,17 @@ async def run(
             try:
                 answer, latency_s = await _one(provider, spec, job)
             except ProviderError as exc:
-                summary.failed += 1
+                summary.failed += 2 if shared and job.strategy == "best_of_n" else 1
                 errors.write(json.dumps({"key": list(job.key(spec.model)), "error": str(exc)}))
                 errors.write("\n")
                 errors.flush()
             else:
                 summary.tokens += answer.prompt_tokens + answer.completion_tokens
                 row = _row(spec, provider, job, answer, latency_s, summary)
-                writer.write(row)
-                summary.done += 1
-                summary.correct += int(row.correct)
+                rows = [row, majority_of(row)] if shared and job.strategy == "best_of_n" else [row]
+                new = writer.write(rows)
+                summary.done += len(new)
+                summary.correct += sum(r.correct for r in new)
                 summary.cost_usd += row.cost_usd or 0.0
             on_progress(summary)
 
