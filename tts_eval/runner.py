@@ -20,7 +20,13 @@ from tts_eval.providers import Answer, Provider, ProviderError
 from tts_eval.rows import Row, RowKey, RowWriter
 
 __all__ = [
-    "DEFAULT_SYSTEM_PROMPT", "Job", "RunSpec", "RunSummary", "jobs_of", "majority_of", "run",
+    "DEFAULT_SYSTEM_PROMPT",
+    "Job",
+    "RunSpec",
+    "RunSummary",
+    "jobs_of",
+    "majority_of",
+    "run",
     "shares_samples",
 ]
 
