@@ -214,3 +214,15 @@ def test_concurrency_is_bounded(
     fake.delay_s = 0.3
     assert big_api_run(url, dataset, tmp_path, "--concurrency", "2") == 0
     assert len(fake.calls) == 5 and fake.peak_in_flight == 2
+
+
+def test_gpu_hour_prices_use_the_runs_measured_throughput(
+    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+) -> None:
+    fake, url = api
+    fake.delay_s = 0.1
+    assert big_api_run(url, dataset, tmp_path, "--usd-per-gpu-hour", "3.6") == 0
+    [run] = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    rate = 3.6 / 3600 / run["tokens_per_s"]
+    for row in read_rows([tmp_path]):  # one rate for the whole run, not each row's moment
+        assert row.cost_usd == pytest.approx(row.tokens * rate)

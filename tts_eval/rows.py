@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROWS_FILE", "Row", "RowKey", "RowWriter", "read_rows"]
+__all__ = ["ROWS_FILE", "Row", "RowKey", "RowWriter", "read_rows", "reprice"]
 
 ROWS_FILE = "rows.jsonl"
 RowKey = tuple[str, str, str, int, int]
@@ -65,6 +65,19 @@ def read_rows(folders: Iterable[Path]) -> list[Row]:
             if line.strip():
                 rows.append(Row.from_json(json.loads(line)))
     return rows
+
+
+def reprice(folder: Path, keys: set[RowKey], usd_per_token: float) -> None:
+    """Set ``cost_usd = tokens * usd_per_token`` on the rows with ``keys`` (atomic rewrite)."""
+    path = folder / ROWS_FILE
+    lines = []
+    for row in read_rows([folder]):
+        if row.key in keys:
+            row = dataclasses.replace(row, cost_usd=row.tokens * usd_per_token)
+        lines.append(json.dumps(dataclasses.asdict(row), ensure_ascii=False) + "\n")
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(lines), "utf-8")
+    os.replace(temporary, path)
 
 
 class RowWriter:

@@ -17,7 +17,7 @@ from experiments import Price, api_cost
 from tts_eval.datasets import Problem
 from tts_eval.grading import equivalent, grade
 from tts_eval.providers import Answer, Provider, ProviderError
-from tts_eval.rows import Row, RowKey, RowWriter
+from tts_eval.rows import Row, RowKey, RowWriter, reprice
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -67,6 +67,7 @@ class RunSummary:
     cost_usd: float = 0.0
     tokens: int = 0
     started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
 
     @property
     def accuracy(self) -> float | None:
@@ -74,7 +75,7 @@ class RunSummary:
 
     @property
     def tokens_per_s(self) -> float | None:
-        elapsed = time.monotonic() - self.started
+        elapsed = (self.finished or time.monotonic()) - self.started
         return self.tokens / elapsed if self.tokens and elapsed > 0 else None
 
 
@@ -128,11 +129,16 @@ def _messages(problem: Problem, system_prompt: str | None) -> list[dict[str, str
     return [*messages, {"role": "user", "content": problem.problem}]
 
 
+def _measured(price: Price, tokens_per_s: float | None) -> Price | None:
+    """A GPU-hour price without a given throughput takes the run's measured one."""
+    if price.usd_per_gpu_hour is None or price.tokens_per_s is not None:
+        return None
+    return Price(usd_per_gpu_hour=price.usd_per_gpu_hour, tokens_per_s=tokens_per_s)
+
+
 def _cost(spec: RunSpec, answer: Answer, measured_tokens_per_s: float | None) -> float | None:
     tokens = answer.prompt_tokens + answer.completion_tokens
-    price = spec.price
-    if price.usd_per_gpu_hour is not None and price.tokens_per_s is None:
-        price = Price(usd_per_gpu_hour=price.usd_per_gpu_hour, tokens_per_s=measured_tokens_per_s)
+    price = _measured(spec.price, measured_tokens_per_s) or spec.price
     if price.usd_per_mtok is not None or price.usd_per_gpu_hour is not None:
         return price.cost(tokens)
     return api_cost(spec.model, answer.prompt_tokens, answer.completion_tokens)
@@ -176,6 +182,7 @@ async def run(
     for job in todo:
         queue.put_nowait(job)
     errors = (folder / "errors.jsonl").open("a", encoding="utf-8")
+    written: set[RowKey] = set()
 
     async def worker() -> None:
         while not queue.empty():
@@ -192,6 +199,7 @@ async def run(
                 row = _row(spec, provider, job, answer, latency_s, summary)
                 rows = [row, majority_of(row)] if shared and job.strategy == "best_of_n" else [row]
                 new = writer.write(rows)
+                written.update(r.key for r in new)
                 summary.done += len(new)
                 summary.correct += sum(r.correct for r in new)
                 summary.cost_usd += row.cost_usd or 0.0
@@ -200,10 +208,24 @@ async def run(
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, spec.concurrency))))
     finally:
+        summary.finished = time.monotonic()
         writer.close()
         errors.close()
+        _final_prices(folder, spec, summary, written)
         _log_run(folder, spec, provider, summary)
     return summary
+
+
+def _final_prices(folder: Path, spec: RunSpec, summary: RunSummary, written: set[RowKey]) -> None:
+    """Rows priced at a GPU-hour rate were priced at the throughput measured when each landed;
+    at the end every row of this run gets the whole run's throughput (early rows saw a pipeline
+    still filling)."""
+    price = _measured(spec.price, summary.tokens_per_s)
+    rate = price.usd_per_token if price else None
+    if rate is None or not written:
+        return
+    reprice(folder, written, rate)
+    summary.cost_usd = summary.tokens * rate
 
 
 def _log_run(folder: Path, spec: RunSpec, provider: Provider, summary: RunSummary) -> None:
