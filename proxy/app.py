@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy.clients import PromptRenderer
 from proxy.errors import InternalError, InvalidRequestError, ProxyError
+from proxy.large_api import load_litellm
 from proxy.metrics import Metrics
 from proxy.profiles import load_rules
 from proxy.routes import router
@@ -67,6 +68,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
         prm = _prm_upstream(settings, metrics)
         shadow = Shadow(settings, metrics)
         await shadow.open()
+        if settings.litellm_routes or settings.shadow_model:
+            await load_litellm()  # at start-up, not in the first routed request
         app.state.tts = AppState(
             settings=settings,
             metrics=metrics,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 from typing import Any
@@ -11,7 +12,7 @@ from proxy.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutErro
 from proxy.protocol import ChatCompletionRequest
 from proxy.settings import ProxySettings
 
-__all__ = ["litellm_call", "litellm_params"]
+__all__ = ["litellm_call", "litellm_params", "load_litellm"]
 
 
 def litellm_params(settings: ProxySettings, request: ChatCompletionRequest) -> dict[str, Any]:
@@ -26,17 +27,23 @@ def litellm_params(settings: ProxySettings, request: ChatCompletionRequest) -> d
     return params
 
 
-async def litellm_call(route: str, params: dict[str, Any]) -> Any:
-    """One ``litellm.acompletion(model=route, **params)``; raises ``ProxyError``s only."""
+async def load_litellm() -> Any:
+    """litellm, imported in a worker thread: its first import takes seconds, and on the event
+    loop it would stall every request in flight (stale keep-alive connections then fail)."""
     # Without this litellm fetches its price map from the network at import time.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # noqa: TID251
     try:
-        litellm = importlib.import_module("litellm")
+        return await asyncio.to_thread(importlib.import_module, "litellm")
     except ImportError as exc:
         raise InvalidRequestError(
             "large-API routes need the litellm extra: pip install 'tts-proxy[litellm]'",
             param="model",
         ) from exc
+
+
+async def litellm_call(route: str, params: dict[str, Any]) -> Any:
+    """One ``litellm.acompletion(model=route, **params)``; raises ``ProxyError``s only."""
+    litellm = await load_litellm()
     try:
         return await litellm.acompletion(model=route, **params)
     except Exception as exc:  # litellm's own error classes, mapped by their status

@@ -31,6 +31,8 @@ def _payload(request: ChatCompletionRequest, model: str, state: AppState) -> dic
 
 def _tts_note(plan: Plan, state: AppState) -> dict[str, Any]:
     ignored = ["seed"] if "seed" in plan.ignored_params else []
+    if plan.compare:  # shadow comparisons are made for searched requests only
+        ignored.append("compare")
     return {"strategy": "none", "reason": plan.passthrough_reason or plan.reason,
             "ignored_params": ignored}  # fmt: skip
 

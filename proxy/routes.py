@@ -94,7 +94,7 @@ async def chat_completions(request: Request, state: AppState = Depends(get_state
     headers = {"X-Request-Id": request_id, "X-TTS-Strategy": plan.strategy}
     route = state.settings.litellm_routes.get(plan.model)
     if route is not None:
-        return await _litellm(state, route, chat, headers, request)
+        return await _litellm(state, route, chat, plan, headers, request)
     model = await check_model(state, plan.model)
     if plan.strategy == "none":
         return await _passthrough(state, chat, model, plan, headers, request)
@@ -203,13 +203,16 @@ async def _litellm(
     state: AppState,
     route: str,
     chat: ChatCompletionRequest,
+    plan: Plan,
     headers: dict[str, str],
     request: Request,
 ) -> Response:
     state.metrics.requests.labels("litellm", "ok").inc()
     headers["X-TTS-Strategy"] = "none"
     response = await _until_disconnect(request, litellm_completion(state, route, chat))
-    note = {"strategy": "none", "reason": f"large-API route {route!r} via litellm"}
+    note: dict[str, Any] = {"strategy": "none", "reason": f"large-API route {route!r} via litellm"}
+    if plan.compare:  # shadow comparisons are made for searched requests only
+        note["ignored_params"] = ["compare"]
     if not chat.stream:
         data = response.model_dump()
         data["tts"] = note

@@ -79,13 +79,20 @@ class Shadow:
         return ticket
 
     async def _compare(self, ticket: ShadowTicket, request: ChatCompletionRequest) -> None:
-        baseline = await self._baseline(ticket, request)
+        call = asyncio.create_task(self._baseline(ticket, request))
         try:
-            primary = await ticket.primary
-        except asyncio.CancelledError:  # our side failed or the client left: nothing to compare
-            self._metrics.shadow.labels("abandoned").inc()
-            return
-        record = comparison(primary, baseline_side(ticket.route, *baseline), self._settings)
+            await asyncio.wait({ticket.primary})
+            if ticket.primary.cancelled():  # our search failed or the client left
+                self._metrics.shadow.labels("abandoned").inc()
+                return
+            baseline = await call
+        finally:
+            if not call.done():  # abandoned, or shutting down: stop paying for the baseline
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await call
+        record = comparison(ticket.primary.result(), baseline_side(ticket.route, *baseline),
+                            self._settings)  # fmt: skip
         try:
             store = await self._open_store()
             await store.add(record)

@@ -13,16 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from pydantic import ValidationError
 
 from experiments import Comparison
 from experiments.store import ExperimentStore
 from harness.fake_api import FakeChatApi
+from harness.fake_servers import FakeVllm
 from harness.servers import free_port, serve
 from proxy.settings import ProxySettings
 from tests.conftest import ProxyFactory
-from tests.test_proxy_api import ask
+from tests.test_proxy_api import MESSAGES, ask, client
 from tts_eval.__main__ import main
 
 
@@ -179,3 +181,36 @@ def test_report_from_the_store(
     )
     assert (out / "agreement_vs_budget.png").stat().st_size > 0
     assert (out / "accuracy_vs_budget.png").exists()
+
+
+def test_a_failed_search_abandons_its_comparison(
+    start_proxy: ProxyFactory, vllm: FakeVllm, big: tuple[FakeChatApi, str], tmp_path: Path
+) -> None:
+    fake, api_url = big
+    fake.gate = threading.Event()
+    db = tmp_path / "exp.sqlite"
+    url = shadow_proxy(start_proxy, api_url, db)
+    vllm.fail_statuses = [500] * 10
+    with pytest.raises(openai.InternalServerError):
+        client(url, max_retries=0).chat.completions.create(
+            model="fake-policy", messages=MESSAGES,
+            extra_headers={"X-TTS-Strategy": "majority", "X-TTS-Compare": "big"},
+        )  # fmt: skip
+    deadline = time.monotonic() + 10
+    metrics = ""
+    while 'outcome="abandoned"} 1.0' not in metrics and time.monotonic() < deadline:
+        metrics = httpx.get(url + "/metrics").text
+        time.sleep(0.05)
+    assert 'tts_shadow_comparisons_total{outcome="abandoned"} 1.0' in metrics
+    assert stored(db, timeout_s=0.3) == []
+
+
+def test_compare_on_requests_that_are_not_searched_is_reported_ignored(
+    start_proxy: ProxyFactory, big: tuple[FakeChatApi, str], tmp_path: Path
+) -> None:
+    url = shadow_proxy(start_proxy, big[1], tmp_path / "exp.sqlite")
+    plain = ask(url, "none", headers={"X-TTS-Compare": "big"})
+    assert plain.model_extra["tts"]["ignored_params"] == ["compare"]
+    routed = ask(url, model="big", headers={"X-TTS-Compare": "big"})
+    assert routed.model_extra["tts"]["ignored_params"] == ["compare"]
+    assert len(big[0].calls) == 1  # the route's own call, no comparison
