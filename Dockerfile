@@ -20,8 +20,8 @@ COPY cpu_stack ./cpu_stack
 COPY experiments ./experiments
 COPY tts_eval ./tts_eval
 # Versions come from PIP_CONSTRAINT (above), not from specifiers on this line.
-# hadolint ignore=DL3013
 # eval: litellm routes and shadow comparisons, the experiment store, `tts-eval report`.
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir --prefix=/install ".[eval,prm]"
 
 FROM python:3.11-slim

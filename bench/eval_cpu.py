@@ -44,10 +44,13 @@ def main() -> None:
     stack.prepare()
     common = ["--dataset", "math500", "--levels", args.levels, "--limit", str(args.problems),
               "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
-              "--usd-per-gpu-hour", str(USD_PER_HOUR), "--out", str(args.out)]  # fmt: skip
+              "--usd-per-gpu-hour", str(USD_PER_HOUR), "--timeout", "3600",
+              "--out", str(args.out)]  # fmt: skip
     with stack.serve(free_port()) as policy_url:
         settings = ProxySettings(
-            policy_urls=[policy_url], request_timeout_s=3600, top_candidates_in_response=64,
+            # An n=16 call of 512-token samples shares two cores with three others: minutes.
+            policy_urls=[policy_url], request_timeout_s=3600, policy_timeout_s=3600,
+            top_candidates_in_response=64,
             max_answer_tokens=args.max_tokens,
         )  # fmt: skip
         with serve(create_app(settings)) as proxy_url:

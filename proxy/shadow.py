@@ -81,7 +81,10 @@ class Shadow:
     async def _compare(self, ticket: ShadowTicket, request: ChatCompletionRequest) -> None:
         call = asyncio.create_task(self._baseline(ticket, request))
         try:
-            await asyncio.wait({ticket.primary})
+            # Bounded: a request cancelled before its search even started never reports back.
+            await asyncio.wait({ticket.primary}, timeout=self._settings.request_timeout_s + 5)
+            if not ticket.primary.done():
+                ticket.primary.cancel()
             if ticket.primary.cancelled():  # our search failed or the client left
                 self._metrics.shadow.labels("abandoned").inc()
                 return

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from experiments import Price
+from experiments import Comparison, Price
 from experiments.store import ExperimentStore, StoreError
 from tts_eval.datasets import DatasetError, load_problems
 from tts_eval.providers import ProviderKind, make_provider
@@ -138,7 +138,7 @@ def _window(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def _store_records(args: argparse.Namespace) -> list[object]:
+async def _store_records(args: argparse.Namespace) -> list[Comparison]:
     store = await ExperimentStore.open(args.store)
     try:
         return list(await store.comparisons(_window(args.since), _window(args.until)))
@@ -154,16 +154,20 @@ def _report(args: argparse.Namespace, console: Console) -> None:
     extra, extra_plots = "", []
     if args.store:
         records = asyncio.run(_store_records(args))
-        extra = "## Shadow comparisons\n\n" + shadow_table(records)  # type: ignore[arg-type]
-        rows += labelled_rows(records)  # type: ignore[arg-type]
+        extra = "## Shadow comparisons\n\n" + shadow_table(records)
+        rows += labelled_rows(records)
         out.mkdir(parents=True, exist_ok=True)
-        if write_agreement_plot(records, out / "agreement_vs_budget.png"):  # type: ignore[arg-type]
+        if write_agreement_plot(records, out / "agreement_vs_budget.png"):
             extra_plots.append(out / "agreement_vs_budget.png")
     if not rows and not extra:
         raise UsageError("no rows found in " + ", ".join(map(str, args.folders)))
     _, table, files = write_report(rows, out, enable_html=args.html, extra_table=extra,
                                    extra_plots=extra_plots)  # fmt: skip
-    console.print(Markdown(extra + "\n\n" + table if extra else table))
+    text = extra + "\n\n" + table if extra else table
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:  # piped or logged: the markdown itself, unwrapped
+        print(text)
     console.print("wrote " + ", ".join(str(f) for f in files))
 
 
