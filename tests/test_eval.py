@@ -23,7 +23,8 @@ from tests.conftest import ProxyFactory
 from tts_eval.__main__ import main
 from tts_eval.datasets import DatasetError, load_problems
 from tts_eval.grading import grade
-from tts_eval.rows import read_rows
+from tts_eval.rows import Row, read_rows
+from tts_eval.stats import difficulty_bins, wilson
 
 PROBLEMS = [
     {"id": f"p{i}", "problem": f"What is {i} + {4 - i}?", "answer": "4", "level": 1 + i % 2}
@@ -176,8 +177,9 @@ def test_failed_requests_are_reported_and_rerun(
     assert len(read_rows([tmp_path])) == 2
 
 
-def test_resume_after_ctrl_c_and_after_a_torn_line(
-    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_resume_after_a_stop_and_after_a_torn_line(
+    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path, stop: signal.Signals
 ) -> None:
     fake, url = api
     fake.delay_s = 0.4
@@ -189,10 +191,13 @@ def test_resume_after_ctrl_c_and_after_a_torn_line(
     deadline = time.monotonic() + 60
     while len(read_rows([out])) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     output, _ = process.communicate(timeout=30)
-    assert process.returncode == 130, output
-    assert "run the same command to resume" in output
+    if stop == signal.SIGINT:
+        assert process.returncode == 130, output
+        assert "run the same command to resume" in output
+    else:
+        assert process.returncode == -signal.SIGKILL
     kept = read_rows([out])
     assert 2 <= len(kept) < 5
     lines = (out / "rows.jsonl").read_text().splitlines()
@@ -226,3 +231,26 @@ def test_gpu_hour_prices_use_the_runs_measured_throughput(
     rate = 3.6 / 3600 / run["tokens_per_s"]
     for row in read_rows([tmp_path]):  # one rate for the whole run, not each row's moment
         assert row.cost_usd == pytest.approx(row.tokens * rate)
+
+
+def _row(problem: str, correct: bool, strategy: str = "cot", sample: int = 0) -> Row:
+    return Row(id=problem, model="m", provider="openai", strategy=strategy, budget=1,
+               sample=sample, answer="", reference="1", correct=correct, prompt_tokens=1,
+               completion_tokens=1, hidden_tokens=0, latency_s=1.0, cost_usd=None,
+               level=2)  # fmt: skip
+
+
+def test_difficulty_bins_follow_pass_at_1_when_problems_have_several_samples() -> None:
+    rows = [_row("easy", s < 3, sample=s) for s in range(4)]
+    rows += [_row("medium", s == 0, sample=s) for s in range(4)]
+    rows += [_row("hard", False, sample=s) for s in range(4)]
+    rows += [_row("hard", True, strategy="best_of_n")]  # search rows do not decide difficulty
+    assert difficulty_bins(rows) == {"easy": "easy", "medium": "medium", "hard": "hard"}
+    assert difficulty_bins([_row("one", True)]) == {"one": "level 2"}
+
+
+def test_wilson_interval() -> None:
+    assert wilson(0, 0) == (0.0, 0.0)
+    low, high = wilson(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    assert wilson(0, 5)[0] == 0.0 and wilson(5, 5)[1] == 1.0
