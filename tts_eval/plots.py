@@ -12,13 +12,15 @@ import matplotlib
 matplotlib.use("Agg")  # a file renderer; must precede pyplot's import
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from tts_eval.rows import Row
 from tts_eval.stats import Group, difficulty_bins, wilson
 
-__all__ = ["plot_all"]
+__all__ = ["plot_all", "save_figure"]
 
 XAxis = Callable[[Group], float | None]
+_ACCURACY = "accuracy (%) ± 95 % CI"
 
 
 def _lines(ax: Axes, groups: list[Group], x_of: XAxis) -> None:
@@ -49,6 +51,21 @@ def _bands(ax: Axes, groups: list[Group], x_of: XAxis | None) -> None:
             ax.plot([x], [group.accuracy * 100], marker="*", markersize=12, color=colour)
 
 
+def save_figure(fig: Figure, ax: Axes, path: Path, *, xlabel: str, ylabel: str, title: str,
+                log_base: int | None = None) -> None:  # fmt: skip
+    """Label, lay out, write and close one figure."""
+    if log_base is not None:
+        ax.set_xscale("log", base=log_base)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _figure(groups: list[Group], x_of: XAxis, xlabel: str, title: str, path: Path,
             log2: bool = False, band_x: bool = True) -> bool:  # fmt: skip
     if not any(x_of(g) is not None for g in groups if not g.is_baseline):
@@ -56,15 +73,8 @@ def _figure(groups: list[Group], x_of: XAxis, xlabel: str, title: str, path: Pat
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _lines(ax, groups, x_of)
     _bands(ax, groups, x_of if band_x else None)
-    ax.set_xscale("log", base=2 if log2 else 10)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy (%) ± 95 % CI")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, xlabel=xlabel, ylabel=_ACCURACY, title=title,
+                log_base=2 if log2 else 10)  # fmt: skip
     return True
 
 
@@ -95,12 +105,8 @@ def _by_difficulty(rows: list[Row], path: Path) -> bool:
             high.append((hi - accuracy) * 100)
         ax.bar(xs, ys, width, yerr=[low, high], capsize=2, label=label)
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], names)
-    ax.set_ylabel("accuracy (%) ± 95 % CI")
-    ax.set_title("Accuracy by difficulty")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, xlabel="difficulty", ylabel=_ACCURACY,
+                title="Accuracy by difficulty")  # fmt: skip
     return True
 
 

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 
 from experiments import Comparison
 from tts_eval.grading import equivalent
+from tts_eval.plots import save_figure
 from tts_eval.report import markdown_table
 from tts_eval.rows import Row
 from tts_eval.stats import wilson
@@ -132,13 +133,7 @@ def write_agreement_plot(records: list[Comparison], path: Path) -> bool:
         ax.errorbar([p[0] for p in points], [p[1] for p in points],
                     yerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]],
                     marker="o", capsize=3, label=label)  # fmt: skip
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("budget N (log2)")
-    ax.set_ylabel("agreement with the baseline (%) ± 95 % CI")
-    ax.set_title("Shadow comparisons: agreement vs budget")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, path, xlabel="budget N (log2)", log_base=2,
+                ylabel="agreement with the baseline (%) ± 95 % CI",
+                title="Shadow comparisons: agreement vs budget")  # fmt: skip
     return True
