@@ -31,6 +31,7 @@ class FakeChatApi:
     answer: Answer = _boxed_four
     model: str = "fake-big"
     gate: threading.Event | None = None
+    gate_after: int = 0  # this many calls pass before the gate applies
     fail_statuses: list[int] = field(default_factory=list)
     delay_s: float = 0.0  # before each reply, without blocking other requests
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -54,7 +55,7 @@ class FakeChatApi:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             await asyncio.sleep(self.delay_s)
-            if self.gate is not None:  # set from the test's thread
+            if self.gate is not None and len(self.calls) > self.gate_after:  # set by the test
                 await asyncio.to_thread(self.gate.wait)
         finally:
             self.in_flight -= 1
