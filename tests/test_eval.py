@@ -189,12 +189,17 @@ def test_resume_after_a_stop_and_after_a_torn_line(
                "litellm", "--model", "openai/fake-big", "--endpoint", url, "--api-key", "x",
                "--concurrency", "1", "--out", str(out)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while (len(read_rows([out])) < 2 or len(fake.calls) < 3) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(stop)
-    output, _ = process.communicate(timeout=30)
-    fake.gate.set()
+    try:
+        deadline = time.monotonic() + 60
+        while (len(read_rows([out])) < 2 or len(fake.calls) < 3) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(stop)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        fake.gate.set()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     if stop == signal.SIGINT:
         assert process.returncode == 130, output
         assert "run the same command to resume" in output

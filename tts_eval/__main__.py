@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from tts_eval.shadow_report import labelled_rows, shadow_table, write_agreement_
 
 __all__ = ["main"]
 
+_CLEANUP_S = 5.0
 STRATEGIES = ("none", "auto", "cot", "majority", "best_of_n", "beam_search", "dvts")
 
 
@@ -91,7 +94,29 @@ def _progress_text(summary: RunSummary) -> str:
     return f"acc {acc} · ${summary.cost_usd:.4f} · {summary.failed} failed"
 
 
+def _on_ctrl_c(console: Console) -> None:
+    """Ctrl-C cancels the run (finished rows are on disk already). Cleanup gets a few seconds:
+    an SDK that swallows the cancellation (litellm's retries) must not keep the run alive, and a
+    second Ctrl-C exits at once."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    pressed = 0
+
+    def handler() -> None:
+        nonlocal pressed
+        pressed += 1
+        if pressed == 1 and main is not None:
+            console.print("interrupted: finished rows are saved; run the same command to resume")
+            main.cancel()
+            loop.call_later(_CLEANUP_S, os._exit, 130)
+        else:
+            os._exit(130)
+
+    loop.add_signal_handler(signal.SIGINT, handler)
+
+
 async def _run(args: argparse.Namespace, console: Console) -> RunSummary:
+    _on_ctrl_c(console)
     problems = load_problems(args.dataset)
     if args.levels:
         problems = [p for p in problems if p.level in args.levels]
@@ -184,8 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1 if summary.failed else 0
         _report(args, console)
         return 0
-    except KeyboardInterrupt:
-        console.print("interrupted: finished rows are saved; run the same command to resume")
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
     except (UsageError, DatasetError, StoreError, ValueError) as exc:
         console.print(f"tts-eval: error: {exc}")
