@@ -3,6 +3,7 @@ baseline's litellm response, with answers, tokens, dollars and latency. Pure fun
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,12 +74,10 @@ def comparison(primary: Primary, baseline: tuple[Side, str], settings: ProxySett
     )  # fmt: skip
     side, their_text = baseline
     agree, match = answers_agree(text, their_text, markers) if side.status == "ok" else (None, None)
-    side = Side(
-        model=side.model, status=side.status, answer=_answer(their_text, markers),
+    side = dataclasses.replace(
+        side, answer=_answer(their_text, markers),
         text=their_text if settings.store_text and their_text else None,
-        prompt_tokens=side.prompt_tokens, completion_tokens=side.completion_tokens,
-        hidden_tokens=side.hidden_tokens, cost_usd=side.cost_usd,
-        latency_s=round(side.latency_s or 0.0, 4), error=side.error,
+        latency_s=round(side.latency_s or 0.0, 4),
     )  # fmt: skip
     tts = completion.tts or {}
     keys = ("strategy", "budget_spent", "scorer", "auto", "reason")
