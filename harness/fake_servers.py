@@ -3,7 +3,9 @@
 ``FakeVllm`` renders chats with a ChatML template, tokenizes one character per token id (so
 ``/detokenize`` is exact), and answers ``/v1/completions`` from ``script(prefix, i)``: the rest of
 sample ``i``'s answer after the partial answer ``prefix``. It cuts at ``stop`` strings and
-``max_tokens`` (whitespace-separated words are tokens) and reports usage as vLLM does.
+``max_tokens`` (whitespace-separated words are tokens) and reports usage as vLLM does. A raw
+prompt (legacy completions, ``add_special_tokens`` true) continues after its last ``Answer:``.
+``/v1/responses`` answers a plain text response (streamed as vLLM does) and records the call.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class FakeVllm:
     retry_after: str | None = None
     completion_calls: list[dict[str, Any]] = field(default_factory=list)
     chat_calls: list[dict[str, Any]] = field(default_factory=list)
+    responses_calls: list[dict[str, Any]] = field(default_factory=list)
     reported_usage: list[dict[str, int]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
     in_flight: int = 0
@@ -74,6 +77,7 @@ class FakeVllm:
         app.post("/detokenize")(self._detokenize)
         app.post("/v1/completions")(self._completions)
         app.post("/v1/chat/completions")(self._chat)
+        app.post("/v1/responses")(self._responses)
         return app
 
     async def _models(self) -> dict[str, Any]:
@@ -122,8 +126,11 @@ class FakeVllm:
         choices = []
         completion_tokens = 0
         for p, prompt in enumerate(prompts):
-            assert prompt.count(_ASSISTANT) >= 1, "prompt lost its chat template"
-            prefix = prompt.rsplit(_ASSISTANT, 1)[1]
+            if body.get("add_special_tokens", True):  # a client's raw prompt
+                prefix = prompt.rsplit("Answer:", 1)[1] if "Answer:" in prompt else ""
+            else:
+                assert prompt.count(_ASSISTANT) >= 1, "prompt lost its chat template"
+                prefix = prompt.rsplit(_ASSISTANT, 1)[1]
             for i in range(n):
                 choice = self._choice(self.script(prefix, i), body, p * n + i, i)
                 completion_tokens += len(choice["logprobs"]["tokens"])
@@ -157,6 +164,9 @@ class FakeVllm:
                          "text_offset": offsets, "top_logprobs": None},
         }  # fmt: skip
 
+    async def _responses(self, request: Request) -> Any:
+        return await _responses_endpoint(self, request)
+
     async def _chat(self, request: Request) -> Any:
         body = await request.json()
         self.chat_calls.append(body)
@@ -177,6 +187,37 @@ class FakeVllm:
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _response(model: str, text: str) -> dict[str, Any]:
+    item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+    usage = {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": 10}  # fmt: skip
+    return {"id": "resp_up", "object": "response", "created_at": 0, "status": "completed",
+            "model": model, "output": [item], "parallel_tool_calls": True, "tool_choice": "auto",
+            "tools": [], "usage": usage}  # fmt: skip
+
+
+async def _responses_endpoint(fake: FakeVllm, request: Request) -> Any:
+    body = await request.json()
+    fake.responses_calls.append(body)
+    done = _response(fake.model, "plain response from the policy")
+    if not body.get("stream"):
+        return done
+
+    async def events() -> Any:
+        pending = done | {"status": "in_progress", "output": [], "usage": None}
+        delta = {"type": "response.output_text.delta", "item_id": "msg_up", "output_index": 0,
+                 "content_index": 0, "delta": "plain response", "logprobs": []}  # fmt: skip
+        sequence: list[dict[str, Any]] = [{"type": "response.created", "response": pending}, delta,
+                    {"type": "response.completed", "response": done}]  # fmt: skip
+        for number, event in enumerate(sequence):
+            event["sequence_number"] = number
+            yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 @dataclass

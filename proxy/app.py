@@ -14,11 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from proxy.clients import PromptRenderer
-from proxy.errors import InternalError, InvalidRequestError, ProxyError
+from proxy.errors import InternalError, InvalidRequestError, ProxyError, http_error
 from proxy.large_api import load_litellm
 from proxy.metrics import Metrics
 from proxy.profiles import load_rules
 from proxy.routes import router
+from proxy.routes_completions import router as completions_router
+from proxy.routes_responses import router as responses_router
 from proxy.service import Admission, AppState, PolicyPool
 from proxy.settings import ProxySettings
 from proxy.shadow import Shadow
@@ -89,6 +91,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
 
     app = FastAPI(title="tts-proxy", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(responses_router)
+    app.include_router(completions_router)
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
@@ -107,10 +111,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = ProxyError(str(exc.detail), code=str(exc.status_code))
-        error.status_code = exc.status_code
-        error.type = "invalid_request_error" if exc.status_code < 500 else "internal_error"
-        return JSONResponse(error.body(), status_code=exc.status_code)
+        return await _proxy_error(request, http_error(request.method, request.url.path, exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

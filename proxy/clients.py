@@ -35,7 +35,7 @@ class CallStats:
     policy_s: float = 0.0
     prm_s: float = 0.0
     render_s: float = 0.0
-    cached_prompt_tokens: int = 0
+    cached_prompt_tokens: int | None = None  # None: the policy server reports no cache hits
     upstream_models: set[str] = field(default_factory=set)
 
 
@@ -85,7 +85,10 @@ class VllmPolicy:
         prompt: str,
         stats: CallStats,
         extra: dict[str, Any] | None = None,
+        *,
+        is_templated: bool = True,
     ) -> None:
+        self._is_templated = is_templated
         self._upstream = upstream
         self._model = model
         self._prompt = prompt
@@ -102,7 +105,8 @@ class VllmPolicy:
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
             "logprobs": 0,  # the sampled token's log-prob: per-sample token counts and confidence
-            "add_special_tokens": False,  # the rendered template already holds BOS etc.
+            # A rendered chat template already holds BOS etc.; a client's raw prompt does not.
+            "add_special_tokens": not self._is_templated,
         }
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
@@ -112,6 +116,11 @@ class VllmPolicy:
             data = await self._upstream.post_json("/completions", payload)
         finally:
             self._stats.policy_s += time.perf_counter() - started
+        details = (data.get("usage") or {}).get("prompt_tokens_details") or {}
+        if isinstance(details.get("cached_tokens"), int):
+            self._stats.cached_prompt_tokens = (self._stats.cached_prompt_tokens or 0) + details[
+                "cached_tokens"
+            ]
         return _parse_completions(data, len(prefixes), n, sampling)
 
 

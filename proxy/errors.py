@@ -6,6 +6,8 @@ Hierarchy::
      +-- InvalidRequestError      400 invalid_request_error
      +-- AuthenticationError      401 authentication_error
      +-- ModelNotFoundError       404 invalid_request_error / model_not_found
+     +-- NotFoundError            404 invalid_request_error / not_found (an unknown route)
+     +-- MethodNotAllowedError    405 invalid_request_error / method_not_allowed
      +-- OverloadedError          429 rate_limit_error / overloaded
      +-- UpstreamError            502 upstream_error
      |    +-- UpstreamTimeoutError  504 upstream_timeout
@@ -17,15 +19,25 @@ Every error leaves the proxy as ``{"error": {"message", "type", "param", "code"}
 from __future__ import annotations
 
 __all__ = [
+    "ENDPOINTS",
     "AuthenticationError",
     "InternalError",
     "InvalidRequestError",
+    "MethodNotAllowedError",
     "ModelNotFoundError",
+    "NotFoundError",
     "OverloadedError",
     "ProxyError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "http_error",
 ]
+
+# What this server answers; named in every 404/405 so a client's author sees what to change.
+ENDPOINTS = (
+    "POST /v1/chat/completions", "POST /v1/responses", "POST /v1/completions", "GET /v1/models",
+    "GET /v1/models/{model}", "GET /health", "GET /metrics",
+)  # fmt: skip
 
 
 class ProxyError(Exception):
@@ -70,6 +82,18 @@ class ModelNotFoundError(ProxyError):
     code = "model_not_found"
 
 
+class NotFoundError(ProxyError):
+    status_code = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowedError(ProxyError):
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class OverloadedError(ProxyError):
     status_code = 429
     type = "rate_limit_error"
@@ -91,3 +115,17 @@ class InternalError(ProxyError):
     status_code = 500
     type = "internal_error"
     code = "internal_error"
+
+
+def http_error(method: str, path: str, exc: Exception) -> ProxyError:
+    """A routing-level HTTP error (unknown path, wrong method, ...) as a ``ProxyError``."""
+    status = int(getattr(exc, "status_code", 500))
+    endpoints = "; this server has: " + ", ".join(ENDPOINTS)
+    if status == 404:
+        return NotFoundError(f"unknown endpoint {method} {path}{endpoints}")
+    if status == 405:
+        return MethodNotAllowedError(f"method {method} is not allowed on {path}{endpoints}")
+    error = ProxyError(str(getattr(exc, "detail", exc)), code=str(status))
+    error.status_code = status
+    error.type = "invalid_request_error" if status < 500 else "internal_error"
+    return error

@@ -9,10 +9,43 @@ import os
 from typing import Any
 
 from proxy.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
-from proxy.protocol import ChatCompletionRequest
+from proxy.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    CompletionTokensDetails,
+    ResponseMessage,
+    Usage,
+)
 from proxy.settings import ProxySettings
 
-__all__ = ["litellm_call", "litellm_params", "load_litellm"]
+__all__ = ["as_completion", "litellm_call", "litellm_params", "load_litellm"]
+
+
+def as_completion(response: Any, tts: dict[str, Any]) -> ChatCompletion:
+    """A litellm ``ModelResponse`` as our ``ChatCompletion`` (first choice, text only)."""
+    data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+    choice = (data.get("choices") or [{}])[0]
+    usage = data.get("usage") or {}
+    details = usage.get("completion_tokens_details") or {}
+    prompt, completion = (
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+    )
+    text = (choice.get("message") or {}).get("content")
+    finish: Any = "length" if choice.get("finish_reason") == "length" else "stop"
+    return ChatCompletion(
+        id=str(data.get("id") or "chatcmpl-litellm"),
+        created=int(data.get("created") or 0),
+        model=str(data.get("model") or ""),
+        choices=[Choice(index=0, finish_reason=finish,
+                        message=ResponseMessage(content=text))],
+        usage=Usage(prompt_tokens=prompt, completion_tokens=completion,
+                    total_tokens=prompt + completion,
+                    completion_tokens_details=CompletionTokensDetails(
+                        reasoning_tokens=int(details.get("reasoning_tokens") or 0))),
+        tts=tts,
+    )  # fmt: skip
 
 
 def litellm_params(settings: ProxySettings, request: ChatCompletionRequest) -> dict[str, Any]:

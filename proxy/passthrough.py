@@ -1,10 +1,13 @@
 """Requests that are not searched: plain pass-through to the policy server (strategy ``none``,
-tools, structured output, images) and large-API routes through litellm (for A/B comparisons).
+tools, structured output, images; on chat, Responses and legacy completions alike) and large-API
+routes through litellm (for A/B comparisons). Pass-through answers carry a ``tts`` note too: on
+the body, or on the last event of a stream.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,12 +19,19 @@ from proxy.protocol import ChatCompletionRequest
 from proxy.service import AppState
 from proxy.streaming import DONE, sse
 
-__all__ = ["litellm_completion", "open_policy_stream", "policy_completion"]
+__all__ = [
+    "chat_payload",
+    "litellm_completion",
+    "open_policy_stream",
+    "policy_json",
+    "tts_note",
+    "with_tts_note",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def _payload(request: ChatCompletionRequest, model: str, state: AppState) -> dict[str, Any]:
+def chat_payload(request: ChatCompletionRequest, model: str, state: AppState) -> dict[str, Any]:
     payload = request.model_dump(exclude={"tts"}, exclude_none=True)
     payload["model"] = model
     if "seed" in payload and not state.settings.forward_seed:
@@ -29,31 +39,32 @@ def _payload(request: ChatCompletionRequest, model: str, state: AppState) -> dic
     return payload
 
 
-def _tts_note(plan: Plan, state: AppState) -> dict[str, Any]:
+def tts_note(plan: Plan) -> dict[str, Any]:
+    """What a pass-through answer says about itself."""
     ignored = ["seed"] if "seed" in plan.ignored_params else []
     if plan.compare:  # shadow comparisons are made for searched requests only
         ignored.append("compare")
-    return {"strategy": "none", "reason": plan.passthrough_reason or plan.reason,
+    reason = plan.passthrough_reason or plan.reason
+    return {"strategy": "none", "requested_strategy": plan.requested, "reason": reason,
             "ignored_params": ignored}  # fmt: skip
 
 
-async def policy_completion(
-    state: AppState, request: ChatCompletionRequest, model: str, plan: Plan
+async def policy_json(
+    state: AppState, path: str, payload: dict[str, Any], plan: Plan
 ) -> dict[str, Any]:
-    """One non-streaming chat completion straight from a policy replica."""
-    upstream = state.policy.pick()
-    data = await upstream.post_json("/chat/completions", _payload(request, model, state))
-    data["tts"] = _tts_note(plan, state)
+    """One non-streaming answer straight from a policy replica, with the ``tts`` note."""
+    data = await state.policy.pick().post_json(path, payload)
+    data["tts"] = tts_note(plan)
     return data
 
 
 @contextlib.asynccontextmanager
 async def open_policy_stream(
-    state: AppState, request: ChatCompletionRequest, model: str
+    state: AppState, path: str, payload: dict[str, Any]
 ) -> AsyncIterator[AsyncIterator[bytes]]:
     """Open the upstream stream (errors surface here, before our response starts)."""
     upstream = state.policy.pick()
-    async with upstream.stream("/chat/completions", _payload(request, model, state)) as response:
+    async with upstream.stream(path, payload) as response:
 
         async def lines() -> AsyncIterator[bytes]:
             try:
@@ -68,6 +79,42 @@ async def open_policy_stream(
                 yield DONE
 
         yield lines()
+
+
+async def with_tts_note(lines: AsyncIterator[bytes], note: dict[str, Any]) -> AsyncIterator[bytes]:
+    """Relay SSE lines unchanged, except that the last data event (before ``[DONE]``, or at the
+    end of a stream without one) gains a ``tts`` field. Lines after a held event are held with it,
+    so the framing is exactly the upstream's."""
+    held: list[bytes] = []
+    async for line in lines:
+        is_done = line.startswith(b"data: [DONE]")
+        if line.startswith(b"data: ") and not is_done:
+            for kept in held:
+                yield kept
+            held = [line]
+        elif is_done and held:
+            for kept in [_attach(held[0], note), *held[1:]]:
+                yield kept
+            held = []
+            yield line
+        elif held:
+            held.append(line)
+        else:
+            yield line
+    if held:
+        for kept in [_attach(held[0], note), *held[1:]]:
+            yield kept
+
+
+def _attach(line: bytes, note: dict[str, Any]) -> bytes:
+    try:
+        data = json.loads(line[len(b"data: ") :])
+    except ValueError:
+        return line
+    if not isinstance(data, dict) or "error" in data:
+        return line
+    data["tts"] = note
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n".encode()
 
 
 async def litellm_completion(state: AppState, route: str, request: ChatCompletionRequest) -> Any:

@@ -18,13 +18,17 @@ __all__ = [
     "ChatMessage",
     "Choice",
     "ChunkChoice",
+    "CompletionRequest",
     "CompletionTokensDetails",
     "Delta",
     "ErrorBody",
     "ErrorResponse",
     "ModelCard",
     "ModelList",
+    "PromptTokensDetails",
     "ResponseMessage",
+    "TextChoice",
+    "TextCompletion",
     "TtsOptions",
     "Usage",
 ]
@@ -102,10 +106,15 @@ class CompletionTokensDetails(BaseModel):
     reasoning_tokens: int
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None  # when the policy server reports it
     completion_tokens_details: CompletionTokensDetails
 
 
@@ -164,3 +173,44 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class CompletionRequest(BaseModel):
+    """Legacy ``/v1/completions``. Passed through unchanged unless a strategy is asked for."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    prompt: str | list[str] | list[int] | list[list[int]]
+    best_of: int | None = Field(default=None, ge=1, le=128)
+    echo: bool | None = None
+    logprobs: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    n: int = Field(default=1, ge=1, le=128)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    suffix: str | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    user: str | None = None
+    tts: TtsOptions | None = None
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class TextCompletion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+    tts: dict[str, JSONValue] | None = None

@@ -5,6 +5,7 @@ honest usage and the ``tts`` extension object. Pure functions, no I/O.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from proxy.control import Plan
@@ -15,41 +16,74 @@ from proxy.protocol import (
     ChunkChoice,
     CompletionTokensDetails,
     Delta,
+    PromptTokensDetails,
     ResponseMessage,
     Usage,
 )
 from proxy.service import SearchOutcome
-from strategies import AnswerChoice, SearchResult
+from strategies import SearchResult
 
-__all__ = ["build_completion", "completion_chunks", "tts_extension", "usage_of"]
-
-
-def _returned(result: SearchResult, n: int) -> list[AnswerChoice]:
-    """The top-``n`` distinct answers (fewer when fewer exist)."""
-    return list(result.choices[:n])
+__all__ = ["build_completion", "completion_chunks", "cut_at_stop", "tts_extension", "usage_of"]
 
 
-def usage_of(result: SearchResult, n: int) -> Usage:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Returned:
+    """One returned choice: its text (cut at the request's stop strings) and its token count."""
+
+    text: str
+    tokens: int
+    finish_reason: Any
+
+
+def cut_at_stop(text: str, stop: str | Sequence[str] | None) -> str | None:
+    """``text`` up to the first of the ``stop`` strings (excluded), as vLLM cuts; None if none."""
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    found = [pos for pos in (text.find(s) for s in stops if s) if pos >= 0]
+    return text[: min(found)] if found else None
+
+
+def _returned(
+    result: SearchResult, n: int, stop: str | Sequence[str] | None = None
+) -> list[_Returned]:
+    """The top-``n`` distinct answers (fewer when fewer exist), each cut at a stop string.
+
+    A cut answer's token count is its share of the candidate's tokens by characters: the tokens
+    after the stop were generated (and are counted as reasoning) but not returned.
+    """
+    out = []
+    for choice in result.choices[:n]:
+        candidate = result.candidates[choice.candidate_index].candidate
+        finish = "length" if candidate.is_truncated else "stop"
+        text, tokens = choice.text, candidate.completion_tokens
+        cut = cut_at_stop(text, stop)
+        if cut is not None:
+            tokens = round(tokens * len(cut) / max(len(text), 1))
+            text, finish = cut, "stop"
+        out.append(_Returned(text, tokens, finish))
+    return out
+
+
+def usage_of(
+    result: SearchResult,
+    n: int,
+    stop: str | Sequence[str] | None = None,
+    cached_tokens: int | None = None,
+) -> Usage:
     """Tokens summed over every policy call; reasoning = generated tokens not returned."""
-    returned = sum(
-        result.candidates[c.candidate_index].candidate.completion_tokens
-        for c in _returned(result, n)
-    )
+    returned = sum(r.tokens for r in _returned(result, n, stop))
     completion = result.usage.completion_tokens
     prompt = result.usage.prompt_tokens
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
+        prompt_tokens_details=(
+            PromptTokensDetails(cached_tokens=cached_tokens) if cached_tokens is not None else None
+        ),
         completion_tokens_details=CompletionTokensDetails(
             reasoning_tokens=max(completion - returned, 0)
         ),
     )
-
-
-def _finish_reason(result: SearchResult, choice: AnswerChoice) -> Any:
-    candidate = result.candidates[choice.candidate_index].candidate
-    return "length" if candidate.is_truncated else "stop"
 
 
 def tts_extension(
@@ -129,21 +163,19 @@ def build_completion(
     created: int,
     model: str,
     tts: dict[str, Any],
+    stop: str | Sequence[str] | None = None,
+    cached_tokens: int | None = None,
 ) -> ChatCompletion:
     choices = [
-        Choice(
-            index=i,
-            message=ResponseMessage(content=choice.text),
-            finish_reason=_finish_reason(result, choice),
-        )
-        for i, choice in enumerate(_returned(result, n))
+        Choice(index=i, message=ResponseMessage(content=r.text), finish_reason=r.finish_reason)
+        for i, r in enumerate(_returned(result, n, stop))
     ]
     return ChatCompletion(
         id=request_id,
         created=created,
         model=model,
         choices=choices,
-        usage=usage_of(result, n),
+        usage=usage_of(result, n, stop, cached_tokens),
         tts=tts,
     )
 

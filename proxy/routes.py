@@ -4,58 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
-from starlette.types import Message
 
-from proxy.control import Plan, resolve_plan
-from proxy.errors import AuthenticationError, InvalidRequestError
-from proxy.passthrough import litellm_completion, open_policy_stream, policy_completion
-from proxy.profiles import apply_profile, profile_of
+from proxy.control import Plan, resolve_plan, split_alias
+from proxy.http import disconnected, get_state, parse_body, require_key, until_disconnect
+from proxy.passthrough import (
+    chat_payload,
+    litellm_completion,
+    open_policy_stream,
+    policy_json,
+    tts_note,
+    with_tts_note,
+)
+from proxy.pipeline import prepare_search
 from proxy.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
-from proxy.responses import build_completion, tts_extension
-from proxy.service import AppState, check_model, run_search
+from proxy.service import AppState, check_model, model_not_found
 from proxy.streaming import search_events
 
-__all__ = ["router"]
+__all__ = ["relay", "result_headers", "router", "strategy_headers"]
 
 router = APIRouter()
-_T = TypeVar("_T")
 
 
-async def get_state(request: Request) -> AppState:
-    state: AppState = request.app.state.tts
-    return state
-
-
-async def require_key(request: Request, state: AppState = Depends(get_state)) -> None:  # noqa: B008
-    keys = state.settings.api_keys
-    if not keys:
-        return
-    header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else ""
-    if not any(token == key.get_secret_value() for key in keys):
-        raise AuthenticationError("missing or invalid API key (Authorization: Bearer ...)")
-
-
-@router.get("/v1/models", dependencies=[Depends(require_key)])
-async def list_models(state: AppState = Depends(get_state)) -> ModelList:  # noqa: B008
+async def _model_cards(state: AppState) -> list[ModelCard]:
     now = int(time.time())
     cards = [ModelCard(id=await state.policy.model(), created=now, owned_by="tts-proxy")]
     cards += [
         ModelCard(id=name, created=now, owned_by="litellm")
         for name in state.settings.litellm_routes
     ]
-    return ModelList(data=cards)
+    return cards
+
+
+@router.get("/v1/models", dependencies=[Depends(require_key)])
+async def list_models(state: AppState = Depends(get_state)) -> ModelList:  # noqa: B008
+    return ModelList(data=await _model_cards(state))
+
+
+@router.get("/v1/models/{model:path}", dependencies=[Depends(require_key)])
+async def get_model(model: str, state: AppState = Depends(get_state)) -> ModelCard:  # noqa: B008
+    """One model card, answered from what the proxy knows (the policy server need not serve it).
+    A strategy alias (``beam_search-16/<model>``) names the model it searches over."""
+    cards = await _model_cards(state)
+    base, strategy, _ = split_alias(model)
+    for card in cards:
+        if model == card.id or (strategy is not None and base == card.id):
+            return card.model_copy(update={"id": model})
+    raise model_not_found(state, cards[0].id, model)
 
 
 @router.get("/health")
@@ -89,91 +91,47 @@ async def metrics(state: AppState = Depends(get_state)) -> Response:  # noqa: B0
 async def chat_completions(request: Request, state: AppState = Depends(get_state)) -> Response:  # noqa: B008
     started = time.perf_counter()
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    chat = _parse(await request.body())
+    chat = parse_body(await request.body(), ChatCompletionRequest)
     plan = resolve_plan(chat, request.headers, state.settings)
-    headers = {"X-Request-Id": request_id, "X-TTS-Strategy": plan.strategy}
+    headers = strategy_headers(request_id, plan)
     route = state.settings.litellm_routes.get(plan.model)
     if route is not None:
         return await _litellm(state, route, chat, plan, headers, request)
     model = await check_model(state, plan.model)
     if plan.strategy == "none":
         return await _passthrough(state, chat, model, plan, headers, request)
-    profile = profile_of(model, plan.scorer, state.settings, state.rules)
-    has_sampling = chat.temperature is not None or chat.top_p is not None
-    plan = apply_profile(plan, profile, state.rules, request_has_sampling=has_sampling)
-
-    target = state.shadow.target(plan)
-    ticket = state.shadow.start(target, chat) if target else None
-
-    async def work() -> ChatCompletion:
-        try:
-            outcome = await run_search(state, plan, chat, model, profile)
-        except BaseException:
-            if ticket is not None:
-                state.shadow.abandon(ticket)
-            raise
-        total_s = time.perf_counter() - started
-        tts = tts_extension(plan, outcome, total_s=total_s, ignored=plan.ignored_params)
-        tts["profile"] = {"size": profile.size, "params_b": profile.params_b,
-                          "family": profile.family.name if profile.family else None,
-                          "scorer": profile.scorer}  # fmt: skip
-        if target is not None:
-            tts["compare"] = {"model": target, "status": "recording" if ticket else "skipped"}
-        completion = build_completion(
-            result=outcome.result, n=chat.n, request_id=request_id,
-            created=int(time.time()), model=model, tts=tts,
-        )  # fmt: skip
-        _record(state, plan, completion, total_s, outcome.upstream_s)
-        if ticket is not None:
-            state.shadow.finish(ticket, request_id=request_id, plan=plan, completion=completion,
-                                latency_s=total_s, prompt=_prompt_json(chat))  # fmt: skip
-        return completion
-
+    job = prepare_search(state, chat, plan, model, request_id=request_id, started=started)
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         events = search_events(
-            work, include_usage=include_usage,
+            job.run, include_usage=include_usage,
             keepalive_s=state.settings.keepalive_interval_s, request_id=request_id,
-            disconnected=lambda: _disconnected(request),
+            disconnected=lambda: disconnected(request),
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    completion = await _until_disconnect(request, work())
-    tts = completion.tts or {}
-    headers["X-TTS-Budget-Spent"] = str(tts.get("budget_spent", 0))
-    headers["X-TTS-Overhead-Ms"] = str(tts.get("latency_ms", {}).get("proxy", 0))
+    completion = await until_disconnect(request, job.run())
+    headers.update(result_headers(completion))
     return JSONResponse(completion.model_dump(exclude_none=False), headers=headers)
 
 
-def _prompt_json(chat: ChatCompletionRequest) -> str:
-    return json.dumps([m.model_dump(exclude_none=True) for m in chat.messages], ensure_ascii=False)
+def strategy_headers(request_id: str, plan: Plan) -> dict[str, str]:
+    """What is known before the search runs. ``auto`` decides its method while searching, so a
+    streamed ``auto`` response names only the requested strategy here; the method that ran is in
+    the ``tts`` object of its last chunk (and in ``X-TTS-Strategy`` of non-streamed responses)."""
+    headers = {"X-Request-Id": request_id, "X-TTS-Requested-Strategy": plan.requested}
+    if plan.strategy != "auto":
+        headers["X-TTS-Strategy"] = plan.strategy
+    return headers
 
 
-def _parse(raw: bytes) -> ChatCompletionRequest:
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
-    try:
-        return ChatCompletionRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise InvalidRequestError(f"{param}: {first['msg']}", param=param) from exc
-
-
-def _record(
-    state: AppState, plan: Plan, completion: ChatCompletion, total_s: float, upstream_s: float
-) -> None:
-    m = state.metrics
-    m.requests.labels(plan.strategy, "ok").inc()
-    m.latency.labels(plan.strategy).observe(total_s)
-    m.overhead.observe(max(total_s - upstream_s, 0.0))
-    usage = completion.usage
-    m.tokens.labels("prompt").inc(usage.prompt_tokens)
-    m.tokens.labels("completion").inc(usage.completion_tokens)
-    m.tokens.labels("reasoning").inc(usage.completion_tokens_details.reasoning_tokens)
-    if completion.tts:
-        m.tokens.labels("prm").inc(completion.tts.get("prm_tokens", 0))
+def result_headers(completion: ChatCompletion) -> dict[str, str]:
+    """The outcome of a finished search as headers (non-streamed responses)."""
+    tts = completion.tts or {}
+    return {
+        "X-TTS-Strategy": str(tts.get("strategy", "")),
+        "X-TTS-Budget-Spent": str(tts.get("budget_spent", 0)),
+        "X-TTS-Overhead-Ms": str(tts.get("latency_ms", {}).get("proxy", 0)),
+    }
 
 
 async def _passthrough(
@@ -185,15 +143,31 @@ async def _passthrough(
     request: Request,
 ) -> Response:
     state.metrics.requests.labels("none", "ok").inc()
-    if not chat.stream:
-        data = await _until_disconnect(request, policy_completion(state, chat, model, plan))
+    return await relay(state, "/chat/completions", chat_payload(chat, model, state), plan,
+                       is_stream=chat.stream, headers=headers, request=request)  # fmt: skip
+
+
+async def relay(
+    state: AppState,
+    path: str,
+    payload: dict[str, Any],
+    plan: Plan,
+    *,
+    is_stream: bool,
+    headers: dict[str, str],
+    request: Request,
+) -> Response:
+    """A pass-through answer from the policy server, JSON or SSE, with the ``tts`` note."""
+    headers["X-TTS-Strategy"] = "none"
+    if not is_stream:
+        data = await until_disconnect(request, policy_json(state, path, payload, plan))
         return JSONResponse(data, headers=headers)
     stack = contextlib.AsyncExitStack()
-    lines = await stack.enter_async_context(open_policy_stream(state, chat, model))
+    lines = await stack.enter_async_context(open_policy_stream(state, path, payload))
 
     async def body() -> Any:
         async with stack:
-            async for line in lines:
+            async for line in with_tts_note(lines, tts_note(plan)):
                 yield line
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -209,7 +183,7 @@ async def _litellm(
 ) -> Response:
     state.metrics.requests.labels("litellm", "ok").inc()
     headers["X-TTS-Strategy"] = "none"
-    response = await _until_disconnect(request, litellm_completion(state, route, chat))
+    response = await until_disconnect(request, litellm_completion(state, route, chat))
     note: dict[str, Any] = {"strategy": "none", "reason": f"large-API route {route!r} via litellm"}
     if plan.compare:  # shadow comparisons are made for searched requests only
         note["ignored_params"] = ["compare"]
@@ -224,27 +198,3 @@ async def _litellm(
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-
-
-async def _until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
-    """Race ``work`` against the client going away; a disconnect cancels all upstream calls."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, watcher):
-            if not pending.done():
-                pending.cancel()
-                with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
-                    await pending
-    if task.cancelled():
-        raise asyncio.CancelledError("client disconnected")
-    return task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message: Message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

@@ -9,10 +9,11 @@ import contextlib
 import itertools
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from proxy.clients import CallStats, PrmScorer, PromptRenderer, VllmPolicy
 from proxy.control import Plan
@@ -26,7 +27,7 @@ from proxy.errors import (
 from proxy.metrics import Metrics
 from proxy.profiles import AutoRules, Profile
 from proxy.protocol import ChatCompletionRequest
-from proxy.settings import ProxySettings
+from proxy.settings import ProxySettings, StrategyChoice
 from proxy.shadow import Shadow
 from proxy.upstream import Upstream
 from strategies import (
@@ -39,7 +40,9 @@ from strategies import (
     search,
 )
 
-__all__ = ["AppState", "PolicyPool", "SearchOutcome", "run_search"]
+__all__ = [
+    "AppState", "PolicyPool", "SearchOutcome", "check_model", "model_not_found", "run_search",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +160,19 @@ def with_reasoning_prompt(
 
 
 async def run_search(
-    state: AppState, plan: Plan, request: ChatCompletionRequest, model: str, profile: Profile
+    state: AppState,
+    plan: Plan,
+    request: ChatCompletionRequest,
+    model: str,
+    profile: Profile,
+    *,
+    raw_prompt: str | None = None,
 ) -> SearchOutcome:
-    """Run ``plan`` (a search strategy) for ``request``; raises ``ProxyError``s only."""
+    """Run ``plan`` (a search strategy) for ``request``; raises ``ProxyError``s only.
+
+    ``raw_prompt`` (legacy completions) is continued as the client wrote it, without a chat
+    template; otherwise the conversation is rendered with the model's own template.
+    """
     if plan.strategy == "none":  # pragma: no cover - routed elsewhere
         raise InvalidRequestError("pass-through requests are not searched")
     strategy: StrategyName = plan.strategy
@@ -173,14 +186,18 @@ async def run_search(
     async with state.admission.slot():
         try:
             async with asyncio.timeout(settings.request_timeout_s):
-                render_started = time.perf_counter()
-                key = json.dumps(messages, sort_keys=True)
-                prompt = await state.renderer.render(upstream, model, messages, key)
-                stats.render_s = time.perf_counter() - render_started
+                prompt = raw_prompt
+                if prompt is None:
+                    render_started = time.perf_counter()
+                    key = json.dumps(messages, sort_keys=True)
+                    prompt = await state.renderer.render(upstream, model, messages, key)
+                    stats.render_s = time.perf_counter() - render_started
                 extra = dict(plan.forwarded)
                 if request.seed is not None and settings.forward_seed:
                     extra["seed"] = request.seed
-                policy = VllmPolicy(upstream, model, prompt, stats, extra)
+                policy = VllmPolicy(
+                    upstream, model, prompt, stats, extra, is_templated=raw_prompt is None
+                )
                 scorer = _scorer(state, plan, stats)
                 deadline = _deadline(plan)
                 result = await search(
@@ -220,8 +237,24 @@ async def check_model(state: AppState, model: str) -> str:
     """The policy model's name if ``model`` names it; 404 otherwise."""
     served = await state.policy.model()
     if model != served:
-        known = [served, *state.settings.litellm_routes]
-        raise ModelNotFoundError(
-            f"model {model!r} is not served here; known models: {', '.join(known)}", param="model"
-        )
+        raise model_not_found(state, served, model)
     return served
+
+
+_ALIAS_LIKE = re.compile(r"^(?P<name>[a-z_]+?)(?:-(?P<budget>\d+))?/(?P<rest>.+)$")
+
+
+def model_not_found(state: AppState, served: str, model: str) -> ModelNotFoundError:
+    """The 404 for ``model``: the known models, and when the name looks like a strategy alias
+    (``foo-8/<model>``) whose strategy is unknown, the strategies there are. Model names with a
+    ``/`` (``Qwen/Qwen2.5-7B-Instruct``) stay plain names."""
+    known = [served, *state.settings.litellm_routes]
+    message = f"model {model!r} is not served here; known models: {', '.join(known)}"
+    match = _ALIAS_LIKE.match(model)
+    if match and (match["budget"] is not None or match["rest"] in known):
+        strategies = ", ".join(get_args(StrategyChoice))
+        message += (
+            f". {match['name']!r} is not a known strategy; an alias is "
+            f"<strategy>[-<budget>]/<model> with a strategy among {strategies}"
+        )
+    return ModelNotFoundError(message, param="model")

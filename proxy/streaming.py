@@ -8,8 +8,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
@@ -18,9 +18,10 @@ from proxy.errors import InternalError, ProxyError
 from proxy.protocol import ChatCompletion
 from proxy.responses import completion_chunks
 
-__all__ = ["DONE", "KEEPALIVE", "chunk_dict", "search_events", "sse"]
+__all__ = ["DONE", "KEEPALIVE", "chunk_dict", "keepalive_events", "search_events", "sse"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -35,15 +36,19 @@ def sse(payload: BaseModel | dict[str, Any]) -> bytes:
     return f"data: {body}\n\n".encode()
 
 
-async def search_events(
-    work: Callable[[], Awaitable[ChatCompletion]],
+async def keepalive_events(
+    work: Callable[[], Awaitable[_T]],
     *,
-    include_usage: bool,
+    opening: Callable[[], bytes],
+    keepalive: Callable[[], bytes],
+    finish: Callable[[_T], Iterable[bytes]],
+    fail: Callable[[ProxyError], Iterable[bytes]],
     keepalive_s: float,
     request_id: str,
     disconnected: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
-    """Run ``work`` while sending keep-alives, then stream its answer as chunks.
+    """Run ``work`` while sending ``opening`` then a ``keepalive`` every ``keepalive_s``; then
+    the ``finish`` events of its result, or the ``fail`` events of its error.
 
     A client disconnect (``disconnected`` returns) or closing the iterator cancels the work and
     with it every upstream call.
@@ -51,22 +56,20 @@ async def search_events(
     task = asyncio.ensure_future(work())
     watcher = asyncio.ensure_future(disconnected())
     try:
-        yield b": searching\n\n"
-        while not task.done():
-            await asyncio.wait({task, watcher}, timeout=keepalive_s, return_when="FIRST_COMPLETED")
-            if watcher.done():
+        yield opening()
+        async for beat in _beats(task, watcher, keepalive_s):
+            if beat is None:
                 return
-            if not task.done():
-                yield KEEPALIVE
-        completion = task.result()
+            yield keepalive()
+        result = task.result()
     except ProxyError as exc:
-        yield sse(exc.body())
-        yield DONE
+        for event in fail(exc):
+            yield event
         return
-    except Exception:  # a task boundary: log, then one error event
+    except Exception:  # a task boundary: log, then the error events
         logger.exception("request %s failed mid-stream", request_id)
-        yield sse(InternalError(f"internal error (request id {request_id})").body())
-        yield DONE
+        for event in fail(InternalError(f"internal error (request id {request_id})")):
+            yield event
         return
     finally:
         for pending in (task, watcher):
@@ -76,9 +79,43 @@ async def search_events(
                 # short, or its upstream connection would stay open.
                 with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
                     await pending
-    for chunk in completion_chunks(completion, include_usage):
-        yield sse(chunk_dict(chunk, include_usage))
-    yield DONE
+    for event in finish(result):
+        yield event
+
+
+async def _beats(
+    task: asyncio.Future[Any], watcher: asyncio.Future[None], every_s: float
+) -> AsyncIterator[bool | None]:
+    """True each ``every_s`` while ``task`` runs; None (then stop) if the client went away."""
+    while not task.done():
+        await asyncio.wait({task, watcher}, timeout=every_s, return_when="FIRST_COMPLETED")
+        if watcher.done():
+            yield None
+            return
+        if not task.done():
+            yield True
+
+
+def search_events(
+    work: Callable[[], Awaitable[ChatCompletion]],
+    *,
+    include_usage: bool,
+    keepalive_s: float,
+    request_id: str,
+    disconnected: Callable[[], Awaitable[None]],
+) -> AsyncIterator[bytes]:
+    """A chat search as ``chat.completion.chunk`` events, comment keep-alives while it runs."""
+
+    def finish(completion: ChatCompletion) -> Iterator[bytes]:
+        for chunk in completion_chunks(completion, include_usage):
+            yield sse(chunk_dict(chunk, include_usage))
+        yield DONE
+
+    return keepalive_events(
+        work, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE, finish=finish,
+        fail=lambda exc: [sse(exc.body()), DONE], keepalive_s=keepalive_s,
+        request_id=request_id, disconnected=disconnected,
+    )  # fmt: skip
 
 
 def chunk_dict(chunk: BaseModel, include_usage: bool) -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""One searched request, whatever endpoint it came in on: profile the model, apply ``auto``'s
+rules, start a shadow comparison if asked, run the search and build the ``chat.completion`` that
+the chat, Responses and legacy-completions handlers each map to their own wire shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from proxy.control import Plan
+from proxy.profiles import Profile, apply_profile, profile_of
+from proxy.protocol import ChatCompletion, ChatCompletionRequest
+from proxy.responses import build_completion, tts_extension
+from proxy.service import AppState, run_search
+from proxy.shadow import ShadowTicket
+
+__all__ = ["SearchJob", "prepare_search"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchJob:
+    """A planned search, ready to run once (``run``)."""
+
+    state: AppState
+    chat: ChatCompletionRequest
+    plan: Plan
+    model: str
+    profile: Profile
+    request_id: str
+    started: float
+    target: str | None
+    ticket: ShadowTicket | None
+    raw_prompt: str | None = None  # legacy completions: the client's prompt text, not a chat
+
+    async def run(self) -> ChatCompletion:
+        state, plan, ticket = self.state, self.plan, self.ticket
+        try:
+            outcome = await run_search(
+                state, plan, self.chat, self.model, self.profile, raw_prompt=self.raw_prompt
+            )
+        except BaseException:
+            if ticket is not None:
+                state.shadow.abandon(ticket)
+            raise
+        total_s = time.perf_counter() - self.started
+        tts = tts_extension(plan, outcome, total_s=total_s, ignored=plan.ignored_params)
+        profile = self.profile
+        tts["profile"] = {"size": profile.size, "params_b": profile.params_b,
+                          "family": profile.family.name if profile.family else None,
+                          "scorer": profile.scorer}  # fmt: skip
+        if self.target is not None:
+            tts["compare"] = {"model": self.target, "status": "recording" if ticket else "skipped"}
+        completion = build_completion(
+            result=outcome.result, n=self.chat.n, request_id=self.request_id,
+            created=int(time.time()), model=self.model, tts=tts, stop=self.chat.stop,
+            cached_tokens=outcome.stats.cached_prompt_tokens,
+        )  # fmt: skip
+        _record(state, plan, completion, total_s, outcome.upstream_s)
+        if ticket is not None:
+            prompt = json.dumps(
+                [m.model_dump(exclude_none=True) for m in self.chat.messages], ensure_ascii=False
+            )
+            state.shadow.finish(
+                ticket, request_id=self.request_id, plan=plan, completion=completion,
+                latency_s=total_s, prompt=prompt,
+            )  # fmt: skip
+        return completion
+
+
+def prepare_search(
+    state: AppState,
+    chat: ChatCompletionRequest,
+    plan: Plan,
+    model: str,
+    *,
+    request_id: str,
+    started: float,
+    raw_prompt: str | None = None,
+) -> SearchJob:
+    """Fix the method (``auto``'s rules read the model's profile) and start a comparison."""
+    profile = profile_of(model, plan.scorer, state.settings, state.rules)
+    has_sampling = chat.temperature is not None or chat.top_p is not None
+    plan = apply_profile(plan, profile, state.rules, request_has_sampling=has_sampling)
+    target = state.shadow.target(plan)
+    ticket = state.shadow.start(target, chat) if target else None
+    return SearchJob(state, chat, plan, model, profile, request_id, started, target, ticket,
+                     raw_prompt)  # fmt: skip
+
+
+def _record(
+    state: AppState, plan: Plan, completion: ChatCompletion, total_s: float, upstream_s: float
+) -> None:
+    m = state.metrics
+    m.requests.labels(plan.strategy, "ok").inc()
+    m.latency.labels(plan.strategy).observe(total_s)
+    m.overhead.observe(max(total_s - upstream_s, 0.0))
+    usage = completion.usage
+    m.tokens.labels("prompt").inc(usage.prompt_tokens)
+    m.tokens.labels("completion").inc(usage.completion_tokens)
+    m.tokens.labels("reasoning").inc(usage.completion_tokens_details.reasoning_tokens)
+    if completion.tts:
+        m.tokens.labels("prm").inc(completion.tts.get("prm_tokens", 0))

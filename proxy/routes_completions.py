@@ -1,0 +1,141 @@
+"""``POST /v1/completions`` (legacy): passed through to the policy server unchanged by default,
+so log-likelihood evaluation, ``echo`` and ``logprobs`` reach vLLM untouched whatever the
+server's default strategy. A plain prompt string is searched when a strategy is asked for
+(``X-TTS-Strategy``, ``tts.strategy``, a model alias) or ``best_of`` > 1 (served as Best-of-N
+with the configured scorer; vLLM's V1 engine dropped ``best_of``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from proxy.control import Plan, resolve_plan, split_alias
+from proxy.errors import InvalidRequestError
+from proxy.http import disconnected, get_state, parse_body, require_key, until_disconnect
+from proxy.pipeline import prepare_search
+from proxy.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    CompletionRequest,
+    TextChoice,
+    TextCompletion,
+)
+from proxy.routes import relay, result_headers, strategy_headers
+from proxy.service import AppState, check_model
+from proxy.streaming import DONE, KEEPALIVE, keepalive_events, sse
+
+__all__ = ["router"]
+
+router = APIRouter()
+_PASS_REASON = (
+    "legacy completions pass through unless a strategy is asked for "
+    "(X-TTS-Strategy, tts.strategy, a model alias, or best_of > 1)"
+)
+_UNUSED_BY_SEARCH = ("echo", "logprobs", "suffix")
+
+
+@router.post("/v1/completions", dependencies=[Depends(require_key)])
+async def completions(request: Request, state: AppState = Depends(get_state)) -> Response:  # noqa: B008
+    started = time.perf_counter()
+    body = parse_body(await request.body(), CompletionRequest)
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    _, alias_strategy, _ = split_alias(body.model)
+    asked = request.headers.get("x-tts-strategy") or (body.tts and body.tts.strategy)
+    asked = asked or alias_strategy
+    is_best_of = body.best_of is not None and body.best_of > 1
+    chat = _as_chat(body, is_best_of and not asked)
+    plan = resolve_plan(chat, request.headers, state.settings)
+    headers = strategy_headers(request_id, plan)
+    model = await check_model(state, plan.model)
+    if (not asked and not is_best_of) or plan.strategy == "none":
+        why = plan.reason if asked else _PASS_REASON
+        plan = dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
+        payload = body.model_dump(exclude={"tts"}, exclude_unset=True) | {"model": model}
+        return await relay(state, "/completions", payload, plan, is_stream=body.stream,
+                           headers=headers, request=request)  # fmt: skip
+    plan = dataclasses.replace(plan, ignored_params=(*plan.ignored_params, *_ignored(body, plan)))
+    prompt = _one_prompt(body)
+    job = prepare_search(state, chat, plan, model, request_id=request_id, started=started,
+                         raw_prompt=prompt)  # fmt: skip
+    if not body.stream:
+        completion = await until_disconnect(request, job.run())
+        headers.update(result_headers(completion))
+        return JSONResponse(_text_completion(completion).model_dump(), headers=headers)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    events = keepalive_events(
+        job.run, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE,
+        finish=lambda c: _chunks(_text_completion(c), include_usage),
+        fail=lambda exc: [sse(exc.body()), DONE], keepalive_s=state.settings.keepalive_interval_s,
+        request_id=request_id, disconnected=lambda: disconnected(request),
+    )  # fmt: skip
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+def _as_chat(body: CompletionRequest, best_of_asks: bool) -> ChatCompletionRequest:
+    """The prompt as one user message: what planning, the scorer and comparisons read."""
+    tts = body.tts.model_dump(exclude_none=True) if body.tts else {}
+    if best_of_asks:
+        tts = {"strategy": "best_of_n", "budget": body.best_of} | tts
+    if body.best_of is not None and body.best_of < body.n:
+        raise InvalidRequestError(
+            f"best_of ({body.best_of}) must be at least n ({body.n})", param="best_of"
+        )
+    text = body.prompt if isinstance(body.prompt, str) else ""
+    fields = body.model_dump(
+        exclude={"prompt", "best_of", "tts", *_UNUSED_BY_SEARCH}, exclude_none=True
+    )
+    return ChatCompletionRequest.model_validate(
+        fields | {"messages": [{"role": "user", "content": text}], "tts": tts or None}
+    )
+
+
+def _one_prompt(body: CompletionRequest) -> str:
+    prompt = body.prompt
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise InvalidRequestError(
+            "a search needs one non-empty prompt string; token ids and prompt lists are passed "
+            "through only (drop the strategy to pass this request through)", param="prompt",
+        )  # fmt: skip
+    return prompt
+
+
+def _ignored(body: CompletionRequest, plan: Plan) -> list[str]:
+    names = [name for name in _UNUSED_BY_SEARCH if getattr(body, name) not in (None, False)]
+    if body.best_of is not None and plan.strategy != "best_of_n":
+        names.append("best_of")
+    return names
+
+
+def _text_completion(completion: ChatCompletion) -> TextCompletion:
+    return TextCompletion(
+        id=completion.id.replace("chatcmpl-", "cmpl-", 1), created=completion.created,
+        model=completion.model, usage=completion.usage, tts=completion.tts,
+        choices=[TextChoice(index=c.index, text=c.message.content or "",
+                            finish_reason=c.finish_reason) for c in completion.choices],
+    )  # fmt: skip
+
+
+def _chunks(done: TextCompletion, include_usage: bool) -> Iterator[bytes]:
+    """OpenAI's legacy stream: one chunk per choice, ``tts`` on the last, usage if asked."""
+    for i, choice in enumerate(done.choices):
+        last = i == len(done.choices) - 1
+        chunk: dict[str, Any] = done.model_dump(exclude={"usage", "tts"})
+        chunk["choices"] = [choice.model_dump()]
+        if last:
+            chunk["tts"] = done.tts
+        if include_usage:
+            chunk["usage"] = None
+        yield sse(chunk)
+    if include_usage:
+        final = done.model_dump(exclude={"tts"}) | {"choices": []}
+        yield sse(final)
+    yield DONE
