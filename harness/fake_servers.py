@@ -192,7 +192,7 @@ class FakeVllm:
 def _response(model: str, text: str) -> dict[str, Any]:
     item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
-    usage = {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0},
+    usage = {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
              "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": 10}  # fmt: skip
     return {"id": "resp_up", "object": "response", "created_at": 0, "status": "completed",

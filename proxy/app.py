@@ -5,8 +5,9 @@ handlers that give every failure OpenAI's ``{"error": {...}}`` shape.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,6 +58,18 @@ def _prm_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
     return _upstream(settings, "prm", url, metrics)
 
 
+def validation_error(errors: Sequence[Any]) -> InvalidRequestError:
+    """A request-body validation failure as a 400 naming the first bad parameter."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError(f"the request body is not valid JSON: {first.get('msg')}")
+    loc = [str(p) for p in first.get("loc", ())[1:]]
+    if not loc:
+        return InvalidRequestError(f"the request body: {first['msg']}")
+    param = ".".join(loc)
+    return InvalidRequestError(f"{param}: {first['msg']}", param=param)
+
+
 def create_app(settings: ProxySettings) -> FastAPI:
     """Build the proxy app; upstream clients live from startup to shutdown."""
     metrics = Metrics()
@@ -89,7 +102,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
             for upstream in [*policies, *([prm] if prm else [])]:
                 await upstream.aclose()
 
-    app = FastAPI(title="tts-proxy", lifespan=lifespan)
+    # One schema per model (validation mode): TtsReport drops absent sections when it serializes.
+    app = FastAPI(title="tts-proxy", lifespan=lifespan, separate_input_output_schemas=False)
     app.include_router(router)
     app.include_router(responses_router)
     app.include_router(completions_router)
@@ -105,9 +119,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return await _proxy_error(request, InvalidRequestError(str(first["msg"]), param=param))
+        return await _proxy_error(request, validation_error(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

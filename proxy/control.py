@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from pydantic import ValidationError
+
 from proxy.errors import InvalidRequestError
-from proxy.protocol import ChatCompletionRequest
+from proxy.protocol import ChatCompletionRequest, TtsOptions
 from proxy.settings import ProxySettings, ScorerKind, StrategyChoice
-from strategies import ScoringMode, SearchConfig, StrategyName, VotingMode, check
+from strategies import SearchConfig, StrategyName, check
 
 __all__ = ["Plan", "PlannedStrategy", "resolve_plan", "split_alias"]
 
@@ -25,7 +27,6 @@ _ALIAS = re.compile(r"^(?P<strategy>[a-z_]+)(?:-(?P<budget>\d+))?/(?P<model>.+)$
 _FIELDS = ("strategy", "budget", "beam_width", "scoring", "voting", "scorer", "max_steps")
 _EXTRA_FIELDS = ("timeout_ms", "trace", "compare", "reference")
 _HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 # Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
 _NOT_FORWARDED = {
     "logprobs", "top_logprobs", "parallel_tool_calls", "functions", "function_call", "store",
@@ -51,6 +52,8 @@ class Plan:
     forwarded: dict[str, Any] = field(default_factory=dict)
     compare: str | None = None  # shadow this request with that baseline model (X-TTS-Compare)
     reference: str | None = None  # the known correct answer (X-TTS-Reference)
+    has_request_sampling: bool = False  # the request set temperature/top_p (family defaults off)
+    temperature_note: str | None = None  # why the request's temperature was not used
 
 
 def split_alias(model: str) -> tuple[str, str | None, int | None]:
@@ -62,42 +65,50 @@ def split_alias(model: str) -> tuple[str, str | None, int | None]:
     return match["model"], match["strategy"], budget
 
 
+def _options(
+    request: ChatCompletionRequest, headers: Mapping[str, str], alias: dict[str, Any]
+) -> TtsOptions:
+    """Headers > body ``tts`` > alias, validated in one place (``TtsOptions``)."""
+    body = request.tts.model_dump(exclude_none=True) if request.tts else {}
+    given = {name: headers[h] for name, h in _HEADER.items() if h in headers}
+    merged = {k: v for k, v in alias.items() if v is not None} | body | given
+    try:
+        return TtsOptions.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "tts"
+        source = "X-TTS-" + name.replace("_", "-").title() if name in given else name
+        raise InvalidRequestError(
+            f"{source}: {first['msg']}; got {merged.get(name)!r}", param=name
+        ) from exc
+
+
 def resolve_plan(
     request: ChatCompletionRequest, headers: Mapping[str, str], settings: ProxySettings
 ) -> Plan:
     """Merge the four sources of control and validate every value against the server's caps."""
     model, alias_strategy, alias_budget = split_alias(request.model)
-    body = request.tts.model_dump(exclude_none=True) if request.tts else {}
-    alias = {"strategy": alias_strategy, "budget": alias_budget}
-
-    def pick(name: str) -> Any:
-        header = headers.get(_HEADER[name])
-        if header is not None:
-            return header
-        if name in body:
-            return body[name]
-        return alias.get(name)
-
-    requested = _choice(pick("strategy"), "strategy", get_args(StrategyChoice))
-    requested = requested or settings.default_strategy
+    options = _options(request, headers, {"strategy": alias_strategy, "budget": alias_budget})
+    requested: StrategyChoice = options.strategy or settings.default_strategy
     passthrough = _passthrough_reason(request)
     has_prm = settings.prm_url is not None
-    strategy, reason = _strategy(requested, passthrough, has_prm, settings)
-    scorer = _choice(pick("scorer"), "scorer", get_args(ScorerKind)) or settings.scorer_default
+    strategy, reason = _strategy(requested, passthrough)
+    strategy, reason, greedy_note = _greedy(request, strategy, reason, options.strategy is not None)
+    scorer = options.scorer or settings.scorer_default
     if scorer == "prm" and not has_prm:
         raise InvalidRequestError("scorer 'prm' needs a PRM server (PROXY_PRM_URL)", param="scorer")
-    enable_trace = _flag(pick("trace"), "trace")
-    config = dataclasses.replace(_search_config(request, pick, settings), enable_trace=enable_trace)
+    config = _search_config(request, options, settings, use_request_temperature=not greedy_note)
     if strategy != "none" and strategy != "auto":  # auto's rules come once the model is known
         try:
             check(strategy, config, has_scorer=scorer != "none")
         except ValueError as exc:
             param = "scorer" if "scorer" in str(exc) else "budget"
             raise InvalidRequestError(str(exc), param=param) from exc
-    timeout_ms = _integer(pick("timeout_ms"), "timeout_ms", 1, 24 * 3600 * 1000)
     ignored = tuple(sorted(k for k in (request.model_extra or {}) if k in _NOT_FORWARDED))
     if request.seed is not None and not settings.forward_seed:
         ignored = (*ignored, "seed")
+    if greedy_note:
+        ignored = (*ignored, "temperature")
     return Plan(
         strategy=strategy,
         requested=requested,
@@ -105,14 +116,34 @@ def resolve_plan(
         model=model,
         scorer=scorer,
         config=config,
-        timeout_s=timeout_ms / 1000 if timeout_ms is not None else None,
-        enable_trace=enable_trace,
+        timeout_s=options.timeout_ms / 1000 if options.timeout_ms is not None else None,
+        enable_trace=bool(options.trace),
         passthrough_reason=passthrough,
         ignored_params=ignored,
         forwarded={k: v for k, v in (request.model_extra or {}).items() if k not in _NOT_FORWARDED},
-        compare=_text_value(pick("compare")),
-        reference=_text_value(pick("reference")),
+        compare=options.compare,
+        reference=options.reference,
+        has_request_sampling=(request.temperature is not None and not greedy_note)
+        or request.top_p is not None,
+        temperature_note=greedy_note,
     )
+
+
+def _greedy(
+    request: ChatCompletionRequest, strategy: PlannedStrategy, reason: str, is_asked: bool
+) -> tuple[PlannedStrategy, str, str | None]:
+    """``temperature: 0`` asks for one greedy answer. N greedy samples are N copies of it, so
+    no search pays for them: without an explicit strategy the request gets ``cot`` at
+    temperature 0; with one, the search runs at the search temperature (said in ``tts``)."""
+    if request.temperature != 0 or strategy in ("none", "cot"):
+        return strategy, reason, None
+    if not is_asked:
+        return "cot", "temperature 0 asks for one greedy answer: cot, no search", None
+    note = (
+        f"temperature 0 cannot be honoured by {strategy} (its samples would all be the same "
+        "answer): the search ran at the server's search temperature"
+    )
+    return strategy, reason, note
 
 
 def _text_value(value: Any) -> str | None:
@@ -120,9 +151,7 @@ def _text_value(value: Any) -> str | None:
     return text or None
 
 
-def _strategy(
-    requested: StrategyChoice, passthrough: str | None, has_prm: bool, settings: ProxySettings
-) -> tuple[PlannedStrategy, str]:
+def _strategy(requested: StrategyChoice, passthrough: str | None) -> tuple[PlannedStrategy, str]:
     if passthrough is not None:
         return "none", passthrough
     if requested == "none":
@@ -149,24 +178,30 @@ def _passthrough_reason(request: ChatCompletionRequest) -> str | None:
 
 
 def _search_config(
-    request: ChatCompletionRequest, pick: Callable[[str], Any], settings: ProxySettings
+    request: ChatCompletionRequest,
+    options: TtsOptions,
+    settings: ProxySettings,
+    *,
+    use_request_temperature: bool,
 ) -> SearchConfig:
-    budget = _integer(pick("budget"), "budget", 1, settings.max_budget) or settings.default_budget
+    budget = _capped(options.budget, "budget", settings.max_budget) or settings.default_budget
     width = (
-        _integer(pick("beam_width"), "beam_width", 1, settings.max_beam_width)
+        _capped(options.beam_width, "beam_width", settings.max_beam_width)
         or settings.default_beam_width
     )
     max_steps = (
-        _integer(pick("max_steps"), "max_steps", 1, settings.max_max_steps)
+        _capped(options.max_steps, "max_steps", settings.max_max_steps)
         or settings.default_max_steps
     )
-    scoring: ScoringMode = _choice(pick("scoring"), "scoring", get_args(ScoringMode)) or "last"
-    voting: VotingMode | None = _choice(pick("voting"), "voting", get_args(VotingMode))
     cap = request.max_completion_tokens or request.max_tokens
+    temperature = request.temperature if use_request_temperature else None
     try:
-        return _build_config(request, settings, budget, width, max_steps, scoring, voting, cap)
+        config = _build_config(request, settings, budget, width, max_steps, options, cap)
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from exc
+    if temperature is None:
+        config = dataclasses.replace(config, temperature=settings.temperature)
+    return dataclasses.replace(config, enable_trace=bool(options.trace))
 
 
 def _build_config(
@@ -175,8 +210,7 @@ def _build_config(
     budget: int,
     width: int,
     max_steps: int,
-    scoring: ScoringMode,
-    voting: VotingMode | None,
+    options: TtsOptions,
     cap: int | None,
 ) -> SearchConfig:
     temperature = request.temperature
@@ -184,8 +218,8 @@ def _build_config(
         budget=budget,
         beam_width=width,
         max_steps=max_steps,
-        scoring=scoring,
-        voting=voting,
+        scoring=options.scoring or "last",
+        voting=options.voting,
         step_delimiter=settings.step_delimiter,
         answer_markers=tuple(settings.answer_markers),
         temperature=temperature if temperature is not None else settings.temperature,
@@ -196,35 +230,10 @@ def _build_config(
     )
 
 
-def _integer(value: Any, name: str, low: int, high: int) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(str(value).strip()) if not isinstance(value, bool) else None
-    except ValueError:
-        number = None
-    if number is None or not low <= number <= high:
+def _capped(value: int | None, name: str, high: int) -> int | None:
+    """``value`` within the server's cap for ``name`` (the type was checked by TtsOptions)."""
+    if value is not None and value > high:
         raise InvalidRequestError(
-            f"{name} must be an integer in [{low}, {high}], got {value!r}", param=name
+            f"{name} must be an integer in [1, {high}] on this server, got {value}", param=name
         )
-    return number
-
-
-def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> Any:
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if text not in allowed:
-        raise InvalidRequestError(
-            f"{name} must be one of {', '.join(allowed)}; got {value!r}", param=name
-        )
-    return text
-
-
-def _flag(value: Any, name: str) -> bool:
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
-    raise InvalidRequestError(f"{name} must be true or false, got {value!r}", param=name)
+    return value

@@ -1,27 +1,38 @@
-"""What every handler shares: the app state dependency, API-key check, JSON body parsing into a
-wire model, and racing work against the client going away.
+"""What every handler shares: the app state dependency, the API-key check, the documented error
+responses, and racing work against the client going away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
-from pydantic import BaseModel, ValidationError
 from starlette.types import Message
 
-from proxy.errors import AuthenticationError, InvalidRequestError
+from proxy.errors import AuthenticationError
+from proxy.protocol import ErrorResponse
 from proxy.service import AppState
 
-__all__ = ["disconnected", "get_state", "parse_body", "require_key", "until_disconnect"]
+__all__ = ["ERROR_RESPONSES", "disconnected", "get_state", "require_key", "until_disconnect"]
+
+# Documented in /openapi.json for every endpoint: the OpenAI error shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "invalid request (the message and param say what to change)"),
+        (401, "missing or invalid API key"),
+        (404, "unknown model or endpoint"),
+        (429, "too many searches in flight"),
+        (502, "the policy or PRM server failed"),
+        (504, "the search or an upstream timed out"),
+    )
+}
 
 _T = TypeVar("_T")
-_M = TypeVar("_M", bound=BaseModel)
 
 
 async def get_state(request: Request) -> AppState:
@@ -37,22 +48,6 @@ async def require_key(request: Request, state: AppState = Depends(get_state)) ->
     token = header[7:] if header.lower().startswith("bearer ") else ""
     if not any(token == key.get_secret_value() for key in keys):
         raise AuthenticationError("missing or invalid API key (Authorization: Bearer ...)")
-
-
-def parse_body(raw: bytes, model: type[_M]) -> _M:
-    """The body as ``model``; a 400 naming the first bad parameter otherwise."""
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequestError("the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise InvalidRequestError(f"{param}: {first['msg']}", param=param) from exc
 
 
 async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:

@@ -15,6 +15,7 @@ from proxy.protocol import (
     Choice,
     CompletionTokensDetails,
     ResponseMessage,
+    TtsReport,
     Usage,
 )
 from proxy.settings import ProxySettings
@@ -22,7 +23,7 @@ from proxy.settings import ProxySettings
 __all__ = ["as_completion", "litellm_call", "litellm_params", "load_litellm"]
 
 
-def as_completion(response: Any, tts: dict[str, Any]) -> ChatCompletion:
+def as_completion(response: Any, tts: TtsReport) -> ChatCompletion:
     """A litellm ``ModelResponse`` as our ``ChatCompletion`` (first choice, text only)."""
     data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
     choice = (data.get("choices") or [{}])[0]

@@ -15,7 +15,7 @@ from typing import Any
 from proxy.control import Plan
 from proxy.errors import ProxyError, UpstreamError
 from proxy.large_api import litellm_call, litellm_params
-from proxy.protocol import ChatCompletionRequest
+from proxy.protocol import ChatCompletionRequest, TtsReport
 from proxy.service import AppState
 from proxy.streaming import DONE, sse
 
@@ -45,8 +45,9 @@ def tts_note(plan: Plan) -> dict[str, Any]:
     if plan.compare:  # shadow comparisons are made for searched requests only
         ignored.append("compare")
     reason = plan.passthrough_reason or plan.reason
-    return {"strategy": "none", "requested_strategy": plan.requested, "reason": reason,
-            "ignored_params": ignored}  # fmt: skip
+    return TtsReport(
+        strategy="none", requested_strategy=plan.requested, reason=reason, ignored_params=ignored
+    ).model_dump()
 
 
 async def policy_json(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.control import Plan
 from proxy.profiles import Profile, apply_profile, profile_of
@@ -15,6 +16,7 @@ from proxy.protocol import ChatCompletion, ChatCompletionRequest
 from proxy.responses import build_completion, tts_extension
 from proxy.service import AppState, run_search
 from proxy.shadow import ShadowTicket
+from proxy.tts_models import TtsCompare, TtsProfile
 
 __all__ = ["SearchJob", "prepare_search"]
 
@@ -47,11 +49,13 @@ class SearchJob:
         total_s = time.perf_counter() - self.started
         tts = tts_extension(plan, outcome, total_s=total_s, ignored=plan.ignored_params)
         profile = self.profile
-        tts["profile"] = {"size": profile.size, "params_b": profile.params_b,
-                          "family": profile.family.name if profile.family else None,
-                          "scorer": profile.scorer}  # fmt: skip
+        tts.profile = TtsProfile(
+            size=profile.size, params_b=profile.params_b,
+            family=profile.family.name if profile.family else None, scorer=profile.scorer,
+        )  # fmt: skip
         if self.target is not None:
-            tts["compare"] = {"model": self.target, "status": "recording" if ticket else "skipped"}
+            status: Any = "recording" if ticket else "skipped"
+            tts.compare = TtsCompare(model=self.target, status=status)
         completion = build_completion(
             result=outcome.result, n=self.chat.n, request_id=self.request_id,
             created=int(time.time()), model=self.model, tts=tts, stop=self.chat.stop,
@@ -81,8 +85,7 @@ def prepare_search(
 ) -> SearchJob:
     """Fix the method (``auto``'s rules read the model's profile) and start a comparison."""
     profile = profile_of(model, plan.scorer, state.settings, state.rules)
-    has_sampling = chat.temperature is not None or chat.top_p is not None
-    plan = apply_profile(plan, profile, state.rules, request_has_sampling=has_sampling)
+    plan = apply_profile(plan, profile, state.rules, request_has_sampling=plan.has_request_sampling)
     target = state.shadow.target(plan)
     ticket = state.shadow.start(target, chat) if target else None
     return SearchJob(state, chat, plan, model, profile, request_id, started, target, ticket,
@@ -101,4 +104,4 @@ def _record(
     m.tokens.labels("completion").inc(usage.completion_tokens)
     m.tokens.labels("reasoning").inc(usage.completion_tokens_details.reasoning_tokens)
     if completion.tts:
-        m.tokens.labels("prm").inc(completion.tts.get("prm_tokens", 0))
+        m.tokens.labels("prm").inc(completion.tts.prm_tokens or 0)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from proxy.tts_models import TtsOptions, TtsReport
+
 __all__ = [
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -30,34 +32,20 @@ __all__ = [
     "TextChoice",
     "TextCompletion",
     "TtsOptions",
+    "TtsReport",
     "Usage",
 ]
 
 JSONValue = Any
 
 
-class TtsOptions(BaseModel):
-    """Per-request search control: body ``"tts": {...}``, the same fields as ``X-TTS-*``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    strategy: str | None = None
-    budget: int | None = None
-    beam_width: int | None = None
-    scoring: str | None = None
-    voting: str | None = None
-    scorer: str | None = None
-    max_steps: int | None = None
-    timeout_ms: int | None = None
-    trace: bool | None = None
-    compare: str | None = None  # a baseline model to shadow this request with
-    reference: str | None = None  # the known correct answer, for shadow accuracy
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: str
+    role: Role
     content: str | list[JSONValue] | None = None
     name: str | None = None
 
@@ -126,7 +114,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     system_fingerprint: str | None = None
-    tts: dict[str, JSONValue] | None = None
+    tts: TtsReport | None = None
 
 
 class Delta(BaseModel):
@@ -149,7 +137,7 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
-    tts: dict[str, JSONValue] | None = None
+    tts: TtsReport | None = None
 
 
 class ModelCard(BaseModel):
@@ -213,4 +201,4 @@ class TextCompletion(BaseModel):
     choices: list[TextChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
-    tts: dict[str, JSONValue] | None = None
+    tts: TtsReport | None = None

@@ -21,6 +21,7 @@ from proxy.protocol import (
     Usage,
 )
 from proxy.service import SearchOutcome
+from proxy.tts_models import BudgetUnit, TtsAnswer, TtsCandidate, TtsLatency, TtsReport
 from strategies import SearchResult
 
 __all__ = ["build_completion", "completion_chunks", "cut_at_stop", "tts_extension", "usage_of"]
@@ -86,60 +87,74 @@ def usage_of(
     )
 
 
+_UNIT: dict[str, BudgetUnit] = {
+    "cot": "unused", "majority": "samples", "best_of_n": "samples",
+    "beam_search": "samples_per_depth", "dvts": "samples_per_depth", "auto": "samples_cap",
+}  # fmt: skip
+
+
+def _max_generations(strategy: str, cfg: Any) -> int:
+    """The most generations the plan's budget allows."""
+    unit = _UNIT.get(strategy, "samples")
+    if unit == "unused":
+        return 1
+    if unit == "samples_per_depth":
+        return int(cfg.budget * cfg.max_steps)
+    return int(cfg.budget)
+
+
 def tts_extension(
     plan: Plan, outcome: SearchOutcome, *, total_s: float, ignored: tuple[str, ...]
-) -> dict[str, Any]:
+) -> TtsReport:
     """The ``tts`` object: what was searched, what it cost, what it saw."""
     result, stats, usage = outcome.result, outcome.stats, outcome.result.usage
     proxy_s = max(total_s - outcome.upstream_s, 0.0)
     cfg = plan.config
-    ext: dict[str, Any] = {
-        "strategy": result.strategy,
-        "requested_strategy": plan.requested,
-        "reason": plan.reason,
-        "budget": cfg.budget,
-        "budget_spent": usage.generations,
-        "beam_width": cfg.beam_width
-        if result.strategy in ("beam_search", "dvts", "auto")
-        else None,
-        "scoring": result.scoring,
-        "voting": result.voting,
-        "scorer": result.scorer,
-        "scorer_note": _scorer_note(result.scorer),
-        "is_partial": result.is_partial,
-        "generations_per_depth": list(usage.generations_per_depth),
-        "policy_calls": usage.policy_calls,
-        "prm_calls": usage.scorer_calls if result.scorer and result.scorer != "confidence" else 0,
-        "prm_tokens": usage.scored_tokens,
-        "candidates": [
-            {
-                "answer": c.answer,
-                "score": c.score,
-                "is_finished": c.candidate.is_finished,
-                "is_truncated": c.candidate.is_truncated,
-                "steps": len(c.candidate.steps),
-            }
+    return TtsReport(
+        strategy=result.strategy,
+        requested_strategy=plan.requested,
+        reason=plan.reason,
+        budget=cfg.budget,
+        budget_unit=_UNIT.get(plan.strategy, "samples"),
+        max_generations=_max_generations(plan.strategy, cfg),
+        budget_spent=usage.generations,
+        beam_width=cfg.beam_width if result.strategy in ("beam_search", "dvts", "auto") else None,
+        scoring=result.scoring,
+        voting=result.voting,
+        scorer=result.scorer,
+        scorer_note=_scorer_note(result.scorer),
+        is_partial=result.is_partial,
+        generations_per_depth=list(usage.generations_per_depth),
+        policy_calls=usage.policy_calls,
+        prm_calls=usage.scorer_calls if result.scorer and result.scorer != "confidence" else 0,
+        prm_tokens=usage.scored_tokens,
+        candidates=[
+            TtsCandidate(
+                answer=c.answer,
+                score=c.score,
+                is_finished=c.candidate.is_finished,
+                is_truncated=c.candidate.is_truncated,
+                steps=len(c.candidate.steps),
+            )
             for c in _top_candidates(result, cfg.top_candidates)
         ],
-        "answers": [
-            {"answer": c.answer, "votes": c.votes, "weight": c.weight} for c in result.choices
+        answers=[
+            TtsAnswer(answer=c.answer, votes=c.votes, weight=c.weight) for c in result.choices
         ][: cfg.top_candidates],
-        "latency_ms": {
-            "total": round(total_s * 1000, 3),
-            "policy": round(stats.policy_s * 1000, 3),
-            "prm": round(stats.prm_s * 1000, 3),
-            "render": round(stats.render_s * 1000, 3),
-            "proxy": round(proxy_s * 1000, 3),
-        },
-        "replica": outcome.replica,
-        "reasoning_prompt": outcome.reasoning_prompt,
-        "ignored_params": list(ignored),
-    }
-    if result.decision is not None:
-        ext["auto"] = dataclasses.asdict(result.decision)
-    if result.trace is not None:
-        ext["trace"] = [dataclasses.asdict(node) for node in result.trace]
-    return ext
+        latency_ms=TtsLatency(
+            total=round(total_s * 1000, 3),
+            policy=round(stats.policy_s * 1000, 3),
+            prm=round(stats.prm_s * 1000, 3),
+            render=round(stats.render_s * 1000, 3),
+            proxy=round(proxy_s * 1000, 3),
+        ),
+        replica=outcome.replica,
+        reasoning_prompt=outcome.reasoning_prompt,
+        ignored_params=list(ignored),
+        temperature_note=plan.temperature_note,
+        auto=dataclasses.asdict(result.decision) if result.decision is not None else None,
+        trace=[dataclasses.asdict(n) for n in result.trace] if result.trace is not None else None,
+    )
 
 
 def _scorer_note(scorer: str | None) -> str | None:
@@ -162,7 +177,7 @@ def build_completion(
     request_id: str,
     created: int,
     model: str,
-    tts: dict[str, Any],
+    tts: TtsReport,
     stop: str | Sequence[str] | None = None,
     cached_tokens: int | None = None,
 ) -> ChatCompletion:

@@ -49,27 +49,29 @@ def check_stateless(request: ResponsesRequest) -> None:
     if request.store:
         raise InvalidRequestError(
             "store: true is not supported: this proxy keeps no responses; send store: false "
-            "(or omit it) and keep the conversation on the client", param="store",
+            "(or omit it) and keep the conversation on the client", param="store", code="unsupported_parameter",
         )  # fmt: skip
     if request.previous_response_id is not None:
         raise InvalidRequestError(
             "previous_response_id is not supported: this proxy keeps no responses; send the "
-            "earlier turns in input instead", param="previous_response_id",
+            "earlier turns in input instead", param="previous_response_id", code="unsupported_parameter",
         )  # fmt: skip
     if request.background:
         raise InvalidRequestError(
             "background: true is not supported; send a normal (or stream: true) request",
             param="background",
+            code="unsupported_parameter",
         )
     if request.conversation is not None:
         raise InvalidRequestError(
             "conversation is not supported: this proxy keeps no conversations; send the "
-            "earlier turns in input instead", param="conversation",
+            "earlier turns in input instead", param="conversation", code="unsupported_parameter",
         )  # fmt: skip
     if request.prompt is not None:
         raise InvalidRequestError(
             "prompt (a stored prompt template) is not supported; send instructions and input",
             param="prompt",
+            code="unsupported_parameter",
         )
 
 

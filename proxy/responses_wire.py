@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from proxy.protocol import TtsOptions
+from proxy.tts_models import TtsOptions, TtsReport
 
 __all__ = [
     "ContentPartEvent",
@@ -127,7 +127,7 @@ class ResponseObject(BaseModel):
     usage: ResponsesUsage | None = None
     user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
-    tts: dict[str, JSONValue] | None = None
+    tts: TtsReport | None = None
 
 
 class LifecycleEvent(BaseModel):

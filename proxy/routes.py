@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.control import Plan, resolve_plan, split_alias
-from proxy.http import disconnected, get_state, parse_body, require_key, until_disconnect
+from proxy.http import ERROR_RESPONSES, disconnected, get_state, require_key, until_disconnect
 from proxy.passthrough import (
     chat_payload,
     litellm_completion,
@@ -24,7 +24,7 @@ from proxy.passthrough import (
     with_tts_note,
 )
 from proxy.pipeline import prepare_search
-from proxy.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from proxy.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList, TtsReport
 from proxy.service import AppState, check_model, model_not_found
 from proxy.streaming import search_events
 
@@ -87,11 +87,17 @@ async def metrics(state: AppState = Depends(get_state)) -> Response:  # noqa: B0
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(require_key)])
-async def chat_completions(request: Request, state: AppState = Depends(get_state)) -> Response:  # noqa: B008
+@router.post(
+    "/v1/chat/completions", dependencies=[Depends(require_key)], response_model=ChatCompletion,
+    responses=ERROR_RESPONSES,
+)  # fmt: skip
+async def chat_completions(
+    request: Request,
+    chat: ChatCompletionRequest,
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> Response:
     started = time.perf_counter()
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    chat = parse_body(await request.body(), ChatCompletionRequest)
     plan = resolve_plan(chat, request.headers, state.settings)
     headers = strategy_headers(request_id, plan)
     route = state.settings.litellm_routes.get(plan.model)
@@ -126,11 +132,13 @@ def strategy_headers(request_id: str, plan: Plan) -> dict[str, str]:
 
 def result_headers(completion: ChatCompletion) -> dict[str, str]:
     """The outcome of a finished search as headers (non-streamed responses)."""
-    tts = completion.tts or {}
+    tts = completion.tts
+    if tts is None:
+        return {}
     return {
-        "X-TTS-Strategy": str(tts.get("strategy", "")),
-        "X-TTS-Budget-Spent": str(tts.get("budget_spent", 0)),
-        "X-TTS-Overhead-Ms": str(tts.get("latency_ms", {}).get("proxy", 0)),
+        "X-TTS-Strategy": tts.strategy,
+        "X-TTS-Budget-Spent": str(tts.budget_spent or 0),
+        "X-TTS-Overhead-Ms": str(tts.latency_ms.proxy if tts.latency_ms else 0),
     }
 
 
@@ -184,9 +192,11 @@ async def _litellm(
     state.metrics.requests.labels("litellm", "ok").inc()
     headers["X-TTS-Strategy"] = "none"
     response = await until_disconnect(request, litellm_completion(state, route, chat))
-    note: dict[str, Any] = {"strategy": "none", "reason": f"large-API route {route!r} via litellm"}
-    if plan.compare:  # shadow comparisons are made for searched requests only
-        note["ignored_params"] = ["compare"]
+    note = TtsReport(
+        strategy="none", requested_strategy=plan.requested,
+        reason=f"large-API route {route!r} via litellm",
+        ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
+    ).model_dump()  # fmt: skip
     if not chat.stream:
         data = response.model_dump()
         data["tts"] = note

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from proxy.control import Plan, resolve_plan, split_alias
 from proxy.errors import InvalidRequestError
-from proxy.http import disconnected, get_state, parse_body, require_key, until_disconnect
+from proxy.http import ERROR_RESPONSES, disconnected, get_state, require_key, until_disconnect
 from proxy.pipeline import prepare_search
 from proxy.protocol import (
     ChatCompletion,
@@ -41,10 +41,16 @@ _PASS_REASON = (
 _UNUSED_BY_SEARCH = ("echo", "logprobs", "suffix")
 
 
-@router.post("/v1/completions", dependencies=[Depends(require_key)])
-async def completions(request: Request, state: AppState = Depends(get_state)) -> Response:  # noqa: B008
+@router.post(
+    "/v1/completions", dependencies=[Depends(require_key)], response_model=TextCompletion,
+    responses=ERROR_RESPONSES,
+)  # fmt: skip
+async def completions(
+    request: Request,
+    body: CompletionRequest,
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> Response:
     started = time.perf_counter()
-    body = parse_body(await request.body(), CompletionRequest)
     request_id = f"cmpl-{uuid.uuid4().hex}"
     _, alias_strategy, _ = split_alias(body.model)
     asked = request.headers.get("x-tts-strategy") or (body.tts and body.tts.strategy)
@@ -67,7 +73,8 @@ async def completions(request: Request, state: AppState = Depends(get_state)) ->
     if not body.stream:
         completion = await until_disconnect(request, job.run())
         headers.update(result_headers(completion))
-        return JSONResponse(_text_completion(completion).model_dump(), headers=headers)
+        done = _text_completion(completion).model_dump(exclude_none=False)
+        return JSONResponse(done, headers=headers)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = keepalive_events(
         job.run, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE,
@@ -130,8 +137,8 @@ def _chunks(done: TextCompletion, include_usage: bool) -> Iterator[bytes]:
         last = i == len(done.choices) - 1
         chunk: dict[str, Any] = done.model_dump(exclude={"usage", "tts"})
         chunk["choices"] = [choice.model_dump()]
-        if last:
-            chunk["tts"] = done.tts
+        if last and done.tts is not None:
+            chunk["tts"] = done.tts.model_dump()
         if include_usage:
             chunk["usage"] = None
         yield sse(chunk)

@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from proxy.control import resolve_plan
-from proxy.http import disconnected, get_state, parse_body, require_key, until_disconnect
+from proxy.http import ERROR_RESPONSES, disconnected, get_state, require_key, until_disconnect
 from proxy.large_api import as_completion
 from proxy.passthrough import litellm_completion
 from proxy.pipeline import prepare_search
-from proxy.protocol import ChatCompletion, ChatCompletionRequest, ChatMessage
+from proxy.protocol import ChatCompletion, ChatCompletionRequest, ChatMessage, TtsReport
 from proxy.responses_api import (
     EventWriter,
     check_stateless,
@@ -29,7 +29,7 @@ from proxy.responses_api import (
     response_object,
     to_chat,
 )
-from proxy.responses_wire import ResponsesRequest
+from proxy.responses_wire import ResponseObject, ResponsesRequest
 from proxy.routes import relay, result_headers, strategy_headers
 from proxy.service import AppState, check_model
 from proxy.streaming import keepalive_events
@@ -39,10 +39,16 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-@router.post("/v1/responses", dependencies=[Depends(require_key)])
-async def create_response(request: Request, state: AppState = Depends(get_state)) -> Response:  # noqa: B008
+@router.post(
+    "/v1/responses", dependencies=[Depends(require_key)], response_model=ResponseObject,
+    responses=ERROR_RESPONSES,
+)  # fmt: skip
+async def create_response(
+    request: Request,
+    body: ResponsesRequest,
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> Response:
     started = time.perf_counter()
-    body = parse_body(await request.body(), ResponsesRequest)
     check_stateless(body)
     response_id = f"resp_{uuid.uuid4().hex}"
     reason = passthrough_reason(body)
@@ -52,7 +58,8 @@ async def create_response(request: Request, state: AppState = Depends(get_state)
     headers = strategy_headers(response_id, plan)
     route = state.settings.litellm_routes.get(plan.model)
     if route is not None and reason is None:
-        note = {"strategy": "none", "reason": f"large-API route {route!r} via litellm"}
+        note = TtsReport(strategy="none", requested_strategy=plan.requested,
+                         reason=f"large-API route {route!r} via litellm")  # fmt: skip
         once = chat.model_copy(update={"stream": False})
 
         async def routed() -> ChatCompletion:

@@ -79,7 +79,7 @@ def comparison(primary: Primary, baseline: tuple[Side, str], settings: ProxySett
         text=their_text if settings.store_text and their_text else None,
         latency_s=round(side.latency_s or 0.0, 4),
     )  # fmt: skip
-    tts = completion.tts or {}
+    tts = completion.tts.model_dump() if completion.tts else {}
     keys = ("strategy", "budget_spent", "scorer", "auto", "reason")
     kept: dict[str, Any] = {k: tts[k] for k in keys if k in tts}
     return Comparison(

@@ -123,14 +123,18 @@ async def run_auto(run: SearchRun) -> SearchResult:
     leader, runner_up, rest = _tally(run, pilots)
     agreement = leader / len(pilots) if pilots else 0.0
     difficulty = _difficulty(agreement, leader)
-    confidence = keeps_lead(leader, runner_up, rest, budget - len(pilots)) if leader else 0.0
+    # With budget left: will the lead survive it? With none (pilots == budget) that is vacuous,
+    # so the horizon is the budget again: would the lead survive as many samples once more?
+    horizon = budget - len(pilots) or budget
+    confidence = keeps_lead(leader, runner_up, rest, horizon) if leader else 0.0
     decide = functools.partial(AutoDecision, len(pilots), agreement, difficulty)
     if not pilots or confidence >= auto.confidence or len(pilots) >= budget:
-        why = "the pilots settle it" if len(pilots) < budget else "no budget left"
+        is_early = len(pilots) < budget
+        why = "the pilots settle it" if is_early else "the pilots used the whole budget"
         if leader == 0:
-            return await _by_score(run, pilots, decide(None, why, True, confidence))
+            return await _by_score(run, pilots, decide(None, why, is_early, confidence))
         # Settled by votes: no scorer call, a majority vote over the pilots.
-        return _voter(run).finish(pilots, decide(None, why, True, confidence))
+        return _voter(run).finish(pilots, decide(None, why, is_early, confidence))
     method = auto.methods[difficulty]
     remaining = budget - len(pilots)
     if method in ("beam_search", "dvts") and remaining >= run.config.beam_width:

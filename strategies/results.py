@@ -110,8 +110,10 @@ class AutoDecision:
     difficulty: Literal["easy", "medium", "hard"]
     method: StrategyName | None  # None: answered from the pilots (early stop)
     reason: str
-    stopped_early: bool
-    confidence: float  # posterior probability that the leading answer is the majority answer
+    stopped_early: bool  # budget was left unspent because the vote was settled
+    # Predictive probability that the leading answer stays ahead of the runner-up over the samples
+    # still allowed; when the pilots used the whole budget, over as many samples again.
+    confidence: float
 
 
 @dataclass(frozen=True, slots=True)

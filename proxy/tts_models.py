@@ -1,0 +1,160 @@
+"""Our extension of the OpenAI wire format, typed: ``TtsOptions`` (the ``tts`` request object;
+the ``X-TTS-*`` headers and model aliases are validated through it too) and ``TtsReport`` (the
+``tts`` object on every answer). Both appear in ``/openapi.json`` so clients can generate types.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
+
+from proxy.settings import ScorerKind, StrategyChoice
+from strategies import ScoringMode, VotingMode
+
+__all__ = [
+    "BudgetUnit",
+    "TtsAnswer",
+    "TtsCandidate",
+    "TtsCompare",
+    "TtsLatency",
+    "TtsOptions",
+    "TtsProfile",
+    "TtsReport",
+]
+
+JSONValue = Any
+BudgetUnit = Literal["samples", "samples_per_depth", "samples_cap", "unused"]
+_CHOICES = ("strategy", "scoring", "voting", "scorer")
+
+
+class TtsOptions(BaseModel):
+    """Per-request search control: body ``"tts": {...}``, the same fields as ``X-TTS-*``
+    headers (headers win, then this object, then a model alias, then the server default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: StrategyChoice | None = None
+    budget: int | None = Field(default=None, ge=1, description="N; see TtsReport.budget_unit")
+    beam_width: int | None = Field(default=None, ge=1, description="M: beams kept per expansion")
+    scoring: ScoringMode | None = None
+    voting: VotingMode | None = None
+    scorer: ScorerKind | None = None
+    max_steps: int | None = Field(default=None, ge=1)
+    timeout_ms: int | None = Field(
+        default=None, ge=1, le=86_400_000, description="deadline: the best answer so far"
+    )
+    trace: bool | None = None
+    compare: str | None = Field(default=None, description="shadow with this baseline model")
+    reference: str | None = Field(default=None, description="the known correct answer")
+
+    @field_validator(*_CHOICES, mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("compare", "reference", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        return str(value).strip() or None
+
+
+class TtsCandidate(BaseModel):
+    answer: str | None
+    score: float | None
+    is_finished: bool
+    is_truncated: bool
+    steps: int
+
+
+class TtsAnswer(BaseModel):
+    answer: str | None
+    votes: int
+    weight: float
+
+
+class TtsLatency(BaseModel):
+    total: float
+    policy: float
+    prm: float
+    render: float
+    proxy: float
+
+
+class TtsProfile(BaseModel):
+    size: str
+    params_b: float | None
+    family: str | None
+    scorer: str
+
+
+class TtsCompare(BaseModel):
+    model: str
+    status: Literal["recording", "skipped"]
+
+
+# Sections that are absent (not null) when they do not apply.
+_SECTIONS = ("auto", "trace", "profile", "compare", "temperature_note")
+
+
+class TtsReport(BaseModel):
+    """What was searched, what it cost and what it saw. A pass-through answer carries only
+    ``strategy: "none"``, ``requested_strategy``, ``reason`` and ``ignored_params``."""
+
+    strategy: str
+    requested_strategy: StrategyChoice | None = None
+    reason: str
+    budget: int | None = Field(default=None, description="N as asked (see budget_unit)")
+    budget_unit: BudgetUnit | None = Field(
+        default=None,
+        description="what budget counts: 'samples' (majority, best_of_n: N answers), "
+        "'samples_per_depth' (beam_search, dvts: N continuations at each step), 'samples_cap' "
+        "(auto: at most N generations in all), 'unused' (cot: one answer)",
+    )
+    max_generations: int | None = Field(
+        default=None, description="the most generations this budget allows (N x max_steps for "
+        "step searches)",
+    )  # fmt: skip
+    budget_spent: int | None = Field(
+        default=None, description="generations made: every sampled continuation, each step"
+    )
+    beam_width: int | None = None
+    scoring: str | None = None
+    voting: str | None = None
+    scorer: str | None = None
+    scorer_note: str | None = None
+    is_partial: bool | None = None
+    generations_per_depth: list[int] | None = None
+    policy_calls: int | None = None
+    prm_calls: int | None = None
+    prm_tokens: int | None = None
+    candidates: list[TtsCandidate] | None = None
+    answers: list[TtsAnswer] | None = None
+    latency_ms: TtsLatency | None = None
+    replica: str | None = None
+    reasoning_prompt: str | None = None
+    ignored_params: list[str] = Field(default_factory=list)
+    temperature_note: str | None = None
+    auto: dict[str, JSONValue] | None = None
+    trace: list[dict[str, JSONValue]] | None = None
+    profile: TtsProfile | None = None
+    compare: TtsCompare | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        is_passthrough = self.strategy == "none"
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None or (key not in _SECTIONS and not is_passthrough)
+        }
