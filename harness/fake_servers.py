@@ -60,6 +60,7 @@ class FakeVllm:
     delay_s: float = 0.0
     fail_statuses: list[int] = field(default_factory=list)  # answered before real ones
     retry_after: str | None = None
+    cached_tokens: int | None = None  # reported per /v1/completions call as vLLM's cache hits
     completion_calls: list[dict[str, Any]] = field(default_factory=list)
     chat_calls: list[dict[str, Any]] = field(default_factory=list)
     responses_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -141,6 +142,8 @@ class FakeVllm:
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         self.reported_usage.append(usage)
+        if self.cached_tokens is not None:
+            usage = usage | {"prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
         return {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": self.model,
                 "choices": choices, "usage": usage}  # fmt: skip
 
