@@ -136,7 +136,7 @@ class FakeVllm:
                 choice = self._choice(self.script(prefix, i), body, p * n + i, i)
                 completion_tokens += len(choice["logprobs"]["tokens"])
                 choices.append(choice)
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": sum(len(tokens_of(p)) for p in prompts),
             "completion_tokens": completion_tokens,
         }

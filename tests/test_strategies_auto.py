@@ -101,6 +101,15 @@ async def test_unanimous_pilots_stop_early() -> None:
     assert decision.difficulty == "easy" and decision.agreement == 1.0
 
 
+async def test_pilots_that_spend_the_whole_budget_do_not_claim_an_early_stop() -> None:
+    # budget == pilots: a 2-1-1 split is all there is; nothing was left to save
+    result = await search("auto", "q", FakePolicy(boxed([4, 4, 1, 2])), None, config(budget=4))
+    decision = result.decision
+    assert decision is not None and not decision.stopped_early
+    assert decision.reason == "the pilots used the whole budget"
+    assert result.answer == "4" and 0.0 < decision.confidence < 0.95
+
+
 async def test_hard_problem_gets_the_rules_search_within_the_cap() -> None:
     policy = FakePolicy(boxed([1, 2, 3, 5]))  # four different answers: hard
     result = await search("auto", "q", policy, FakeScorer(), config(budget=16))
