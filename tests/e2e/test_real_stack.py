@@ -85,6 +85,15 @@ def test_responses_api_search_over_the_real_stack(proxy_url: str, relay: tuple[R
     assert response.usage is not None
     assert response.usage.output_tokens == sum(u["completion_tokens"] for u in relay[0].usages)
     assert response.usage.input_tokens == sum(u["prompt_tokens"] for u in relay[0].usages)
+    # Pass-through: vLLM's own /v1/responses answers (read without strict validation: vLLM's
+    # object is its own, the proxy relays it unchanged).
+    with openai.OpenAI(base_url=proxy_url + "/v1", api_key="unused", timeout=300,
+                       max_retries=0) as client:  # fmt: skip
+        relayed = client.responses.create(
+            model="smollm2", input="Say hello.", max_output_tokens=16,
+            extra_headers={"X-TTS-Strategy": "none"},
+        )  # fmt: skip
+    assert relayed.output_text and (relayed.model_extra or {})["tts"]["strategy"] == "none"
 
 
 def test_legacy_completions_reach_vllm_untouched(proxy_url: str) -> None:
