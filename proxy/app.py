@@ -65,7 +65,10 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequestError:
         return InvalidRequestError(f"the request body is not valid JSON: {first.get('msg')}")
     loc = [str(p) for p in first.get("loc", ())[1:]]
     if not loc:
-        return InvalidRequestError(f"the request body: {first['msg']}")
+        return InvalidRequestError(
+            "the request body must be a JSON object (Content-Type: application/json) with the "
+            f"endpoint's fields; got: {first['msg']}"
+        )
     param = ".".join(loc)
     return InvalidRequestError(f"{param}: {first['msg']}", param=param)
 

@@ -276,3 +276,15 @@ def test_budget_fields_say_what_the_budget_counts(start_proxy: ProxyFactory, sdk
     assert tts["budget"] == 8 and tts["budget_unit"] == "samples_per_depth"
     assert tts["max_generations"] == 40
     assert tts["budget_spent"] == sum(tts["generations_per_depth"]) > 8
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses", "/v1/completions"])
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]"])
+def test_a_body_that_is_not_a_json_object_says_so(
+    start_proxy: ProxyFactory, path: str, content: bytes
+) -> None:
+    url = start_proxy()
+    response = httpx.post(url + path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and "JSON object" in error["message"]
