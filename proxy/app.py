@@ -62,7 +62,9 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequestError:
     """A request-body validation failure as a 400 naming the first bad parameter."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
-        return InvalidRequestError(f"the request body is not valid JSON: {first.get('msg')}")
+        return InvalidRequestError(
+            f"the request body is not valid JSON (send a JSON object): {first.get('msg')}"
+        )
     loc = [str(p) for p in first.get("loc", ())[1:]]
     if not loc:
         return InvalidRequestError(
