@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 _ASSISTANT = "<|im_start|>assistant\n"
 _TOKEN = re.compile(r"\S+\s*|\s+")
@@ -84,8 +84,8 @@ class FakeVllm:
     async def _models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.model, "object": "model"}]}
 
-    async def _health(self) -> dict[str, str]:
-        return {}
+    async def _health(self) -> Response:
+        return Response(status_code=200)  # as vLLM: 200 with an empty body
 
     async def _tokenize(self, request: Request) -> dict[str, Any]:
         body = await request.json()
@@ -195,7 +195,8 @@ class FakeVllm:
 def _response(model: str, text: str) -> dict[str, Any]:
     item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
-    usage = {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+    cache = {"cached_tokens": 0, "cache_write_tokens": 0}
+    usage = {"input_tokens": 7, "input_tokens_details": cache,
              "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": 10}  # fmt: skip
     return {"id": "resp_up", "object": "response", "created_at": 0, "status": "completed",

@@ -19,10 +19,11 @@ from proxy.errors import InternalError, InvalidRequestError, ProxyError, http_er
 from proxy.large_api import load_litellm
 from proxy.metrics import Metrics
 from proxy.profiles import load_rules
+from proxy.replicas import PolicyPool
 from proxy.routes import router
 from proxy.routes_completions import router as completions_router
 from proxy.routes_responses import router as responses_router
-from proxy.service import Admission, AppState, PolicyPool
+from proxy.service import Admission, AppState
 from proxy.settings import ProxySettings
 from proxy.shadow import Shadow
 from proxy.upstream import Upstream, UpstreamConfig
@@ -46,6 +47,7 @@ def _upstream(settings: ProxySettings, kind: str, url: str, metrics: Metrics) ->
             max_connections=getattr(settings, f"{kind}_max_connections"),
             max_retries=getattr(settings, f"{kind}_max_retries"),
             timeout_setting=f"PROXY_{kind.upper()}_TIMEOUT_S",
+            eject_s=settings.policy_eject_s,
         ),
         metrics,
     )
@@ -90,10 +92,11 @@ def create_app(settings: ProxySettings) -> FastAPI:
         await shadow.open()
         if settings.litellm_routes or settings.shadow_model:
             await load_litellm()  # at start-up, not in the first routed request
+        pool = PolicyPool(policies, settings.policy_model)
         app.state.tts = AppState(
             settings=settings,
             metrics=metrics,
-            policy=PolicyPool(policies, settings.policy_model),
+            policy=pool,
             prm=prm,
             renderer=PromptRenderer(),
             admission=Admission(settings.max_concurrent_searches, metrics),
@@ -101,7 +104,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
             shadow=shadow,
         )
         try:
-            yield
+            async with pool.probing(settings.policy_probe_interval_s):
+                yield
         finally:
             await shadow.aclose()
             for upstream in [*policies, *([prm] if prm else [])]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.errors import UpstreamError
+from proxy.replicas import PolicyPool
 from proxy.upstream import Upstream
 from strategies import (
     Finish,
@@ -87,13 +88,20 @@ class VllmPolicy:
         extra: dict[str, Any] | None = None,
         *,
         is_templated: bool = True,
+        pool: PolicyPool | None = None,
     ) -> None:
         self._is_templated = is_templated
+        self._pool = pool
         self._upstream = upstream
         self._model = model
         self._prompt = prompt
         self._stats = stats
         self._extra = extra or {}
+
+    @property
+    def upstream(self) -> Upstream:
+        """The replica serving this request now."""
+        return self._upstream
 
     async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
         payload: dict[str, Any] = {
@@ -113,7 +121,12 @@ class VllmPolicy:
             payload["include_stop_str_in_output"] = True
         started = time.perf_counter()
         try:
-            data = await self._upstream.post_json("/completions", payload)
+            if self._pool is None:
+                data = await self._upstream.post_json("/completions", payload)
+            else:  # a failed replica: the same call on another, which serves the rest
+                data, self._upstream = await self._pool.with_failover(
+                    self._upstream, lambda u: u.post_json("/completions", payload)
+                )
         finally:
             self._stats.policy_s += time.perf_counter() - started
         details = (data.get("usage") or {}).get("prompt_tokens_details") or {}

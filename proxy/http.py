@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -17,7 +18,9 @@ from proxy.errors import AuthenticationError
 from proxy.protocol import ErrorResponse
 from proxy.service import AppState
 
-__all__ = ["ERROR_RESPONSES", "disconnected", "get_state", "require_key", "until_disconnect"]
+__all__ = [
+    "ERROR_RESPONSES", "disconnected", "get_state", "has_key", "require_key", "until_disconnect",
+]  # fmt: skip
 
 # Documented in /openapi.json for every endpoint: the OpenAI error shape.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -40,13 +43,17 @@ async def get_state(request: Request) -> AppState:
     return state
 
 
-async def require_key(request: Request, state: AppState = Depends(get_state)) -> None:  # noqa: B008
-    keys = state.settings.api_keys
-    if not keys:
-        return
+def has_key(request: Request, state: AppState) -> bool:
+    """Whether the request carries one of the proxy's API keys (constant-time comparison)."""
     header = request.headers.get("authorization", "")
-    token = header[7:] if header.lower().startswith("bearer ") else ""
-    if not any(token == key.get_secret_value() for key in keys):
+    token = header[7:].encode() if header.lower().startswith("bearer ") else b""
+    matches = [hmac.compare_digest(token, k.get_secret_value().encode())
+               for k in state.settings.api_keys]  # fmt: skip
+    return any(matches)
+
+
+async def require_key(request: Request, state: AppState = Depends(get_state)) -> None:  # noqa: B008
+    if state.settings.api_keys and not has_key(request, state):
         raise AuthenticationError("missing or invalid API key (Authorization: Bearer ...)")
 
 

@@ -12,12 +12,15 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from proxy.control import Plan
 from proxy.errors import ProxyError, UpstreamError
 from proxy.large_api import litellm_call, litellm_params
 from proxy.protocol import ChatCompletionRequest, TtsReport
 from proxy.service import AppState
 from proxy.streaming import DONE, sse
+from proxy.upstream import Upstream
 
 __all__ = [
     "chat_payload",
@@ -54,7 +57,9 @@ async def policy_json(
     state: AppState, path: str, payload: dict[str, Any], plan: Plan
 ) -> dict[str, Any]:
     """One non-streaming answer straight from a policy replica, with the ``tts`` note."""
-    data = await state.policy.pick().post_json(path, payload)
+    data, _ = await state.policy.with_failover(
+        state.policy.pick(), lambda u: u.post_json(path, payload)
+    )
     data["tts"] = tts_note(plan)
     return data
 
@@ -63,9 +68,14 @@ async def policy_json(
 async def open_policy_stream(
     state: AppState, path: str, payload: dict[str, Any]
 ) -> AsyncIterator[AsyncIterator[bytes]]:
-    """Open the upstream stream (errors surface here, before our response starts)."""
-    upstream = state.policy.pick()
-    async with upstream.stream(path, payload) as response:
+    """Open the upstream stream (errors surface here, before our response starts; a failed
+    replica hands over to another before any byte was sent)."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def open_on(upstream: Upstream) -> httpx.Response:
+            return await stack.enter_async_context(upstream.stream(path, payload))
+
+        response, _ = await state.policy.with_failover(state.policy.pick(), open_on)
 
         async def lines() -> AsyncIterator[bytes]:
             try:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,7 +13,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.control import Plan, resolve_plan, split_alias
-from proxy.http import ERROR_RESPONSES, disconnected, get_state, require_key, until_disconnect
+from proxy.http import (
+    ERROR_RESPONSES,
+    disconnected,
+    get_state,
+    has_key,
+    require_key,
+    until_disconnect,
+)
 from proxy.passthrough import (
     chat_payload,
     litellm_completion,
@@ -60,26 +66,40 @@ async def get_model(model: str, state: AppState = Depends(get_state)) -> ModelCa
     raise model_not_found(state, cards[0].id, model)
 
 
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """Liveness: the process serves requests."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready")
+async def ready(state: AppState = Depends(get_state)) -> JSONResponse:  # noqa: B008
+    """Readiness: 200 while at least one policy replica can serve (not ejected), else 503."""
+    available = sum(u.health.is_available for u in state.policy.upstreams)
+    status = "ok" if available else "unavailable"
+    body = {"status": status, "policy_replicas_available": available}
+    return JSONResponse(body, status_code=200 if available else 503)
+
+
 @router.get("/health")
-async def health(state: AppState = Depends(get_state)) -> JSONResponse:  # noqa: B008
-    checks = {u.config.base_url: _probe(u.get_json("//health")) for u in state.policy.upstreams}
+async def health(request: Request, state: AppState = Depends(get_state)) -> JSONResponse:  # noqa: B008
+    """What is degraded, probed now: each policy replica and the PRM by name; their addresses
+    only to a caller holding a proxy API key. "ok" when all answer, "degraded" (200) while the
+    proxy can still serve, "unavailable" (503) when no policy replica or the PRM answers."""
+    named = {f"policy[{i}]": u for i, u in enumerate(state.policy.upstreams)}
     if state.prm is not None:
-        checks[state.prm.config.base_url] = _probe(state.prm.get_json("//health"))
+        named["prm"] = state.prm
     # gather: every probe returns its status and never raises, so nothing is left unawaited.
-    results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
-    policy_ok = any(results[u.config.base_url] == "ok" for u in state.policy.upstreams)
-    prm_ok = state.prm is None or results[state.prm.config.base_url] == "ok"
-    status = "ok" if policy_ok and prm_ok else "degraded"
-    body = {"status": status, "upstreams": results}
-    return JSONResponse(body, status_code=200 if status == "ok" else 503)
-
-
-async def _probe(call: Awaitable[Any]) -> str:
-    try:
-        await call
-    except Exception as exc:  # a health probe reports, never raises
-        return f"error: {exc}"
-    return "ok"
+    results = dict(zip(named, await asyncio.gather(*(u.probe() for u in named.values())),
+                       strict=True))  # fmt: skip
+    policy_ok = any(results[f"policy[{i}]"] == "ok" for i in range(len(state.policy.upstreams)))
+    can_serve = policy_ok and results.get("prm", "ok") == "ok"
+    is_whole = all(result == "ok" for result in results.values())
+    status = "ok" if is_whole else "degraded" if can_serve else "unavailable"
+    body: dict[str, Any] = {"status": status, "upstreams": results}
+    if state.settings.api_keys and has_key(request, state):
+        body["urls"] = {name: u.config.base_url for name, u in named.items()}
+    return JSONResponse(body, status_code=200 if can_serve else 503)
 
 
 @router.get("/metrics")

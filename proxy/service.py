@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -27,6 +26,7 @@ from proxy.errors import (
 from proxy.metrics import Metrics
 from proxy.profiles import AutoRules, Profile
 from proxy.protocol import ChatCompletionRequest
+from proxy.replicas import PolicyPool
 from proxy.settings import ProxySettings, StrategyChoice
 from proxy.shadow import Shadow
 from proxy.upstream import Upstream
@@ -45,34 +45,6 @@ __all__ = [
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
-
-
-class PolicyPool:
-    """The policy replicas. A request sticks to one replica so vLLM's prefix cache hits."""
-
-    def __init__(self, upstreams: Sequence[Upstream], model: str | None) -> None:
-        self.upstreams = list(upstreams)
-        self._configured_model = model
-        self._discovered: str | None = None
-        self._turn = itertools.count()
-
-    def pick(self) -> Upstream:
-        """The least busy replica; round robin among equals."""
-        start = next(self._turn) % len(self.upstreams)
-        order = self.upstreams[start:] + self.upstreams[:start]
-        return min(order, key=lambda upstream: upstream.in_flight)
-
-    async def model(self) -> str:
-        """The served policy model's name (configured, else the first one a replica lists)."""
-        if self._configured_model:
-            return self._configured_model
-        if self._discovered is None:
-            data = await self.upstreams[0].get_json("/models")
-            models = data.get("data") or []
-            if not models:
-                raise UpstreamError("the policy server lists no models")
-            self._discovered = str(models[0]["id"])
-        return self._discovered
 
 
 class Admission:
@@ -186,18 +158,22 @@ async def run_search(
     async with state.admission.slot():
         try:
             async with asyncio.timeout(settings.request_timeout_s):
-                prompt = raw_prompt
-                if prompt is None:
+                if raw_prompt is None:
                     render_started = time.perf_counter()
                     key = json.dumps(messages, sort_keys=True)
-                    prompt = await state.renderer.render(upstream, model, messages, key)
+                    prompt, upstream = await state.policy.with_failover(
+                        upstream, lambda u: state.renderer.render(u, model, messages, key)
+                    )
                     stats.render_s = time.perf_counter() - render_started
+                else:
+                    prompt = raw_prompt
                 extra = dict(plan.forwarded)
                 if request.seed is not None and settings.forward_seed:
                     extra["seed"] = request.seed
                 policy = VllmPolicy(
-                    upstream, model, prompt, stats, extra, is_templated=raw_prompt is None
-                )
+                    upstream, model, prompt, stats, extra, is_templated=raw_prompt is None,
+                    pool=state.policy,
+                )  # fmt: skip
                 scorer = _scorer(state, plan, stats)
                 deadline = _deadline(plan)
                 result = await search(
@@ -216,7 +192,8 @@ async def run_search(
             raise InvalidRequestError(str(exc)) from exc
     upstream_s = stats.policy_s + stats.prm_s + stats.render_s
     logger.debug("search %s done in %.3f s", strategy, time.perf_counter() - started)
-    return SearchOutcome(result, stats, upstream.config.base_url, upstream_s, prompt_family)
+    replica = state.policy.upstreams.index(policy.upstream)
+    return SearchOutcome(result, stats, f"policy[{replica}]", upstream_s, prompt_family)
 
 
 def _scorer(state: AppState, plan: Plan, stats: CallStats) -> StepScorer | None:

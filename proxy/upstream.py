@@ -31,7 +31,7 @@ from proxy.errors import (
 )
 from proxy.metrics import Metrics
 
-__all__ = ["Upstream", "UpstreamConfig"]
+__all__ = ["Health", "Upstream", "UpstreamConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,32 @@ class UpstreamConfig:
     max_connections: int
     max_retries: int
     timeout_setting: str
+    eject_s: float = 10.0  # how long a failing upstream is skipped (passive ejection)
+
+
+@dataclass(slots=True)
+class Health:
+    """Passive health: a transport error, a timeout or a 5xx (after retries) ejects the upstream
+    for ``eject_s``; any success, or a good active probe, brings it back."""
+
+    eject_s: float
+    failures: int = 0
+    ejected_until: float = 0.0
+    last_error: str | None = None
+
+    @property
+    def is_available(self) -> bool:
+        return time.monotonic() >= self.ejected_until
+
+    def failure(self, why: str) -> None:
+        self.failures += 1
+        self.last_error = why
+        self.ejected_until = time.monotonic() + self.eject_s
+
+    def success(self) -> None:
+        self.failures = 0
+        self.last_error = None
+        self.ejected_until = 0.0
 
 
 class _RetryableStatus(Exception):
@@ -65,6 +91,7 @@ class Upstream:
         self.config = config
         self.metrics = metrics
         self.in_flight = 0
+        self.health = Health(config.eject_s)
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.AsyncClient(
             base_url=config.base_url,
@@ -103,6 +130,7 @@ class Upstream:
                 response = await self._with_retries(method, url, payload)
                 data: dict[str, Any] = response.json()
             outcome = "ok"
+            self.health.success()
             return data
         finally:
             self.in_flight -= 1
@@ -124,12 +152,28 @@ class Upstream:
                     await response.aread()
                     with self._translate(path):
                         _raise_for_status(response)
+                self.health.success()
                 yield response
             finally:
                 await response.aclose()
         finally:
             self.in_flight -= 1
             self.metrics.upstream_calls.labels(self.config.kind, path, "stream").inc()
+
+    async def probe(self) -> str:
+        """Active health probe of the server root's ``/health``: its status only (vLLM answers
+        200 with an empty body). Updates the health; returns "ok" or what went wrong."""
+        try:
+            response = await self._client.get(self.root_url + "/health", timeout=5.0)
+        except httpx.HTTPError as exc:
+            why = f"unreachable ({type(exc).__name__})"
+        else:
+            if response.status_code < 400:
+                self.health.success()
+                return "ok"
+            why = f"HTTP {response.status_code}"
+        self.health.failure(why)
+        return why
 
     def _url(self, path: str) -> str:
         # Paths starting with "//" are relative to the server root, not to /v1.
@@ -160,18 +204,22 @@ class Upstream:
         where = f"{cfg.kind} server at {cfg.base_url}"
         try:
             yield
-        except ProxyError:
+        except ProxyError:  # the upstream answered (4xx): it works, the request did not
             raise
         except _RetryableStatus as exc:
+            if exc.response.status_code != 429:  # busy is not broken
+                self.health.failure(f"HTTP {exc.response.status_code}")
             raise UpstreamError(
                 f"{where} answered HTTP {exc.response.status_code} on {path}: "
                 f"{_upstream_message(exc.response)}"
             ) from exc
         except httpx.TimeoutException as exc:
+            self.health.failure("timed out")
             raise UpstreamTimeoutError(
                 f"{where} timed out after {cfg.timeout_s:g} s ({cfg.timeout_setting})"
             ) from exc
         except (httpx.TransportError, ValueError) as exc:
+            self.health.failure(f"transport error ({type(exc).__name__})")
             raise UpstreamError(f"could not talk to {where}: {exc!r}") from exc
 
 

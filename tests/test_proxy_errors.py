@@ -125,7 +125,9 @@ def test_policy_server_down_is_502(stack: Any) -> None:
     error = assert_error(post(url, {"model": "m", "messages": MESSAGES}), 502)
     assert "policy server" in error["message"]
     health = httpx.get(url + "/health")
-    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert httpx.get(url + "/health/ready").status_code == 503
+    assert httpx.get(url + "/health/live").status_code == 200
 
 
 def test_transient_5xx_and_429_are_retried(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
