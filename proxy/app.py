@@ -124,7 +124,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
             logger.warning(
                 "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc
             )
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -46,6 +46,7 @@ class ProxyError(Exception):
     status_code = 500
     type = "internal_error"
     code: str | None = None
+    headers: dict[str, str] | None = None  # sent with the error response (e.g. Retry-After)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -98,6 +99,10 @@ class OverloadedError(ProxyError):
     status_code = 429
     type = "rate_limit_error"
     code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class UpstreamError(ProxyError):

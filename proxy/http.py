@@ -7,20 +7,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
-from starlette.types import Message
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from proxy.errors import AuthenticationError
 from proxy.protocol import ErrorResponse
 from proxy.service import AppState
 
 __all__ = [
-    "ERROR_RESPONSES", "disconnected", "get_state", "has_key", "require_key", "until_disconnect",
-]  # fmt: skip
+    "ERROR_RESPONSES",
+    "admitted",
+    "disconnected",
+    "get_state",
+    "has_key",
+    "require_key",
+    "until_disconnect",
+]
 
 # Documented in /openapi.json for every endpoint: the OpenAI error shape.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -55,6 +62,37 @@ def has_key(request: Request, state: AppState) -> bool:
 async def require_key(request: Request, state: AppState = Depends(get_state)) -> None:  # noqa: B008
     if state.settings.api_keys and not has_key(request, state):
         raise AuthenticationError("missing or invalid API key (Authorization: Bearer ...)")
+
+
+class _HeldStream(StreamingResponse):
+    """A streaming response that gives its admission slot back when it is done (sent in full,
+    failed, or cut by a client disconnect)."""
+
+    def __init__(self, source: StreamingResponse, release: Callable[[], None]) -> None:
+        super().__init__(source.body_iterator, status_code=source.status_code,
+                         headers=dict(source.headers), media_type=source.media_type)  # fmt: skip
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+async def admitted(state: AppState, respond: Callable[[], Awaitable[Response]]) -> Response:
+    """Admission before the response starts: a 429 with ``Retry-After`` when full (streams
+    included); the slot is held until the response, streamed or not, is finished."""
+    slot = state.admission.admit()
+    try:
+        response = await respond()
+    except BaseException:
+        slot.release()
+        raise
+    if isinstance(response, StreamingResponse):
+        return _HeldStream(response, slot.release)
+    slot.release()
+    return response
 
 
 async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:

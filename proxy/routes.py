@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from proxy.control import Plan, resolve_plan, split_alias
 from proxy.http import (
     ERROR_RESPONSES,
+    admitted,
     disconnected,
     get_state,
     has_key,
@@ -116,6 +117,10 @@ async def chat_completions(
     chat: ChatCompletionRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
+    return await admitted(state, lambda: _chat(request, chat, state))
+
+
+async def _chat(request: Request, chat: ChatCompletionRequest, state: AppState) -> Response:
     started = time.perf_counter()
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     plan = resolve_plan(chat, request.headers, state.settings)

@@ -18,7 +18,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from proxy.control import Plan, resolve_plan, split_alias
 from proxy.errors import InvalidRequestError
-from proxy.http import ERROR_RESPONSES, disconnected, get_state, require_key, until_disconnect
+from proxy.http import (
+    ERROR_RESPONSES,
+    admitted,
+    disconnected,
+    get_state,
+    require_key,
+    until_disconnect,
+)
 from proxy.pipeline import prepare_search
 from proxy.protocol import (
     ChatCompletion,
@@ -50,6 +57,10 @@ async def completions(
     body: CompletionRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
+    return await admitted(state, lambda: _complete(request, body, state))
+
+
+async def _complete(request: Request, body: CompletionRequest, state: AppState) -> Response:
     started = time.perf_counter()
     request_id = f"cmpl-{uuid.uuid4().hex}"
     _, alias_strategy, _ = split_alias(body.model)

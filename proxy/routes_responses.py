@@ -15,7 +15,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from proxy.control import resolve_plan
-from proxy.http import ERROR_RESPONSES, disconnected, get_state, require_key, until_disconnect
+from proxy.http import (
+    ERROR_RESPONSES,
+    admitted,
+    disconnected,
+    get_state,
+    require_key,
+    until_disconnect,
+)
 from proxy.large_api import as_completion
 from proxy.passthrough import litellm_completion
 from proxy.pipeline import prepare_search
@@ -48,6 +55,10 @@ async def create_response(
     body: ResponsesRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
+    return await admitted(state, lambda: _respond(request, body, state))
+
+
+async def _respond(request: Request, body: ResponsesRequest, state: AppState) -> Response:
     started = time.perf_counter()
     check_stateless(body)
     response_id = f"resp_{uuid.uuid4().hex}"

@@ -5,12 +5,10 @@ choice, deadlines, and the mapping of search-library errors to proxy errors.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -47,28 +45,42 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class Admission:
-    """Bounded number of searches in flight; beyond it requests fail fast with 429."""
+class Slot:
+    """One admitted request; ``release`` (idempotent) gives the place back."""
 
-    def __init__(self, limit: int, metrics: Metrics) -> None:
+    def __init__(self, admission: Admission) -> None:
+        self._admission: Admission | None = admission
+
+    def release(self) -> None:
+        if self._admission is not None:
+            self._admission.give_back()
+            self._admission = None
+
+
+class Admission:
+    """A bounded number of requests in flight (searches, pass-through and routes alike). Decided
+    before a response starts, so an overloaded stream is a real 429 with ``Retry-After``."""
+
+    def __init__(self, limit: int, metrics: Metrics, retry_after_s: int = 1) -> None:
         self._limit = limit
         self._count = 0
         self._metrics = metrics
+        self._retry_after_s = retry_after_s
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def admit(self) -> Slot:
         if self._count >= self._limit:
             raise OverloadedError(
-                f"too many searches in flight ({self._limit}, PROXY_MAX_CONCURRENT_SEARCHES); "
-                "retry shortly"
+                f"too many requests in flight ({self._limit}, PROXY_MAX_CONCURRENT_SEARCHES); "
+                f"retry after {self._retry_after_s} s",
+                retry_after_s=self._retry_after_s,
             )
         self._count += 1
         self._metrics.in_flight.inc()
-        try:
-            yield
-        finally:
-            self._count -= 1
-            self._metrics.in_flight.dec()
+        return Slot(self)
+
+    def give_back(self) -> None:
+        self._count -= 1
+        self._metrics.in_flight.dec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,41 +167,40 @@ async def run_search(
         [m.model_dump(exclude_none=True) for m in request.messages], profile, settings
     )
     started = time.perf_counter()
-    async with state.admission.slot():
-        try:
-            async with asyncio.timeout(settings.request_timeout_s):
-                if raw_prompt is None:
-                    render_started = time.perf_counter()
-                    key = json.dumps(messages, sort_keys=True)
-                    prompt, upstream = await state.policy.with_failover(
-                        upstream, lambda u: state.renderer.render(u, model, messages, key)
-                    )
-                    stats.render_s = time.perf_counter() - render_started
-                else:
-                    prompt = raw_prompt
-                extra = dict(plan.forwarded)
-                if request.seed is not None and settings.forward_seed:
-                    extra["seed"] = request.seed
-                policy = VllmPolicy(
-                    upstream, model, prompt, stats, extra, is_templated=raw_prompt is None,
-                    pool=state.policy,
-                )  # fmt: skip
-                scorer = _scorer(state, plan, stats)
-                deadline = _deadline(plan)
-                result = await search(
-                    strategy, problem_text(request), policy, scorer, plan.config, deadline=deadline
+    try:
+        async with asyncio.timeout(settings.request_timeout_s):
+            if raw_prompt is None:
+                render_started = time.perf_counter()
+                key = json.dumps(messages, sort_keys=True)
+                prompt, upstream = await state.policy.with_failover(
+                    upstream, lambda u: state.renderer.render(u, model, messages, key)
                 )
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(
-                f"the search did not finish in {settings.request_timeout_s:g} s "
-                "(PROXY_REQUEST_TIMEOUT_S); set X-TTS-Timeout-Ms to get the best answer so far"
-            ) from exc
-        except NoCandidatesError as exc:
-            raise UpstreamTimeoutError(f"{exc}; raise X-TTS-Timeout-Ms") from exc
-        except SearchError as exc:
-            raise UpstreamError(f"an upstream broke its contract: {exc}") from exc
-        except ValueError as exc:
-            raise InvalidRequestError(str(exc)) from exc
+                stats.render_s = time.perf_counter() - render_started
+            else:
+                prompt = raw_prompt
+            extra = dict(plan.forwarded)
+            if request.seed is not None and settings.forward_seed:
+                extra["seed"] = request.seed
+            policy = VllmPolicy(
+                upstream, model, prompt, stats, extra, is_templated=raw_prompt is None,
+                pool=state.policy,
+            )  # fmt: skip
+            scorer = _scorer(state, plan, stats)
+            deadline = _deadline(plan)
+            result = await search(
+                strategy, problem_text(request), policy, scorer, plan.config, deadline=deadline
+            )
+    except TimeoutError as exc:
+        raise UpstreamTimeoutError(
+            f"the search did not finish in {settings.request_timeout_s:g} s "
+            "(PROXY_REQUEST_TIMEOUT_S); set X-TTS-Timeout-Ms to get the best answer so far"
+        ) from exc
+    except NoCandidatesError as exc:
+        raise UpstreamTimeoutError(f"{exc}; raise X-TTS-Timeout-Ms") from exc
+    except SearchError as exc:
+        raise UpstreamError(f"an upstream broke its contract: {exc}") from exc
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc)) from exc
     upstream_s = stats.policy_s + stats.prm_s + stats.render_s
     logger.debug("search %s done in %.3f s", strategy, time.perf_counter() - started)
     replica = state.policy.upstreams.index(policy.upstream)
