@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from proxy.clients import PromptRenderer
 from proxy.errors import InternalError, InvalidRequestError, ProxyError, http_error
 from proxy.large_api import load_litellm
+from proxy.limits import BodyLimit
 from proxy.metrics import Metrics
 from proxy.profiles import load_rules
 from proxy.replicas import PolicyPool
@@ -98,7 +99,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
             metrics=metrics,
             policy=pool,
             prm=prm,
-            renderer=PromptRenderer(),
+            renderer=PromptRenderer(settings.prompt_cache_bytes),
             admission=Admission(settings.max_concurrent_searches, metrics),
             rules=rules,
             shadow=shadow,
@@ -114,6 +115,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
     # One schema per model (validation mode): TtsReport drops absent sections when it serializes.
     app = FastAPI(title="tts-proxy", lifespan=lifespan, separate_input_output_schemas=False)
     app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.include_router(responses_router)
     app.include_router(completions_router)
 

@@ -41,11 +41,13 @@ class CallStats:
 
 
 class PromptRenderer:
-    """Renders a conversation to the policy's prompt text with its own chat template (LRU cache)."""
+    """Renders a conversation to the policy's prompt text with its own chat template, keeping
+    the most recent renderings within a byte budget (key and prompt text counted)."""
 
-    def __init__(self, max_entries: int = 1024) -> None:
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
         self._cache: OrderedDict[tuple[str, str, str], str] = OrderedDict()
-        self._max = max_entries
+        self._max_bytes = max_bytes
+        self.size_bytes = 0
 
     async def render(
         self, upstream: Upstream, model: str, messages: list[dict[str, Any]], key: str
@@ -70,10 +72,19 @@ class PromptRenderer:
         prompt = detok.get("prompt")
         if not isinstance(prompt, str):
             raise UpstreamError("the policy server's /detokenize answer has no 'prompt' text")
-        self._cache[cache_key] = prompt
-        if len(self._cache) > self._max:
-            self._cache.popitem(last=False)
+        cost = _cost(cache_key, prompt)
+        if cost <= self._max_bytes:
+            self._cache[cache_key] = prompt
+            self.size_bytes += cost
+        while self.size_bytes > self._max_bytes:
+            old_key, old_prompt = self._cache.popitem(last=False)
+            self.size_bytes -= _cost(old_key, old_prompt)
         return prompt
+
+
+def _cost(key: tuple[str, str, str], prompt: str) -> int:
+    """Bytes an entry holds (UTF-8 lengths; Python's own overhead aside)."""
+    return sum(len(part.encode()) for part in (*key, prompt))
 
 
 class VllmPolicy:

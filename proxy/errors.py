@@ -130,6 +130,11 @@ def http_error(method: str, path: str, exc: Exception) -> ProxyError:
         return NotFoundError(f"unknown endpoint {method} {path}{endpoints}")
     if status == 405:
         return MethodNotAllowedError(f"method {method} is not allowed on {path}{endpoints}")
+    if status == 400:  # the body did not parse (invalid, or nested too deeply)
+        return InvalidRequestError(
+            "the request body could not be parsed as JSON (invalid, or nested too deeply); "
+            "send a JSON object"
+        )
     error = ProxyError(str(getattr(exc, "detail", exc)), code=str(status))
     error.status_code = status
     error.type = "invalid_request_error" if status < 500 else "internal_error"

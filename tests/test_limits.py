@@ -1,0 +1,69 @@
+"""Request size and memory bounds: a 413 naming the limit (declared or chunked bodies), deeply
+nested JSON as a 400, and the rendered-prompt cache held to its byte budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from harness.fake_servers import FakeVllm
+from harness.servers import serve
+from proxy.clients import PromptRenderer
+from proxy.metrics import Metrics
+from proxy.upstream import Upstream, UpstreamConfig
+from tests.conftest import ProxyFactory
+
+MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def test_a_body_over_the_limit_is_a_413_naming_it(start_proxy: ProxyFactory) -> None:
+    url = start_proxy(max_request_bytes=4096)
+    big = {"model": "fake-policy", "messages": [{"role": "user", "content": "x" * 5000}]}
+    response = httpx.post(url + "/v1/chat/completions", json=big)
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "request_too_large" and "4096 bytes" in error["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"model": "fake-policy", "messages": [{"role": "user", "content": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}]}'
+
+    chunked = httpx.post(url + "/v1/chat/completions", content=chunks(),
+                         headers={"content-type": "application/json"})  # fmt: skip
+    assert chunked.status_code == 413
+    small = httpx.post(url + "/v1/chat/completions", json={"model": "fake-policy",
+                       "messages": MESSAGES}, headers={"X-TTS-Strategy": "cot"})  # fmt: skip
+    assert small.status_code == 200
+
+
+def test_deeply_nested_json_is_a_400(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    body = b'{"model": "fake-policy", "messages": [], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    response = httpx.post(url + "/v1/chat/completions", content=body,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.asyncio
+async def test_prompt_cache_stays_within_its_byte_budget() -> None:
+    with serve(FakeVllm().app()) as url:
+        config = UpstreamConfig(kind="policy", base_url=url + "/v1", api_key=None,
+                                connect_timeout_s=5, timeout_s=30, max_connections=4,
+                                max_retries=0, timeout_setting="t")  # fmt: skip
+        upstream = Upstream(config, Metrics())
+        renderer = PromptRenderer(max_bytes=20_000)
+        try:
+            for i in range(12):
+                messages = [{"role": "user", "content": f"{i} " + "z" * 3000}]
+                await renderer.render(upstream, "fake-policy", messages, str(i))
+                assert renderer.size_bytes <= 20_000
+            huge = [{"role": "user", "content": "w" * 30_000}]  # larger than the budget: not kept
+            prompt = await renderer.render(upstream, "fake-policy", huge, "huge")
+            assert "w" * 30_000 in prompt and 0 < renderer.size_bytes <= 20_000
+        finally:
+            await upstream.aclose()
