@@ -122,6 +122,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
         metrics.errors.labels(exc.type).inc()
+        strategy = str(getattr(request.state, "strategy", "-"))
+        metrics.requests.labels(strategy, str(exc.status_code)).inc()
         if exc.status_code >= 500:
             logger.warning(
                 "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc

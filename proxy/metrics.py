@@ -14,7 +14,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "tts_requests", "Chat completion requests", ["strategy", "status"], registry=r
+            "tts_requests",
+            "Requests by strategy and status (ok, or the HTTP status of the error, streams too)",
+            ["strategy", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "tts_request_latency_seconds",

@@ -81,12 +81,16 @@ async def open_policy_stream(
             try:
                 async for line in response.aiter_lines():
                     yield (line + "\n").encode()
-            except ProxyError as exc:
-                yield sse(exc.body())
-                yield DONE
             except Exception as exc:  # a task boundary: the upstream broke mid-stream
-                logger.warning("pass-through stream broke: %r", exc)
-                yield sse(UpstreamError(f"the policy server's stream broke: {exc!r}").body())
+                error = (
+                    exc
+                    if isinstance(exc, ProxyError)
+                    else UpstreamError(f"the policy server's stream broke ({type(exc).__name__})")
+                )
+                logger.warning("pass-through stream broke: %s", error.code)
+                state.metrics.errors.labels(error.type).inc()
+                state.metrics.requests.labels("none", str(error.status_code)).inc()
+                yield sse(error.body())
                 yield DONE
 
         yield lines()

@@ -124,6 +124,7 @@ async def _chat(request: Request, chat: ChatCompletionRequest, state: AppState) 
     started = time.perf_counter()
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     plan = resolve_plan(chat, request.headers, state.settings)
+    request.state.strategy = plan.strategy  # for the error handler's metrics
     headers = strategy_headers(request_id, plan)
     route = state.settings.litellm_routes.get(plan.model)
     if route is not None:
@@ -135,7 +136,7 @@ async def _chat(request: Request, chat: ChatCompletionRequest, state: AppState) 
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         events = search_events(
-            job.run, include_usage=include_usage,
+            job.run, metrics=state.metrics, strategy=plan.strategy, include_usage=include_usage,
             keepalive_s=state.settings.keepalive_interval_s, request_id=request_id,
             disconnected=lambda: disconnected(request),
         )  # fmt: skip

@@ -36,7 +36,7 @@ from proxy.protocol import (
 )
 from proxy.routes import relay, result_headers, strategy_headers
 from proxy.service import AppState, check_model
-from proxy.streaming import DONE, KEEPALIVE, keepalive_events, sse
+from proxy.streaming import DONE, KEEPALIVE, counted, keepalive_events, sse
 
 __all__ = ["router"]
 
@@ -69,6 +69,7 @@ async def _complete(request: Request, body: CompletionRequest, state: AppState) 
     is_best_of = body.best_of is not None and body.best_of > 1
     chat = _as_chat(body, is_best_of and not asked)
     plan = resolve_plan(chat, request.headers, state.settings)
+    request.state.strategy = plan.strategy  # for the error handler's metrics
     headers = strategy_headers(request_id, plan)
     model = await check_model(state, plan.model)
     if (not asked and not is_best_of) or plan.strategy == "none":
@@ -90,7 +91,8 @@ async def _complete(request: Request, body: CompletionRequest, state: AppState) 
     events = keepalive_events(
         job.run, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE,
         finish=lambda c: _chunks(_text_completion(c), include_usage),
-        fail=lambda exc: [sse(exc.body()), DONE], keepalive_s=state.settings.keepalive_interval_s,
+        fail=counted(state.metrics, plan.strategy, lambda exc: [sse(exc.body()), DONE]),
+        keepalive_s=state.settings.keepalive_interval_s,
         request_id=request_id, disconnected=lambda: disconnected(request),
     )  # fmt: skip
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)

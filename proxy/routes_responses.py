@@ -39,7 +39,7 @@ from proxy.responses_api import (
 from proxy.responses_wire import ResponseObject, ResponsesRequest
 from proxy.routes import relay, result_headers, strategy_headers
 from proxy.service import AppState, check_model
-from proxy.streaming import keepalive_events
+from proxy.streaming import counted, keepalive_events
 
 __all__ = ["router"]
 
@@ -66,6 +66,7 @@ async def _respond(request: Request, body: ResponsesRequest, state: AppState) ->
     chat = to_chat(body) if reason is None else _stand_in(body)
     plan = resolve_plan(chat, request.headers, state.settings)
     plan = dataclasses.replace(plan, ignored_params=(*plan.ignored_params, *ignored_fields(body)))
+    request.state.strategy = plan.strategy  # for the error handler's metrics
     headers = strategy_headers(response_id, plan)
     route = state.settings.litellm_routes.get(plan.model)
     if route is not None and reason is None:
@@ -76,7 +77,7 @@ async def _respond(request: Request, body: ResponsesRequest, state: AppState) ->
         async def routed() -> ChatCompletion:
             return as_completion(await litellm_completion(state, route, once), note)
 
-        return await _answer(request, state, body, routed, response_id, headers)
+        return await _answer(request, state, body, routed, response_id, headers, "none")
     model = await check_model(state, plan.model)
     if reason is not None or plan.strategy == "none":
         why = reason or plan.reason
@@ -85,7 +86,7 @@ async def _respond(request: Request, body: ResponsesRequest, state: AppState) ->
         return await relay(state, "/responses", payload, plan, is_stream=body.stream,
                            headers=headers, request=request)  # fmt: skip
     job = prepare_search(state, chat, plan, model, request_id=response_id, started=started)
-    return await _answer(request, state, body, job.run, response_id, headers)
+    return await _answer(request, state, body, job.run, response_id, headers, plan.strategy)
 
 
 def _stand_in(body: ResponsesRequest) -> ChatCompletionRequest:
@@ -103,6 +104,7 @@ async def _answer(
     work: Any,
     response_id: str,
     headers: dict[str, str],
+    strategy: str,
 ) -> Response:
     created_at = int(time.time())
     if not body.stream:
@@ -117,7 +119,8 @@ async def _answer(
 
     events = keepalive_events(
         work, opening=lambda: writer.created() + writer.in_progress(),
-        keepalive=writer.in_progress, finish=finish, fail=writer.failed,
+        keepalive=writer.in_progress, finish=finish,
+        fail=counted(state.metrics, strategy, writer.failed),
         keepalive_s=state.settings.keepalive_interval_s, request_id=response_id,
         disconnected=lambda: disconnected(request),
     )  # fmt: skip

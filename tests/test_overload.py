@@ -84,3 +84,18 @@ def test_slots_come_back_after_streams_end_or_break(
                             headers={"X-TTS-Strategy": "cot"}, timeout=30).status_code  # fmt: skip
         time.sleep(0.05)
     assert status == 200
+
+
+def test_failures_are_counted_streamed_or_not(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    url = start_proxy(policy_max_retries=0)
+    vllm.fail_statuses = [500] * 20
+    body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body,
+                      headers={"X-TTS-Strategy": "best_of_n"}) as response:  # fmt: skip
+        assert response.status_code == 200 and b'"error"' in response.read()
+    bad = httpx.post(url + "/v1/chat/completions", json={"model": "fake-policy", "messages": []})
+    assert bad.status_code == 400
+    text = httpx.get(url + "/metrics").text
+    assert 'tts_requests_total{status="502",strategy="best_of_n"} 1.0' in text
+    assert 'tts_errors_total{type="upstream_error"} 1.0' in text
+    assert 'tts_requests_total{status="400",strategy="-"} 1.0' in text
