@@ -61,6 +61,7 @@ class FakeVllm:
     fail_statuses: list[int] = field(default_factory=list)  # answered before real ones
     retry_after: str | None = None
     cached_tokens: int | None = None  # reported per /v1/completions call as vLLM's cache hits
+    trickle_s: float = 0.0  # > 0: /v1/completions sends its answer one byte per trickle_s
     completion_calls: list[dict[str, Any]] = field(default_factory=list)
     chat_calls: list[dict[str, Any]] = field(default_factory=list)
     responses_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -108,18 +109,17 @@ class FakeVllm:
             status = self.fail_statuses.pop(0)
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
             return JSONResponse({"error": {"message": f"injected {status}"}}, status, headers)
-        self.in_flight += 1
-        try:
-            self.started.set()
-            until = time.monotonic() + self.delay_s
-            while time.monotonic() < until:
-                if await request.is_disconnected():  # the proxy gave up on us
-                    self.cancelled += 1
-                    return JSONResponse({}, 499)
-                await asyncio.sleep(0.02)
-        finally:
-            self.in_flight -= 1
+        if await self._wait(request):
+            return JSONResponse({}, 499)
+        if self.trickle_s > 0:
+            return StreamingResponse(self._trickle(json.dumps(self._answer(body))),
+                                     media_type="application/json")  # fmt: skip
         return self._answer(body)
+
+    async def _trickle(self, text: str) -> Any:
+        for char in text:
+            yield char
+            await asyncio.sleep(self.trickle_s)
 
     def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
@@ -170,9 +170,26 @@ class FakeVllm:
     async def _responses(self, request: Request) -> Any:
         return await _responses_endpoint(self, request)
 
+    async def _wait(self, request: Request) -> bool:
+        """Sleep ``delay_s`` unless the caller goes away first (then counted; True)."""
+        self.in_flight += 1
+        try:
+            self.started.set()
+            until = time.monotonic() + self.delay_s
+            while time.monotonic() < until:
+                if await request.is_disconnected():  # the proxy gave up on us
+                    self.cancelled += 1
+                    return True
+                await asyncio.sleep(0.02)
+        finally:
+            self.in_flight -= 1
+        return False
+
     async def _chat(self, request: Request) -> Any:
         body = await request.json()
         self.chat_calls.append(body)
+        if await self._wait(request):
+            return JSONResponse({}, 499)
         content = "plain answer from the policy"
         usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
         if not body.get("stream"):

@@ -145,7 +145,12 @@ class VllmPolicy:
             self._stats.cached_prompt_tokens = (self._stats.cached_prompt_tokens or 0) + details[
                 "cached_tokens"
             ]
-        return _parse_completions(data, len(prefixes), n, sampling)
+        try:
+            return _parse_completions(data, len(prefixes), n, sampling)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # its fault, not ours
+            raise UpstreamError(
+                f"the policy server's /v1/completions answer is malformed ({type(exc).__name__})"
+            ) from exc
 
 
 def _parse_completions(
@@ -255,6 +260,14 @@ class PrmScorer:
             data = await self._upstream.post_json("/score", payload)
         finally:
             self._stats.prm_s += time.perf_counter() - started
+        try:
+            return self._parse(data, requests)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # its fault, not ours
+            raise UpstreamError(
+                f"the PRM server's /v1/score answer is malformed ({type(exc).__name__})"
+            ) from exc
+
+    def _parse(self, data: dict[str, Any], requests: Sequence[ScoreRequest]) -> ScoreBatch:
         scores = data.get("scores")
         if not isinstance(scores, list) or len(scores) != len(requests):
             raise UpstreamError("the PRM server returned a malformed 'scores' list")

@@ -7,9 +7,10 @@ beyond its public names.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from proxy.tts_models import TtsOptions, TtsReport
 
@@ -42,12 +43,24 @@ JSONValue = Any
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
+def valid_text(value: Any) -> Any:
+    """``value`` if all its text is valid Unicode (JSON allows lone surrogates; UTF-8 does not,
+    and the upstream request could not be sent)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("holds a lone UTF-16 surrogate: not valid Unicode text") from exc
+    return value
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Role
     content: str | list[JSONValue] | None = None
     name: str | None = None
+
+    _content = field_validator("content")(valid_text)
 
 
 class StreamOptions(BaseModel):
@@ -184,6 +197,8 @@ class CompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     user: str | None = None
     tts: TtsOptions | None = None
+
+    _prompt = field_validator("prompt")(valid_text)
 
 
 class TextChoice(BaseModel):

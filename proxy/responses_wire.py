@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from proxy.protocol import valid_text
 from proxy.tts_models import TtsOptions, TtsReport
 
 __all__ = [
@@ -59,6 +60,8 @@ class ResponsesRequest(BaseModel):
     truncation: Literal["auto", "disabled"] | None = None
     user: str | None = None
     tts: TtsOptions | None = None
+
+    _text = field_validator("input", "instructions")(valid_text)
 
 
 class OutputText(BaseModel):

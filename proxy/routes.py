@@ -197,7 +197,10 @@ async def relay(
         data = await until_disconnect(request, policy_json(state, path, payload, plan))
         return JSONResponse(data, headers=headers)
     stack = contextlib.AsyncExitStack()
-    lines = await stack.enter_async_context(open_policy_stream(state, path, payload))
+    # Until the upstream's first byte nothing has been sent: a client gone by then cancels it.
+    lines = await until_disconnect(
+        request, stack.enter_async_context(open_policy_stream(state, path, payload))
+    )
 
     async def body() -> Any:
         async with stack:

@@ -198,7 +198,7 @@ async def run_search(
     except NoCandidatesError as exc:
         raise UpstreamTimeoutError(f"{exc}; raise X-TTS-Timeout-Ms") from exc
     except SearchError as exc:
-        raise UpstreamError(f"an upstream broke its contract: {exc}") from exc
+        raise UpstreamError(f"the policy server (or PRM server) broke its contract: {exc}") from exc
     except ValueError as exc:
         raise InvalidRequestError(str(exc)) from exc
     upstream_s = stats.policy_s + stats.prm_s + stats.render_s

@@ -7,6 +7,7 @@ honouring ``Retry-After`` and never past the caller's deadline.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -127,8 +128,13 @@ class Upstream:
         self.in_flight += 1
         try:
             with self._translate(path):
-                response = await self._with_retries(method, url, payload)
+                # A total deadline, not only httpx's idle timeouts: a trickling upstream ends too.
+                async with asyncio.timeout(self.config.timeout_s):
+                    response = await self._with_retries(method, url, payload)
                 data: dict[str, Any] = response.json()
+                if not isinstance(data, dict):
+                    raise UpstreamError(f"the {self.config.kind} server's answer on {path} "
+                                        "is not a JSON object")  # fmt: skip
             outcome = "ok"
             self.health.success()
             return data
@@ -213,14 +219,15 @@ class Upstream:
                 f"{where} answered HTTP {exc.response.status_code} on {path}: "
                 f"{_upstream_message(exc.response)}"
             ) from exc
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
             self.health.failure("timed out")
             raise UpstreamTimeoutError(
                 f"{where} timed out after {cfg.timeout_s:g} s ({cfg.timeout_setting})"
             ) from exc
         except (httpx.TransportError, ValueError) as exc:
+            # The exception's text can hold the request (a prompt): its type only.
             self.health.failure(f"transport error ({type(exc).__name__})")
-            raise UpstreamError(f"could not talk to {where}: {exc!r}") from exc
+            raise UpstreamError(f"could not talk to {where} ({type(exc).__name__})") from exc
 
 
 def _raise_for_status(response: httpx.Response) -> None:
@@ -249,7 +256,9 @@ def _upstream_message(response: httpx.Response) -> str:
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, _RetryableStatus | httpx.ConnectError | httpx.ConnectTimeout)
+    # RemoteProtocolError: a pooled connection the server had closed, no response received.
+    retryable = _RetryableStatus | httpx.ConnectError | httpx.ConnectTimeout
+    return isinstance(exc, retryable | httpx.RemoteProtocolError)
 
 
 _jitter = wait_random_exponential(multiplier=0.25, max=4.0)

@@ -1,0 +1,127 @@
+"""Fault injection against real loopback servers: upstreams that trickle, answer garbage or
+hang before their first byte, and clients that send invalid text. Each fault lands on the side
+that caused it (502/504 for the upstream, 400 for the client), with no request text in the body."""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+
+from harness.fake_servers import FakeVllm, render_chat
+from harness.servers import serve
+from proxy.app import create_app
+from proxy.settings import ProxySettings
+from tests.conftest import ProxyFactory
+
+MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def chat(url: str, strategy: str = "best_of_n", **kw: Any) -> httpx.Response:
+    body = {"model": "fake-policy", "messages": kw.pop("messages", MESSAGES)} | kw
+    return httpx.post(url + "/v1/chat/completions", json=body, timeout=30,
+                      headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "2"})  # fmt: skip
+
+
+def test_a_trickling_upstream_meets_a_total_deadline(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    vllm.trickle_s = 0.05  # one byte per 50 ms: httpx's idle timeout never fires
+    url = start_proxy(policy_timeout_s=1.0, policy_max_retries=0)
+    started = time.monotonic()
+    response = chat(url)
+    assert response.status_code == 504
+    assert time.monotonic() - started < 4.0
+    assert "PROXY_POLICY_TIMEOUT_S" in response.json()["error"]["message"]
+
+
+def garbage_policy(completions: dict[str, Any]) -> FastAPI:
+    """A policy server whose /v1/completions answer is well-formed JSON of the wrong shape."""
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"data": [{"id": "fake-policy"}]}
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> dict[str, Any]:
+        text = render_chat((await request.json())["messages"], True, False)
+        return {"tokens": [ord(c) for c in text]}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request) -> dict[str, Any]:
+        return {"prompt": "".join(chr(t) for t in (await request.json())["tokens"])}
+
+    @app.post("/v1/completions")
+    async def complete() -> dict[str, Any]:
+        return completions
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"choices": [{"text": {"a": 1}, "logprobs": {"tokens": 5}}] * 2, "usage": {}},
+        {"choices": [{"text": "x"}] * 2, "usage": {"completion_tokens": "many"}},
+        {"choices": None, "usage": None},
+        {"choices": [None, None]},
+    ],
+)
+def test_malformed_policy_answers_are_502(stack: ExitStack, answer: dict[str, Any]) -> None:
+    upstream = stack.enter_context(serve(garbage_policy(answer))) + "/v1"
+    url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=[upstream]))))
+    response = chat(url)
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["type"] == "upstream_error" and "policy server" in error["message"]
+
+
+def test_malformed_prm_scores_are_502(start_proxy: ProxyFactory, stack: ExitStack) -> None:
+    app = FastAPI()
+
+    @app.post("/v1/score")
+    async def score() -> dict[str, Any]:
+        return {"scores": [["high", None]] * 2}
+
+    prm_url = stack.enter_context(serve(app))
+    url = start_proxy(with_prm=False, prm_url=prm_url)
+    response = chat(url, "best_of_n", tts={"scorer": "prm"})
+    assert response.status_code == 502, response.text
+    assert "PRM server" in response.json()["error"]["message"]
+
+
+def test_invalid_unicode_from_the_client_is_its_400(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    body = '{"model": "fake-policy", "messages": [{"role": "user", "content": "x\\ud800y"}]}'
+    response = httpx.post(url + "/v1/chat/completions", content=body,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages.0.content"
+
+
+def test_upstream_errors_carry_no_request_text(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    vllm.fail_statuses = [500] * 10
+    url = start_proxy(policy_max_retries=0)
+    secret = "the launch code is 0000 " * 50
+    response = chat(url, messages=[{"role": "user", "content": secret}])
+    assert response.status_code == 502 and "launch code" not in response.text
+
+
+def test_a_disconnect_before_the_first_pass_through_byte_closes_the_upstream(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    vllm.delay_s = 5.0  # the upstream's first byte would come after 5 s
+    url = start_proxy()
+    body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/chat/completions", json=body, timeout=0.5,
+                   headers={"X-TTS-Strategy": "none"})  # fmt: skip
+    deadline = time.monotonic() + 2.0
+    while vllm.cancelled < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert vllm.cancelled == 1 and vllm.in_flight == 0
