@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -96,12 +97,14 @@ def create_app(settings: PrmServerSettings, scorer: Scorer | None = None) -> Fas
         param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
         return await _api_error(request, ApiError(400, str(first["msg"]), param))
 
-    @app.post("/v1/score")
+    require_key = _key_check(settings)
+
+    @app.post("/v1/score", dependencies=[Depends(require_key)])
     async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
         batcher: Batcher = request.app.state.batcher
         return await _score(batcher, settings, body, metrics)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(require_key)])
     async def models(request: Request) -> dict[str, Any]:
         scorer_: Scorer = request.app.state.batcher.scorer
         card = {"id": scorer_.name, "object": "model", "created": int(time.time()),
@@ -113,11 +116,27 @@ def create_app(settings: PrmServerSettings, scorer: Scorer | None = None) -> Fas
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics")
+    @app.get("/metrics", dependencies=[Depends(require_key)])
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _key_check(settings: PrmServerSettings) -> Any:
+    """A dependency: Bearer keys when ``api_keys`` is set (constant-time); /health stays open."""
+
+    def require_key(request: Request) -> None:
+        if not settings.api_keys:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:].encode() if header.lower().startswith("bearer ") else b""
+        keys = [k.get_secret_value().encode() for k in settings.api_keys]
+        if not any([hmac.compare_digest(token, key) for key in keys]):
+            raise ApiError(401, "missing or invalid API key (Authorization: Bearer ...)",
+                           code="invalid_api_key")  # fmt: skip
+
+    return require_key
 
 
 def _limit(settings: PrmServerSettings, scorer: Scorer) -> int:

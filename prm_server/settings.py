@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prm_server.families import FamilyName
@@ -32,3 +33,4 @@ class PrmServerSettings(BaseSettings):
     cache_entries: int = 200_000
     kv_cache_tokens: int = 65536  # tokens of step key/value caches kept (0: no reuse)
     log_level: str = "info"
+    api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no auth; else Bearer keys

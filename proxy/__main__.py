@@ -43,6 +43,8 @@ def run_server(settings: ProxySettings) -> None:
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=settings.log_level.lower(),
+        # SIGTERM: stop accepting, give in-flight requests this long, then cancel the rest.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )  # fmt: skip
 
 

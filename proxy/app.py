@@ -13,17 +13,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from proxy.clients import PromptRenderer
-from proxy.errors import InternalError, InvalidRequestError, ProxyError, http_error
+from proxy.errors import (
+    InternalError,
+    InvalidRequestError,
+    ProxyError,
+    http_error,
+)
+from proxy.http import has_key
 from proxy.large_api import load_litellm
-from proxy.limits import BodyLimit
+from proxy.limits import BodyLimit, DocsGuard
 from proxy.metrics import Metrics
 from proxy.profiles import load_rules
 from proxy.replicas import PolicyPool
 from proxy.routes import router
-from proxy.routes_completions import router as completions_router
-from proxy.routes_responses import router as responses_router
 from proxy.service import Admission, AppState
 from proxy.settings import ProxySettings
 from proxy.shadow import Shadow
@@ -33,6 +38,7 @@ from strategies import group_equivalent
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
+_DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 def _upstream(settings: ProxySettings, kind: str, url: str, metrics: Metrics) -> Upstream:
@@ -59,6 +65,10 @@ def _prm_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
         return None
     url = settings.prm_url if settings.prm_url.endswith("/v1") else settings.prm_url + "/v1"
     return _upstream(settings, "prm", url, metrics)
+
+
+def _keyed(app: FastAPI, scope: Scope) -> bool:
+    return has_key(Request(scope), app.state.tts)
 
 
 def validation_error(errors: Sequence[Any]) -> InvalidRequestError:
@@ -116,8 +126,9 @@ def create_app(settings: ProxySettings) -> FastAPI:
     app = FastAPI(title="tts-proxy", lifespan=lifespan, separate_input_output_schemas=False)
     app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
-    app.include_router(responses_router)
-    app.include_router(completions_router)
+
+    if settings.protect_docs and settings.api_keys:
+        app.add_middleware(DocsGuard, paths=_DOCS, allowed=lambda scope: _keyed(app, scope))
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:

@@ -1,14 +1,15 @@
-"""An ASGI guard for request size: a body over ``max_request_bytes`` is a 413 naming the limit,
-whether ``Content-Length`` announces it or a chunked body runs past it (nothing over the limit is
-ever buffered)."""
+"""ASGI guards, in front of the app: request size (a body over ``max_request_bytes`` is a 413
+naming the limit, whether ``Content-Length`` announces it or a chunked body runs past it; nothing
+over the limit is ever buffered) and keyed access to the docs pages."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimit"]
+__all__ = ["BodyLimit", "DocsGuard"]
 
 
 class BodyLimit:
@@ -65,3 +66,26 @@ class BodyLimit:
             return await receive()
 
         await self._app(scope, replay, send)
+
+
+class DocsGuard:
+    """401 (OpenAI-shaped) on ``paths`` unless ``allowed(scope)``; everything else passes."""
+
+    def __init__(
+        self, app: ASGIApp, paths: frozenset[str], allowed: Callable[[Scope], bool]
+    ) -> None:
+        self._app = app
+        self._paths = paths
+        self._allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self._paths and not self._allowed(scope):
+            body = json.dumps({"error": {
+                "message": "missing or invalid API key (Authorization: Bearer ...)",
+                "type": "authentication_error", "param": None, "code": "invalid_api_key",
+            }}).encode()  # fmt: skip
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._app(scope, receive, send)

@@ -104,7 +104,9 @@ async def health(request: Request, state: AppState = Depends(get_state)) -> JSON
 
 
 @router.get("/metrics")
-async def metrics(state: AppState = Depends(get_state)) -> Response:  # noqa: B008
+async def metrics(request: Request, state: AppState = Depends(get_state)) -> Response:  # noqa: B008
+    if state.settings.protect_metrics:
+        await require_key(request, state)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -35,6 +35,9 @@ class ProxySettings(BaseSettings):
     max_concurrent_searches: int = 64
     request_timeout_s: float = 600.0
     keepalive_interval_s: float = 10.0
+    protect_metrics: bool = False  # with api_keys: /metrics needs a key too
+    protect_docs: bool = False  # with api_keys: /docs and /openapi.json need a key too
+    shutdown_grace_s: int = Field(default=30, ge=0)  # in-flight requests' time on SIGTERM
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)  # larger bodies: 413
     prompt_cache_bytes: int = Field(default=64 * 2**20, ge=0)  # rendered prompts kept (LRU)
     log_level: str = "info"

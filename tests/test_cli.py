@@ -3,7 +3,12 @@ serve``) and stop cleanly."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -39,3 +44,29 @@ def test_prm_serve_command(tmp_path: Path) -> None:
         body = {"problem": "2+2?", "candidates": [["add them", "so 4"]]}
         data = httpx.post(f"http://127.0.0.1:{port}/v1/score", json=body, timeout=30).json()
         assert data["model"] == "skywork" and len(data["scores"][0]) == 2
+
+
+def test_sigterm_with_a_hung_upstream_ends_within_the_grace_period() -> None:
+    hung = FakeVllm(delay_s=120.0)
+    with serve(hung.app()) as vllm_url:
+        port = free_port()
+        command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
+                   vllm_url + "/v1", "--policy-model", "fake-policy",
+                   "--log-level", "warning"]  # fmt: skip
+        env = dict(os.environ, PROXY_SHUTDOWN_GRACE_S="2")
+        with server_process(command, f"http://127.0.0.1:{port}/health/live", env=env) as process:
+            body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            client = threading.Thread(target=_post_quietly, args=(url, body), daemon=True)
+            client.start()
+            assert hung.started.wait(10)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+            assert time.monotonic() - started < 2 + 5  # the grace, then the rest is cancelled
+        assert hung.in_flight == 0 or hung.cancelled >= 1
+
+
+def _post_quietly(url: str, body: dict[str, object]) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(url, json=body, headers={"X-TTS-Strategy": "cot"}, timeout=60)

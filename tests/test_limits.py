@@ -67,3 +67,17 @@ async def test_prompt_cache_stays_within_its_byte_budget() -> None:
             assert "w" * 30_000 in prompt and 0 < renderer.size_bytes <= 20_000
         finally:
             await upstream.aclose()
+
+
+def test_metrics_and_docs_can_be_protected(start_proxy: ProxyFactory) -> None:
+    url = start_proxy(api_keys=["sk-1"], protect_metrics=True, protect_docs=True)
+    key = {"Authorization": "Bearer sk-1"}
+    for path in ("/metrics", "/openapi.json", "/docs"):
+        anonymous = httpx.get(url + path)
+        assert (
+            anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
+        )
+        assert httpx.get(url + path, headers=key).status_code == 200
+    assert httpx.get(url + "/health/live").status_code == 200  # probes stay open
+    open_url = start_proxy(api_keys=["sk-1"])  # the defaults: metrics and docs open
+    assert httpx.get(open_url + "/metrics").status_code == 200

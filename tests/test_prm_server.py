@@ -329,3 +329,14 @@ def test_kv_reuse_splits_passes_over_the_padded_token_limit(
     # two prompts (one row each), then the two pairs of first steps (one row per prompt): a pass
     # per row, since none fits with another
     assert runner.forward_passes == 4
+
+
+def test_api_keys_guard_scoring_but_not_health(scorers: dict[FamilyName, HfScorer]) -> None:
+    app = create_app(settings(api_keys=["prm-key"]), scorer=scorers["qwen_prm"])
+    body = {"problem": "q", "candidates": [["step one"]]}
+    with serve(app) as url:
+        refused = httpx.post(url + "/v1/score", json=body)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        key = {"Authorization": "Bearer prm-key"}
+        assert httpx.post(url + "/v1/score", json=body, headers=key).status_code == 200
+        assert httpx.get(url + "/health").status_code == 200
