@@ -17,6 +17,7 @@ from starlette.types import Scope
 
 from proxy.clients import PromptRenderer
 from proxy.errors import (
+    ClientDisconnectedError,
     InternalError,
     InvalidRequestError,
     ProxyError,
@@ -65,6 +66,15 @@ def _prm_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
         return None
     url = settings.prm_url if settings.prm_url.endswith("/v1") else settings.prm_url + "/v1"
     return _upstream(settings, "prm", url, metrics)
+
+
+def _log(request: Request, exc: ProxyError) -> None:
+    """A disconnect is one INFO line; the proxy's own 5xx a WARNING (no request text)."""
+    if isinstance(exc, ClientDisconnectedError):
+        logger.info("%s %s: client disconnected, upstream calls cancelled",
+                    request.method, request.url.path)  # fmt: skip
+    elif exc.status_code >= 500:
+        logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
 
 
 def _keyed(app: FastAPI, scope: Scope) -> bool:
@@ -135,10 +145,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
         metrics.errors.labels(exc.type).inc()
         strategy = str(getattr(request.state, "strategy", "-"))
         metrics.requests.labels(strategy, str(exc.status_code)).inc()
-        if exc.status_code >= 500:
-            logger.warning(
-                "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc
-            )
+        _log(request, exc)
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

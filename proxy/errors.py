@@ -9,6 +9,7 @@ Hierarchy::
      +-- NotFoundError            404 invalid_request_error / not_found (an unknown route)
      +-- MethodNotAllowedError    405 invalid_request_error / method_not_allowed
      +-- OverloadedError          429 rate_limit_error / overloaded
+     +-- ClientDisconnectedError  499 client_disconnected (nobody reads it; logged at INFO)
      +-- UpstreamError            502 upstream_error
      |    +-- UpstreamTimeoutError  504 upstream_timeout
      +-- InternalError            500 internal_error
@@ -21,6 +22,7 @@ from __future__ import annotations
 __all__ = [
     "ENDPOINTS",
     "AuthenticationError",
+    "ClientDisconnectedError",
     "InternalError",
     "InvalidRequestError",
     "MethodNotAllowedError",
@@ -103,6 +105,14 @@ class OverloadedError(ProxyError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class ClientDisconnectedError(ProxyError):
+    """The client went away; its upstream calls were cancelled."""
+
+    status_code = 499
+    type = "client_disconnected"
+    code = "client_disconnected"
 
 
 class UpstreamError(ProxyError):

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from proxy.errors import AuthenticationError
+from proxy.errors import AuthenticationError, ClientDisconnectedError
 from proxy.protocol import ErrorResponse
 from proxy.service import AppState
 
@@ -108,7 +108,7 @@ async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
                 with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
                     await pending
     if task.cancelled():
-        raise asyncio.CancelledError("client disconnected")
+        raise ClientDisconnectedError("the client disconnected; its upstream calls were cancelled")
     return task.result()
 
 

@@ -4,6 +4,7 @@ that caused it (502/504 for the upstream, 400 for the client), with no request t
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import ExitStack
 from typing import Any
@@ -22,8 +23,9 @@ MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 
 
 def chat(url: str, strategy: str = "best_of_n", **kw: Any) -> httpx.Response:
+    timeout = kw.pop("timeout", 30)
     body = {"model": "fake-policy", "messages": kw.pop("messages", MESSAGES)} | kw
-    return httpx.post(url + "/v1/chat/completions", json=body, timeout=30,
+    return httpx.post(url + "/v1/chat/completions", json=body, timeout=timeout,
                       headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "2"})  # fmt: skip
 
 
@@ -125,3 +127,20 @@ def test_a_disconnect_before_the_first_pass_through_byte_closes_the_upstream(
     while vllm.cancelled < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert vllm.cancelled == 1 and vllm.in_flight == 0
+
+
+def test_a_disconnect_is_one_info_line(
+    start_proxy: ProxyFactory, vllm: FakeVllm, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    vllm.delay_s = 3.0
+    url = start_proxy()
+    with pytest.raises(httpx.ReadTimeout):
+        chat(url, "cot", timeout=0.5)
+    deadline = time.monotonic() + 3.0
+    while vllm.cancelled < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    said = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
