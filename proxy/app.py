@@ -30,6 +30,8 @@ from proxy.metrics import Metrics
 from proxy.profiles import load_rules
 from proxy.replicas import PolicyPool
 from proxy.routes import router
+from proxy.routes_completions import router as completions_router
+from proxy.routes_responses import router as responses_router
 from proxy.service import Admission, AppState
 from proxy.settings import ProxySettings
 from proxy.shadow import Shadow
@@ -135,6 +137,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
     # One schema per model (validation mode): TtsReport drops absent sections when it serializes.
     app = FastAPI(title="tts-proxy", lifespan=lifespan, separate_input_output_schemas=False)
     app.include_router(router)
+    app.include_router(responses_router)
+    app.include_router(completions_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
 
     if settings.protect_docs and settings.api_keys:

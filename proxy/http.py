@@ -16,12 +16,13 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.errors import AuthenticationError, ClientDisconnectedError
-from proxy.protocol import ErrorResponse
+from proxy.protocol import ErrorResponse, TtsOptions
 from proxy.service import AppState
 
 __all__ = [
     "ERROR_RESPONSES",
     "admitted",
+    "control_headers",
     "disconnected",
     "get_state",
     "has_key",
@@ -62,6 +63,24 @@ def has_key(request: Request, state: AppState) -> bool:
 async def require_key(request: Request, state: AppState = Depends(get_state)) -> None:  # noqa: B008
     if state.settings.api_keys and not has_key(request, state):
         raise AuthenticationError("missing or invalid API key (Authorization: Bearer ...)")
+
+
+def _header_parameters() -> list[dict[str, Any]]:
+    """The ``X-TTS-*`` headers, documented as the ``tts`` object's fields they override."""
+    schema = TtsOptions.model_json_schema()["properties"]
+    return [
+        {"name": "X-TTS-" + "-".join(p.title() for p in name.split("_")), "in": "header",
+         "required": False, "description": f"overrides tts.{name}",
+         "schema": {"type": "string"} | ({"enum": [str(v) for v in spec["anyOf"][0]["enum"]]}
+                                         if "enum" in spec.get("anyOf", [{}])[0] else {})}
+        for name, spec in schema.items()
+    ]  # fmt: skip
+
+
+def control_headers() -> dict[str, Any]:
+    """A searched endpoint's ``openapi_extra``: its X-TTS-* headers (a new dict each time:
+    FastAPI merges into it)."""
+    return {"parameters": _header_parameters()}
 
 
 class _HeldStream(StreamingResponse):

@@ -16,6 +16,7 @@ from proxy.control import Plan, resolve_plan, split_alias
 from proxy.http import (
     ERROR_RESPONSES,
     admitted,
+    control_headers,
     disconnected,
     get_state,
     has_key,
@@ -112,7 +113,7 @@ async def metrics(request: Request, state: AppState = Depends(get_state)) -> Res
 
 @router.post(
     "/v1/chat/completions", dependencies=[Depends(require_key)], response_model=ChatCompletion,
-    responses=ERROR_RESPONSES,
+    responses=ERROR_RESPONSES, openapi_extra=control_headers(),
 )  # fmt: skip
 async def chat_completions(
     request: Request,

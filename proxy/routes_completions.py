@@ -21,6 +21,7 @@ from proxy.errors import InvalidRequestError
 from proxy.http import (
     ERROR_RESPONSES,
     admitted,
+    control_headers,
     disconnected,
     get_state,
     require_key,
@@ -50,7 +51,7 @@ _UNUSED_BY_SEARCH = ("echo", "logprobs", "suffix")
 
 @router.post(
     "/v1/completions", dependencies=[Depends(require_key)], response_model=TextCompletion,
-    responses=ERROR_RESPONSES,
+    responses=ERROR_RESPONSES, openapi_extra=control_headers(),
 )  # fmt: skip
 async def completions(
     request: Request,

@@ -18,6 +18,7 @@ from proxy.control import resolve_plan
 from proxy.http import (
     ERROR_RESPONSES,
     admitted,
+    control_headers,
     disconnected,
     get_state,
     require_key,
@@ -48,7 +49,7 @@ router = APIRouter()
 
 @router.post(
     "/v1/responses", dependencies=[Depends(require_key)], response_model=ResponseObject,
-    responses=ERROR_RESPONSES,
+    responses=ERROR_RESPONSES, openapi_extra=control_headers(),
 )  # fmt: skip
 async def create_response(
     request: Request,

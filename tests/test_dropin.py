@@ -163,6 +163,10 @@ def test_openapi_documents_the_typed_tts_surface(start_proxy: ProxyFactory) -> N
     assert "budget_unit" in schemas["TtsReport"]["properties"]
     assert set(schemas["TtsOptions"]["properties"]["strategy"]["anyOf"][0]["enum"]) >= {"auto"}
     assert {"/v1/chat/completions", "/v1/responses", "/v1/completions"} <= set(spec["paths"])
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/completions"):
+        headers = {p["name"]: p for p in spec["paths"][path]["post"]["parameters"]}
+        assert {"X-TTS-Strategy", "X-TTS-Budget", "X-TTS-Beam-Width"} <= set(headers)
+        assert "beam_search" in headers["X-TTS-Strategy"]["schema"]["enum"]
 
 
 # -- fidelity -------------------------------------------------------------------------------
