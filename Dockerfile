@@ -36,6 +36,6 @@ RUN mkdir -p /home/tts/data
 ENV PROXY_STORE_URL=sqlite:////home/tts/data/tts-experiments.sqlite
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=4)"]
 ENTRYPOINT ["tts-proxy"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
