@@ -66,9 +66,10 @@ class PromptRenderer:
                 "continue_final_message": continues,
             },
         )
-        detok = await upstream.post_json(
-            "//detokenize", {"model": model, "tokens": tokenized["tokens"]}
-        )
+        tokens = tokenized.get("tokens")
+        if not isinstance(tokens, list):
+            raise UpstreamError("the policy server's /tokenize answer has no 'tokens' list")
+        detok = await upstream.post_json("//detokenize", {"model": model, "tokens": tokens})
         prompt = detok.get("prompt")
         if not isinstance(prompt, str):
             raise UpstreamError("the policy server's /detokenize answer has no 'prompt' text")

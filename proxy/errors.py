@@ -9,6 +9,7 @@ Hierarchy::
      +-- NotFoundError            404 invalid_request_error / not_found (an unknown route)
      +-- MethodNotAllowedError    405 invalid_request_error / method_not_allowed
      +-- OverloadedError          429 rate_limit_error / overloaded
+     +-- DeadlineExceededError    504 timeout_error / deadline_exceeded (the client's own deadline)
      +-- ClientDisconnectedError  499 client_disconnected (nobody reads it; logged at INFO)
      +-- UpstreamError            502 upstream_error
      |    +-- UpstreamTimeoutError  504 upstream_timeout
@@ -23,6 +24,7 @@ __all__ = [
     "ENDPOINTS",
     "AuthenticationError",
     "ClientDisconnectedError",
+    "DeadlineExceededError",
     "InternalError",
     "InvalidRequestError",
     "MethodNotAllowedError",
@@ -105,6 +107,14 @@ class OverloadedError(ProxyError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class DeadlineExceededError(ProxyError):
+    """The request's own deadline (X-TTS-Timeout-Ms) passed before anything was generated."""
+
+    status_code = 504
+    type = "timeout_error"
+    code = "deadline_exceeded"
 
 
 class ClientDisconnectedError(ProxyError):

@@ -15,6 +15,7 @@ from typing import Any, get_args
 from proxy.clients import CallStats, PrmScorer, PromptRenderer, VllmPolicy
 from proxy.control import Plan
 from proxy.errors import (
+    DeadlineExceededError,
     InvalidRequestError,
     ModelNotFoundError,
     OverloadedError,
@@ -195,8 +196,12 @@ async def run_search(
             f"the search did not finish in {settings.request_timeout_s:g} s "
             "(PROXY_REQUEST_TIMEOUT_S); set X-TTS-Timeout-Ms to get the best answer so far"
         ) from exc
-    except NoCandidatesError as exc:
-        raise UpstreamTimeoutError(f"{exc}; raise X-TTS-Timeout-Ms") from exc
+    except NoCandidatesError as exc:  # the client's deadline, not the upstream's fault
+        wait_ms = round((plan.timeout_s or 0) * 1000)
+        raise DeadlineExceededError(
+            f"nothing was generated within this request's X-TTS-Timeout-Ms ({wait_ms} ms), so "
+            "there is no best-so-far answer to return; raise it", param="timeout_ms",
+        ) from exc  # fmt: skip
     except SearchError as exc:
         raise UpstreamError(f"the policy server (or PRM server) broke its contract: {exc}") from exc
     except ValueError as exc:

@@ -83,6 +83,20 @@ def test_malformed_policy_answers_are_502(stack: ExitStack, answer: dict[str, An
     assert error["type"] == "upstream_error" and "policy server" in error["message"]
 
 
+def test_tokenize_without_tokens_is_502(stack: ExitStack) -> None:
+    app = garbage_policy({})
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/tokenize"]
+
+    @app.post("/tokenize")
+    async def tokenize() -> dict[str, Any]:
+        return {"count": 3}
+
+    upstream = stack.enter_context(serve(app)) + "/v1"
+    url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=[upstream]))))
+    response = chat(url)
+    assert response.status_code == 502 and "/tokenize" in response.json()["error"]["message"]
+
+
 def test_malformed_prm_scores_are_502(start_proxy: ProxyFactory, stack: ExitStack) -> None:
     app = FastAPI()
 

@@ -168,7 +168,9 @@ def test_deadline_before_any_answer_is_504(start_proxy: ProxyFactory, vllm: Fake
     vllm.delay_s = 1.0
     url = start_proxy()
     response = post(url, headers={"X-TTS-Strategy": "majority", "X-TTS-Timeout-Ms": "200"})
-    assert_error(response, 504)
+    error = assert_error(response, 504, "timeout_ms")
+    assert error["code"] == "deadline_exceeded" and error["type"] == "timeout_error"
+    assert "X-TTS-Timeout-Ms (200 ms)" in error["message"]
 
 
 def test_admission_limit_answers_429_fast(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
