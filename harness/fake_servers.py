@@ -61,7 +61,9 @@ class FakeVllm:
     fail_statuses: list[int] = field(default_factory=list)  # answered before real ones
     retry_after: str | None = None
     cached_tokens: int | None = None  # reported per /v1/completions call as vLLM's cache hits
-    trickle_s: float = 0.0  # > 0: /v1/completions sends its answer one byte per trickle_s
+    # > 0: /v1/completions sends its answer one byte per trickle_s, chat streams a chunk per
+    # trickle_s (for a long while)
+    trickle_s: float = 0.0
     completion_calls: list[dict[str, Any]] = field(default_factory=list)
     chat_calls: list[dict[str, Any]] = field(default_factory=list)
     responses_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -199,7 +201,10 @@ class FakeVllm:
                                  "finish_reason": "stop"}]}  # fmt: skip
 
         async def events() -> Any:
-            for piece in ("plain ", "answer"):
+            pieces = ("plain ", "answer") if not self.trickle_s else ("more ",) * 10_000
+            for piece in pieces:
+                if self.trickle_s:
+                    await asyncio.sleep(self.trickle_s)
                 chunk = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 0,
                          "model": self.model,
                          "choices": [{"index": 0, "delta": {"content": piece}}]}  # fmt: skip

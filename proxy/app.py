@@ -139,7 +139,8 @@ def create_app(settings: ProxySettings) -> FastAPI:
     app.include_router(router)
     app.include_router(responses_router)
     app.include_router(completions_router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
+                       read_timeout_s=settings.body_read_timeout_s)  # fmt: skip
 
     if settings.protect_docs and settings.api_keys:
         app.add_middleware(DocsGuard, paths=_DOCS, allowed=lambda scope: _keyed(app, scope))

@@ -1,9 +1,11 @@
 """ASGI guards, in front of the app: request size (a body over ``max_request_bytes`` is a 413
 naming the limit, whether ``Content-Length`` announces it or a chunked body runs past it; nothing
-over the limit is ever buffered) and keyed access to the docs pages."""
+over the limit is ever buffered; a body that stalls is a 408 after ``body_read_timeout_s``) and
+keyed access to the docs pages."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -13,9 +15,10 @@ __all__ = ["BodyLimit", "DocsGuard"]
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float = 30.0) -> None:
         self._app = app
         self._max = max_bytes
+        self._read_timeout_s = read_timeout_s
 
     def _error(self) -> bytes:
         message = (
@@ -26,12 +29,37 @@ class BodyLimit:
                           "code": "request_too_large"}}  # fmt: skip
         return json.dumps(body).encode()
 
-    async def _reject(self, send: Send) -> None:
-        body = self._error()
-        await send({"type": "http.response.start", "status": 413,
+    async def _reject(self, send: Send, status: int = 413, body: bytes | None = None) -> None:
+        body = body if body is not None else self._error()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
+
+    async def _read(self, receive: Receive, chunks: list[bytes]) -> bool | None:
+        """The body into ``chunks``: True when complete, False past the limit, None when the
+        client disconnected."""
+        received = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > self._max:
+                return False
+            more = bool(message.get("more_body", False))
+        return True
+
+    def _slow_error(self) -> bytes:
+        message = (
+            f"the request body did not arrive within {self._read_timeout_s:g} s "
+            "(PROXY_BODY_READ_TIMEOUT_S)"
+        )
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                          "code": "request_timeout"}}  # fmt: skip
+        return json.dumps(body).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,18 +72,17 @@ class BodyLimit:
         # Read the body here (never more than the limit), then replay it to the app; later
         # receives (disconnect detection) go to the server as before.
         chunks: list[bytes] = []
-        received = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before sending its body
-            chunks.append(message.get("body", b""))
-            received += len(chunks[-1])
-            if received > self._max:
-                await self._reject(send)
-                return
-            more = bool(message.get("more_body", False))
+        try:
+            async with asyncio.timeout(self._read_timeout_s):
+                is_complete = await self._read(receive, chunks)
+        except TimeoutError:  # a client that stalls mid-body (slow loris) holds nothing
+            await self._reject(send, 408, self._slow_error())
+            return
+        if is_complete is None:
+            return  # the client went away before sending its body
+        if not is_complete:
+            await self._reject(send)
+            return
         replayed = False
 
         async def replay() -> Message:

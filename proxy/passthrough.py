@@ -6,6 +6,7 @@ the body, or on the last event of a stream.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 
 from proxy.control import Plan
-from proxy.errors import ProxyError, UpstreamError
+from proxy.errors import ProxyError, UpstreamError, UpstreamTimeoutError
 from proxy.large_api import litellm_call, litellm_params
 from proxy.protocol import ChatCompletionRequest, TtsReport
 from proxy.service import AppState
@@ -78,8 +79,22 @@ async def open_policy_stream(
         response, _ = await state.policy.with_failover(state.policy.pick(), open_on)
 
         async def lines() -> AsyncIterator[bytes]:
+            # A total deadline over the whole relay, checked while waiting for each line.
+            limit_s = state.settings.policy_timeout_s
+            deadline = asyncio.get_running_loop().time() + limit_s
+            upstream_lines = response.aiter_lines().__aiter__()
             try:
-                async for line in response.aiter_lines():
+                while True:
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    try:
+                        line = await asyncio.wait_for(anext(upstream_lines), max(remaining, 0))
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise UpstreamTimeoutError(
+                            f"the policy server's stream did not end in {limit_s:g} s "
+                            "(PROXY_POLICY_TIMEOUT_S)"
+                        ) from None
                     yield (line + "\n").encode()
             except Exception as exc:  # a task boundary: the upstream broke mid-stream
                 error = (

@@ -158,3 +158,17 @@ def test_a_disconnect_is_one_info_line(
     said = [r for r in caplog.records if "disconnected" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.INFO]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_pass_through_stream_meets_a_total_deadline(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    vllm.trickle_s = 0.05  # a chunk every 50 ms, for minutes
+    url = start_proxy(policy_timeout_s=1.0)
+    body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
+    started = time.monotonic()
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30,
+                      headers={"X-TTS-Strategy": "none"}) as response:  # fmt: skip
+        text = response.read().decode()
+    assert time.monotonic() - started < 4.0
+    assert '"upstream_timeout"' in text and text.rstrip().endswith("data: [DONE]")

@@ -3,6 +3,8 @@ nested JSON as a 400, and the rendered-prompt cache held to its byte budget."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -81,3 +83,15 @@ def test_metrics_and_docs_can_be_protected(start_proxy: ProxyFactory) -> None:
     assert httpx.get(url + "/health/live").status_code == 200  # probes stay open
     open_url = start_proxy(api_keys=["sk-1"])  # the defaults: metrics and docs open
     assert httpx.get(open_url + "/metrics").status_code == 200
+
+
+def test_a_stalled_body_is_a_408_and_frees_the_connection(start_proxy: ProxyFactory) -> None:
+    url = start_proxy(body_read_timeout_s=0.5)
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        conn.sendall(head + b"Content-Type: application/json\r\n\r\n" + b'{"model"')
+        started = time.monotonic()
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    assert time.monotonic() - started < 3.0
