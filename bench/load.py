@@ -3,8 +3,10 @@ mixed strategies at N = 16 (best_of_n, majority, beam_search, dvts, and pass-thr
 fake vLLM whose answers take ``UPSTREAM_S`` per call. The proxy runs as its own process
 (``python -m proxy serve``), so its CPU time and RSS are read from ``/proc`` alone.
 
-Per run: requests/s, p50/p99 latency, proxy CPU seconds per request, RSS after the run and peak
-RSS, errors by type (429s among them). Three runs on the same process: RSS after the third should
+Per run: answered requests/s, p50/p99 latency of answers, proxy CPU per answer, RSS after the run
+and peak RSS, errors by type (429s among them; clients wait ``Retry-After`` as the SDKs do). The
+fake upstream and the clients share this process, so on a small machine they, not the proxy,
+bound the throughput. Three runs on the same process: RSS after the third should
 equal RSS after the first (nothing grows per request).
 
 Run: ``.venv/bin/python -m bench.load [--clients 100] [--seconds 20] [--runs 3]``
@@ -67,7 +69,10 @@ async def _client(url: str, until: float, index: int, results: list[tuple[float,
                     outcome += ":" + str(response.json().get("error", {}).get("code"))
             except httpx.HTTPError as exc:
                 outcome = type(exc).__name__
+                response = None
             results.append((time.monotonic() - started, outcome))
+            if response is not None and response.status_code == 429:  # as the SDKs do
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
 
 async def _run(url: str, clients: int, seconds: float) -> list[tuple[float, str]]:
@@ -94,8 +99,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         with server_process(command, url + "/health/live") as process:
             print(f"{args.clients} clients x {args.seconds:g} s, N = 16, upstream {UPSTREAM_S}s")
-            print("| run | req/s | p50 s | p99 s | proxy CPU ms/req | RSS MiB | peak MiB | "
-                  "errors |")  # fmt: skip
+            print("| run | answered/s | p50 s | p99 s | proxy CPU ms/answer | RSS MiB | peak MiB | "
+                  "errors (429s honour Retry-After) |")  # fmt: skip
             print("|---|---|---|---|---|---|---|---|")
             for run in range(1, args.runs + 1):
                 cpu_before, _, _ = _proc(process.pid)
@@ -104,9 +109,9 @@ def main() -> None:
                 latencies = sorted(s for s, outcome in results if outcome == "ok")
                 errors = collections.Counter(o for _, o in results if o != "ok")
                 p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan")
-                print(f"| {run} | {len(results) / args.seconds:.1f} | "
+                print(f"| {run} | {len(latencies) / args.seconds:.1f} | "
                       f"{statistics.median(latencies) if latencies else float('nan'):.3f} | "
-                      f"{p99:.3f} | {1000 * (cpu_after - cpu_before) / max(len(results), 1):.1f}"
+                      f"{p99:.3f} | {1000 * (cpu_after - cpu_before) / max(len(latencies), 1):.1f}"
                       f" | {rss / 2**20:.0f} | {peak / 2**20:.0f} | "
                       f"{dict(errors) or '-'} |")  # fmt: skip
 
