@@ -40,6 +40,9 @@ def run_server(settings: ProxySettings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # httpx logs every upstream call (health probes every few seconds) at INFO.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
         log_level=settings.log_level.lower(),
