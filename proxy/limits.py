@@ -14,6 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["BodyLimit", "DocsGuard"]
 
 
+def _error_body(message: str, kind: str, code: str) -> bytes:
+    """OpenAI's error shape, for answers sent before the app (and its handlers) runs."""
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    return json.dumps({"error": error}).encode()
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float = 30.0) -> None:
         self._app = app
@@ -25,9 +31,7 @@ class BodyLimit:
             f"the request body is larger than {self._max} bytes (PROXY_MAX_REQUEST_BYTES); "
             "send a smaller request"
         )
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                          "code": "request_too_large"}}  # fmt: skip
-        return json.dumps(body).encode()
+        return _error_body(message, "invalid_request_error", "request_too_large")
 
     async def _reject(self, send: Send, status: int = 413, body: bytes | None = None) -> None:
         body = body if body is not None else self._error()
@@ -57,9 +61,7 @@ class BodyLimit:
             f"the request body did not arrive within {self._read_timeout_s:g} s "
             "(PROXY_BODY_READ_TIMEOUT_S)"
         )
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                          "code": "request_timeout"}}  # fmt: skip
-        return json.dumps(body).encode()
+        return _error_body(message, "invalid_request_error", "request_timeout")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,10 +109,11 @@ class DocsGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self._paths and not self._allowed(scope):
-            body = json.dumps({"error": {
-                "message": "missing or invalid API key (Authorization: Bearer ...)",
-                "type": "authentication_error", "param": None, "code": "invalid_api_key",
-            }}).encode()  # fmt: skip
+            body = _error_body(
+                "missing or invalid API key (Authorization: Bearer ...)",
+                "authentication_error",
+                "invalid_api_key",
+            )
             await send({"type": "http.response.start", "status": 401,
                         "headers": [(b"content-type", b"application/json")]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
