@@ -108,15 +108,18 @@ class FakeVllm:
         self.completion_calls.append(body)
         self.auth_headers.append(request.headers.get("authorization"))
         if self.fail_statuses:
-            status = self.fail_statuses.pop(0)
-            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
-            return JSONResponse({"error": {"message": f"injected {status}"}}, status, headers)
+            return self._injected_failure()
         if await self._wait(request):
             return JSONResponse({}, 499)
         if self.trickle_s > 0:
             return StreamingResponse(self._trickle(json.dumps(self._answer(body))),
                                      media_type="application/json")  # fmt: skip
         return self._answer(body)
+
+    def _injected_failure(self) -> JSONResponse:
+        status = self.fail_statuses.pop(0)
+        headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+        return JSONResponse({"error": {"message": f"injected {status}"}}, status, headers)
 
     async def _trickle(self, text: str) -> Any:
         for char in text:
@@ -190,6 +193,8 @@ class FakeVllm:
     async def _chat(self, request: Request) -> Any:
         body = await request.json()
         self.chat_calls.append(body)
+        if self.fail_statuses:
+            return self._injected_failure()
         if await self._wait(request):
             return JSONResponse({}, 499)
         content = "plain answer from the policy"

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from proxy.errors import InvalidRequestError
 from proxy.protocol import ChatCompletionRequest, TtsOptions
 from proxy.settings import ProxySettings, ScorerKind, StrategyChoice
-from strategies import SearchConfig, StrategyName, check
+from strategies import ConfigError, SearchConfig, StrategyName, check
 
 __all__ = ["Plan", "PlannedStrategy", "resolve_plan", "split_alias"]
 
@@ -101,9 +101,8 @@ def resolve_plan(
     if strategy != "none" and strategy != "auto":  # auto's rules come once the model is known
         try:
             check(strategy, config, has_scorer=scorer != "none")
-        except ValueError as exc:
-            param = "scorer" if "scorer" in str(exc) else "budget"
-            raise InvalidRequestError(str(exc), param=param) from exc
+        except ConfigError as exc:
+            raise config_error(exc) from exc
     ignored = tuple(sorted(k for k in (request.model_extra or {}) if k in _NOT_FORWARDED))
     if request.seed is not None and not settings.forward_seed:
         ignored = (*ignored, "seed")
@@ -192,8 +191,8 @@ def _search_config(
     temperature = request.temperature if use_request_temperature else None
     try:
         config = _build_config(request, settings, budget, width, max_steps, options, cap)
-    except ValueError as exc:
-        raise InvalidRequestError(str(exc)) from exc
+    except ConfigError as exc:
+        raise config_error(exc) from exc
     if temperature is None:
         config = dataclasses.replace(config, temperature=settings.temperature)
     return dataclasses.replace(config, enable_trace=bool(options.trace))
@@ -232,3 +231,12 @@ def _capped(value: int | None, name: str, high: int) -> int | None:
             f"{name} must be an integer in [1, {high}] on this server, got {value}", param=name
         )
     return value
+
+
+# SearchConfig fields that the request spells differently.
+_PARAM_OF_FIELD = {"max_answer_tokens": "max_tokens", "max_step_tokens": "max_tokens"}
+
+
+def config_error(exc: ConfigError) -> InvalidRequestError:
+    """The 400 for a search setting that does not suit the method, naming the request field."""
+    return InvalidRequestError(str(exc), param=_PARAM_OF_FIELD.get(exc.field, exc.field))

@@ -67,12 +67,14 @@ async def load_litellm() -> Any:
     # Without this litellm fetches its price map from the network at import time.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # noqa: TID251
     try:
-        return await asyncio.to_thread(importlib.import_module, "litellm")
+        litellm: Any = await asyncio.to_thread(importlib.import_module, "litellm")
     except ImportError as exc:
         raise InvalidRequestError(
             "large-API routes need the litellm extra: pip install 'tts-proxy[litellm]'",
             param="model",
         ) from exc
+    litellm.suppress_debug_info = True  # its "Give Feedback" banner on stdout per error
+    return litellm
 
 
 async def litellm_call(route: str, params: dict[str, Any]) -> Any:
@@ -80,10 +82,9 @@ async def litellm_call(route: str, params: dict[str, Any]) -> Any:
     litellm = await load_litellm()
     try:
         return await litellm.acompletion(model=route, **params)
-    except Exception as exc:  # litellm's own error classes, mapped by their status
-        status = getattr(exc, "status_code", 502)
-        if status == 408 or "Timeout" in type(exc).__name__:
-            raise UpstreamTimeoutError(f"large API {route!r} timed out: {exc}") from exc
-        if status in (400, 422):
-            raise InvalidRequestError(f"large API {route!r} rejected the request: {exc}") from exc
+    except (litellm.Timeout, TimeoutError) as exc:
+        raise UpstreamTimeoutError(f"large API {route!r} timed out: {exc}") from exc
+    except (litellm.BadRequestError, litellm.UnprocessableEntityError) as exc:
+        raise InvalidRequestError(f"large API {route!r} rejected the request: {exc}") from exc
+    except Exception as exc:  # any other litellm error class, or a provider's own
         raise UpstreamError(f"large API {route!r} failed: {exc}") from exc

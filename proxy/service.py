@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from proxy.clients import CallStats, PrmScorer, PromptRenderer, VllmPolicy
-from proxy.control import Plan
+from proxy.control import Plan, config_error
 from proxy.errors import (
     DeadlineExceededError,
     InvalidRequestError,
@@ -31,6 +31,7 @@ from proxy.shadow import Shadow
 from proxy.upstream import Upstream
 from strategies import (
     ConfidenceScorer,
+    ConfigError,
     NoCandidatesError,
     SearchError,
     SearchResult,
@@ -204,8 +205,8 @@ async def run_search(
         ) from exc  # fmt: skip
     except SearchError as exc:
         raise UpstreamError(f"the policy server (or PRM server) broke its contract: {exc}") from exc
-    except ValueError as exc:
-        raise InvalidRequestError(str(exc)) from exc
+    except ConfigError as exc:  # e.g. the method auto chose does not suit the request's caps
+        raise config_error(exc) from exc
     upstream_s = stats.policy_s + stats.prm_s + stats.render_s
     logger.debug("search %s done in %.3f s", strategy, time.perf_counter() - started)
     replica = state.policy.upstreams.index(policy.upstream)

@@ -215,9 +215,11 @@ class Upstream:
         except _RetryableStatus as exc:
             if exc.response.status_code != 429:  # busy is not broken
                 self.health.failure(f"HTTP {exc.response.status_code}")
+            # Its text stays out of the body and the WARNING line: it may quote the request.
+            logger.debug("%s HTTP %d on %s: %s", where, exc.response.status_code, path,
+                         _upstream_message(exc.response))  # fmt: skip
             raise UpstreamError(
-                f"{where} answered HTTP {exc.response.status_code} on {path}: "
-                f"{_upstream_message(exc.response)}"
+                f"{where} answered HTTP {exc.response.status_code} on {path}"
             ) from exc
         except (httpx.TimeoutException, TimeoutError) as exc:
             self.health.failure("timed out")
@@ -234,25 +236,26 @@ def _raise_for_status(response: httpx.Response) -> None:
     status = response.status_code
     if status < 400:
         return
-    message = _upstream_message(response)
-    if status in (400, 413, 422):
+    if status in (400, 413, 422):  # the client's request, told back to the client (not logged)
+        message = _upstream_message(response)
         raise InvalidRequestError(f"the upstream server rejected the request: {message}")
     if status == 429 or status >= 500:
         raise _RetryableStatus(response)
-    raise UpstreamError(f"the upstream server answered HTTP {status}: {message}")
+    logger.debug("upstream HTTP %d: %s", status, _upstream_message(response))
+    raise UpstreamError(f"the upstream server answered HTTP {status}")
 
 
 def _upstream_message(response: httpx.Response) -> str:
+    """An OpenAI-style error's ``message`` (at most 300 characters); never raw body text."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500]
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            return str(error.get("message", error))[:500]
-        return str(error)[:500]
-    return str(body)[:500]
+        return f"(a non-JSON body of {len(response.content)} bytes)"
+    error = body.get("error", body) if isinstance(body, dict) else body
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str):
+        return f"(no error message; HTTP {response.status_code})"
+    return message if len(message) <= 300 else message[:300] + "…"
 
 
 def _is_retryable(exc: BaseException) -> bool:

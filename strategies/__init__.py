@@ -10,7 +10,7 @@ Quick use::
 from strategies.answers import extract_answer, group_equivalent
 from strategies.auto import draws_to_settle, keeps_lead
 from strategies.confidence import ConfidenceScorer
-from strategies.errors import NoCandidatesError, SearchError
+from strategies.errors import ConfigError, NoCandidatesError, SearchError
 from strategies.registry import STRATEGIES, StrategySpec, check, search
 from strategies.results import (
     AnswerChoice,
@@ -48,6 +48,7 @@ __all__ = [
     "AutoDecision",
     "Candidate",
     "ConfidenceScorer",
+    "ConfigError",
     "Difficulty",
     "Finish",
     "Generation",

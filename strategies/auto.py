@@ -34,6 +34,7 @@ from strategies.answers import extract_answer, group_equivalent
 from strategies.beam_search import run_beam_search
 from strategies.dvts import run_dvts
 from strategies.engine import SearchRun
+from strategies.errors import ConfigError
 from strategies.full import sample_answers
 from strategies.results import AutoDecision, Candidate, SearchResult
 from strategies.types import AutoConfig, Difficulty, StrategyName
@@ -117,7 +118,9 @@ async def run_auto(run: SearchRun) -> SearchResult:
     """Pilots, early stop, then the rules' method within the remaining budget."""
     auto = run.config.auto
     if auto is None:
-        raise ValueError("auto needs SearchConfig.auto (the rules for this policy and scorer)")
+        raise ConfigError(
+            "auto needs SearchConfig.auto (the rules for this policy and scorer)", "auto"
+        )
     budget = run.config.budget
     pilots = await sample_answers(run, min(auto.pilots, budget))
     leader, runner_up, rest = _tally(run, pilots)

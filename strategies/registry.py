@@ -15,6 +15,7 @@ from strategies.best_of_n import run_best_of_n
 from strategies.cot import run_cot
 from strategies.dvts import run_dvts
 from strategies.engine import SearchRun
+from strategies.errors import ConfigError
 from strategies.majority import run_majority
 from strategies.results import SearchResult
 from strategies.types import Policy, SearchConfig, StepScorer, StrategyName
@@ -51,20 +52,23 @@ STRATEGIES: Mapping[StrategyName, StrategySpec] = MappingProxyType(
 
 
 def check(name: StrategyName, config: SearchConfig, has_scorer: bool) -> None:
-    """Raise ``ValueError`` when ``config`` does not suit method ``name``."""
+    """Raise ``ConfigError`` when ``config`` does not suit method ``name``."""
     spec = STRATEGIES[name]
     if spec.needs_scorer and not has_scorer:
-        raise ValueError(f"{name} needs a step scorer (a PRM or the confidence scorer)")
+        raise ConfigError(f"{name} needs a step scorer (a PRM or the confidence scorer)", "scorer")
     if spec.is_stepwise and config.budget % config.beam_width != 0:
-        raise ValueError(
+        raise ConfigError(
             f"{name} needs budget to be a multiple of beam_width "
-            f"(got {config.budget} and {config.beam_width})"
+            f"(got {config.budget} and {config.beam_width})",
+            "budget",
         )
     if name == "auto" and config.auto is None:
-        raise ValueError("auto needs its rules (SearchConfig.auto)")
+        raise ConfigError("auto needs its rules (SearchConfig.auto)", "auto")
     uses_scores = spec.uses_scorer and has_scorer
     if config.voting in ("prm_max", "prm_vote") and not uses_scores:
-        raise ValueError(f"voting {config.voting!r} needs scores, which {name} has none of here")
+        raise ConfigError(
+            f"voting {config.voting!r} needs scores, which {name} has none of here", "voting"
+        )
 
 
 async def search(
@@ -87,7 +91,7 @@ async def search(
         deadline: ``asyncio`` loop time after which the search stops and returns the best it has.
 
     Raises:
-        ValueError: the config does not suit the method.
+        ConfigError: the config does not suit the method.
         SearchError: a collaborator broke its contract, or nothing was generated in time.
     """
     spec = STRATEGIES[name]

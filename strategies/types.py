@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
+from strategies.errors import ConfigError
+
 __all__ = [
     "AutoConfig",
     "Difficulty",
@@ -147,11 +149,11 @@ class AutoConfig:
 
     def __post_init__(self) -> None:
         if self.pilots < 1 or self.chunk < 1:
-            raise ValueError("pilots and chunk must be >= 1")
+            raise ConfigError("pilots and chunk must be >= 1", "auto")
         if not 0.5 < self.confidence < 1.0:
-            raise ValueError("confidence must be in (0.5, 1)")
+            raise ConfigError("confidence must be in (0.5, 1)", "auto")
         if set(self.methods) != {"easy", "medium", "hard"}:
-            raise ValueError("methods must map easy, medium and hard")
+            raise ConfigError("methods must map easy, medium and hard", "auto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,15 +178,15 @@ class SearchConfig:
     max_generations: int | None = None  # a hard cap on samples across all depths
 
     def __post_init__(self) -> None:
-        _require(self.budget >= 1, "budget must be >= 1")
-        _require(self.beam_width >= 1, "beam_width must be >= 1")
-        _require(self.max_steps >= 1, "max_steps must be >= 1")
-        _require(self.step_delimiter != "", "step_delimiter must not be empty")
-        _require(self.temperature >= 0.0, "temperature must be >= 0")
-        _require(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
-        _require(self.max_step_tokens >= 1, "max_step_tokens must be >= 1")
-        _require(self.max_answer_tokens >= 1, "max_answer_tokens must be >= 1")
-        _require(self.top_candidates >= 1, "top_candidates must be >= 1")
+        _require(self.budget >= 1, "budget", "budget must be >= 1")
+        _require(self.beam_width >= 1, "beam_width", "beam_width must be >= 1")
+        _require(self.max_steps >= 1, "max_steps", "max_steps must be >= 1")
+        _require(self.step_delimiter != "", "step_delimiter", "step_delimiter must not be empty")
+        _require(self.temperature >= 0.0, "temperature", "temperature must be >= 0")
+        _require(0.0 < self.top_p <= 1.0, "top_p", "top_p must be in (0, 1]")
+        _require(self.max_step_tokens >= 1, "max_step_tokens", "max_step_tokens must be >= 1")
+        _require(self.max_answer_tokens >= 1, "max_answer_tokens", "max_answer_tokens must be >= 1")
+        _require(self.top_candidates >= 1, "top_candidates", "top_candidates must be >= 1")
 
     def voting_for(self, has_scorer: bool) -> VotingMode:
         """The voting mode in effect: the explicit one, else the paper's default."""
@@ -193,6 +195,6 @@ class SearchConfig:
         return "prm_vote" if has_scorer else "majority"
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, name: str, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message, name)

@@ -128,6 +128,46 @@ def test_upstream_errors_carry_no_request_text(start_proxy: ProxyFactory, vllm: 
     assert response.status_code == 502 and "launch code" not in response.text
 
 
+def echoing_policy(status: int, as_json: bool) -> FastAPI:
+    """A policy whose errors quote the whole request, as some servers' validation errors do."""
+    app = garbage_policy({})
+    routes = app.router.routes
+    app.router.routes = [r for r in routes if getattr(r, "path", "") != "/v1/completions"]
+
+    @app.post("/v1/completions")
+    async def complete(request: Request) -> Any:
+        from fastapi.responses import JSONResponse, PlainTextResponse
+
+        text = (await request.body()).decode()
+        if as_json:
+            return JSONResponse({"error": {"message": f"bad request: {text}"}}, status)
+        return PlainTextResponse(f"<html>{text}</html>", status)
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("status", "as_json"), [(500, True), (503, False), (400, True), (400, False)]
+)
+def test_upstream_error_text_quoting_the_prompt_stays_out_of_bodies_and_logs(
+    stack: ExitStack, caplog: pytest.LogCaptureFixture, status: int, as_json: bool
+) -> None:
+    upstream = stack.enter_context(serve(echoing_policy(status, as_json))) + "/v1"
+    settings = ProxySettings(policy_urls=[upstream], policy_max_retries=0)
+    url = stack.enter_context(serve(create_app(settings)))
+    secret = "the launch code is 0000 " * 50
+    with caplog.at_level(logging.INFO):
+        response = chat(url, messages=[{"role": "user", "content": secret}])
+    assert response.status_code == (400 if status == 400 else 502), response.text
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert "launch code" not in logged
+    message = response.json()["error"]["message"]
+    if status == 400 and as_json:  # the upstream's own message, cut short, goes to the client
+        assert "bad request: " in message and len(message) < 400
+    else:
+        assert "launch code" not in message
+
+
 def test_a_disconnect_before_the_first_pass_through_byte_closes_the_upstream(
     start_proxy: ProxyFactory, vllm: FakeVllm
 ) -> None:

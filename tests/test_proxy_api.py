@@ -254,6 +254,28 @@ def test_large_api_route_goes_through_litellm(start_proxy: ProxyFactory, vllm: F
     assert "big-model" in [m.id for m in client(url).models.list()]
 
 
+@pytest.mark.parametrize(
+    ("fault", "status", "error_type"),
+    [("400", 400, "invalid_request_error"), ("503", 502, "upstream_error"),
+     ("hang", 504, "upstream_error")],
+)  # fmt: skip
+def test_large_api_faults_are_mapped_by_litellm_error_class(
+    start_proxy: ProxyFactory, vllm: FakeVllm, fault: str, status: int, error_type: str
+) -> None:
+    url = start_proxy(litellm_routes={"big-model": "openai/upstream-big"}, litellm_via_policy=True,
+                      policy_timeout_s=0.5)  # fmt: skip
+    if fault == "hang":
+        vllm.delay_s = 5.0
+    else:
+        vllm.fail_statuses = [int(fault)] * 10  # past the SDK's own retries
+    response = httpx.post(url + "/v1/chat/completions", timeout=30,
+                          json={"model": "big-model", "messages": MESSAGES})  # fmt: skip
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["type"] == error_type and "upstream-big" in error["message"]
+    assert (error["code"] == "upstream_timeout") == (fault == "hang")
+
+
 def test_replicas_share_requests_and_keep_a_search_on_one(stack: Any, prm: FakePrm) -> None:
     from harness.servers import serve
     from proxy.app import create_app

@@ -52,6 +52,8 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
         ({"X-TTS-Trace": "maybe"}, "trace"),
         ({"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "6"}, "budget"),
         ({"X-TTS-Strategy": "dvts", "X-TTS-Scorer": "none"}, "scorer"),
+        ({"X-TTS-Strategy": "majority", "X-TTS-Voting": "prm_max"}, "voting"),
+        ({"X-TTS-Strategy": "majority", "X-TTS-Budget": "0"}, "budget"),
     ],
 )
 def test_bad_control_values_are_400_naming_the_parameter(
