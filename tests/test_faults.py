@@ -4,6 +4,7 @@ that caused it (502/504 for the upstream, 400 for the client), with no request t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from contextlib import ExitStack
@@ -212,3 +213,58 @@ def test_a_pass_through_stream_meets_a_total_deadline(
         text = response.read().decode()
     assert time.monotonic() - started < 4.0
     assert '"upstream_timeout"' in text and text.rstrip().endswith("data: [DONE]")
+
+
+async def drop_every_second_request(reader: Any, writer: Any, drops: list[int]) -> None:
+    """Answer the first request on a connection, then close it on the next without answering:
+    the pooled keep-alive connection a server dropped, which clients meet as a protocol error."""
+    try:
+        await _answer_once(reader, writer, drops)
+    except asyncio.IncompleteReadError:
+        pass  # the client went first
+    finally:
+        writer.close()
+
+
+async def _answer_once(reader: Any, writer: Any, drops: list[int]) -> None:
+    for turn in range(2):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+        await reader.readexactly(length)
+        if turn == 1:
+            drops.append(1)
+            break
+        body = b'{"ok": true}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        await writer.drain()
+
+
+@pytest.mark.parametrize("retries", [1, 0])
+async def test_a_pooled_connection_the_upstream_dropped_is_retried(retries: int) -> None:
+    from proxy.errors import UpstreamError
+    from proxy.metrics import Metrics
+    from proxy.upstream import Upstream, UpstreamConfig
+
+    drops: list[int] = []
+    server = await asyncio.start_server(
+        lambda r, w: drop_every_second_request(r, w, drops), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    config = UpstreamConfig("policy", f"http://127.0.0.1:{port}/v1", None, 2.0, 10.0, 4,
+                            retries, "PROXY_POLICY_TIMEOUT_S")  # fmt: skip
+    upstream = Upstream(config, Metrics())
+    try:
+        answers = [await upstream.post_json("/completions", {"i": 0})]
+        if retries:
+            answers += [await upstream.post_json("/completions", {"i": i}) for i in range(1, 10)]
+            assert answers == [{"ok": True}] * 10 and len(drops) == 9
+        else:  # the same fault without a retry: the client would have got a 502
+            with pytest.raises(UpstreamError, match="RemoteProtocolError"):
+                await upstream.post_json("/completions", {"i": 1})
+    finally:
+        await upstream.aclose()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # the handlers see the client's close and close their side
