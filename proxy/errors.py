@@ -9,6 +9,7 @@ Hierarchy::
      +-- NotFoundError            404 invalid_request_error / not_found (an unknown route)
      +-- MethodNotAllowedError    405 invalid_request_error / method_not_allowed
      +-- OverloadedError          429 rate_limit_error / overloaded
+     +-- ShuttingDownError        503 server_error / server_shutting_down (grace period over)
      +-- DeadlineExceededError    504 timeout_error / deadline_exceeded (the client's own deadline)
      +-- ClientDisconnectedError  499 client_disconnected (nobody reads it; logged at INFO)
      +-- UpstreamError            502 upstream_error
@@ -32,6 +33,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "ProxyError",
+    "ShuttingDownError",
     "UpstreamError",
     "UpstreamTimeoutError",
     "http_error",
@@ -107,6 +109,18 @@ class OverloadedError(ProxyError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class ShuttingDownError(ProxyError):
+    """The server is shutting down and the grace period ended before the request finished."""
+
+    status_code = 503
+    type = "server_error"
+    code = "server_shutting_down"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": "1"}
 
 
 class DeadlineExceededError(ProxyError):

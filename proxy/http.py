@@ -126,12 +126,28 @@ async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
                 pending.cancel()
                 with anyio.CancelScope(shield=True), contextlib.suppress(asyncio.CancelledError):
                     await pending
+    if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
+        raise watcher.exception()  # type: ignore[misc]  # the grace period ended (ShuttingDownError)
     if task.cancelled():
         raise ClientDisconnectedError("the client disconnected; its upstream calls were cancelled")
     return task.result()
 
 
 async def disconnected(request: Request) -> None:
+    """Return when the client goes away; raise ``ShuttingDownError`` if the shutdown grace
+    period ends first."""
+    gone = asyncio.ensure_future(_client_gone(request))
+    stopper = asyncio.ensure_future(request.app.state.tts.drain.wait())
+    try:
+        await asyncio.wait({gone, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        stopper.cancel()
+    if not gone.done() or gone.cancelled():
+        raise stopper.result()
+
+
+async def _client_gone(request: Request) -> None:
     while True:
         message: Message = await request.receive()
         if message["type"] == "http.disconnect":

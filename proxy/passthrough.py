@@ -24,6 +24,7 @@ from proxy.streaming import DONE, sse
 from proxy.upstream import Upstream
 
 __all__ = [
+    "StreamEnd",
     "chat_payload",
     "litellm_completion",
     "open_policy_stream",
@@ -150,3 +151,30 @@ def _attach(line: bytes, note: dict[str, Any]) -> bytes:
 async def litellm_completion(state: AppState, route: str, request: ChatCompletionRequest) -> Any:
     """A completion from a large API through litellm (for A/B routes)."""
     return await litellm_call(route, litellm_params(state.settings, request))
+
+
+class StreamEnd:
+    """Ends a relayed stream that the proxy must cut (the shutdown grace period ended) in the
+    upstream's own framing: chat/completions get an error event and ``[DONE]``; the Responses
+    API an ``error`` event numbered after the last one relayed."""
+
+    def __init__(self, path: str) -> None:
+        self.is_responses = path == "/responses"
+        self.last_data = b""
+
+    async def watch(self, lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for line in lines:
+            if line.startswith(b"data: "):
+                self.last_data = line
+            yield line
+
+    def fail(self, error: ProxyError) -> list[bytes]:
+        if not self.is_responses:
+            return [sse(error.body()), DONE]
+        try:
+            sequence = int(json.loads(self.last_data[6:]).get("sequence_number", -1)) + 1
+        except (ValueError, AttributeError, TypeError):
+            sequence = 0
+        event = {"type": "error", "code": error.code, "message": error.message,
+                 "param": error.param, "sequence_number": sequence}  # fmt: skip
+        return [f"event: error\ndata: {json.dumps(event)}\n\n".encode()]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -13,6 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.control import Plan, resolve_plan, split_alias
+from proxy.drain import until_drained
 from proxy.http import (
     ERROR_RESPONSES,
     admitted,
@@ -24,6 +26,7 @@ from proxy.http import (
     until_disconnect,
 )
 from proxy.passthrough import (
+    StreamEnd,
     chat_payload,
     litellm_completion,
     open_policy_stream,
@@ -205,9 +208,12 @@ async def relay(
         request, stack.enter_async_context(open_policy_stream(state, path, payload))
     )
 
+    end = StreamEnd(path)
+
     async def body() -> Any:
         async with stack:
-            async for line in with_tts_note(lines, tts_note(plan)):
+            relayed = end.watch(with_tts_note(lines, tts_note(plan)))
+            async for line in until_drained(relayed, state.drain, end.fail):
                 yield line
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
@@ -234,9 +240,13 @@ async def _litellm(
         data["tts"] = note
         return JSONResponse(data, headers=headers)
 
-    async def body() -> Any:
+    async def chunks() -> AsyncIterator[bytes]:
         async for chunk in response:
             yield f"data: {chunk.model_dump_json()}\n\n".encode()
         yield b"data: [DONE]\n\n"
+
+    async def body() -> Any:
+        async for line in until_drained(chunks(), state.drain, StreamEnd("/chat/completions").fail):
+            yield line
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -9,11 +9,12 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from proxy.clients import CallStats, PrmScorer, PromptRenderer, VllmPolicy
 from proxy.control import Plan, config_error
+from proxy.drain import Drain
 from proxy.errors import (
     DeadlineExceededError,
     InvalidRequestError,
@@ -97,6 +98,7 @@ class AppState:
     admission: Admission
     rules: AutoRules
     shadow: Shadow
+    drain: Drain = field(default_factory=Drain)
 
 
 @dataclass(frozen=True, slots=True)

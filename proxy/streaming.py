@@ -106,6 +106,8 @@ async def _beats(
     while not task.done():
         await asyncio.wait({task, watcher}, timeout=every_s, return_when="FIRST_COMPLETED")
         if watcher.done():
+            if watcher.exception() is not None:  # the shutdown grace period ended
+                raise watcher.exception()  # type: ignore[misc]
             yield None
             return
         if not task.done():

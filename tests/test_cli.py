@@ -4,11 +4,14 @@ serve``) and stop cleanly."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -48,25 +51,88 @@ def test_prm_serve_command(tmp_path: Path) -> None:
 
 def test_sigterm_with_a_hung_upstream_ends_within_the_grace_period() -> None:
     hung = FakeVllm(delay_s=120.0)
-    with serve(hung.app()) as vllm_url:
-        port = free_port()
-        command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
-                   vllm_url + "/v1", "--policy-model", "fake-policy",
-                   "--log-level", "warning"]  # fmt: skip
-        env = dict(os.environ, PROXY_SHUTDOWN_GRACE_S="2")
-        with server_process(command, f"http://127.0.0.1:{port}/health/live", env=env) as process:
-            body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
-            url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            client = threading.Thread(target=_post_quietly, args=(url, body), daemon=True)
-            client.start()
-            assert hung.started.wait(10)
-            started = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=15)
-            assert time.monotonic() - started < 2 + 5  # the grace, then the rest is cancelled
-        assert hung.in_flight == 0 or hung.cancelled >= 1
+    with serve(hung.app()) as vllm_url, _proxy_process(vllm_url) as (process, base):
+        client = threading.Thread(target=_post_quietly, args=(base,), daemon=True)
+        client.start()
+        assert hung.started.wait(10)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        assert time.monotonic() - started < _GRACE_S + 3  # the grace, then the 503s are sent
+    assert hung.in_flight == 0 or hung.cancelled >= 1
 
 
-def _post_quietly(url: str, body: dict[str, object]) -> None:
+# What each client asks while a SIGTERM arrives: searches and pass-through, streamed or not.
+_CLIENTS: dict[str, tuple[str, dict[str, object], str]] = {
+    "search": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "2+2?"}]},
+               "majority"),
+    "search_stream": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "2+2?"}],
+                      "stream": True}, "majority"),
+    "passthrough": ("/v1/completions", {"prompt": "2+2?"}, "none"),
+    "passthrough_stream": ("/v1/chat/completions", {"stream": True,
+                           "messages": [{"role": "user", "content": "2+2?"}]}, "none"),
+    "responses_stream": ("/v1/responses", {"input": "2+2?", "stream": True}, "majority"),
+}  # fmt: skip
+
+
+def test_sigterm_fails_what_is_left_after_the_grace_with_clean_errors() -> None:
+    slow = FakeVllm(trickle_s=0.05)  # every answer takes far longer than the grace period
+    answers: dict[str, tuple[int, str]] = {}
+    with serve(slow.app()) as vllm_url, _proxy_process(vllm_url) as (process, base):
+        threads = [threading.Thread(target=_ask, args=(base, name, answers), daemon=True)
+                   for name in _CLIENTS]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # all five in flight (the streams have sent their first events)
+        assert not answers
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        assert time.monotonic() - started < _GRACE_S + 3
+        for thread in threads:
+            thread.join(5)
+    for name in ("search", "passthrough"):
+        status, text = answers[name]
+        assert status == 503 and json.loads(text)["error"]["code"] == "server_shutting_down"
+    for name in ("search_stream", "passthrough_stream"):
+        status, text = answers[name]
+        events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+        assert status == 200 and events[-1] == "[DONE]", text[-300:]
+        assert json.loads(events[-2])["error"]["code"] == "server_shutting_down"
+    status, text = answers["responses_stream"]
+    kinds = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    assert kinds[0] == "response.created" and kinds[-2:] == ["error", "response.failed"]
+    assert "server_shutting_down" in text
+
+
+_GRACE_S = 2
+
+
+@contextlib.contextmanager
+def _proxy_process(vllm_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
+               vllm_url + "/v1", "--policy-model", "fake-policy",
+               "--log-level", "warning"]  # fmt: skip
+    env = dict(os.environ, PROXY_SHUTDOWN_GRACE_S=str(_GRACE_S), PROXY_DEFAULT_BUDGET="2")
+    base = f"http://127.0.0.1:{port}"
+    with server_process(command, base + "/health/live", env=env) as process:
+        yield process, base
+
+
+def _ask(base: str, name: str, answers: dict[str, tuple[int, str]]) -> None:
+    path, body, strategy = _CLIENTS[name]
+    try:
+        with httpx.stream("POST", base + path, json={"model": "fake-policy"} | body, timeout=60,
+                          headers={"X-TTS-Strategy": strategy}) as response:  # fmt: skip
+            text = "".join(response.iter_text())
+        answers[name] = (response.status_code, text)
+    except httpx.HTTPError as exc:
+        answers[name] = (0, repr(exc))
+
+
+def _post_quietly(base: str) -> None:
+    body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
     with contextlib.suppress(httpx.HTTPError):
-        httpx.post(url, json=body, headers={"X-TTS-Strategy": "cot"}, timeout=60)
+        httpx.post(base + "/v1/chat/completions", json=body, headers={"X-TTS-Strategy": "cot"},
+                   timeout=60)  # fmt: skip
