@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-from fastapi import FastAPI
-
 from proxy.app import create_app
-from proxy.service import AppState
+from proxy.serving import server_for
 from proxy.settings import ProxySettings, load_config_file
 
 __all__ = ["main", "run_server"]
@@ -46,32 +42,7 @@ def run_server(settings: ProxySettings) -> None:
     if logging.getLogger().level > logging.DEBUG:
         # httpx logs every upstream call (health probes every few seconds) at INFO.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-        # uvicorn's own backstop; the app fails what is left at the grace's end (see below).
-        timeout_graceful_shutdown=settings.shutdown_grace_s + _BACKSTOP_S,
-    )  # fmt: skip
-    _DrainingServer(config, app).run()
-
-
-# After the grace the app answers what is left with 503s; this long more for them to be sent.
-_BACKSTOP_S = 2
-
-
-class _DrainingServer(uvicorn.Server):
-    """SIGTERM: stop accepting, give in-flight requests ``shutdown_grace_s``, then fail the
-    rest with a clean ``503 server_shutting_down`` (streams: their error events)."""
-
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
-        super().__init__(config)
-        self._app = app
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        state: AppState | None = getattr(self._app.state, "tts", None)
-        if state is not None:
-            state.drain.begin(state.settings.shutdown_grace_s)
-        await super().shutdown(sockets)
+    server_for(create_app(settings), settings).run()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimit", "DocsGuard"]
+__all__ = ["BodyLimit", "DocsGuard", "error_body"]
 
 
-def _error_body(message: str, kind: str, code: str) -> bytes:
+def error_body(message: str, kind: str, code: str) -> bytes:
     """OpenAI's error shape, for answers sent before the app (and its handlers) runs."""
     error = {"message": message, "type": kind, "param": None, "code": code}
     return json.dumps({"error": error}).encode()
@@ -31,7 +31,7 @@ class BodyLimit:
             f"the request body is larger than {self._max} bytes (PROXY_MAX_REQUEST_BYTES); "
             "send a smaller request"
         )
-        return _error_body(message, "invalid_request_error", "request_too_large")
+        return error_body(message, "invalid_request_error", "request_too_large")
 
     async def _reject(self, send: Send, status: int = 413, body: bytes | None = None) -> None:
         body = body if body is not None else self._error()
@@ -61,7 +61,7 @@ class BodyLimit:
             f"the request body did not arrive within {self._read_timeout_s:g} s "
             "(PROXY_BODY_READ_TIMEOUT_S)"
         )
-        return _error_body(message, "invalid_request_error", "request_timeout")
+        return error_body(message, "invalid_request_error", "request_timeout")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,7 +109,7 @@ class DocsGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self._paths and not self._allowed(scope):
-            body = _error_body(
+            body = error_body(
                 "missing or invalid API key (Authorization: Bearer ...)",
                 "authentication_error",
                 "invalid_api_key",

@@ -39,6 +39,7 @@ class ProxySettings(BaseSettings):
     protect_docs: bool = False  # with api_keys: /docs and /openapi.json need a key too
     shutdown_grace_s: int = Field(default=30, ge=0)  # in-flight requests' time on SIGTERM
     body_read_timeout_s: float = Field(default=30.0, gt=0)  # a stalled body: 408
+    header_read_timeout_s: float = Field(default=10.0, gt=0)  # unfinished headers: 408, closed
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)  # larger bodies: 413
     prompt_cache_bytes: int = Field(default=64 * 2**20, ge=0)  # rendered prompts kept (LRU)
     log_level: str = "info"

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -109,12 +110,15 @@ _GRACE_S = 2
 
 
 @contextlib.contextmanager
-def _proxy_process(vllm_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def _proxy_process(
+    vllm_url: str, env_extra: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
                vllm_url + "/v1", "--policy-model", "fake-policy",
                "--log-level", "warning"]  # fmt: skip
     env = dict(os.environ, PROXY_SHUTDOWN_GRACE_S=str(_GRACE_S), PROXY_DEFAULT_BUDGET="2")
+    env.update(env_extra or {})
     base = f"http://127.0.0.1:{port}"
     with server_process(command, base + "/health/live", env=env) as process:
         yield process, base
@@ -136,3 +140,38 @@ def _post_quietly(base: str) -> None:
     with contextlib.suppress(httpx.HTTPError):
         httpx.post(base + "/v1/chat/completions", json=body, headers={"X-TTS-Strategy": "cot"},
                    timeout=60)  # fmt: skip
+
+
+def test_connections_that_never_finish_their_headers_are_closed() -> None:
+    with serve(FakeVllm().app()) as vllm_url:
+        env = {"PROXY_HEADER_READ_TIMEOUT_S": "1"}
+        with _proxy_process(vllm_url, env) as (_, base):
+            port = int(base.rsplit(":", 1)[1])
+            idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+            loris = socket.create_connection(("127.0.0.1", port))
+            loris.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            with httpx.Client(base_url=base) as client:  # a keep-alive client is unaffected
+                assert client.get("/v1/models").status_code == 200
+                time.sleep(0.5)
+                started = time.monotonic()
+                for _ in range(6):  # the loris keeps trickling, a byte every 0.25 s
+                    with contextlib.suppress(OSError):
+                        loris.sendall(b"a")
+                    time.sleep(0.25)
+                assert client.get("/v1/models").status_code == 200
+            loris.settimeout(5)
+            answer = _read_all(loris)
+            assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer
+            assert time.monotonic() - started < 2.5
+            for sock in idle:  # closed without a byte: they were never requests
+                sock.settimeout(5)
+                assert _read_all(sock) == b""
+            for sock in (*idle, loris):
+                sock.close()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
