@@ -196,8 +196,34 @@ def test_demo_command_serves_and_stops_everything(vllm_url: str) -> None:
                         break
                 time.sleep(0.1)
             assert ask(url, "majority").choices[0].message.content
+            assert httpx.get(url + "/health", timeout=30).status_code == 200
+            _kill_vllm_on(policy_port)  # the demo's own vLLM, not the session's
+            assert _health_turns_503(url, "/health") and _health_turns_503(url, "/health/ready")
+            assert httpx.get(url + "/health/live", timeout=5).status_code == 200
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{policy_port}/v1/models", timeout=2)
+
+
+def _kill_vllm_on(port: int) -> None:
+    """SIGKILL the process group of the vLLM server listening on ``port``."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if b"vllm.entrypoints.openai.api_server" in args and str(port).encode() in args:
+                os.killpg(os.getpgid(int(cmdline.parent.name)), signal.SIGKILL)
+                return
+    pytest.fail(f"no vLLM process found on port {port}")
+
+
+def _health_turns_503(url: str, path: str, within_s: float = 30.0) -> bool:
+    """True once ``path`` answers 503 "unavailable" (probes and ejection need a few seconds)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        response = httpx.get(url + path, timeout=10)
+        if response.status_code == 503:
+            return bool(response.json()["status"] == "unavailable")
+        time.sleep(0.5)
+    return False
