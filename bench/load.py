@@ -9,8 +9,12 @@ fake upstream and the clients share this process, so on a small machine they, no
 bound the throughput. Three runs on the same process: RSS after the third should
 equal RSS after the first (nothing grows per request).
 
-Run: ``.venv/bin/python -m bench.load [--clients 100] [--seconds 20] [--runs 3]``
-(not yet compared with optillm / its_hub rows).
+Then the same clients ask for the one thing all three servers offer, a vote over N = 16
+samples: the proxy (``majority``), its_hub's IaaS (self-consistency, ``budget`` 16) and optillm
+(``majority_voting``, ``k`` 16), each its own process against the same fake upstream (peers
+installed by ``bench.peers`` into throw-away venvs; ``--no-peers`` skips them).
+
+Run: ``.venv/bin/python -m bench.load [--clients 100] [--seconds 20] [--runs 3] [--no-peers]``
 """
 
 from __future__ import annotations
@@ -18,15 +22,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from bench.peers import PEERS, peer_server
 from cpu_stack.process import server_process
 from harness.fake_servers import FakeVllm
 from harness.servers import free_port, serve
@@ -51,22 +60,39 @@ def _proc(pid: int) -> tuple[float, int, int]:
     return cpu_s, size("VmRSS"), size("VmHWM")
 
 
-async def _client(url: str, until: float, index: int, results: list[tuple[float, str]]) -> None:
+@dataclass(frozen=True)
+class Workload:
+    """What the clients send: the model, body extras and headers of each turn."""
+
+    model: str
+    body: dict[str, Any]
+    strategies: tuple[str, ...] | None  # X-TTS-Strategy per turn, in rotation (proxy only)
+
+    def request(self, turn: int) -> tuple[dict[str, Any], dict[str, str]]:
+        body = {"model": self.model, "messages": MESSAGES} | self.body
+        if self.strategies is None:
+            return body, {}
+        strategy = self.strategies[turn % len(self.strategies)]
+        return body, {"X-TTS-Strategy": strategy, "X-TTS-Budget": "16"}
+
+
+MIXED = Workload("fake-policy", {}, STRATEGIES)
+
+
+async def _client(
+    url: str, work: Workload, until: float, index: int, results: list[tuple[float, str]]
+) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         turn = index
         while time.monotonic() < until:
-            strategy = STRATEGIES[turn % len(STRATEGIES)]
+            body, headers = work.request(turn)
             turn += 1
             started = time.monotonic()
             try:
-                response = await client.post(
-                    "/v1/chat/completions",
-                    json={"model": "fake-policy", "messages": MESSAGES},
-                    headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "16"},
-                )
+                response = await client.post("/v1/chat/completions", json=body, headers=headers)
                 outcome = "ok" if response.status_code == 200 else str(response.status_code)
                 if response.status_code != 200:
-                    outcome += ":" + str(response.json().get("error", {}).get("code"))
+                    outcome += ":" + _error_code(response)
             except httpx.HTTPError as exc:
                 outcome = type(exc).__name__
                 response = None
@@ -75,11 +101,38 @@ async def _client(url: str, until: float, index: int, results: list[tuple[float,
                 await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
 
-async def _run(url: str, clients: int, seconds: float) -> list[tuple[float, str]]:
+def _error_code(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error")
+    except ValueError:
+        return "not-json"
+    return str(error.get("code")) if isinstance(error, dict) else "not-openai-shaped"
+
+
+async def _run(url: str, work: Workload, clients: int, seconds: float) -> list[tuple[float, str]]:
     results: list[tuple[float, str]] = []
     until = time.monotonic() + seconds
-    await asyncio.gather(*(_client(url, until, i, results) for i in range(clients)))
+    await asyncio.gather(*(_client(url, work, until, i, results) for i in range(clients)))
     return results
+
+
+def _row(label: str, pid: int, url: str, work: Workload, args: argparse.Namespace) -> str:
+    cpu_before, _, _ = _proc(pid)
+    results = asyncio.run(_run(url, work, args.clients, args.seconds))
+    cpu_after, rss, peak = _proc(pid)
+    latencies = sorted(s for s, outcome in results if outcome == "ok")
+    errors = collections.Counter(o for _, o in results if o != "ok")
+    p50 = statistics.median(latencies) if latencies else float("nan")
+    p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan")
+    cpu_ms = 1000 * (cpu_after - cpu_before) / max(len(latencies), 1)
+    return (
+        f"| {label} | {len(latencies) / args.seconds:.1f} | {p50:.3f} | {p99:.3f} | "
+        f"{cpu_ms:.1f} | {rss / 2**20:.0f} | {peak / 2**20:.0f} | {dict(errors) or '-'} |"
+    )
+
+
+_HEADER = ("| {} | answered/s | p50 s | p99 s | server CPU ms/answer | RSS MiB | peak MiB | "
+           "errors (429s honour Retry-After) |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
 
 
 def main() -> None:
@@ -87,33 +140,43 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-peers", dest="peers", action="store_false")
     args = parser.parse_args()
     vllm = FakeVllm(delay_s=UPSTREAM_S)
     with serve(vllm.app()) as upstream:
-        port = free_port()
-        config = Path(tempfile.mkdtemp()) / "load.toml"
-        config.write_text("max_concurrent_searches = 64\ndefault_max_steps = 4\n")
-        command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
-                   upstream + "/v1", "--policy-model", "fake-policy", "--config", str(config),
-                   "--log-level", "warning"]  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        with server_process(command, url + "/health/live") as process:
-            print(f"{args.clients} clients x {args.seconds:g} s, N = 16, upstream {UPSTREAM_S}s")
-            print("| run | answered/s | p50 s | p99 s | proxy CPU ms/answer | RSS MiB | peak MiB | "
-                  "errors (429s honour Retry-After) |")  # fmt: skip
-            print("|---|---|---|---|---|---|---|---|")
+        print(f"{args.clients} clients x {args.seconds:g} s, N = 16, upstream {UPSTREAM_S}s")
+        print("\nThe proxy, mixed strategies (best_of_n, majority, beam_search, dvts, none), "
+              "admission at 64 searches:")  # fmt: skip
+        print(_HEADER.format("run"))
+        with _proxy(upstream, max_searches=64) as (url, pid):
             for run in range(1, args.runs + 1):
-                cpu_before, _, _ = _proc(process.pid)
-                results = asyncio.run(_run(url, args.clients, args.seconds))
-                cpu_after, rss, peak = _proc(process.pid)
-                latencies = sorted(s for s, outcome in results if outcome == "ok")
-                errors = collections.Counter(o for _, o in results if o != "ok")
-                p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan")
-                print(f"| {run} | {len(latencies) / args.seconds:.1f} | "
-                      f"{statistics.median(latencies) if latencies else float('nan'):.3f} | "
-                      f"{p99:.3f} | {1000 * (cpu_after - cpu_before) / max(len(latencies), 1):.1f}"
-                      f" | {rss / 2**20:.0f} | {peak / 2**20:.0f} | "
-                      f"{dict(errors) or '-'} |")  # fmt: skip
+                print(_row(str(run), pid, url, MIXED, args), flush=True)
+        print("\nA vote over N = 16 samples, side by side (one run each; the proxy's admission "
+              "above the client count, as the peers have none):")  # fmt: skip
+        print(_HEADER.format("server"))
+        with _proxy(upstream, max_searches=2 * args.clients) as (url, pid):
+            vote = Workload("fake-policy", {}, ("majority",))
+            print(_row("tts-proxy (majority)", pid, url, vote, args), flush=True)
+        if args.peers:
+            for name, peer in PEERS.items():
+                with peer_server(name, upstream + "/v1") as (peer_url, pid):
+                    work = Workload(peer.search_model, peer.search_body, None)
+                    label = f"{name} {peer.version} ({peer.search_label})"
+                    print(_row(label, pid, peer_url, work, args), flush=True)
+
+
+@contextlib.contextmanager
+def _proxy(upstream: str, max_searches: int) -> Iterator[tuple[str, int]]:
+    """``python -m proxy serve`` in its own process; yields its URL and process id."""
+    port = free_port()
+    config = Path(tempfile.mkdtemp()) / "load.toml"
+    config.write_text(f"max_concurrent_searches = {max_searches}\ndefault_max_steps = 4\n")
+    command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
+               upstream + "/v1", "--policy-model", "fake-policy", "--config", str(config),
+               "--log-level", "warning"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with server_process(command, url + "/health/live") as process:
+        yield url, process.pid
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@
 Upstream, proxy and client each run in their own process (the fake vLLM of (2) in this one, the
 client in a child), so no measured hop waits on another's GIL.
 
-Run: ``.venv/bin/python -m bench.overhead``
+The pass-through rows include optillm (approach ``none``) and its_hub (``budget`` 1, its
+smallest), installed by ``bench.peers`` into throw-away venvs; ``--no-peers`` skips them.
+
+Run: ``.venv/bin/python -m bench.overhead [--no-peers]``
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 
+from bench.peers import PEERS, peer_server
 from cpu_stack.process import server_process
 from harness.fake_servers import FakePrm, FakeVllm, tokens_of
 from harness.servers import free_port, serve
@@ -104,8 +108,10 @@ def _app_process(factory: str, probe: str, *args: str) -> Iterator[str]:
         yield url
 
 
-async def _latencies(url: str, concurrency: int, headers: dict[str, str]) -> list[float]:
-    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+async def _latencies(
+    url: str, concurrency: int, headers: dict[str, str], extra: dict[str, Any] | None = None
+) -> list[float]:
+    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]} | (extra or {})
     limits = httpx.Limits(max_connections=concurrency)
     out: list[float] = []
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
@@ -144,24 +150,34 @@ def _proxy_process(upstream: str, *flags: str) -> Iterator[str]:
         yield url
 
 
-def passthrough_table() -> list[tuple[str, ...]]:
+def passthrough_table(with_peers: bool = True) -> list[tuple[str, ...]]:
     rows = []
-    with (
-        _app_process("chat_app", "/v1/models") as upstream,
-        _proxy_process(upstream) as proxy,
-        _app_process("forwarder_app", "/", upstream) as floor,
-    ):
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(_app_process("chat_app", "/v1/models"))
+        servers: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
+            ("pass-through", stack.enter_context(_proxy_process(upstream)),
+             {"X-TTS-Strategy": "none"}, {}),
+            ("minimal forwarder", stack.enter_context(
+                _app_process("forwarder_app", "/", upstream)), {}, {}),
+        ]  # fmt: skip
+        if with_peers:  # their nearest thing to a pass-through
+            for name, peer in PEERS.items():
+                url, _ = stack.enter_context(peer_server(name, upstream + "/v1"))
+                extra = {"model": peer.passthrough_model} | peer.passthrough_body
+                servers.append((f"{name} {peer.version} {_PEER_MODE[name]}", url, {}, extra))
         for concurrency in (1, 50):
             direct = asyncio.run(_latencies(upstream, concurrency, {}))
-            through = asyncio.run(_latencies(proxy, concurrency, {"X-TTS-Strategy": "none"}))
-            minimal = asyncio.run(_latencies(floor, concurrency, {}))
-            for name, values in (("pass-through", through), ("minimal forwarder", minimal)):
+            for name, url, headers, extra in servers:
+                values = asyncio.run(_latencies(url, concurrency, headers, extra))
                 p50 = (_pct(values, 0.5) - _pct(direct, 0.5)) * 1000
                 p99 = (_pct(values, 0.99) - _pct(direct, 0.99)) * 1000
-                target = "<= 2 ms p50" if name == "pass-through" else "(floor)"
+                target = {"pass-through": "<= 2 ms p50", "minimal forwarder": "(floor)"}
                 rows.append((f"{name}, {concurrency} clients", f"{p50:+.2f} ms",
-                             f"{p99:+.2f} ms", target))  # fmt: skip
+                             f"{p99:+.2f} ms", target.get(name, "(peer)")))  # fmt: skip
     return rows
+
+
+_PEER_MODE = {"optillm": "(approach none)", "its_hub": "(budget 1)"}
 
 
 class _TimedVllm(FakeVllm):
@@ -226,7 +242,8 @@ def beam_table() -> list[tuple[str, ...]]:
 
 
 def main() -> None:
-    rows = passthrough_table() + beam_table()
+    with_peers = "--no-peers" not in sys.argv[1:]
+    rows = passthrough_table(with_peers) + beam_table()
     header = ("measure", "p50 / median", "p99 / worst", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     for row in [header, tuple("-" * w for w in widths), *rows]:

@@ -200,10 +200,12 @@ class FakeVllm:
         content = "plain answer from the policy"
         usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
         if not body.get("stream"):
+            n = body.get("n") or 1  # as vLLM: n choices in one answer
+            usage = usage | {"completion_tokens": 5 * n, "total_tokens": 7 + 5 * n}
             return {"id": "chatcmpl-up", "object": "chat.completion", "created": 0,
                     "model": self.model, "usage": usage,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"}]}  # fmt: skip
+                    "choices": [{"index": i, "message": {"role": "assistant", "content": content},
+                                 "finish_reason": "stop"} for i in range(n)]}  # fmt: skip
 
         async def events() -> Any:
             pieces = ("plain ", "answer") if not self.trickle_s else ("more ",) * 10_000
