@@ -5,6 +5,8 @@ the chat, Responses and legacy-completions handlers each map to their own wire s
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -86,10 +88,18 @@ def prepare_search(
     """Fix the method (``auto``'s rules read the model's profile) and start a comparison."""
     profile = profile_of(model, plan.scorer, state.settings, state.rules)
     plan = apply_profile(plan, profile, state.rules, request_has_sampling=plan.has_request_sampling)
+    seed = chat.seed if chat.seed is not None else search_seed(request_id)
+    plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, seed=seed))
     target = state.shadow.target(plan)
     ticket = state.shadow.start(target, chat) if target else None
     return SearchJob(state, chat, plan, model, profile, request_id, started, target, ticket,
                      raw_prompt)  # fmt: skip
+
+
+def search_seed(request_id: str) -> int:
+    """The seed of a search's own randomness when the request sets none: from its id, so the
+    reported ``tts.seed`` replays it."""
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big")
 
 
 def _record(

@@ -89,7 +89,8 @@ def usage_of(
 
 _UNIT: dict[str, BudgetUnit] = {
     "cot": "unused", "majority": "samples", "best_of_n": "samples",
-    "beam_search": "samples_per_depth", "dvts": "samples_per_depth", "auto": "samples_cap",
+    "beam_search": "samples_per_depth", "dvts": "samples_per_depth",
+    "particle_filtering": "particles", "auto": "samples_cap",
 }  # fmt: skip
 
 
@@ -98,7 +99,7 @@ def _max_generations(strategy: str, cfg: Any) -> int:
     unit = _UNIT.get(strategy, "samples")
     if unit == "unused":
         return 1
-    if unit == "samples_per_depth":
+    if unit in ("samples_per_depth", "particles"):
         return int(cfg.budget * cfg.max_steps)
     return int(cfg.budget)
 
@@ -152,6 +153,7 @@ def tts_extension(
         reasoning_prompt=outcome.reasoning_prompt,
         ignored_params=list(ignored),
         temperature_note=plan.temperature_note,
+        seed=cfg.seed if result.strategy == "particle_filtering" else None,
         auto=dataclasses.asdict(result.decision) if result.decision is not None else None,
         trace=[dataclasses.asdict(n) for n in result.trace] if result.trace is not None else None,
     )

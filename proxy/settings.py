@@ -17,7 +17,9 @@ from experiments.urls import StoreError, database_url
 
 __all__ = ["ProxySettings", "ScorerKind", "StrategyChoice", "load_config_file"]
 
-StrategyChoice = Literal["auto", "cot", "majority", "best_of_n", "beam_search", "dvts", "none"]
+StrategyChoice = Literal[
+    "auto", "cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering", "none"
+]
 ScorerKind = Literal["prm", "confidence", "none"]
 
 

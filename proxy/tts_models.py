@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 JSONValue = Any
-BudgetUnit = Literal["samples", "samples_per_depth", "samples_cap", "unused"]
+BudgetUnit = Literal["samples", "samples_per_depth", "particles", "samples_cap", "unused"]
 _CHOICES = ("strategy", "scoring", "voting", "scorer")
 
 
@@ -103,7 +103,7 @@ class TtsCompare(BaseModel):
 
 
 # Sections that are absent (not null) when they do not apply.
-_SECTIONS = ("auto", "trace", "profile", "compare", "temperature_note")
+_SECTIONS = ("auto", "trace", "profile", "compare", "temperature_note", "seed")
 
 
 class TtsReport(BaseModel):
@@ -117,7 +117,8 @@ class TtsReport(BaseModel):
     budget_unit: BudgetUnit | None = Field(
         default=None,
         description="what budget counts: 'samples' (majority, best_of_n: N answers), "
-        "'samples_per_depth' (beam_search, dvts: N continuations at each step), 'samples_cap' "
+        "'samples_per_depth' (beam_search, dvts: N continuations at each step), 'particles' "
+        "(particle_filtering: N particles, one step each per round), 'samples_cap' "
         "(auto: at most N generations in all), 'unused' (cot: one answer)",
     )
     max_generations: int | None = Field(
@@ -144,6 +145,10 @@ class TtsReport(BaseModel):
     reasoning_prompt: str | None = None
     ignored_params: list[str] = Field(default_factory=list)
     temperature_note: str | None = None
+    seed: int | None = Field(
+        default=None, description="particle_filtering: the resampling RNG's seed (the request's "
+        "seed, else one derived from the request id); send it as seed to replay the resampling",
+    )  # fmt: skip
     auto: dict[str, JSONValue] | None = None
     trace: list[dict[str, JSONValue]] | None = None
     profile: TtsProfile | None = None

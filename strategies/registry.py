@@ -17,6 +17,7 @@ from strategies.dvts import run_dvts
 from strategies.engine import SearchRun
 from strategies.errors import ConfigError
 from strategies.majority import run_majority
+from strategies.particle_filtering import run_particle_filtering
 from strategies.results import SearchResult
 from strategies.types import Policy, SearchConfig, StepScorer, StrategyName
 
@@ -46,6 +47,9 @@ STRATEGIES: Mapping[StrategyName, StrategySpec] = MappingProxyType(
             run_beam_search, uses_scorer=True, needs_scorer=True, is_stepwise=True
         ),
         "dvts": StrategySpec(run_dvts, uses_scorer=True, needs_scorer=True, is_stepwise=True),
+        "particle_filtering": StrategySpec(
+            run_particle_filtering, uses_scorer=True, needs_scorer=True, is_stepwise=False
+        ),
         "auto": StrategySpec(run_auto, uses_scorer=True, needs_scorer=False, is_stepwise=False),
     }
 )

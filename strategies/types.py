@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 MethodName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts"]
-StrategyName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts", "auto"]
+StrategyName = Literal[
+    "cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering", "auto"
+]
 Difficulty = Literal["easy", "medium", "hard"]
 ScoringMode = Literal["last", "min", "avg", "prod"]
 VotingMode = Literal["majority", "prm_max", "prm_vote"]
@@ -176,6 +178,8 @@ class SearchConfig:
     top_candidates: int = field(default=8)
     auto: AutoConfig | None = None  # the rules, for strategy "auto"
     max_generations: int | None = None  # a hard cap on samples across all depths
+    seed: int | None = None  # seeds the search's own randomness (particle resampling)
+    particle_temperature: float = 1.0  # particle_filtering: softmax temperature of the weights
 
     def __post_init__(self) -> None:
         _require(self.budget >= 1, "budget", "budget must be >= 1")
@@ -187,6 +191,8 @@ class SearchConfig:
         _require(self.max_step_tokens >= 1, "max_step_tokens", "max_step_tokens must be >= 1")
         _require(self.max_answer_tokens >= 1, "max_answer_tokens", "max_answer_tokens must be >= 1")
         _require(self.top_candidates >= 1, "top_candidates", "top_candidates must be >= 1")
+        _require(self.particle_temperature > 0, "particle_temperature",
+                 "particle_temperature must be > 0")  # fmt: skip
 
     def voting_for(self, has_scorer: bool) -> VotingMode:
         """The voting mode in effect: the explicit one, else the paper's default."""

@@ -30,7 +30,9 @@ def ask(url: str, strategy: str | None = None, **kwargs: Any) -> Any:
     )
 
 
-@pytest.mark.parametrize("strategy", ["cot", "majority", "best_of_n", "beam_search", "dvts"])
+@pytest.mark.parametrize(
+    "strategy", ["cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]
+)
 def test_every_strategy_answers_in_openai_shape(
     start_proxy: ProxyFactory, vllm: FakeVllm, strategy: str
 ) -> None:
@@ -52,6 +54,24 @@ def test_every_strategy_answers_in_openai_shape(
     assert completion.usage.total_tokens == (
         completion.usage.prompt_tokens + completion.usage.completion_tokens
     )
+
+
+def test_particle_filtering_reports_its_seed_and_replays(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    url = start_proxy(with_prm=False)  # the confidence scorer
+    by_alias = ask(url, model="particle_filtering-4/fake-policy", seed=123)
+    tts = by_alias.model_extra["tts"]
+    assert tts["strategy"] == "particle_filtering" and tts["scorer"] == "confidence"
+    assert tts["seed"] == 123 and tts["budget"] == 4 and tts["budget_unit"] == "particles"
+    assert "seed" in tts["ignored_params"]  # the policy's sampling is not seeded
+    per_depth = tts["generations_per_depth"]
+    assert per_depth[0] == 4 and all(n <= 4 for n in per_depth)  # live particles only
+    assert len(vllm.completion_calls) == tts["policy_calls"] == len(per_depth)
+    unseeded = ask(url, "particle_filtering").model_extra["tts"]
+    other = ask(url, "particle_filtering").model_extra["tts"]
+    assert isinstance(unseeded["seed"], int) and unseeded["seed"] != other["seed"]  # by id
+    assert "seed" not in ask(url, "majority").model_extra["tts"]
 
 
 def test_beam_search_sends_one_policy_call_per_depth(

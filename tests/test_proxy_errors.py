@@ -54,6 +54,7 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
         ({"X-TTS-Strategy": "dvts", "X-TTS-Scorer": "none"}, "scorer"),
         ({"X-TTS-Strategy": "majority", "X-TTS-Voting": "prm_max"}, "voting"),
         ({"X-TTS-Strategy": "majority", "X-TTS-Budget": "0"}, "budget"),
+        ({"X-TTS-Strategy": "particle_filtering", "X-TTS-Scorer": "none"}, "scorer"),
     ],
 )
 def test_bad_control_values_are_400_naming_the_parameter(

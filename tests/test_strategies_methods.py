@@ -303,3 +303,53 @@ async def test_dvts_deadline_returns_partial_subtrees_flagged() -> None:
     )
     assert result.is_partial and len(result.candidates) == 2
     assert not any(c.candidate.is_finished for c in result.candidates)
+
+
+# --- particle_filtering ---------------------------------------------------------------------
+# Scores with exact odds (2:1:1:0 and 2:0:1:1) make the systematic resampling's counts exact
+# (N * weight is whole), whatever the seed's uniform draw.
+PA, PB, PC = "a <0.6666666667>" + D, "b <0.5>" + D, "c <0.0>" + D
+PD = "d \\boxed{7} <0.5>"
+PE, PF, PG = "e \\boxed{2} <0.6666666667>", "f <0.0>" + D, "g \\boxed{3} <0.5>"
+PF_SCRIPT = {"": [PA, PB, PC, PD], PA: [PE, PF], PB: [PG]}
+
+
+async def test_particle_filtering_hand_worked_rounds() -> None:
+    policy, scorer = FakePolicy(PF_SCRIPT), FakeScorer()
+    result = await search("particle_filtering", "q", policy, scorer,
+                          config(budget=4, seed=7, enable_trace=True))  # fmt: skip
+    # round 1: weights 1/2, 1/4, 0, 1/4 -> {a, a, b, d}; d is finished and is not extended.
+    # round 2: a -> e, a -> f, b -> g; weights over {e, f, g, d}: 1/2, 0, 1/4, 1/4.
+    assert [(c.prefixes, c.n) for c in policy.calls] == [(("",) * 4, 1), ((PA, PA, PB), 1)]
+    assert result.usage.generations_per_depth == (4, 3) and len(scorer.calls) == 2
+    texts = sorted(c.candidate.text for c in result.candidates)
+    assert texts == sorted([PA + PE, PA + PE, PB + PG, PD])
+    assert result.answer == "2" and result.choices[0].votes == 2  # the weighted set votes
+    assert result.trace is not None
+    status = {node.text: node.status for node in result.trace}
+    assert status[PC] == "pruned" and status[PF] == "pruned" and status[PE] == "finished"
+
+
+async def test_particle_filtering_replays_with_the_same_seed() -> None:
+    script = {"": [A, B, C, DD], A: [E, F], B: [G, H], C: [G], A + F: [G, H], B + G: [H]}
+
+    async def final_set(seed: int) -> list[str]:
+        result = await search("particle_filtering", "q", FakePolicy(script), FakeScorer(),
+                              config(budget=4, seed=seed))  # fmt: skip
+        return [c.candidate.text for c in result.candidates]
+
+    runs = {seed: await final_set(seed) for seed in range(12)}
+    for seed in (0, 5, 11):
+        assert await final_set(seed) == runs[seed]
+    assert len({tuple(texts) for texts in runs.values()}) > 1  # the seed does steer it
+
+
+async def test_particle_filtering_needs_a_scorer_and_stops_at_max_steps() -> None:
+    with pytest.raises(ValueError, match="scorer"):
+        await search("particle_filtering", "q", FakePolicy(PF_SCRIPT), None, config(budget=4))
+    script = {"": ["s <0.5>" + D], "s <0.5>" + D: ["t <0.5>" + D]}
+    policy = FakePolicy(script)
+    result = await search("particle_filtering", "q", policy, FakeScorer(),
+                          config(budget=2, max_steps=2))  # fmt: skip
+    assert len(policy.calls) == 2 and not result.is_partial
+    assert all(len(c.candidate.steps) == 2 for c in result.candidates)
