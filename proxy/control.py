@@ -25,7 +25,7 @@ PlannedStrategy = StrategyName | Literal["none"]
 
 _ALIAS = re.compile(r"^(?P<strategy>[a-z_]+)(?:-(?P<budget>\d+))?/(?P<model>.+)$")
 _FIELDS = ("strategy", "budget", "beam_width", "scoring", "voting", "scorer", "max_steps")
-_EXTRA_FIELDS = ("timeout_ms", "trace", "compare", "reference")
+_EXTRA_FIELDS = ("timeout_ms", "trace", "max_total_tokens", "compare", "reference")
 _HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
 # Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
 _NOT_FORWARDED = {
@@ -221,6 +221,7 @@ def _build_config(
         max_step_tokens=min(settings.max_step_tokens, cap or settings.max_step_tokens),
         max_answer_tokens=min(settings.max_answer_tokens, cap or settings.max_answer_tokens),
         top_candidates=settings.top_candidates_in_response,
+        max_total_tokens=options.max_total_tokens,
     )
 
 

@@ -154,6 +154,8 @@ def tts_extension(
         ignored_params=list(ignored),
         temperature_note=plan.temperature_note,
         seed=cfg.seed if result.strategy == "particle_filtering" else None,
+        max_total_tokens=cfg.max_total_tokens,
+        is_token_capped=result.is_token_capped if cfg.max_total_tokens else None,
         auto=dataclasses.asdict(result.decision) if result.decision is not None else None,
         trace=[dataclasses.asdict(n) for n in result.trace] if result.trace is not None else None,
     )

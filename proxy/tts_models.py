@@ -52,6 +52,10 @@ class TtsOptions(BaseModel):
         default=None, ge=1, le=86_400_000, description="deadline: the best answer so far"
     )
     trace: bool | None = None
+    max_total_tokens: int | None = Field(
+        default=None, ge=1, description="a cost cap: the search's generated tokens, all calls "
+        "together, never pass it; the best answer so far is returned (tts.is_token_capped)",
+    )  # fmt: skip
     compare: str | None = Field(default=None, description="shadow with this baseline model")
     reference: str | None = Field(default=None, description="the known correct answer")
 
@@ -103,7 +107,10 @@ class TtsCompare(BaseModel):
 
 
 # Sections that are absent (not null) when they do not apply.
-_SECTIONS = ("auto", "trace", "profile", "compare", "temperature_note", "seed")
+_SECTIONS = (
+    "auto", "trace", "profile", "compare", "temperature_note", "seed", "max_total_tokens",
+    "is_token_capped",
+)  # fmt: skip
 
 
 class TtsReport(BaseModel):
@@ -149,6 +156,12 @@ class TtsReport(BaseModel):
         default=None, description="particle_filtering: the resampling RNG's seed (the request's "
         "seed, else one derived from the request id); send it as seed to replay the resampling",
     )  # fmt: skip
+    max_total_tokens: int | None = Field(default=None, description="the request's token cap")
+    is_token_capped: bool | None = Field(
+        default=None,
+        description="the cap bound: samples were cut short to fit it, or the "
+        "search stopped early; the answer is the best so far",
+    )
     auto: dict[str, JSONValue] | None = None
     trace: list[dict[str, JSONValue]] | None = None
     profile: TtsProfile | None = None

@@ -46,7 +46,8 @@ class _Books:
     trace: dict[int, TraceNode] = dataclasses.field(default_factory=dict)
     next_id: int = 0
     is_partial: bool = False  # the deadline expired
-    is_capped: bool = False  # a call was refused by max_generations
+    is_capped: bool = False  # a call was refused by max_generations or max_total_tokens
+    is_token_capped: bool = False  # ... by max_total_tokens
 
 
 class SearchRun:
@@ -106,11 +107,24 @@ class SearchRun:
     async def generate(
         self, prefixes: Sequence[str], n: int, sampling: Sampling
     ) -> PolicyBatch | None:
-        """One policy call; ``None`` when the deadline expired or the call would pass the cap."""
+        """One policy call; ``None`` when the deadline expired or the call would pass a cap.
+
+        With ``max_total_tokens`` each sample may use at most an equal share of what is left,
+        so the search's generated tokens can never pass the cap.
+        """
         cap = self.config.max_generations
         if cap is not None and self._books.usage.generations + len(prefixes) * n > cap:
             self._books.is_capped = True
             return None
+        token_cap = self.config.max_total_tokens
+        if token_cap is not None:
+            share = (token_cap - self._books.usage.completion_tokens) // (len(prefixes) * n)
+            if share < 1:
+                self._books.is_capped = self._books.is_token_capped = True
+                return None
+            if share < sampling.max_tokens:  # the cap binds: samples may be cut short
+                self._books.is_token_capped = True
+                sampling = dataclasses.replace(sampling, max_tokens=share)
         batch = await self._before_deadline(self.policy.generate(prefixes, n, sampling))
         if batch is None:
             return None
@@ -226,6 +240,7 @@ class SearchRun:
             voting=voting,
             scorer=self.scorer.name if self.scorer is not None else None,
             is_partial=self.is_partial,
+            is_token_capped=self._books.is_token_capped,
             trace=tuple(self._books.trace.values()) if cfg.enable_trace else None,
             decision=decision,
         )

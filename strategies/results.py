@@ -128,6 +128,7 @@ class SearchResult:
     voting: VotingMode
     scorer: str | None
     is_partial: bool = False
+    is_token_capped: bool = False  # max_total_tokens bound: samples cut short or calls refused
     trace: tuple[TraceNode, ...] | None = None
     decision: AutoDecision | None = None
 

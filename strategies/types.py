@@ -179,6 +179,7 @@ class SearchConfig:
     auto: AutoConfig | None = None  # the rules, for strategy "auto"
     max_generations: int | None = None  # a hard cap on samples across all depths
     seed: int | None = None  # seeds the search's own randomness (particle resampling)
+    max_total_tokens: int | None = None  # generated tokens, all calls together, never pass it
     particle_temperature: float = 1.0  # particle_filtering: softmax temperature of the weights
 
     def __post_init__(self) -> None:
@@ -191,6 +192,8 @@ class SearchConfig:
         _require(self.max_step_tokens >= 1, "max_step_tokens", "max_step_tokens must be >= 1")
         _require(self.max_answer_tokens >= 1, "max_answer_tokens", "max_answer_tokens must be >= 1")
         _require(self.top_candidates >= 1, "top_candidates", "top_candidates must be >= 1")
+        _require(self.max_total_tokens is None or self.max_total_tokens >= 1,
+                 "max_total_tokens", "max_total_tokens must be >= 1")  # fmt: skip
         _require(self.particle_temperature > 0, "particle_temperature",
                  "particle_temperature must be > 0")  # fmt: skip
 

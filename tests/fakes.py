@@ -60,13 +60,17 @@ class FakePolicy:
         )
 
     def _generation(self, text: str, sampling: Sampling) -> Generation:
-        if "<len>" in text:
+        words = re.findall(r"\S+\s*|\s+", text)
+        is_cut = len(words) > sampling.max_tokens  # as vLLM: cut at max_tokens (word = token)
+        if is_cut:
+            words = words[: sampling.max_tokens]
+            text = "".join(words)
+        if is_cut or "<len>" in text:
             finish = Finish.LENGTH
         elif sampling.stop and text.endswith(self.delimiter):
             finish = Finish.STEP
         else:
             finish = Finish.EOS
-        words = re.findall(r"\S+\s*|\s+", text)
         ends = tuple(_running(len(w) for w in words))
         logprobs = tuple(self.logprob for _ in words) if sampling.want_logprobs else ()
         return Generation(

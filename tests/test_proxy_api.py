@@ -74,6 +74,23 @@ def test_particle_filtering_reports_its_seed_and_replays(
     assert "seed" not in ask(url, "majority").model_extra["tts"]
 
 
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_max_total_tokens_caps_what_the_search_generates(
+    start_proxy: ProxyFactory, vllm: FakeVllm, where: str
+) -> None:
+    url = start_proxy()
+    unbounded = ask(url, "beam_search", headers={"X-TTS-Budget": "8"})
+    assert unbounded.usage is not None and unbounded.usage.completion_tokens > 40
+    cap = {"headers": {"X-TTS-Max-Total-Tokens": "40"}} if where == "header" else {
+        "extra_body": {"tts": {"max_total_tokens": 40}}}  # fmt: skip
+    capped = ask(url, "beam_search", **{"headers": {"X-TTS-Budget": "8"}} | cap)
+    assert capped.usage is not None and capped.usage.completion_tokens <= 40
+    tts = capped.model_extra["tts"]
+    assert tts["max_total_tokens"] == 40 and tts["is_token_capped"] is True
+    assert capped.choices[0].message.content  # the best so far
+    assert "max_total_tokens" not in unbounded.model_extra["tts"]
+
+
 def test_beam_search_sends_one_policy_call_per_depth(
     start_proxy: ProxyFactory, vllm: FakeVllm, prm: FakePrm
 ) -> None:

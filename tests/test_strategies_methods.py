@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strategies import NoCandidatesError, SearchConfig, SearchError, search
+from strategies import NoCandidatesError, SearchConfig, SearchError, StrategyName, search
 from tests.fakes import FakePolicy, FakeScorer
 
 D = "\n\n"
@@ -353,3 +353,38 @@ async def test_particle_filtering_needs_a_scorer_and_stops_at_max_steps() -> Non
                           config(budget=2, max_steps=2))  # fmt: skip
     assert len(policy.calls) == 2 and not result.is_partial
     assert all(len(c.candidate.steps) == 2 for c in result.candidates)
+
+
+# --- max_total_tokens -----------------------------------------------------------------------
+CAP_SCRIPT = {
+    "": ["one two three <0.6>" + D, "four \\boxed{5} <0.7>", "six seven <0.2>" + D],
+    "one two three <0.6>" + D: ["eight nine ten eleven \\boxed{5} <0.9>"],
+    "six seven <0.2>" + D: ["twelve \\boxed{6} <0.4>"],
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]),
+    st.integers(1, 60),
+    st.sampled_from([2, 4, 8]),
+)
+async def test_the_token_cap_is_never_passed(method: StrategyName, cap: int, budget: int) -> None:
+    policy = FakePolicy(CAP_SCRIPT)
+    capped = config(budget=budget, beam_width=2, max_total_tokens=cap)
+    try:
+        result = await search(method, "q", policy, FakeScorer(), capped)
+    except NoCandidatesError:  # a cap below one token per sample: nothing could be generated
+        assert cap < budget and policy.calls == []
+        return
+    assert result.usage.completion_tokens <= cap
+    if result.is_token_capped:  # stopped by the cap: what was generated still answers
+        assert result.candidates
+
+
+async def test_a_binding_token_cap_shares_what_is_left_per_sample() -> None:
+    policy = FakePolicy(CAP_SCRIPT)
+    result = await search("majority", "q", policy, None, config(budget=3, max_total_tokens=6))
+    assert policy.calls[0].sampling.max_tokens == 2  # 6 tokens over 3 samples
+    assert result.usage.completion_tokens <= 6
+    assert all(c.candidate.is_truncated for c in result.candidates if c.answer == "")
