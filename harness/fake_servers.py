@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import threading
 import time
@@ -43,6 +44,23 @@ def render_chat(messages: list[dict[str, Any]], add_generation_prompt: bool, con
     if add_generation_prompt:
         parts.append(_ASSISTANT)
     return "".join(parts)
+
+
+_VERIFY = "Is the new step correct?"
+_NEW_STEP = re.compile(r"New step:\n(.*?)\n\nIs the new step correct\?", re.S)
+
+
+def _verdict(prompt: str, index: int, top: int) -> dict[str, Any]:
+    """One greedy token, "Yes" or "No", with P(yes) = the new step's ``<score>`` tag (0.5 if
+    none) among the top log-probs, as vLLM reports them for ``logprobs: top``."""
+    match = _NEW_STEP.search(prompt)
+    tag = _SCORE.search(match[1]) if match else None
+    p = min(max(float(tag[1]) if tag else 0.5, 1e-4), 1 - 1e-4)
+    token = "Yes" if p >= 0.5 else "No"
+    tops = [{"Yes": math.log(p), " No": math.log(1 - p)}] if top >= 2 else None
+    return {"index": index, "text": token, "finish_reason": "length", "stop_reason": None,
+            "logprobs": {"tokens": [token], "token_logprobs": [math.log(max(p, 1 - p))],
+                         "text_offset": [0], "top_logprobs": tops}}  # fmt: skip
 
 
 def default_script(prefix: str, i: int) -> str:
@@ -132,6 +150,11 @@ class FakeVllm:
         choices = []
         completion_tokens = 0
         for p, prompt in enumerate(prompts):
+            if _VERIFY in prompt:  # a verifier's question about one step
+                choice = _verdict(prompt, p, int(body.get("logprobs") or 0))
+                completion_tokens += 1
+                choices.append(choice)
+                continue
             if body.get("add_special_tokens", True):  # a client's raw prompt
                 prefix = prompt.rsplit("Answer:", 1)[1] if "Answer:" in prompt else ""
             else:

@@ -45,7 +45,7 @@ _DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
 def _upstream(settings: ProxySettings, kind: str, url: str, metrics: Metrics) -> Upstream:
-    """A pooled client for a ``policy`` or ``prm`` server, from that upstream's settings."""
+    """A pooled client for a ``policy``, ``prm`` or ``verifier`` server, from its settings."""
     key = getattr(settings, f"{kind}_api_key")
     return Upstream(
         UpstreamConfig(
@@ -61,6 +61,13 @@ def _upstream(settings: ProxySettings, kind: str, url: str, metrics: Metrics) ->
         ),
         metrics,
     )
+
+
+def _verifier_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
+    url = settings.verifier_url
+    if url is None:
+        return None
+    return _upstream(settings, "verifier", url if url.endswith("/v1") else url + "/v1", metrics)
 
 
 def _prm_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
@@ -111,6 +118,7 @@ def create_app(settings: ProxySettings) -> FastAPI:
         group_equivalent(["1", "\\frac{1}{2}", "0.5", "x^2"])
         policies = [_upstream(settings, "policy", url, metrics) for url in settings.policy_urls]
         prm = _prm_upstream(settings, metrics)
+        verifier = _verifier_upstream(settings, metrics)
         shadow = Shadow(settings, metrics)
         await shadow.open()
         if settings.litellm_routes or settings.shadow_model:
@@ -125,13 +133,14 @@ def create_app(settings: ProxySettings) -> FastAPI:
             admission=Admission(settings.max_concurrent_searches, metrics),
             rules=rules,
             shadow=shadow,
+            verifier=verifier,
         )
         try:
             async with pool.probing(settings.policy_probe_interval_s):
                 yield
         finally:
             await shadow.aclose()
-            for upstream in [*policies, *([prm] if prm else [])]:
+            for upstream in [*policies, *(u for u in (prm, verifier) if u is not None)]:
                 await upstream.aclose()
 
     # One schema per model (validation mode): TtsReport drops absent sections when it serializes.

@@ -72,8 +72,9 @@ def usage_of(
 ) -> Usage:
     """Tokens summed over every policy call; reasoning = generated tokens not returned."""
     returned = sum(r.tokens for r in _returned(result, n, stop))
-    completion = result.usage.completion_tokens
-    prompt = result.usage.prompt_tokens
+    # A verifier is a chat model too: what it read and wrote is part of the request's cost.
+    completion = result.usage.completion_tokens + result.usage.scorer_completion_tokens
+    prompt = result.usage.prompt_tokens + result.usage.scorer_prompt_tokens
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -111,6 +112,8 @@ def tts_extension(
     result, stats, usage = outcome.result, outcome.stats, outcome.result.usage
     proxy_s = max(total_s - outcome.upstream_s, 0.0)
     cfg = plan.config
+    is_prm = bool(result.scorer and result.scorer.startswith("prm"))
+    is_verifier = bool(result.scorer and result.scorer.startswith("verifier"))
     return TtsReport(
         strategy=result.strategy,
         requested_strategy=plan.requested,
@@ -127,8 +130,12 @@ def tts_extension(
         is_partial=result.is_partial,
         generations_per_depth=list(usage.generations_per_depth),
         policy_calls=usage.policy_calls,
-        prm_calls=usage.scorer_calls if result.scorer and result.scorer != "confidence" else 0,
-        prm_tokens=usage.scored_tokens,
+        prm_calls=usage.scorer_calls if is_prm else 0,
+        prm_tokens=usage.scored_tokens if is_prm else 0,
+        verifier_calls=usage.scorer_calls if is_verifier else None,
+        verifier_tokens=(
+            usage.scorer_prompt_tokens + usage.scorer_completion_tokens if is_verifier else None
+        ),
         candidates=[
             TtsCandidate(
                 answer=c.answer,
@@ -164,6 +171,11 @@ def tts_extension(
 def _scorer_note(scorer: str | None) -> str | None:
     if scorer == "confidence":
         return "no PRM: steps scored by the policy's own token confidence (weaker than a PRM)"
+    if scorer and scorer.startswith("verifier"):
+        return (
+            "steps scored by a chat model's P(yes) to 'is this step correct?'; its tokens "
+            "are in usage and verifier_tokens"
+        )
     return None
 
 

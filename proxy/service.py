@@ -30,6 +30,7 @@ from proxy.replicas import PolicyPool
 from proxy.settings import ProxySettings, StrategyChoice
 from proxy.shadow import Shadow
 from proxy.upstream import Upstream
+from proxy.verifier import VerifierScorer
 from strategies import (
     ConfidenceScorer,
     ConfigError,
@@ -98,6 +99,7 @@ class AppState:
     admission: Admission
     rules: AutoRules
     shadow: Shadow
+    verifier: Upstream | None = None  # PROXY_VERIFIER_URL; None: the policy serves as verifier
     drain: Drain = field(default_factory=Drain)
 
 
@@ -189,7 +191,7 @@ async def run_search(
                 upstream, model, prompt, stats, extra, is_templated=raw_prompt is None,
                 pool=state.policy,
             )  # fmt: skip
-            scorer = _scorer(state, plan, stats)
+            scorer = _scorer(state, plan, stats, policy, model)
             deadline = _deadline(plan)
             result = await search(
                 strategy, problem_text(request), policy, scorer, plan.config, deadline=deadline
@@ -215,12 +217,21 @@ async def run_search(
     return SearchOutcome(result, stats, f"policy[{replica}]", upstream_s, prompt_family)
 
 
-def _scorer(state: AppState, plan: Plan, stats: CallStats) -> StepScorer | None:
+def _scorer(
+    state: AppState, plan: Plan, stats: CallStats, policy: VllmPolicy, model: str
+) -> StepScorer | None:
+    settings = state.settings
     if plan.scorer == "none":
         return None
     if plan.scorer == "prm" and state.prm is not None:
-        return PrmScorer(state.prm, state.settings.prm_model, stats)
-    return ConfidenceScorer(window=state.settings.confidence_window)
+        return PrmScorer(state.prm, settings.prm_model, stats)
+    if plan.scorer == "verifier":  # a served chat model: the policy's replica unless configured
+        upstream = state.verifier or policy.upstream
+        judge = settings.verifier_model or model
+        return VerifierScorer(
+            upstream, judge, state.renderer, stats, settings.verifier_top_logprobs
+        )
+    return ConfidenceScorer(window=settings.confidence_window)
 
 
 def _deadline(plan: Plan) -> float | None:

@@ -20,7 +20,7 @@ __all__ = ["ProxySettings", "ScorerKind", "StrategyChoice", "load_config_file"]
 StrategyChoice = Literal[
     "auto", "cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering", "none"
 ]
-ScorerKind = Literal["prm", "confidence", "none"]
+ScorerKind = Literal["prm", "verifier", "confidence", "none"]
 
 
 class ProxySettings(BaseSettings):
@@ -66,6 +66,16 @@ class ProxySettings(BaseSettings):
     prm_timeout_s: float = 120.0
     prm_max_connections: int = 64
     prm_max_retries: int = 2
+
+    # -- verifier scorer (X-TTS-Scorer: verifier): a chat model judging each step ------------
+    verifier_url: str | None = None  # an OpenAI-compatible /v1 base URL; None: the policy server
+    verifier_model: str | None = None  # None: the policy's model (with verifier_url: required)
+    verifier_api_key: SecretStr | None = None
+    verifier_connect_timeout_s: float = 5.0
+    verifier_timeout_s: float = 120.0
+    verifier_max_connections: int = 64
+    verifier_max_retries: int = 2
+    verifier_top_logprobs: int = Field(default=20, ge=2, le=20)  # read P(yes) from these
 
     # -- large-API routes through litellm: {"gpt-4o": "openai/gpt-4o", ...} --------------------
     litellm_routes: dict[str, str] = Field(default_factory=dict)
@@ -139,6 +149,8 @@ class ProxySettings(BaseSettings):
             raise ValueError("default_max_steps must be within 1..max_max_steps")
         if self.default_scorer == "prm" and self.prm_url is None:
             raise ValueError("default_scorer 'prm' needs prm_url")
+        if self.verifier_url is not None and self.verifier_model is None:
+            raise ValueError("verifier_url needs verifier_model (the model served there)")
         return self
 
     @property

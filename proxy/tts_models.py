@@ -109,7 +109,7 @@ class TtsCompare(BaseModel):
 # Sections that are absent (not null) when they do not apply.
 _SECTIONS = (
     "auto", "trace", "profile", "compare", "temperature_note", "seed", "max_total_tokens",
-    "is_token_capped",
+    "is_token_capped", "verifier_calls", "verifier_tokens",
 )  # fmt: skip
 
 
@@ -145,6 +145,10 @@ class TtsReport(BaseModel):
     policy_calls: int | None = None
     prm_calls: int | None = None
     prm_tokens: int | None = None
+    verifier_calls: int | None = None
+    verifier_tokens: int | None = Field(
+        default=None, description="the verifier's prompt + generated tokens (also in usage)"
+    )
     candidates: list[TtsCandidate] | None = None
     answers: list[TtsAnswer] | None = None
     latency_ms: TtsLatency | None = None

@@ -168,6 +168,8 @@ class SearchRun:
             usage,
             scorer_calls=usage.scorer_calls + 1,
             scored_tokens=usage.scored_tokens + batch.scored_tokens,
+            scorer_prompt_tokens=usage.scorer_prompt_tokens + batch.chat_prompt_tokens,
+            scorer_completion_tokens=usage.scorer_completion_tokens + batch.chat_completion_tokens,
         )
         updated = list(candidates)
         for (index, _), scores in zip(pending, batch.scores, strict=True):

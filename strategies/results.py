@@ -82,6 +82,8 @@ class SearchUsage:
     completion_tokens: int = 0
     scorer_calls: int = 0
     scored_tokens: int = 0
+    scorer_prompt_tokens: int = 0  # a chat-model scorer's (verifier's) own tokens
+    scorer_completion_tokens: int = 0
     generations_per_depth: tuple[int, ...] = ()
 
     @property

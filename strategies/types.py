@@ -119,6 +119,9 @@ class ScoreBatch:
 
     scores: tuple[tuple[float, ...], ...]
     scored_tokens: int = 0
+    # A chat model used as the scorer (a verifier): its tokens belong in the request's usage.
+    chat_prompt_tokens: int = 0
+    chat_completion_tokens: int = 0
 
 
 class StepScorer(Protocol):

@@ -1,0 +1,118 @@
+"""The verifier scorer: a chat model's P(yes) to "is this step correct?", one batched call per
+depth, its tokens in usage; the policy by default or another server by URL."""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from harness.fake_servers import FakeVllm
+from harness.servers import serve
+from proxy.app import create_app
+from proxy.settings import ProxySettings
+from proxy.verifier import p_yes
+
+MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def ask(url: str, strategy: str, **headers: str) -> Any:
+    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+        return client.chat.completions.create(
+            model="fake-policy", messages=MESSAGES,  # type: ignore[arg-type]
+            extra_headers={"X-TTS-Strategy": strategy, "X-TTS-Scorer": "verifier"} | headers,
+        )  # fmt: skip
+
+
+def verifier_calls(vllm: FakeVllm) -> list[dict[str, Any]]:
+    return [c for c in vllm.completion_calls if c.get("max_tokens") == 1]
+
+
+def test_p_yes_reads_the_top_logprobs() -> None:
+    assert p_yes({"Yes": math.log(0.8), " no": math.log(0.1)}) == pytest.approx(0.8 / 0.9)
+    assert p_yes({" YES": math.log(0.3), "yes": math.log(0.3), "No": math.log(0.4)}) == (
+        pytest.approx(0.6)
+    )
+    assert p_yes({"Maybe": -0.1}) == 0.5 and p_yes(None) == 0.5
+
+
+def test_best_of_n_scores_each_step_by_p_yes(stack: ExitStack, vllm: FakeVllm) -> None:
+    upstream = stack.enter_context(serve(vllm.app())) + "/v1"
+    url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=[upstream]))))
+    completion = ask(url, "best_of_n", **{"X-TTS-Budget": "4"})
+    tts = completion.model_extra["tts"]
+    assert tts["scorer"] == "verifier:fake-policy" and tts["verifier_calls"] == 1
+    assert tts["prm_calls"] == 0 and tts["verifier_tokens"] > 0
+    # the fake's steps carry <0.9>, <0.8>, ... tags; the verifier's P(yes) is that tag
+    assert sorted(c["score"] for c in tts["candidates"]) == pytest.approx([0.6, 0.7, 0.8, 0.9])
+    (call,) = verifier_calls(vllm)
+    assert len(call["prompt"]) == 4 * 3  # every step of 4 samples (3 steps each), one call
+    assert call["temperature"] == 0.0 and call["logprobs"] == 20
+    assert call["add_special_tokens"] is False
+    assert all("Is the new step correct?" in p for p in call["prompt"])
+    # usage is what vLLM reported for every call, the verifier's included
+    assert completion.usage.completion_tokens == sum(
+        u["completion_tokens"] for u in vllm.reported_usage
+    )
+    assert completion.usage.prompt_tokens == sum(u["prompt_tokens"] for u in vllm.reported_usage)
+
+
+def test_beam_search_sends_only_new_steps_one_call_per_depth(
+    stack: ExitStack, vllm: FakeVllm
+) -> None:
+    upstream = stack.enter_context(serve(vllm.app())) + "/v1"
+    url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=[upstream]))))
+    tts = ask(url, "beam_search", **{"X-TTS-Budget": "4", "X-TTS-Beam-Width": "2"}).model_extra[
+        "tts"
+    ]
+    calls = verifier_calls(vllm)
+    assert len(calls) == tts["verifier_calls"] == tts["policy_calls"]
+    assert [len(c["prompt"]) for c in calls] == tts["generations_per_depth"]  # new steps only
+
+
+def test_a_verifier_served_elsewhere(stack: ExitStack, vllm: FakeVllm) -> None:
+    judge = FakeVllm(model="judge")
+    upstream = stack.enter_context(serve(vllm.app())) + "/v1"
+    judge_url = stack.enter_context(serve(judge.app()))
+    settings = ProxySettings(policy_urls=[upstream], verifier_url=judge_url,
+                             verifier_model="judge")  # fmt: skip
+    url = stack.enter_context(serve(create_app(settings)))
+    tts = ask(url, "best_of_n", **{"X-TTS-Budget": "2"}).model_extra["tts"]
+    assert tts["scorer"] == "verifier:judge"
+    assert verifier_calls(vllm) == [] and len(verifier_calls(judge)) == 1
+    assert verifier_calls(judge)[0]["model"] == "judge"
+    with pytest.raises(ValueError, match="verifier_model"):
+        ProxySettings(policy_urls=[upstream], verifier_url=judge_url)
+
+
+def test_a_malformed_verifier_answer_is_a_502(stack: ExitStack, vllm: FakeVllm) -> None:
+    from fastapi import FastAPI
+
+    judge = FastAPI()
+
+    @judge.post("/v1/completions")
+    async def complete() -> dict[str, Any]:
+        return {"choices": [{"index": 0, "text": "Yes"}], "usage": {}}  # one for many prompts
+
+    @judge.post("/tokenize")
+    async def tokenize(body: dict[str, Any]) -> dict[str, Any]:
+        return {"tokens": [1, 2]}
+
+    @judge.post("/detokenize")
+    async def detokenize(body: dict[str, Any]) -> dict[str, Any]:
+        return {"prompt": "<s>user: <<tts-verifier-slot>> assistant:"}
+
+    upstream = stack.enter_context(serve(vllm.app())) + "/v1"
+    judge_url = stack.enter_context(serve(judge))
+    settings = ProxySettings(policy_urls=[upstream], verifier_url=judge_url,
+                             verifier_model="judge", verifier_max_retries=0)  # fmt: skip
+    url = stack.enter_context(serve(create_app(settings)))
+    headers = {"X-TTS-Strategy": "best_of_n", "X-TTS-Scorer": "verifier"}
+    response = httpx.post(url + "/v1/chat/completions", timeout=30, headers=headers,
+                          json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    assert response.status_code == 502, response.text
+    assert "verifier" in response.json()["error"]["message"]
