@@ -63,6 +63,13 @@ def _verdict(prompt: str, index: int, top: int) -> dict[str, Any]:
                          "text_offset": [0], "top_logprobs": tops}}  # fmt: skip
 
 
+def _top_logprobs(token: str, k: int) -> dict[str, float]:
+    """k alternatives: peaked (confidence ~7) for a plain token, flat (~1.6) for one with ``~``."""
+    if "~" in token:
+        return {f"{token}#{j}": math.log(1 / k) for j in range(k)}
+    return {token: -0.01} | {f"{token}#{j}": -8.0 for j in range(1, k)}
+
+
 def default_script(prefix: str, i: int) -> str:
     """Two steps, then an answer that depends on the sample: answers 4, 4, 5, 4, 6, ..."""
     depth = prefix.count("\n\n")
@@ -82,6 +89,10 @@ class FakeVllm:
     # > 0: /v1/completions sends its answer one byte per trickle_s, chat streams a chunk per
     # trickle_s (for a long while)
     trickle_s: float = 0.0
+    stream_token_s: float = 0.002  # streamed completions: one token per this long
+    streams_opened: int = 0
+    streams_closed_early: int = 0  # by the client, before the last token
+    stream_tokens_sent: int = 0
     completion_calls: list[dict[str, Any]] = field(default_factory=list)
     chat_calls: list[dict[str, Any]] = field(default_factory=list)
     responses_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -129,6 +140,8 @@ class FakeVllm:
             return self._injected_failure()
         if await self._wait(request):
             return JSONResponse({}, 499)
+        if body.get("stream"):
+            return StreamingResponse(self._stream_completion(body), media_type="text/event-stream")
         if self.trickle_s > 0:
             return StreamingResponse(self._trickle(json.dumps(self._answer(body))),
                                      media_type="application/json")  # fmt: skip
@@ -144,7 +157,7 @@ class FakeVllm:
             yield char
             await asyncio.sleep(self.trickle_s)
 
-    def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _answer(self, body: dict[str, Any], first_sample: int = 0) -> dict[str, Any]:
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
         n = int(body.get("n", 1))
         choices = []
@@ -161,7 +174,8 @@ class FakeVllm:
                 assert prompt.count(_ASSISTANT) >= 1, "prompt lost its chat template"
                 prefix = prompt.rsplit(_ASSISTANT, 1)[1]
             for i in range(n):
-                choice = self._choice(self.script(prefix, i), body, p * n + i, i)
+                sample = first_sample + i
+                choice = self._choice(self.script(prefix, sample), body, p * n + i, sample)
                 completion_tokens += len(choice["logprobs"]["tokens"])
                 choices.append(choice)
         usage: dict[str, Any] = {
@@ -189,11 +203,51 @@ class FakeVllm:
             text, finish, stop_reason = "".join(tokens), "length", None
         offsets = [sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
         logprob = -0.05 * (sample + 1)
+        top = int(body.get("logprobs") or 0)
         return {
             "index": index, "text": text, "finish_reason": finish, "stop_reason": stop_reason,
             "logprobs": {"tokens": tokens, "token_logprobs": [logprob] * len(tokens),
-                         "text_offset": offsets, "top_logprobs": None},
+                         "text_offset": offsets,
+                         "top_logprobs": [_top_logprobs(t, top) for t in tokens] if top else None},
         }  # fmt: skip
+
+    async def _stream_completion(self, body: dict[str, Any]) -> Any:
+        """One sample, a token per event with vLLM's continuous usage; counts what was sent
+        and whether the client closed the stream before the end."""
+        # Stream k is sample k of the prompt: streamed samples differ from each other.
+        answer = self._answer(body | {"stream": False}, first_sample=self.streams_opened)
+        self.reported_usage.pop()  # what it reports is what it sent (below)
+        choice = answer["choices"][0]
+        tokens, lp = choice["logprobs"]["tokens"], choice["logprobs"]
+        prompt_tokens = answer["usage"]["prompt_tokens"]
+        self.streams_opened += 1
+        finished, sent = False, 0
+        try:
+            for k, token in enumerate(tokens):
+                await asyncio.sleep(self.stream_token_s)
+                last = k == len(tokens) - 1
+                event = {"id": "cmpl-s", "object": "text_completion", "created": 0,
+                         "model": self.model, "choices": [{
+                             "index": 0, "text": token,
+                             "finish_reason": choice["finish_reason"] if last else None,
+                             "logprobs": {"tokens": [token],
+                                          "token_logprobs": [lp["token_logprobs"][k]],
+                                          "text_offset": [lp["text_offset"][k]],
+                                          "top_logprobs": (lp["top_logprobs"] or [None])[k:k + 1]
+                                          if lp["top_logprobs"] else None}}],
+                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": k + 1,
+                                   "total_tokens": prompt_tokens + k + 1}}  # fmt: skip
+                self.stream_tokens_sent += 1
+                sent += 1
+                yield f"data: {json.dumps(event)}\n\n"
+            finished = True
+            yield "data: [DONE]\n\n"
+        finally:
+            if not finished:
+                self.streams_closed_early += 1
+            self.reported_usage.append({"prompt_tokens": prompt_tokens,
+                                        "completion_tokens": sent,
+                                        "total_tokens": prompt_tokens + sent})  # fmt: skip
 
     async def _responses(self, request: Request) -> Any:
         return await _responses_endpoint(self, request)

@@ -8,9 +8,10 @@ per request through vLLM's ``/tokenize`` + ``/detokenize``, then every depth sen
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ from strategies import (
     Sampling,
     ScoreBatch,
     ScoreRequest,
+    Streamed,
+    token_confidence,
 )
 
 __all__ = ["CallStats", "PrmScorer", "PromptRenderer", "VllmPolicy"]
@@ -124,7 +127,9 @@ class VllmPolicy:
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
             "max_tokens": sampling.max_tokens,
-            "logprobs": 0,  # the sampled token's log-prob: per-sample token counts and confidence
+            # The sampled token's log-prob (per-sample token counts and confidence), or the top k
+            # for DeepConf's token confidence.
+            "logprobs": sampling.top_logprobs,
             # A rendered chat template already holds BOS etc.; a client's raw prompt does not.
             "add_special_tokens": not self._is_templated,
         }
@@ -152,6 +157,62 @@ class VllmPolicy:
             raise UpstreamError(
                 f"the policy server's /v1/completions answer is malformed ({type(exc).__name__})"
             ) from exc
+
+    async def stream(
+        self, prefix: str, sampling: Sampling, keep_going: Callable[[Sequence[float]], bool]
+    ) -> Streamed:
+        """One sample streamed from ``/v1/completions``; closed (vLLM aborts it) as soon as
+        ``keep_going`` says so. Usage comes with every chunk (``continuous_usage_stats``)."""
+        payload: dict[str, Any] = {
+            **self._extra, "model": self._model, "prompt": self._prompt + prefix, "n": 1,
+            "temperature": sampling.temperature, "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens, "logprobs": max(sampling.top_logprobs, 1),
+            "add_special_tokens": not self._is_templated, "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }  # fmt: skip
+        if sampling.stop:
+            payload["stop"] = list(sampling.stop)
+            payload["include_stop_str_in_output"] = True
+        started = time.perf_counter()
+        try:
+            return await self._stream(payload, sampling, keep_going)
+        finally:
+            self._stats.policy_s += time.perf_counter() - started
+
+    async def _stream(
+        self, payload: dict[str, Any], sampling: Sampling,
+        keep_going: Callable[[Sequence[float]], bool],
+    ) -> Streamed:  # fmt: skip
+        text: list[str] = []
+        confidences: list[float] = []
+        usage: dict[str, Any] = {}
+        finish_reason: str | None = None
+        async with self._upstream.stream("/completions", payload) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                try:
+                    event = json.loads(line[6:])
+                    usage = event.get("usage") or usage
+                    for choice in event.get("choices") or []:
+                        text.append(str(choice.get("text") or ""))
+                        confidences += _confidences(choice.get("logprobs"), sampling.top_logprobs)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise UpstreamError(
+                        f"the policy server's completions stream is malformed "
+                        f"({type(exc).__name__})"
+                    ) from exc
+                if finish_reason is None and not keep_going(confidences):
+                    break  # leaving the block closes the stream: vLLM aborts the request
+        sent = int(usage.get("completion_tokens", len(confidences)))
+        if finish_reason is None:
+            finish = Finish.STOPPED
+        else:
+            finish = _generation({"text": "", "finish_reason": finish_reason}, sampling).finish
+        generation = Generation(text="".join(text), finish=finish, completion_tokens=sent,
+                                token_confidences=tuple(confidences))  # fmt: skip
+        return Streamed(generation, int(usage.get("prompt_tokens", 0)))
 
 
 def _parse_completions(
@@ -204,13 +265,29 @@ def _generation(choice: dict[str, Any], sampling: Sampling) -> Generation:
     else:
         finish = Finish.EOS
     logprobs, ends = _token_logprobs(choice.get("logprobs"), len(text))
+    confidences = _confidences(choice.get("logprobs"), sampling.top_logprobs)
+    keep_ends = sampling.want_logprobs or bool(sampling.top_logprobs)
     return Generation(
         text=text,
         finish=finish,
         completion_tokens=len(logprobs),
         token_logprobs=logprobs if sampling.want_logprobs else (),
-        token_ends=ends if sampling.want_logprobs else (),
+        token_ends=ends if keep_ends else (),
+        token_confidences=confidences,
     )
+
+
+def _confidences(raw: Any, k: int) -> tuple[float, ...]:
+    """DeepConf's token confidence per token from vLLM's ``top_logprobs`` (a dict per token;
+    vLLM may add the sampled token as a k+1-th entry: the k highest count)."""
+    if k <= 0 or not isinstance(raw, dict):
+        return ()
+    rows = raw.get("top_logprobs") or []
+    return tuple(
+        token_confidence(sorted((float(v) for v in row.values()), reverse=True)[:k])
+        if isinstance(row, dict) and row else 0.0
+        for row in rows
+    )  # fmt: skip
 
 
 def _ends_with_stop(text: str, sampling: Sampling) -> bool:

@@ -25,7 +25,10 @@ PlannedStrategy = StrategyName | Literal["none"]
 
 _ALIAS = re.compile(r"^(?P<strategy>[a-z_]+)(?:-(?P<budget>\d+))?/(?P<model>.+)$")
 _FIELDS = ("strategy", "budget", "beam_width", "scoring", "voting", "scorer", "max_steps")
-_EXTRA_FIELDS = ("timeout_ms", "trace", "max_total_tokens", "compare", "reference")
+_EXTRA_FIELDS = (
+    "timeout_ms", "trace", "max_total_tokens", "keep_percent", "deepconf_mode", "warmup",
+    "confidence_window", "compare", "reference",
+)  # fmt: skip
 _HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
 # Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
 _NOT_FORWARDED = {
@@ -222,7 +225,16 @@ def _build_config(
         max_answer_tokens=min(settings.max_answer_tokens, cap or settings.max_answer_tokens),
         top_candidates=settings.top_candidates_in_response,
         max_total_tokens=options.max_total_tokens,
+        top_logprobs=settings.deepconf_top_logprobs,
+        **{k: v for k, v in _deepconf_fields(options).items() if v is not None},
     )
+
+
+def _deepconf_fields(options: TtsOptions) -> dict[str, Any]:
+    return {
+        "keep_percent": options.keep_percent, "deepconf_mode": options.deepconf_mode,
+        "warmup": options.warmup, "confidence_window": options.confidence_window,
+    }  # fmt: skip
 
 
 def _capped(value: int | None, name: str, high: int) -> int | None:

@@ -91,7 +91,7 @@ def usage_of(
 _UNIT: dict[str, BudgetUnit] = {
     "cot": "unused", "majority": "samples", "best_of_n": "samples",
     "beam_search": "samples_per_depth", "dvts": "samples_per_depth",
-    "particle_filtering": "particles", "auto": "samples_cap",
+    "particle_filtering": "particles", "deepconf": "samples", "auto": "samples_cap",
 }  # fmt: skip
 
 
@@ -161,6 +161,7 @@ def tts_extension(
         ignored_params=list(ignored),
         temperature_note=plan.temperature_note,
         seed=cfg.seed if result.strategy == "particle_filtering" else None,
+        deepconf=dataclasses.asdict(result.deepconf) if result.deepconf else None,
         max_total_tokens=cfg.max_total_tokens,
         is_token_capped=result.is_token_capped if cfg.max_total_tokens else None,
         auto=dataclasses.asdict(result.decision) if result.decision is not None else None,

@@ -18,7 +18,15 @@ from experiments.urls import StoreError, database_url
 __all__ = ["ProxySettings", "ScorerKind", "StrategyChoice", "load_config_file"]
 
 StrategyChoice = Literal[
-    "auto", "cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering", "none"
+    "auto",
+    "cot",
+    "majority",
+    "best_of_n",
+    "beam_search",
+    "dvts",
+    "particle_filtering",
+    "deepconf",
+    "none",
 ]
 ScorerKind = Literal["prm", "verifier", "confidence", "none"]
 
@@ -116,6 +124,7 @@ class ProxySettings(BaseSettings):
     step_delimiter: str = "\n\n"
     answer_markers: list[str] = Field(default_factory=lambda: ["\\boxed{"])
     confidence_window: int = 16
+    deepconf_top_logprobs: int = Field(default=5, ge=1, le=20)  # k of DeepConf's confidence
     top_candidates_in_response: int = 8
 
     @field_validator("policy_urls")

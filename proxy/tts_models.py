@@ -32,7 +32,7 @@ __all__ = [
 
 JSONValue = Any
 BudgetUnit = Literal["samples", "samples_per_depth", "particles", "samples_cap", "unused"]
-_CHOICES = ("strategy", "scoring", "voting", "scorer")
+_CHOICES = ("strategy", "scoring", "voting", "scorer", "deepconf_mode")
 
 
 class TtsOptions(BaseModel):
@@ -55,6 +55,22 @@ class TtsOptions(BaseModel):
     max_total_tokens: int | None = Field(
         default=None, ge=1, description="a cost cap: the search's generated tokens, all calls "
         "together, never pass it; the best answer so far is returned (tts.is_token_capped)",
+    )  # fmt: skip
+    keep_percent: float | None = Field(
+        default=None, gt=0, le=100, description="deepconf: the share of traces kept by "
+        "confidence (90: the paper's conservative variant, the default; 10: its aggressive one)",
+    )  # fmt: skip
+    deepconf_mode: Literal["online", "offline"] | None = Field(
+        default=None, description="deepconf: online (streamed, low-confidence traces stopped; "
+        "the default) or offline (all traces, then filtered)",
+    )  # fmt: skip
+    warmup: int | None = Field(
+        default=None, ge=1, description="deepconf online: warm-up traces (default a quarter "
+        "of the budget, at least 2)",
+    )  # fmt: skip
+    confidence_window: int | None = Field(
+        default=None, ge=1, le=2048, description="deepconf: tokens per confidence group "
+        "(default: a quarter of the median trace length, 8..2048)",
     )  # fmt: skip
     compare: str | None = Field(default=None, description="shadow with this baseline model")
     reference: str | None = Field(default=None, description="the known correct answer")
@@ -109,7 +125,7 @@ class TtsCompare(BaseModel):
 # Sections that are absent (not null) when they do not apply.
 _SECTIONS = (
     "auto", "trace", "profile", "compare", "temperature_note", "seed", "max_total_tokens",
-    "is_token_capped", "verifier_calls", "verifier_tokens",
+    "is_token_capped", "verifier_calls", "verifier_tokens", "deepconf",
 )  # fmt: skip
 
 
@@ -159,6 +175,10 @@ class TtsReport(BaseModel):
     seed: int | None = Field(
         default=None, description="particle_filtering: the resampling RNG's seed (the request's "
         "seed, else one derived from the request id); send it as seed to replay the resampling",
+    )  # fmt: skip
+    deepconf: dict[str, JSONValue] | None = Field(
+        default=None, description="deepconf: mode, keep_percent, window (tokens), traces, kept, "
+        "stopped (online, closed early), threshold and warmup (online), settled",
     )  # fmt: skip
     max_total_tokens: int | None = Field(default=None, description="the request's token cap")
     is_token_capped: bool | None = Field(

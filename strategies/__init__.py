@@ -10,12 +10,14 @@ Quick use::
 from strategies.answers import extract_answer, group_equivalent
 from strategies.auto import draws_to_settle, keeps_lead
 from strategies.confidence import ConfidenceScorer
+from strategies.deepconf import token_confidence
 from strategies.errors import ConfigError, NoCandidatesError, SearchError
 from strategies.registry import STRATEGIES, StrategySpec, check, search
 from strategies.results import (
     AnswerChoice,
     AutoDecision,
     Candidate,
+    DeepConfReport,
     ScoredCandidate,
     SearchResult,
     SearchUsage,
@@ -38,6 +40,8 @@ from strategies.types import (
     Step,
     StepScorer,
     StrategyName,
+    Streamed,
+    StreamingPolicy,
     VotingMode,
 )
 
@@ -49,6 +53,7 @@ __all__ = [
     "Candidate",
     "ConfidenceScorer",
     "ConfigError",
+    "DeepConfReport",
     "Difficulty",
     "Finish",
     "Generation",
@@ -69,6 +74,8 @@ __all__ = [
     "StepScorer",
     "StrategyName",
     "StrategySpec",
+    "Streamed",
+    "StreamingPolicy",
     "TraceNode",
     "VotingMode",
     "aggregate",
@@ -80,4 +87,5 @@ __all__ = [
     "rank_answers",
     "search",
     "select_top",
+    "token_confidence",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from strategies.answers import extract_answer, group_equivalent
@@ -16,6 +16,7 @@ from strategies.errors import NoCandidatesError, SearchError
 from strategies.results import (
     AutoDecision,
     Candidate,
+    DeepConfReport,
     NodeStatus,
     ScoredCandidate,
     SearchResult,
@@ -24,6 +25,7 @@ from strategies.results import (
 )
 from strategies.scoring import aggregate, rank_answers
 from strategies.types import (
+    Generation,
     Policy,
     PolicyBatch,
     Sampling,
@@ -31,6 +33,7 @@ from strategies.types import (
     SearchConfig,
     StepScorer,
     StrategyName,
+    StreamingPolicy,
 )
 
 __all__ = ["SearchRun"]
@@ -116,15 +119,10 @@ class SearchRun:
         if cap is not None and self._books.usage.generations + len(prefixes) * n > cap:
             self._books.is_capped = True
             return None
-        token_cap = self.config.max_total_tokens
-        if token_cap is not None:
-            share = (token_cap - self._books.usage.completion_tokens) // (len(prefixes) * n)
-            if share < 1:
-                self._books.is_capped = self._books.is_token_capped = True
-                return None
-            if share < sampling.max_tokens:  # the cap binds: samples may be cut short
-                self._books.is_token_capped = True
-                sampling = dataclasses.replace(sampling, max_tokens=share)
+        capped = self._within_token_cap(sampling, len(prefixes) * n)
+        if capped is None:
+            return None
+        sampling = capped
         batch = await self._before_deadline(self.policy.generate(prefixes, n, sampling))
         if batch is None:
             return None
@@ -210,10 +208,61 @@ class SearchRun:
             )
 
     # -- result -----------------------------------------------------------------------------
+    async def stream_many(
+        self, count: int, sampling: Sampling, keep_going: Callable[[Sequence[float]], bool]
+    ) -> list[Generation] | None:
+        """``count`` samples streamed at once (the policy must stream), each stopped as soon as
+        ``keep_going`` says so; ``None`` when the deadline or a cap came first."""
+        policy = self.policy
+        if not isinstance(policy, StreamingPolicy):
+            raise SearchError("this method needs a policy that streams")
+        cap = self.config.max_generations
+        if cap is not None and self._books.usage.generations + count > cap:
+            self._books.is_capped = True
+            return None
+        capped = self._within_token_cap(sampling, count)
+        if capped is None:
+            return None
+        calls = [policy.stream("", capped, keep_going) for _ in range(count)]
+        streamed = await self._before_deadline(asyncio.gather(*calls))
+        if streamed is None:
+            return None
+        usage = self._books.usage
+        self._books.usage = dataclasses.replace(
+            usage,
+            policy_calls=usage.policy_calls + count,
+            prompt_tokens=usage.prompt_tokens + sum(s.prompt_tokens for s in streamed),
+            completion_tokens=usage.completion_tokens
+            + sum(s.generation.completion_tokens for s in streamed),
+            generations_per_depth=(*usage.generations_per_depth, count),
+        )
+        return [s.generation for s in streamed]
+
+    def _within_token_cap(self, sampling: Sampling, samples: int) -> Sampling | None:
+        """``sampling`` with ``max_tokens`` cut to each sample's share of what the token cap
+        leaves; ``None`` (and the run capped) when that share is below one token."""
+        token_cap = self.config.max_total_tokens
+        if token_cap is None:
+            return sampling
+        share = (token_cap - self._books.usage.completion_tokens) // samples
+        if share < 1:
+            self._books.is_capped = self._books.is_token_capped = True
+            return None
+        if share < sampling.max_tokens:  # the cap binds: samples may be cut short
+            self._books.is_token_capped = True
+            return dataclasses.replace(sampling, max_tokens=share)
+        return sampling
+
     def finish(
-        self, candidates: Sequence[Candidate], decision: AutoDecision | None = None
+        self,
+        candidates: Sequence[Candidate],
+        decision: AutoDecision | None = None,
+        *,
+        weights: Sequence[float] | None = None,
+        deepconf: DeepConfReport | None = None,
     ) -> SearchResult:
-        """Vote over the candidates and freeze the result."""
+        """Vote over the candidates and freeze the result. ``weights`` (one per candidate, e.g.
+        trace confidences) replace the scorer's scores in the vote."""
         if not candidates:
             raise NoCandidatesError(
                 "the search produced no candidate before its deadline"
@@ -222,29 +271,36 @@ class SearchRun:
             )
         cfg = self.config
         has_scorer = self.scorer is not None
+
+        def score_of(i: int, c: Candidate) -> float | None:
+            if weights is not None:
+                return weights[i]
+            return aggregate(c.step_scores, cfg.scoring) if has_scorer else None
+
         scored = tuple(
             ScoredCandidate(
                 index=i,
                 candidate=c,
                 answer=extract_answer(c.text, cfg.answer_markers),
-                score=aggregate(c.step_scores, cfg.scoring) if has_scorer else None,
+                score=score_of(i, c),
             )
             for i, c in enumerate(candidates)
         )
         groups = group_equivalent([s.answer for s in scored], cfg.equivalence_timeout_s)
-        voting = cfg.voting_for(has_scorer)
+        voting = cfg.voting_for(has_scorer or weights is not None)
         return SearchResult(
             strategy=self.strategy,
             choices=rank_answers(scored, groups, voting),
             candidates=scored,
             usage=self._books.usage,
-            scoring=cfg.scoring if has_scorer else None,
+            scoring=cfg.scoring if has_scorer and weights is None else None,
             voting=voting,
             scorer=self.scorer.name if self.scorer is not None else None,
             is_partial=self.is_partial,
             is_token_capped=self._books.is_token_capped,
             trace=tuple(self._books.trace.values()) if cfg.enable_trace else None,
             decision=decision,
+            deepconf=deepconf,
         )
 
 

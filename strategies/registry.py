@@ -13,6 +13,7 @@ from strategies.auto import run_auto
 from strategies.beam_search import run_beam_search
 from strategies.best_of_n import run_best_of_n
 from strategies.cot import run_cot
+from strategies.deepconf import run_deepconf
 from strategies.dvts import run_dvts
 from strategies.engine import SearchRun
 from strategies.errors import ConfigError
@@ -47,6 +48,9 @@ STRATEGIES: Mapping[StrategyName, StrategySpec] = MappingProxyType(
             run_beam_search, uses_scorer=True, needs_scorer=True, is_stepwise=True
         ),
         "dvts": StrategySpec(run_dvts, uses_scorer=True, needs_scorer=True, is_stepwise=True),
+        "deepconf": StrategySpec(
+            run_deepconf, uses_scorer=False, needs_scorer=False, is_stepwise=False
+        ),
         "particle_filtering": StrategySpec(
             run_particle_filtering, uses_scorer=True, needs_scorer=True, is_stepwise=False
         ),

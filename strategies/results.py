@@ -14,6 +14,7 @@ __all__ = [
     "AnswerChoice",
     "AutoDecision",
     "Candidate",
+    "DeepConfReport",
     "ScoredCandidate",
     "SearchResult",
     "SearchUsage",
@@ -119,6 +120,21 @@ class AutoDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class DeepConfReport:
+    """What ``deepconf`` measured and decided."""
+
+    mode: Literal["online", "offline"]
+    keep_percent: float
+    window: int  # tokens per confidence group
+    traces: int  # sampled (warm-up included)
+    kept: int  # in the vote
+    stopped: int  # online: closed early for low confidence
+    threshold: float | None  # online: the warm-up's confidence percentile
+    warmup: int | None  # online
+    settled: bool  # online: sampling ended because the vote was settled
+
+
+@dataclass(frozen=True, slots=True)
 class SearchResult:
     """The frozen outcome of one search."""
 
@@ -133,6 +149,7 @@ class SearchResult:
     is_token_capped: bool = False  # max_total_tokens bound: samples cut short or calls refused
     trace: tuple[TraceNode, ...] | None = None
     decision: AutoDecision | None = None
+    deepconf: DeepConfReport | None = None
 
     @property
     def answer(self) -> str:

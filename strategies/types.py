@@ -6,15 +6,16 @@ configs and results. Must not import anything outside the standard library.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from strategies.errors import ConfigError
 
 __all__ = [
     "AutoConfig",
+    "DeepConfMode",
     "Difficulty",
     "Finish",
     "Generation",
@@ -29,13 +30,23 @@ __all__ = [
     "Step",
     "StepScorer",
     "StrategyName",
+    "Streamed",
+    "StreamingPolicy",
     "VotingMode",
 ]
 
 MethodName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts"]
 StrategyName = Literal[
-    "cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering", "auto"
+    "cot",
+    "majority",
+    "best_of_n",
+    "beam_search",
+    "dvts",
+    "particle_filtering",
+    "deepconf",
+    "auto",
 ]
+DeepConfMode = Literal["online", "offline"]
 Difficulty = Literal["easy", "medium", "hard"]
 ScoringMode = Literal["last", "min", "avg", "prod"]
 VotingMode = Literal["majority", "prm_max", "prm_vote"]
@@ -47,6 +58,7 @@ class Finish(StrEnum):
     STEP = "step"  # hit the step delimiter: more steps may follow
     EOS = "eos"  # the model ended its answer
     LENGTH = "length"  # ran into max_tokens: truncated
+    STOPPED = "stopped"  # the search closed the stream (its confidence fell too low)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +70,7 @@ class Sampling:
     max_tokens: int
     stop: tuple[str, ...] = ()
     want_logprobs: bool = False
+    top_logprobs: int = 0  # > 0: the policy fills Generation.token_confidences from the top k
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,8 @@ class Generation:
     completion_tokens: int
     token_logprobs: tuple[float, ...] = ()
     token_ends: tuple[int, ...] = ()
+    # DeepConf's token confidence per token: -mean of its top-k log-probs (Sampling.top_logprobs)
+    token_confidences: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,27 @@ class Policy(Protocol):
 
     async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
         """Sample ``n`` continuations for every prefix (``""`` = start of the answer)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """One streamed sample and what it cost (tokens generated before any stop)."""
+
+    generation: Generation
+    prompt_tokens: int
+
+
+@runtime_checkable
+class StreamingPolicy(Policy, Protocol):
+    """A policy that can also stream one sample and stop it early."""
+
+    async def stream(
+        self, prefix: str, sampling: Sampling, keep_going: Callable[[Sequence[float]], bool]
+    ) -> Streamed:
+        """Sample one continuation of ``prefix``, streamed. After each chunk ``keep_going`` gets
+        the token confidences so far; when it says False the stream is closed (the server
+        aborts the request) and the sample is returned as it stands, finish ``STOPPED``."""
         ...
 
 
@@ -184,6 +220,12 @@ class SearchConfig:
     seed: int | None = None  # seeds the search's own randomness (particle resampling)
     max_total_tokens: int | None = None  # generated tokens, all calls together, never pass it
     particle_temperature: float = 1.0  # particle_filtering: softmax temperature of the weights
+    deepconf_mode: DeepConfMode = "online"
+    keep_percent: float = 90.0  # deepconf: the share of traces kept by confidence (eta)
+    warmup: int | None = None  # deepconf online: warm-up traces (None: a quarter of N, >= 2)
+    confidence_window: int | None = None  # deepconf: group window in tokens (None: from lengths)
+    top_logprobs: int = 5  # deepconf: k of the token confidence
+    deepconf_chunk: int = 4  # deepconf online: traces streamed at once between vote checks
 
     def __post_init__(self) -> None:
         _require(self.budget >= 1, "budget", "budget must be >= 1")
@@ -197,6 +239,12 @@ class SearchConfig:
         _require(self.top_candidates >= 1, "top_candidates", "top_candidates must be >= 1")
         _require(self.max_total_tokens is None or self.max_total_tokens >= 1,
                  "max_total_tokens", "max_total_tokens must be >= 1")  # fmt: skip
+        _require(0 < self.keep_percent <= 100, "keep_percent", "keep_percent must be in (0, 100]")
+        _require(self.warmup is None or self.warmup >= 1, "warmup", "warmup must be >= 1")
+        _require(self.confidence_window is None or self.confidence_window >= 1,
+                 "confidence_window", "confidence_window must be >= 1")  # fmt: skip
+        _require(1 <= self.top_logprobs <= 20, "top_logprobs", "top_logprobs must be in 1..20")
+        _require(self.deepconf_chunk >= 1, "deepconf_chunk", "deepconf_chunk must be >= 1")
         _require(self.particle_temperature > 0, "particle_temperature",
                  "particle_temperature must be > 0")  # fmt: skip
 

@@ -3,8 +3,10 @@
 ``FakePolicy`` answers from a script ``{prefix: [continuation, ...]}``: the i-th time a prefix is
 asked for within one call it takes the next unused continuations, so two subtrees with the same
 prefix see different samples. A continuation ending in the delimiter stopped on it; one containing
-``<len>`` was truncated; anything else ended on EOS. ``FakeScorer`` reads a step's score from a
-``<0.73>`` tag in the step text.
+``<len>`` was truncated; anything else ended on EOS. Asked for top log-probs, a word holding
+``~`` has token confidence 1.0 (an unsure token), any other 5.0. ``stream`` serves one sample
+word by word (the next continuation not yet served for that prefix) and stops where the caller
+says. ``FakeScorer`` reads a step's score from a ``<0.73>`` tag in the step text.
 """
 
 from __future__ import annotations
@@ -12,10 +14,18 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from strategies import Finish, Generation, PolicyBatch, Sampling, ScoreBatch, ScoreRequest
+from strategies import (
+    Finish,
+    Generation,
+    PolicyBatch,
+    Sampling,
+    ScoreBatch,
+    ScoreRequest,
+    Streamed,
+)
 
 _SCORE = re.compile(r"<(\d(?:\.\d+)?)>")
 
@@ -36,7 +46,9 @@ class FakePolicy:
     logprob: float = math.log(0.5)
     persist_offsets: bool = False  # later calls continue down the script instead of restarting
     calls: list[PolicyCall] = field(default_factory=list)
+    streams: list[tuple[int, bool]] = field(default_factory=list)  # (words sent, stopped early)
     _offsets: dict[str, int] = field(default_factory=dict)
+    _served: dict[str, int] = field(default_factory=dict)  # samples of a prefix, all calls
 
     async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
         self.calls.append(PolicyCall(tuple(prefixes), n, sampling))
@@ -49,6 +61,7 @@ class FakePolicy:
             options = self.script[prefix]
             start = taken.get(prefix, 0)
             taken[prefix] = start + n
+            self._served[prefix] = self._served.get(prefix, 0) + n
             texts = [options[(start + i) % len(options)] for i in range(n)]
             group = tuple(self._generation(text, sampling) for text in texts)
             completion += sum(g.completion_tokens for g in group)
@@ -58,6 +71,27 @@ class FakePolicy:
             prompt_tokens=self.prompt_tokens_per_prefix * len(prefixes),
             completion_tokens=completion,
         )
+
+    async def stream(
+        self, prefix: str, sampling: Sampling, keep_going: Callable[[Sequence[float]], bool]
+    ) -> Streamed:
+        self.calls.append(PolicyCall((prefix,), 1, sampling))
+        options = self.script[prefix]
+        index = self._served.get(prefix, 0)
+        self._served[prefix] = index + 1
+        whole = self._generation(options[index % len(options)], sampling)
+        confidences: list[float] = []
+        for sent, confidence in enumerate(whole.token_confidences, start=1):
+            confidences.append(confidence)
+            await asyncio.sleep(0)  # a chunk arrives
+            if not keep_going(confidences):
+                self.streams.append((sent, True))
+                text = whole.text[: whole.token_ends[sent - 1]] if whole.token_ends else ""
+                cut = Generation(text=text, finish=Finish.STOPPED, completion_tokens=sent,
+                                 token_confidences=tuple(confidences))  # fmt: skip
+                return Streamed(cut, self.prompt_tokens_per_prefix)
+        self.streams.append((whole.completion_tokens, False))
+        return Streamed(whole, self.prompt_tokens_per_prefix)
 
     def _generation(self, text: str, sampling: Sampling) -> Generation:
         words = re.findall(r"\S+\s*|\s+", text)
@@ -73,12 +107,16 @@ class FakePolicy:
             finish = Finish.EOS
         ends = tuple(_running(len(w) for w in words))
         logprobs = tuple(self.logprob for _ in words) if sampling.want_logprobs else ()
+        confidences = (
+            tuple(1.0 if "~" in w else 5.0 for w in words) if sampling.top_logprobs else ()
+        )
         return Generation(
             text=text,
             finish=finish,
             completion_tokens=len(words),
             token_logprobs=logprobs,
-            token_ends=ends if sampling.want_logprobs else (),
+            token_ends=ends if sampling.want_logprobs or sampling.top_logprobs else (),
+            token_confidences=confidences,
         )
 
 
