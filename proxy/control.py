@@ -226,13 +226,14 @@ def _build_config(
         top_candidates=settings.top_candidates_in_response,
         max_total_tokens=options.max_total_tokens,
         top_logprobs=settings.deepconf_top_logprobs,
-        **{k: v for k, v in _deepconf_fields(options).items() if v is not None},
+        **{k: v for k, v in _deepconf_fields(options, settings).items() if v is not None},
     )
 
 
-def _deepconf_fields(options: TtsOptions) -> dict[str, Any]:
+def _deepconf_fields(options: TtsOptions, settings: ProxySettings) -> dict[str, Any]:
     return {
-        "keep_percent": options.keep_percent, "deepconf_mode": options.deepconf_mode,
+        "keep_percent": options.keep_percent,
+        "deepconf_mode": options.deepconf_mode or settings.default_deepconf_mode,
         "warmup": options.warmup, "confidence_window": options.confidence_window,
     }  # fmt: skip
 

@@ -125,6 +125,7 @@ class ProxySettings(BaseSettings):
     answer_markers: list[str] = Field(default_factory=lambda: ["\\boxed{"])
     confidence_window: int = 16
     deepconf_top_logprobs: int = Field(default=5, ge=1, le=20)  # k of DeepConf's confidence
+    default_deepconf_mode: Literal["online", "offline"] = "online"
     top_candidates_in_response: int = 8
 
     @field_validator("policy_urls")

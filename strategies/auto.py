@@ -36,6 +36,7 @@ from strategies.dvts import run_dvts
 from strategies.engine import SearchRun
 from strategies.errors import ConfigError
 from strategies.full import sample_answers
+from strategies.particle_filtering import run_particle_filtering
 from strategies.results import AutoDecision, Candidate, SearchResult
 from strategies.types import AutoConfig, Difficulty, StrategyName
 
@@ -140,7 +141,7 @@ async def run_auto(run: SearchRun) -> SearchResult:
         return _voter(run).finish(pilots, decide(None, why, is_early, confidence))
     method = auto.methods[difficulty]
     remaining = budget - len(pilots)
-    if method in ("beam_search", "dvts") and remaining >= run.config.beam_width:
+    if method in _STEP_SEARCHES and remaining >= run.config.beam_width:
         extra = await _search(run, method, remaining)
     else:
         method = method if method in ("majority", "best_of_n") else "best_of_n"
@@ -181,9 +182,13 @@ async def _search(run: SearchRun, method: StrategyName, remaining: int) -> list[
     per_depth = max(width, (remaining // 2) // width * width)
     cap = run.usage.generations + remaining
     config = dataclasses.replace(run.config, budget=per_depth, max_generations=cap)
-    runner = run_beam_search if method == "beam_search" else run_dvts
-    result = await runner(run.fork(method, config))
+    result = await _STEP_SEARCHES[method](run.fork(method, config))
     return [c.candidate for c in result.candidates]
+
+
+_STEP_SEARCHES = {
+    "beam_search": run_beam_search, "dvts": run_dvts, "particle_filtering": run_particle_filtering,
+}  # fmt: skip
 
 
 async def _sample_until_settled(

@@ -35,7 +35,7 @@ __all__ = [
     "VotingMode",
 ]
 
-MethodName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts"]
+MethodName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]
 StrategyName = Literal[
     "cot",
     "majority",

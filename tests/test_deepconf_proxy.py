@@ -75,3 +75,12 @@ def test_deepconf_knobs_are_validated(stack: ExitStack) -> None:
         assert response.status_code == 400, (header, response.text)
         param = header.removeprefix("X-TTS-").lower().replace("-", "_")
         assert response.json()["error"]["param"] == param
+
+
+def test_the_server_default_mode_applies_without_a_header(stack: ExitStack) -> None:
+    vllm = FakeVllm(script=script)
+    upstream = stack.enter_context(serve(vllm.app())) + "/v1"
+    settings = ProxySettings(policy_urls=[upstream], default_deepconf_mode="offline")
+    url = stack.enter_context(serve(create_app(settings)))
+    assert ask(url).model_extra["tts"]["deepconf"]["mode"] == "offline"
+    assert not [c for c in vllm.completion_calls if c.get("stream")]

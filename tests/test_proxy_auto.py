@@ -64,7 +64,7 @@ def plan_for(model: str, scorer: str, **kw: Any) -> Any:
 @pytest.mark.parametrize(
     ("model", "scorer", "expected"),
     [
-        ("qwen2.5-1.5b-instruct", "prm", ("best_of_n", "beam_search", "beam_search")),
+        ("qwen2.5-1.5b-instruct", "prm", ("best_of_n", "beam_search", "particle_filtering")),
         ("qwen2.5-14b-instruct", "prm", ("dvts", "dvts", "beam_search")),
         ("qwen2.5-72b-instruct", "prm", ("best_of_n", "best_of_n", "best_of_n")),
         ("qwen2.5-1.5b-instruct", "confidence", ("majority", "best_of_n", "best_of_n")),
@@ -87,7 +87,7 @@ def test_family_sampling_defaults_apply_when_the_request_sets_none() -> None:
 
 
 def test_a_bad_rules_file_fails_naming_the_cell(tmp_path: Path) -> None:
-    text = default_rules().read_text().replace('hard = "beam_search"', 'hard = "mcts"', 1)
+    text = default_rules().read_text().replace('hard = "particle_filtering"', 'hard = "mcts"', 1)
     bad = tmp_path / "rules.toml"
     bad.write_text(text)
     with pytest.raises(ValueError, match=r"rules\.small\.strong"):

@@ -133,7 +133,9 @@ async def test_pilot_agreement_bins_difficulty(answers: list[int], difficulty: s
     assert result.decision is not None and result.decision.difficulty == difficulty
 
 
-@pytest.mark.parametrize("method", ["majority", "best_of_n", "beam_search", "dvts"])
+@pytest.mark.parametrize(
+    "method", ["majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]
+)
 async def test_the_rules_table_picks_the_method(method: str) -> None:
     policy = FakePolicy(boxed([1, 2, 3, 5]))
     result = await search("auto", "q", policy, FakeScorer(), config(hard=method))
@@ -174,7 +176,7 @@ async def test_spends_less_on_easy_than_on_hard() -> None:
 @given(
     st.integers(1, 40),
     st.lists(st.integers(0, 9), min_size=1, max_size=8),
-    st.sampled_from(["majority", "best_of_n", "beam_search", "dvts"]),
+    st.sampled_from(["majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]),
 )
 async def test_never_exceeds_the_budget_cap(budget: int, answers: list[int], method: str) -> None:
     policy = FakePolicy(boxed(answers))

@@ -29,7 +29,10 @@ from tts_eval.shadow_report import labelled_rows, shadow_table, write_agreement_
 __all__ = ["main"]
 
 _CLEANUP_S = 5.0
-STRATEGIES = ("none", "auto", "cot", "majority", "best_of_n", "beam_search", "dvts")
+STRATEGIES = (
+    "none", "auto", "cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering",
+    "deepconf",
+)  # fmt: skip
 
 
 class UsageError(Exception):

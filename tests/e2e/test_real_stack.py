@@ -35,15 +35,18 @@ QUESTION: list[Any] = [
 ]
 
 
-def ask(url: str, strategy: str, **kwargs: Any) -> Any:
+def ask(url: str, strategy: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=300)
     return client.chat.completions.create(
         model="smollm2", messages=QUESTION,
-        extra_headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "4"}, **kwargs,
+        extra_headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "4"} | (headers or {}),
+        **kwargs,
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("strategy", ["cot", "majority", "best_of_n", "beam_search", "dvts"])
+@pytest.mark.parametrize(
+    "strategy", ["cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]
+)
 def test_strategy_answers_with_vllm_usage(
     proxy_url: str, relay: tuple[Relay, str], strategy: str
 ) -> None:
@@ -56,7 +59,7 @@ def test_strategy_answers_with_vllm_usage(
     usage = completion.usage
     assert usage.prompt_tokens == sum(u["prompt_tokens"] for u in relay[0].usages)
     assert usage.completion_tokens == sum(u["completion_tokens"] for u in relay[0].usages)
-    if strategy in ("best_of_n", "beam_search", "dvts"):
+    if strategy in ("best_of_n", "beam_search", "dvts", "particle_filtering"):
         assert tts["scorer"] == "confidence"
         assert all(0.0 <= c["score"] <= 1.0 for c in tts["candidates"])
 
@@ -109,6 +112,32 @@ def test_legacy_completions_reach_vllm_untouched(proxy_url: str) -> None:
         )
     assert searched.choices[0].text
     assert (searched.model_extra or {})["tts"]["strategy"] == "best_of_n"
+
+
+def test_the_verifier_reads_p_yes_from_real_vllm(proxy_url: str, relay: tuple[Relay, str]) -> None:
+    headers = {"X-TTS-Budget": "2", "X-TTS-Scorer": "verifier"}
+    completion = ask(proxy_url, "best_of_n", headers)
+    tts = completion.model_extra["tts"]
+    assert tts["scorer"] == "verifier:smollm2" and tts["verifier_calls"] == 1
+    scores = [c["score"] for c in tts["candidates"]]
+    assert scores and all(0.0 <= s <= 1.0 for s in scores)
+    usage = completion.usage  # the verifier's call is in vLLM's sums too
+    assert usage.completion_tokens == sum(u["completion_tokens"] for u in relay[0].usages)
+    assert tts["verifier_tokens"] > 0
+
+
+def test_online_deepconf_stops_streams_in_real_vllm(vllm_url: str, stack: ExitStack) -> None:
+    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=160, request_timeout_s=300)
+    url = stack.enter_context(serve(create_app(settings)))
+    # keep 1 %: the threshold is about the best warm-up trace, so later traces stop early
+    completion = ask(url, "deepconf", {"X-TTS-Budget": "8", "X-TTS-Keep-Percent": "1"})
+    report = completion.model_extra["tts"]["deepconf"]
+    assert report["mode"] == "online" and report["threshold"] > 0
+    assert report["stopped"] >= 1 and completion.choices[0].message.content
+    gone = time.monotonic()
+    while _running(vllm_url) > 0 and time.monotonic() - gone < 5:
+        time.sleep(0.1)
+    assert _running(vllm_url) == 0  # the closed streams were aborted, not left running
 
 
 def test_health_against_real_vllm(proxy_url: str) -> None:

