@@ -24,6 +24,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from bench.eval_cpu import USD_PER_HOUR  # a 2-vCPU VM stands in for the policy's hardware
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
 from proxy.app import create_app
@@ -39,8 +40,6 @@ GROUPS: dict[str, tuple[dict[str, Any], list[tuple[list[str], str]]]] = {
     "verifier": ({"default_scorer": "verifier"}, [(["beam_search", "particle_filtering"], "8")]),
     "offline": ({"default_deepconf_mode": "offline"}, [(["deepconf"], "8")]),
 }  # fmt: skip
-# As bench.eval_cpu: a 2-vCPU on-demand VM stands in for the policy's hardware.
-USD_PER_HOUR = 0.08925
 
 
 def main() -> None:

@@ -14,20 +14,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from experiments.urls import StoreError, database_url
+from strategies import StrategyName
 
 __all__ = ["ProxySettings", "ScorerKind", "StrategyChoice", "load_config_file"]
 
-StrategyChoice = Literal[
-    "auto",
-    "cot",
-    "majority",
-    "best_of_n",
-    "beam_search",
-    "dvts",
-    "particle_filtering",
-    "deepconf",
-    "none",
-]
+# The library's methods, plus "none": pass-through.
+StrategyChoice = Literal[StrategyName, "none"]
 ScorerKind = Literal["prm", "verifier", "confidence", "none"]
 
 
