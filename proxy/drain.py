@@ -41,22 +41,28 @@ async def until_drained(
 ) -> AsyncIterator[bytes]:
     """Relay ``lines``; when the grace period ends first, stop and send ``fail``'s events."""
     stopper = asyncio.ensure_future(drain.wait())
+    step: asyncio.Future[bytes] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(lines))
             await asyncio.wait({step, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if step.done():
-                try:
-                    line = step.result()
-                except StopAsyncIteration:
-                    return
-                yield line
-                continue
-            step.cancel()
-            with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
-                await step
-            for event in fail(stopper.result()):
-                yield event
-            return
-    finally:
+            if not step.done():
+                break  # the grace period ended first
+            try:
+                line = step.result()
+            except StopAsyncIteration:
+                return
+            yield line
+        await _cancel(step)
+        for event in fail(stopper.result()):
+            yield event
+    finally:  # also when the client went away mid-stream: no read is left running
         stopper.cancel()
+        if step is not None and not step.done():
+            await _cancel(step)
+
+
+async def _cancel(task: asyncio.Future[bytes]) -> None:
+    task.cancel()
+    with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+        await task
