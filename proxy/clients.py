@@ -118,11 +118,12 @@ class VllmPolicy:
         """The replica serving this request now."""
         return self._upstream
 
-    async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
+    def _payload(self, prompt: str | list[str], n: int, sampling: Sampling) -> dict[str, Any]:
+        """The ``/v1/completions`` body for ``sampling`` (one call, streamed or not)."""
         payload: dict[str, Any] = {
             **self._extra,
             "model": self._model,
-            "prompt": [self._prompt + prefix for prefix in prefixes],
+            "prompt": prompt,
             "n": n,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -136,6 +137,10 @@ class VllmPolicy:
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
             payload["include_stop_str_in_output"] = True
+        return payload
+
+    async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
+        payload = self._payload([self._prompt + prefix for prefix in prefixes], n, sampling)
         started = time.perf_counter()
         try:
             if self._pool is None:
@@ -163,16 +168,10 @@ class VllmPolicy:
     ) -> Streamed:
         """One sample streamed from ``/v1/completions``; closed (vLLM aborts it) as soon as
         ``keep_going`` says so. Usage comes with every chunk (``continuous_usage_stats``)."""
-        payload: dict[str, Any] = {
-            **self._extra, "model": self._model, "prompt": self._prompt + prefix, "n": 1,
-            "temperature": sampling.temperature, "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens, "logprobs": max(sampling.top_logprobs, 1),
-            "add_special_tokens": not self._is_templated, "stream": True,
+        payload = self._payload(self._prompt + prefix, 1, sampling) | {
+            "logprobs": max(sampling.top_logprobs, 1), "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
         }  # fmt: skip
-        if sampling.stop:
-            payload["stop"] = list(sampling.stop)
-            payload["include_stop_str_in_output"] = True
         started = time.perf_counter()
         try:
             return await self._stream(payload, sampling, keep_going)
