@@ -12,7 +12,8 @@ N = 16: accuracy against generated tokens, per method and scorer.
 
 Each group is its own proxy (its default scorer or DeepConf mode) in front of one vLLM, and
 writes ``tts-eval`` rows under ``--out/<group>``, so the run resumes where it stopped: run the
-same command again, ``--groups`` for some groups only. ``tts-eval report`` then makes the table.
+same command again, ``--groups`` for some groups only. Problems are taken ``--chunk`` at a
+time across all groups, so a run cut short leaves every method on the same problems. ``tts-eval report`` then makes the table.
 
 Run: ``.venv/bin/python -m bench.methods [--problems 30] [--out docs/methods-cpu]``
 (hours on 2 cores: about 25k generated tokens per problem at ~40 tokens/s; do it in parts).
@@ -51,15 +52,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/methods-cpu"))
     parser.add_argument("--groups", nargs="+", choices=sorted(GROUPS), default=list(GROUPS))
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=1,
+        help="problems per pass over all groups, so a run cut short is balanced",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
     stack = CpuStack(args.cache_dir or default_cache_dir(), MODELS[args.model])
     stack.prepare()
-    common = ["--dataset", "math500", "--levels", args.levels, "--limit", str(args.problems),
-              "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
+    common = ["--dataset", "math500", "--levels", args.levels, "--max-tokens", str(args.max_tokens),
+              "--concurrency", str(args.concurrency),
               "--usd-per-gpu-hour", str(USD_PER_HOUR), "--timeout", "3600"]  # fmt: skip
+    limits = [*range(args.chunk, args.problems, args.chunk), args.problems]
     with stack.serve(free_port()) as policy_url:
-        for group in args.groups:
+        for limit, group in ((limit, group) for limit in limits for group in args.groups):
             overrides, runs = GROUPS[group]
             settings = ProxySettings(
                 policy_urls=[policy_url], request_timeout_s=3600, policy_timeout_s=3600,
@@ -70,6 +78,7 @@ def main() -> None:
                 for strategies, budgets in runs:
                     command = ["run", "--endpoint", proxy_url + "/v1", "--model", args.model,
                                "--strategy", *strategies, "--budgets", budgets, *common,
+                               "--limit", str(limit),
                                "--out", str(args.out / group)]  # fmt: skip
                     if tts_eval(command) == 130:  # Ctrl-C: the rows so far are kept
                         raise SystemExit(130)
