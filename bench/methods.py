@@ -13,7 +13,8 @@ N = 16: accuracy against generated tokens, per method and scorer.
 Each group is its own proxy (its default scorer or DeepConf mode) in front of one vLLM, and
 writes ``tts-eval`` rows under ``--out/<group>``, so the run resumes where it stopped: run the
 same command again, ``--groups`` for some groups only. Problems are taken ``--chunk`` at a
-time across all groups, so a run cut short leaves every method on the same problems. ``tts-eval report`` then makes the table.
+time across all groups, so a run cut short leaves every method on the same problems.
+``tts-eval report`` then makes the table.
 
 Run: ``.venv/bin/python -m bench.methods [--problems 30] [--out docs/methods-cpu]``
 (hours on 2 cores: about 25k generated tokens per problem at ~40 tokens/s; do it in parts).
