@@ -98,6 +98,7 @@ class FakeVllm:
     responses_calls: list[dict[str, Any]] = field(default_factory=list)
     reported_usage: list[dict[str, int]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
+    traceparents: list[str | None] = field(default_factory=list)  # W3C trace context per call
     in_flight: int = 0
     cancelled: int = 0
     started: threading.Event = field(default_factory=threading.Event)
@@ -136,6 +137,7 @@ class FakeVllm:
         body = await request.json()
         self.completion_calls.append(body)
         self.auth_headers.append(request.headers.get("authorization"))
+        self.traceparents.append(request.headers.get("traceparent"))
         if self.fail_statuses:
             return self._injected_failure()
         if await self._wait(request):

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
@@ -32,9 +33,12 @@ from proxy.replicas import PolicyPool
 from proxy.routes import router
 from proxy.routes_completions import router as completions_router
 from proxy.routes_responses import router as responses_router
+from proxy.routes_traces import router as traces_router
 from proxy.service import Admission, AppState
 from proxy.settings import ProxySettings
 from proxy.shadow import Shadow
+from proxy.telemetry import RequestSpans, Telemetry
+from proxy.traces import TraceStore
 from proxy.upstream import Upstream, UpstreamConfig
 from strategies import group_equivalent
 
@@ -44,7 +48,9 @@ logger = logging.getLogger(__name__)
 _DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
 
-def _upstream(settings: ProxySettings, kind: str, url: str, metrics: Metrics) -> Upstream:
+def _upstream(
+    settings: ProxySettings, kind: str, url: str, metrics: Metrics, telemetry: Telemetry
+) -> Upstream:
     """A pooled client for a ``policy``, ``prm`` or ``verifier`` server, from its settings."""
     key = getattr(settings, f"{kind}_api_key")
     return Upstream(
@@ -60,21 +66,12 @@ def _upstream(settings: ProxySettings, kind: str, url: str, metrics: Metrics) ->
             eject_s=settings.policy_eject_s,
         ),
         metrics,
+        telemetry,
     )
 
 
-def _verifier_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
-    url = settings.verifier_url
-    if url is None:
-        return None
-    return _upstream(settings, "verifier", url if url.endswith("/v1") else url + "/v1", metrics)
-
-
-def _prm_upstream(settings: ProxySettings, metrics: Metrics) -> Upstream | None:
-    if settings.prm_url is None:
-        return None
-    url = settings.prm_url if settings.prm_url.endswith("/v1") else settings.prm_url + "/v1"
-    return _upstream(settings, "prm", url, metrics)
+def _v1(url: str | None) -> str | None:
+    return url if url is None or url.endswith("/v1") else url + "/v1"
 
 
 def _log(request: Request, exc: ProxyError) -> None:
@@ -107,18 +104,29 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequestError:
     return InvalidRequestError(f"{param}: {first['msg']}", param=param)
 
 
-def create_app(settings: ProxySettings) -> FastAPI:
-    """Build the proxy app; upstream clients live from startup to shutdown."""
+def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
+    """Build the proxy app; upstream clients live from startup to shutdown. ``span_exporter``
+    receives every span at once (tests); by default spans go over OTLP when configured."""
     metrics = Metrics()
     rules = load_rules(settings.auto_rules_file)  # a bad rules file fails at start-up
+    telemetry = Telemetry.create(
+        endpoint=settings.otel_exporter_otlp_endpoint,
+        traces_endpoint=settings.otel_exporter_otlp_traces_endpoint,
+        service_name=settings.otel_service_name, exporter=span_exporter,
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Warm math-verify's parsers (sympy imports, ~0.5 s) before the first request needs them.
         group_equivalent(["1", "\\frac{1}{2}", "0.5", "x^2"])
-        policies = [_upstream(settings, "policy", url, metrics) for url in settings.policy_urls]
-        prm = _prm_upstream(settings, metrics)
-        verifier = _verifier_upstream(settings, metrics)
+        policies = [_upstream(settings, "policy", url, metrics, telemetry)
+                    for url in settings.policy_urls]  # fmt: skip
+        prm_url, verifier_url = _v1(settings.prm_url), _v1(settings.verifier_url)
+        prm = _upstream(settings, "prm", prm_url, metrics, telemetry) if prm_url else None
+        verifier = (
+            _upstream(settings, "verifier", verifier_url, metrics, telemetry)
+            if verifier_url else None
+        )  # fmt: skip
         shadow = Shadow(settings, metrics)
         await shadow.open()
         if settings.litellm_routes or settings.shadow_model:
@@ -133,8 +141,11 @@ def create_app(settings: ProxySettings) -> FastAPI:
             admission=Admission(settings.max_concurrent_searches, metrics),
             rules=rules,
             shadow=shadow,
+            traces=TraceStore(settings.trace_store_max, settings.trace_store_max_age_s,
+                              settings.trace_store_max_bytes),
+            telemetry=telemetry,
             verifier=verifier,
-        )
+        )  # fmt: skip
         try:
             async with pool.probing(settings.policy_probe_interval_s):
                 yield
@@ -142,14 +153,17 @@ def create_app(settings: ProxySettings) -> FastAPI:
             await shadow.aclose()
             for upstream in [*policies, *(u for u in (prm, verifier) if u is not None)]:
                 await upstream.aclose()
+            telemetry.shutdown()
 
     # One schema per model (validation mode): TtsReport drops absent sections when it serializes.
     app = FastAPI(title="tts-proxy", lifespan=lifespan, separate_input_output_schemas=False)
     app.include_router(router)
     app.include_router(responses_router)
     app.include_router(completions_router)
+    app.include_router(traces_router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
                        read_timeout_s=settings.body_read_timeout_s)  # fmt: skip
+    app.add_middleware(RequestSpans, telemetry=telemetry)
 
     if settings.protect_docs and settings.api_keys:
         app.add_middleware(DocsGuard, paths=_DOCS, allowed=lambda scope: _keyed(app, scope))

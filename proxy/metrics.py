@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["Metrics"]
+from strategies import SearchResult
+
+__all__ = ["Metrics", "record_search"]
 
 
 class Metrics:
@@ -53,3 +55,60 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("tts_searches_in_flight", "Searches running now", registry=r)
+        # -- what the searches did -------------------------------------------------------------
+        self.nodes = Counter(
+            "tts_search_nodes",
+            "Search-tree nodes by final status (pruned: beams dropped; stopped: deepconf "
+            "streams closed early; duplicate: equal beams merged)",
+            ["strategy", "status"],
+            registry=r,
+        )
+        self.depth = Histogram(
+            "tts_search_depth", "Deepest step a search reached", ["strategy"],
+            buckets=(1, 2, 3, 5, 8, 12, 20, 30, 40, 60, 100), registry=r,
+        )  # fmt: skip
+        self.early_stops = Counter(
+            "tts_search_early_stops",
+            "Searches that stopped before their budget: auto_settled, deepconf_settled, "
+            "deadline (X-TTS-Timeout-Ms), token_cap (max_total_tokens)",
+            ["strategy", "reason"],
+            registry=r,
+        )
+        self.auto = Counter(
+            "tts_auto_decisions", "auto's difficulty bins and the methods it chose",
+            ["difficulty", "method"], registry=r,
+        )  # fmt: skip
+        self.trace_store = Gauge("tts_trace_store_traces", "Search traces kept", registry=r)
+        self.trace_store_bytes = Gauge(
+            "tts_trace_store_bytes", "Estimated size of the kept traces", registry=r
+        )
+        self.scorer_latency = Histogram(
+            "tts_scorer_call_seconds", "Step-scorer calls (PRM, verifier, confidence)",
+            ["scorer"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )  # fmt: skip
+
+
+def record_search(metrics: Metrics, result: SearchResult) -> None:
+    """A finished search's tree, stops, ``auto`` decision and scorer calls."""
+    strategy = result.strategy
+    nodes = result.trace or ()
+    for node in nodes:
+        metrics.nodes.labels(strategy, node.status).inc()
+    metrics.depth.labels(strategy).observe(max((n.depth + 1 for n in nodes), default=0))
+    decision, deepconf = result.decision, result.deepconf
+    reasons = {
+        "auto_settled": decision is not None and decision.stopped_early,
+        "deepconf_settled": deepconf is not None and deepconf.settled,
+        "deadline": result.is_partial,
+        "token_cap": result.is_token_capped,
+    }
+    for reason, happened in reasons.items():
+        if happened:
+            metrics.early_stops.labels(strategy, reason).inc()
+    if decision is not None:
+        metrics.auto.labels(decision.difficulty, decision.method or "pilots").inc()
+    scorer = (result.scorer or "none").split(":", 1)[0]
+    for call in result.calls:
+        if call.kind == "scorer":
+            metrics.scorer_latency.labels(scorer).observe(call.ended_s - call.started_s)

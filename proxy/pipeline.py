@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.control import Plan
+from proxy.metrics import record_search
 from proxy.profiles import Profile, apply_profile, profile_of
 from proxy.protocol import ChatCompletion, ChatCompletionRequest
 from proxy.responses import build_completion, tts_extension
-from proxy.service import AppState, run_search
+from proxy.service import AppState, problem_text, run_search
 from proxy.shadow import ShadowTicket
+from proxy.traces import trace_of
 from proxy.tts_models import TtsCompare, TtsProfile
 
 __all__ = ["SearchJob", "prepare_search"]
@@ -40,14 +42,29 @@ class SearchJob:
 
     async def run(self) -> ChatCompletion:
         state, plan, ticket = self.state, self.plan, self.ticket
-        try:
-            outcome = await run_search(
-                state, plan, self.chat, self.model, self.profile, raw_prompt=self.raw_prompt
-            )
-        except BaseException:
-            if ticket is not None:
-                state.shadow.abandon(ticket)
-            raise
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
+                      "tts.strategy": plan.strategy, "tts.budget": plan.config.budget}  # fmt: skip
+        with state.telemetry.internal_span(f"chat {self.model}", **attributes) as span:
+            observer = state.telemetry.search_observer()
+            try:
+                outcome = await run_search(
+                    state, plan, self.chat, self.model, self.profile, raw_prompt=self.raw_prompt,
+                    observer=observer,
+                )  # fmt: skip
+            except BaseException:
+                if ticket is not None:
+                    state.shadow.abandon(ticket)
+                raise
+            finally:
+                if observer is not None:
+                    observer.close()
+            if span is not None:
+                usage = outcome.result.usage
+                span.set_attributes({
+                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                    "gen_ai.usage.output_tokens": usage.completion_tokens,
+                    "tts.method": outcome.result.strategy, "tts.request_id": self.request_id,
+                })  # fmt: skip
         total_s = time.perf_counter() - self.started
         tts = tts_extension(plan, outcome, total_s=total_s, ignored=plan.ignored_params)
         profile = self.profile
@@ -64,6 +81,15 @@ class SearchJob:
             cached_tokens=outcome.stats.cached_prompt_tokens,
         )  # fmt: skip
         _record(state, plan, completion, total_s, outcome.upstream_s)
+        record_search(state.metrics, outcome.result)
+        state.traces.put(trace_of(
+            outcome.result, request_id=self.request_id, model=self.model,
+            requested=plan.requested, budget=plan.config.budget,
+            question=problem_text(self.chat), latency_s=total_s,
+            has_text=state.settings.store_text, max_nodes=state.settings.trace_max_nodes,
+        ))  # fmt: skip
+        state.metrics.trace_store.set(len(state.traces))
+        state.metrics.trace_store_bytes.set(state.traces.bytes)
         if ticket is not None:
             prompt = json.dumps(
                 [m.model_dump(exclude_none=True) for m in self.chat.messages], ensure_ascii=False

@@ -165,7 +165,7 @@ def tts_extension(
         max_total_tokens=cfg.max_total_tokens,
         is_token_capped=result.is_token_capped if cfg.max_total_tokens else None,
         auto=dataclasses.asdict(result.decision) if result.decision is not None else None,
-        trace=[dataclasses.asdict(n) for n in result.trace] if result.trace is not None else None,
+        trace=([dataclasses.asdict(n) for n in result.trace or ()] if cfg.enable_trace else None),
     )
 
 

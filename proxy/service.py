@@ -29,6 +29,8 @@ from proxy.protocol import ChatCompletionRequest
 from proxy.replicas import PolicyPool
 from proxy.settings import ProxySettings, StrategyChoice
 from proxy.shadow import Shadow
+from proxy.telemetry import Telemetry
+from proxy.traces import TraceStore
 from proxy.upstream import Upstream
 from proxy.verifier import VerifierScorer
 from strategies import (
@@ -36,6 +38,7 @@ from strategies import (
     ConfigError,
     NoCandidatesError,
     SearchError,
+    SearchObserver,
     SearchResult,
     StepScorer,
     StrategyName,
@@ -99,6 +102,8 @@ class AppState:
     admission: Admission
     rules: AutoRules
     shadow: Shadow
+    traces: TraceStore
+    telemetry: Telemetry
     verifier: Upstream | None = None  # PROXY_VERIFIER_URL; None: the policy serves as verifier
     drain: Drain = field(default_factory=Drain)
 
@@ -157,6 +162,7 @@ async def run_search(
     profile: Profile,
     *,
     raw_prompt: str | None = None,
+    observer: SearchObserver | None = None,
 ) -> SearchOutcome:
     """Run ``plan`` (a search strategy) for ``request``; raises ``ProxyError``s only.
 
@@ -194,8 +200,9 @@ async def run_search(
             scorer = _scorer(state, plan, stats, policy, model)
             deadline = _deadline(plan)
             result = await search(
-                strategy, problem_text(request), policy, scorer, plan.config, deadline=deadline
-            )
+                strategy, problem_text(request), policy, scorer, plan.config, deadline=deadline,
+                observer=observer,
+            )  # fmt: skip
     except TimeoutError as exc:
         raise UpstreamTimeoutError(
             f"the search did not finish in {settings.request_timeout_s:g} s "

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from experiments.urls import StoreError, database_url
@@ -94,6 +94,25 @@ class ProxySettings(BaseSettings):
     policy_usd_per_mtok: float | None = Field(default=None, ge=0)
     policy_usd_per_gpu_hour: float | None = Field(default=None, ge=0)
     policy_tokens_per_s: float | None = Field(default=None, gt=0)
+
+    # -- search traces (/v1/tts/traces, /ui/traces) and OpenTelemetry -------------------------
+    trace_store_max: int = Field(default=1000, ge=0)  # recent searches' traces kept (0: none)
+    trace_store_max_age_s: float = Field(default=3600.0, gt=0)
+    trace_store_max_bytes: int = Field(default=64 * 2**20, ge=0)  # all kept traces together
+    trace_max_nodes: int = Field(default=4096, ge=1)  # per trace; beyond: cut, flagged
+    # The SDK's standard variables (no PROXY_ prefix); unset: no spans are recorded.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
+    )  # fmt: skip
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel_exporter_otlp_traces_endpoint"),
+    )  # fmt: skip
+    otel_service_name: str = Field(
+        default="tts-proxy",
+        validation_alias=AliasChoices("OTEL_SERVICE_NAME", "otel_service_name"),
+    )
 
     # -- search defaults and caps -------------------------------------------------------------
     default_strategy: StrategyChoice = "auto"

@@ -31,6 +31,7 @@ from proxy.errors import (
     UpstreamTimeoutError,
 )
 from proxy.metrics import Metrics
+from proxy.telemetry import Telemetry, record_usage
 
 __all__ = ["Health", "Upstream", "UpstreamConfig"]
 
@@ -88,9 +89,12 @@ class _RetryableStatus(Exception):
 class Upstream:
     """A pooled ``httpx.AsyncClient`` for one base URL, created and closed in the lifespan."""
 
-    def __init__(self, config: UpstreamConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, config: UpstreamConfig, metrics: Metrics, telemetry: Telemetry | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics
+        self.telemetry = telemetry if telemetry is not None else Telemetry(None)
         self.in_flight = 0
         self.health = Health(config.eject_s)
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
@@ -126,15 +130,17 @@ class Upstream:
         started = time.perf_counter()
         outcome = "error"
         self.in_flight += 1
+        span_of = self.telemetry.client_span(self.config.kind, method, path, payload)
         try:
-            with self._translate(path):
+            with span_of as (span, trace_headers), self._translate(path):
                 # A total deadline, not only httpx's idle timeouts: a trickling upstream ends too.
                 async with asyncio.timeout(self.config.timeout_s):
-                    response = await self._with_retries(method, url, payload)
+                    response = await self._with_retries(method, url, payload, trace_headers)
                 data: dict[str, Any] = response.json()
                 if not isinstance(data, dict):
                     raise UpstreamError(f"the {self.config.kind} server's answer on {path} "
                                         "is not a JSON object")  # fmt: skip
+                record_usage(span, data)
             outcome = "ok"
             self.health.success()
             return data
@@ -150,18 +156,21 @@ class Upstream:
         """An open streaming response (status already checked); closed on exit or cancellation."""
         self.in_flight += 1
         try:
-            with self._translate(path):
-                request = self._client.build_request("POST", self._url(path), json=payload)
-                response = await self._client.send(request, stream=True)
-            try:
-                if response.status_code >= 400:
-                    await response.aread()
-                    with self._translate(path):
-                        _raise_for_status(response)
-                self.health.success()
-                yield response
-            finally:
-                await response.aclose()
+            with self.telemetry.client_span(self.config.kind, "POST", path, payload) as (_, th):
+                with self._translate(path):
+                    request = self._client.build_request(
+                        "POST", self._url(path), json=payload, headers=th
+                    )
+                    response = await self._client.send(request, stream=True)
+                try:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        with self._translate(path):
+                            _raise_for_status(response)
+                    self.health.success()
+                    yield response
+                finally:
+                    await response.aclose()
         finally:
             self.in_flight -= 1
             self.metrics.upstream_calls.labels(self.config.kind, path, "stream").inc()
@@ -186,7 +195,7 @@ class Upstream:
         return self.root_url + path[1:] if path.startswith("//") else self.config.base_url + path
 
     async def _with_retries(
-        self, method: str, url: str, payload: dict[str, Any] | None
+        self, method: str, url: str, payload: dict[str, Any] | None, headers: dict[str, str]
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.max_retries + 1),
@@ -196,7 +205,7 @@ class Upstream:
         )
         async for attempt in retrying:
             with attempt:
-                response = await self._client.request(method, url, json=payload)
+                response = await self._client.request(method, url, json=payload, headers=headers)
                 if response.status_code == 429 or response.status_code >= 500:
                     await response.aread()
                     raise _RetryableStatus(response)

@@ -132,8 +132,9 @@ async def _online(run: SearchRun, sampling: Sampling) -> SearchResult:
             break
         traces += count
         for trace in wave:
-            if trace.finish is Finish.STOPPED:
+            if trace.finish is Finish.STOPPED:  # in the trace, not in the vote
                 stopped += 1
+                run.mark([run.new_node(None, 0, trace.text, trace.call_id)], "stopped")
                 continue
             kept.append(trace)
             scores.append(lowest_group_confidence(trace.token_confidences, window))
@@ -152,7 +153,7 @@ def _vote(
         Candidate(
             steps=split_generation(trace, cfg.step_delimiter), is_finished=True,
             is_truncated=trace.finish is Finish.LENGTH,
-            node_id=run.new_node(None, 0, trace.text),
+            node_id=run.new_node(None, 0, trace.text, trace.call_id),
         )
         for trace in traces
     ]  # fmt: skip

@@ -1,19 +1,21 @@
 """The bookkeeping every strategy shares: calls with a deadline, usage, incremental scoring,
 the trace, and the final vote.
 
-Must not import I/O libraries; ``asyncio`` is used only for the deadline.
+Must not import I/O libraries; ``asyncio`` is used only for the deadline and the trace's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 from strategies.answers import extract_answer, group_equivalent
 from strategies.errors import NoCandidatesError, SearchError
 from strategies.results import (
+    AnswerChoice,
     AutoDecision,
     Candidate,
     DeepConfReport,
@@ -21,16 +23,19 @@ from strategies.results import (
     ScoredCandidate,
     SearchResult,
     SearchUsage,
+    TraceCall,
     TraceNode,
 )
 from strategies.scoring import aggregate, rank_answers
 from strategies.types import (
+    CallKind,
     Generation,
     Policy,
     PolicyBatch,
     Sampling,
     ScoreRequest,
     SearchConfig,
+    SearchObserver,
     StepScorer,
     StrategyName,
     StreamingPolicy,
@@ -43,10 +48,15 @@ _T = TypeVar("_T")
 
 @dataclasses.dataclass(slots=True)
 class _Books:
-    """Accounting shared by a run and its forks: usage, the trace, node ids, the deadline flag."""
+    """Accounting shared by a run and its forks: usage, the trace (nodes and calls), node ids,
+    the deadline flag."""
 
     usage: SearchUsage = dataclasses.field(default_factory=SearchUsage)
     trace: dict[int, TraceNode] = dataclasses.field(default_factory=dict)
+    calls: list[TraceCall] = dataclasses.field(default_factory=list)
+    rounds: int = 0  # policy rounds started
+    origin: float | None = None  # loop time of the first call
+    observer: SearchObserver | None = None
     next_id: int = 0
     is_partial: bool = False  # the deadline expired
     is_capped: bool = False  # a call was refused by max_generations or max_total_tokens
@@ -65,6 +75,8 @@ class SearchRun:
         config: SearchConfig,
         deadline: float | None,
         books: _Books | None = None,
+        *,
+        observer: SearchObserver | None = None,
     ) -> None:
         self.strategy = strategy
         self.problem = problem
@@ -72,7 +84,7 @@ class SearchRun:
         self.scorer = scorer
         self.config = config
         self.deadline = deadline
-        self._books = books if books is not None else _Books()
+        self._books = books if books is not None else _Books(observer=observer)
 
     def fork(
         self, strategy: StrategyName, config: SearchConfig, *, with_scorer: bool = True
@@ -123,13 +135,19 @@ class SearchRun:
         if capped is None:
             return None
         sampling = capped
-        batch = await self._before_deadline(self.policy.generate(prefixes, n, sampling))
-        if batch is None:
-            return None
-        if len(batch.generations) != len(prefixes) or any(
-            len(group) != n for group in batch.generations
-        ):
-            raise SearchError("policy returned a different number of samples than asked for")
+        with self._call("policy", len(prefixes) * n) as call:
+            batch = await self._before_deadline(self.policy.generate(prefixes, n, sampling))
+            if batch is None:
+                return None
+            if len(batch.generations) != len(prefixes) or any(
+                len(group) != n for group in batch.generations
+            ):
+                raise SearchError("policy returned a different number of samples than asked for")
+            call.completion_tokens = batch.completion_tokens
+        batch = dataclasses.replace(batch, generations=tuple(
+            tuple(dataclasses.replace(g, call_id=call.call_id) for g in group)
+            for group in batch.generations
+        ))  # fmt: skip
         usage = self._books.usage
         self._books.usage = dataclasses.replace(
             usage,
@@ -157,9 +175,11 @@ class SearchRun:
         if not pending:
             return list(candidates)
         requests = [request for _, request in pending]
-        batch = await self._before_deadline(self.scorer.score(self.problem, requests))
-        if batch is None:
-            return None
+        with self._call("scorer", len(requests)) as call:
+            batch = await self._before_deadline(self.scorer.score(self.problem, requests))
+            if batch is None:
+                return None
+            call.completion_tokens = batch.scored_tokens
         _check_scores(requests, batch.scores)
         usage = self._books.usage
         self._books.usage = dataclasses.replace(
@@ -176,6 +196,29 @@ class SearchRun:
             self._set_score(old.node_id, updated[index].last_score)
         return updated
 
+    @contextlib.contextmanager
+    def _call(self, kind: CallKind, samples: int) -> Iterator[_OpenCall]:
+        """Time one upstream call for the trace (a policy call starts a new round) and let the
+        observer wrap it; recorded as not completed when the deadline or an error ended it."""
+        books = self._books
+        loop = asyncio.get_running_loop()
+        if books.origin is None:
+            books.origin = loop.time()
+        if kind == "policy":
+            books.rounds += 1
+        round_index = max(books.rounds - 1, 0)
+        call = _OpenCall(len(books.calls), loop.time() - books.origin)
+        observed = books.observer.call(kind, round_index) if books.observer else None
+        try:
+            with observed if observed is not None else contextlib.nullcontext():
+                yield call
+                call.is_completed = True
+        finally:
+            books.calls.append(TraceCall(
+                call.call_id, kind, round_index, call.started_s, loop.time() - books.origin,
+                samples, call.completion_tokens, call.is_completed,
+            ))  # fmt: skip
+
     async def _before_deadline(self, call: Awaitable[_T]) -> _T | None:
         if self.deadline is None:
             return await call
@@ -187,11 +230,12 @@ class SearchRun:
             return None
 
     # -- trace ------------------------------------------------------------------------------
-    def new_node(self, parent: int | None, depth: int, text: str) -> int:
+    def new_node(self, parent: int | None, depth: int, text: str, call_id: int = -1) -> int:
         node_id = self._books.next_id
         self._books.next_id += 1
-        if self.config.enable_trace:
-            self._books.trace[node_id] = TraceNode(node_id, parent, depth, text, None, "pruned")
+        self._books.trace[node_id] = TraceNode(
+            node_id, parent, depth, text, None, "pruned", call_id=call_id
+        )
         return node_id
 
     def mark(self, node_ids: Sequence[int], status: NodeStatus) -> None:
@@ -206,6 +250,22 @@ class SearchRun:
             self._books.trace[node_id] = dataclasses.replace(
                 self._books.trace[node_id], score=score
             )
+
+    def _note_answers(
+        self,
+        scored: Sequence[ScoredCandidate],
+        groups: Sequence[int],
+        choices: Sequence[AnswerChoice],
+    ) -> None:
+        """Each final candidate's node gets its answer and the rank of that answer's choice."""
+        rank = {groups[c.candidate_index]: r for r, c in enumerate(choices)}
+        trace = self._books.trace
+        for item, group in zip(scored, groups, strict=True):
+            node = trace.get(item.candidate.node_id)
+            if node is not None:
+                trace[node.node_id] = dataclasses.replace(
+                    node, answer=item.answer, choice=rank.get(group)
+                )
 
     # -- result -----------------------------------------------------------------------------
     async def stream_many(
@@ -224,9 +284,11 @@ class SearchRun:
         if capped is None:
             return None
         calls = [policy.stream("", capped, keep_going) for _ in range(count)]
-        streamed = await self._before_deadline(asyncio.gather(*calls))
-        if streamed is None:
-            return None
+        with self._call("policy", count) as call:
+            streamed = await self._before_deadline(asyncio.gather(*calls))
+            if streamed is None:
+                return None
+            call.completion_tokens = sum(s.generation.completion_tokens for s in streamed)
         usage = self._books.usage
         self._books.usage = dataclasses.replace(
             usage,
@@ -236,7 +298,7 @@ class SearchRun:
             + sum(s.generation.completion_tokens for s in streamed),
             generations_per_depth=(*usage.generations_per_depth, count),
         )
-        return [s.generation for s in streamed]
+        return [dataclasses.replace(s.generation, call_id=call.call_id) for s in streamed]
 
     def _within_token_cap(self, sampling: Sampling, samples: int) -> Sampling | None:
         """``sampling`` with ``max_tokens`` cut to each sample's share of what the token cap
@@ -288,9 +350,11 @@ class SearchRun:
         )
         groups = group_equivalent([s.answer for s in scored], cfg.equivalence_timeout_s)
         voting = cfg.voting_for(has_scorer or weights is not None)
+        choices = rank_answers(scored, groups, voting)
+        self._note_answers(scored, groups, choices)
         return SearchResult(
             strategy=self.strategy,
-            choices=rank_answers(scored, groups, voting),
+            choices=choices,
             candidates=scored,
             usage=self._books.usage,
             scoring=cfg.scoring if has_scorer and weights is None else None,
@@ -298,10 +362,19 @@ class SearchRun:
             scorer=self.scorer.name if self.scorer is not None else None,
             is_partial=self.is_partial,
             is_token_capped=self._books.is_token_capped,
-            trace=tuple(self._books.trace.values()) if cfg.enable_trace else None,
+            trace=tuple(self._books.trace.values()),
+            calls=tuple(self._books.calls),
             decision=decision,
             deepconf=deepconf,
         )
+
+
+@dataclasses.dataclass(slots=True)
+class _OpenCall:
+    call_id: int
+    started_s: float
+    completion_tokens: int = 0
+    is_completed: bool = False
 
 
 def _check_scores(requests: Sequence[ScoreRequest], scores: Sequence[Sequence[float]]) -> None:

@@ -22,7 +22,7 @@ async def sample_answers(
         return []
     candidates = []
     for generation in batch.generations[0]:
-        node_id = run.new_node(None, 0, generation.text)
+        node_id = run.new_node(None, 0, generation.text, generation.call_id)
         candidates.append(
             Candidate(
                 steps=split_generation(generation, run.config.step_delimiter),

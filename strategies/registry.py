@@ -20,7 +20,7 @@ from strategies.errors import ConfigError
 from strategies.majority import run_majority
 from strategies.particle_filtering import run_particle_filtering
 from strategies.results import SearchResult
-from strategies.types import Policy, SearchConfig, StepScorer, StrategyName
+from strategies.types import Policy, SearchConfig, SearchObserver, StepScorer, StrategyName
 
 __all__ = ["STRATEGIES", "StrategySpec", "search"]
 
@@ -87,6 +87,7 @@ async def search(
     config: SearchConfig,
     *,
     deadline: float | None = None,
+    observer: SearchObserver | None = None,
 ) -> SearchResult:
     """Run method ``name`` on one problem.
 
@@ -97,6 +98,7 @@ async def search(
         scorer: scores steps; ignored by methods that do not use one.
         config: budget, beam width, scoring, voting and sampling knobs.
         deadline: ``asyncio`` loop time after which the search stops and returns the best it has.
+        observer: told around each upstream call (the proxy's trace spans).
 
     Raises:
         ConfigError: the config does not suit the method.
@@ -105,5 +107,5 @@ async def search(
     spec = STRATEGIES[name]
     used_scorer = scorer if spec.uses_scorer else None
     check(name, config, used_scorer is not None)
-    run = SearchRun(name, problem, policy, used_scorer, config, deadline)
+    run = SearchRun(name, problem, policy, used_scorer, config, deadline, observer=observer)
     return await spec.run(run)

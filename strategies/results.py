@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from strategies.types import ScoringMode, Step, StrategyName, VotingMode
+from strategies.types import CallKind, ScoringMode, Step, StrategyName, VotingMode
 
 __all__ = [
     "AnswerChoice",
@@ -18,10 +18,12 @@ __all__ = [
     "ScoredCandidate",
     "SearchResult",
     "SearchUsage",
+    "TraceCall",
     "TraceNode",
 ]
 
-NodeStatus = Literal["kept", "pruned", "finished", "duplicate"]
+# stopped: deepconf closed the sample's stream early (its confidence fell below the threshold)
+NodeStatus = Literal["kept", "pruned", "finished", "duplicate", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,23 @@ class TraceNode:
     text: str
     score: float | None
     status: NodeStatus
+    call_id: int = -1  # the policy call (``TraceCall.call_id``) that generated it
+    answer: str | None = None  # a final candidate's extracted answer
+    choice: int | None = None  # ... and the rank of its answer among the choices (0: chosen)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceCall:
+    """One upstream call of a search, for the timeline: what it asked and when it ran."""
+
+    call_id: int
+    kind: CallKind
+    round: int  # the search's policy rounds: a step search's depth, deepconf's waves
+    started_s: float  # since the search started (event-loop clock)
+    ended_s: float
+    samples: int  # policy: continuations asked for; scorer: candidates scored
+    completion_tokens: int  # policy: generated; scorer: tokens scored
+    is_completed: bool = True  # False: the deadline or a cap cut it off
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +166,8 @@ class SearchResult:
     scorer: str | None
     is_partial: bool = False
     is_token_capped: bool = False  # max_total_tokens bound: samples cut short or calls refused
-    trace: tuple[TraceNode, ...] | None = None
+    trace: tuple[TraceNode, ...] | None = None  # always kept; in the response on request
+    calls: tuple[TraceCall, ...] = ()
     decision: AutoDecision | None = None
     deepconf: DeepConfReport | None = None
 

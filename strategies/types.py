@@ -7,6 +7,7 @@ configs and results. Must not import anything outside the standard library.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol, runtime_checkable
@@ -15,6 +16,7 @@ from strategies.errors import ConfigError
 
 __all__ = [
     "AutoConfig",
+    "CallKind",
     "DeepConfMode",
     "Difficulty",
     "Finish",
@@ -27,6 +29,7 @@ __all__ = [
     "ScoreRequest",
     "ScoringMode",
     "SearchConfig",
+    "SearchObserver",
     "Step",
     "StepScorer",
     "StrategyName",
@@ -88,6 +91,7 @@ class Generation:
     token_ends: tuple[int, ...] = ()
     # DeepConf's token confidence per token: -mean of its top-k log-probs (Sampling.top_logprobs)
     token_confidences: tuple[float, ...] = ()
+    call_id: int = -1  # set by the search: which of its upstream calls produced this sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,18 @@ class ScoreBatch:
     # A chat model used as the scorer (a verifier): its tokens belong in the request's usage.
     chat_prompt_tokens: int = 0
     chat_completion_tokens: int = 0
+
+
+CallKind = Literal["policy", "scorer"]
+
+
+class SearchObserver(Protocol):
+    """Told of every upstream call a search makes, around the call: the proxy opens a trace span
+    per round there, so the call's own HTTP spans nest under it. Must not block."""
+
+    def call(self, kind: CallKind, round_index: int) -> AbstractContextManager[None]:
+        """Entered just before the call is made, exited when it returned or failed."""
+        ...
 
 
 class StepScorer(Protocol):
