@@ -85,7 +85,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 def test_wheel_ships_its_data_and_nothing_of_the_checkout(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    shipped = ("proxy/auto_rules.toml", "cpu_stack/policy.lock", "cpu_stack/convert_gguf.py",
+    shipped = ("proxy/auto_rules.toml", "proxy/ui/trace.js", "proxy/ui/trace.html",
+               "proxy/ui/traces.html", "proxy/ui/trace.css",
+               "cpu_stack/policy.lock", "cpu_stack/convert_gguf.py",
                "tts_eval/data/math500.jsonl", "tts_eval/data/aime24.jsonl",
                "tts_eval/data/README.md")  # fmt: skip
     for data in shipped:
@@ -135,6 +137,10 @@ def test_installed_proxy_serves_a_search(installed_proxy: str) -> None:
     assert reply.choices[0].message.content and "\\boxed{4}" in reply.choices[0].message.content
     tts = reply.model_extra["tts"] if reply.model_extra else {}
     assert tts["requested_strategy"] == "auto"  # the shipped auto_rules.toml loaded
+    # The trace page's files come from the installed package.
+    assert httpx.get(f"{installed_proxy}/ui/traces/{reply.id}").status_code == 200
+    assert "TtsTrace" in httpx.get(installed_proxy + "/ui/static/trace.js").text
+    assert httpx.get(f"{installed_proxy}/v1/tts/traces/{reply.id}").json()["request_id"] == reply.id
 
 
 def test_installed_prm_server_scores(installed: Installed, tmp_path: Path) -> None:
