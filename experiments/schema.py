@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "comparisons", "metadata", "schema_version"]
+__all__ = [
+    "MIGRATIONS", "SCHEMA_VERSION", "comparisons", "metadata", "schema_version", "traces",
+]  # fmt: skip
 
 metadata = sa.MetaData()
 
@@ -54,9 +56,26 @@ comparisons = sa.Table(
 )
 
 
+# Search traces (the proxy's /v1/tts/traces JSON), kept past the proxy's in-memory store.
+traces = sa.Table(
+    "tts_traces",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(100), nullable=False, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("strategy", sa.String(32), nullable=False),
+    sa.Column("trace", sa.JSON, nullable=False),
+)
+
+
 def _v1(conn: sa.Connection) -> None:
     comparisons.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1]
+def _v2(conn: sa.Connection) -> None:
+    traces.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)

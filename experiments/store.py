@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, S
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from experiments.records import Comparison
-from experiments.schema import MIGRATIONS, SCHEMA_VERSION, comparisons, schema_version
+from experiments.schema import MIGRATIONS, SCHEMA_VERSION, comparisons, schema_version, traces
 from experiments.urls import StoreError, database_url
 
 __all__ = ["ExperimentStore", "StoreError", "database_url"]
@@ -110,6 +110,28 @@ class ExperimentStore:
             values["created_at"] = _utc(values["created_at"])
             out.append(Comparison.from_row(values))
         return out
+
+    async def add_trace(
+        self, request_id: str, created_at: datetime, model: str, strategy: str,
+        trace: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """One search's trace (the proxy's JSON form), under its request id."""
+        row = {"request_id": request_id, "created_at": _utc(created_at), "model": model,
+               "strategy": strategy, "trace": trace}  # fmt: skip
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(traces.insert().values(**row))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write trace {request_id}: {exc}") from exc
+
+    async def trace(self, request_id: str) -> dict[str, Any] | None:
+        query = sa.select(traces.c.trace).where(traces.c.request_id == request_id)
+        try:
+            async with self._engine.connect() as conn:
+                found = (await conn.execute(query)).scalar_one_or_none()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the store: {exc}") from exc
+        return dict(found) if found is not None else None
 
     async def aclose(self) -> None:
         await self._engine.dispose()

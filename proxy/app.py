@@ -5,7 +5,7 @@ handlers that give every failure OpenAI's ``{"error": {...}}`` shape.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -37,7 +37,9 @@ from proxy.routes_traces import router as traces_router
 from proxy.service import Admission, AppState
 from proxy.settings import ProxySettings
 from proxy.shadow import Shadow
+from proxy.store_link import StoreLink
 from proxy.telemetry import RequestSpans, Telemetry
+from proxy.trace_archive import TraceArchive
 from proxy.traces import TraceStore
 from proxy.upstream import Upstream, UpstreamConfig
 from strategies import group_equivalent
@@ -74,6 +76,20 @@ def _v1(url: str | None) -> str | None:
     return url if url is None or url.endswith("/v1") else url + "/v1"
 
 
+def _upstreams(
+    settings: ProxySettings, metrics: Metrics, telemetry: Telemetry
+) -> tuple[list[Upstream], Upstream | None, Upstream | None]:
+    """The policy replicas' clients, and the PRM's and the verifier's when configured."""
+    policies = [_upstream(settings, "policy", url, metrics, telemetry)
+                for url in settings.policy_urls]  # fmt: skip
+    prm_url, verifier_url = _v1(settings.prm_url), _v1(settings.verifier_url)
+    prm = _upstream(settings, "prm", prm_url, metrics, telemetry) if prm_url else None
+    verifier = (
+        _upstream(settings, "verifier", verifier_url, metrics, telemetry) if verifier_url else None
+    )
+    return policies, prm, verifier
+
+
 def _log(request: Request, exc: ProxyError) -> None:
     """A disconnect is one INFO line; the proxy's own 5xx a WARNING (no request text)."""
     if isinstance(exc, ClientDisconnectedError):
@@ -104,6 +120,28 @@ def validation_error(errors: Sequence[Any]) -> InvalidRequestError:
     return InvalidRequestError(f"{param}: {first['msg']}", param=param)
 
 
+async def _records(
+    settings: ProxySettings, metrics: Metrics, telemetry: Telemetry
+) -> tuple[Shadow, TraceArchive | None, Callable[[], Awaitable[None]]]:
+    """What writes to the experiment store — shadow comparisons, and traces with
+    ``trace_persist`` — and how to close them. A bad store URL fails start-up when either is
+    configured."""
+    store = StoreLink(settings.store_url)
+    shadow = Shadow(settings, metrics, store, telemetry)
+    await shadow.open()
+    archive = TraceArchive(store, metrics) if settings.trace_persist else None
+    if archive is not None:
+        await store.get()
+
+    async def close() -> None:
+        await shadow.aclose()
+        if archive is not None:
+            await archive.aclose()
+        await store.aclose()
+
+    return shadow, archive, close
+
+
 def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
     """Build the proxy app; upstream clients live from startup to shutdown. ``span_exporter``
     receives every span at once (tests); by default spans go over OTLP when configured."""
@@ -119,16 +157,8 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Warm math-verify's parsers (sympy imports, ~0.5 s) before the first request needs them.
         group_equivalent(["1", "\\frac{1}{2}", "0.5", "x^2"])
-        policies = [_upstream(settings, "policy", url, metrics, telemetry)
-                    for url in settings.policy_urls]  # fmt: skip
-        prm_url, verifier_url = _v1(settings.prm_url), _v1(settings.verifier_url)
-        prm = _upstream(settings, "prm", prm_url, metrics, telemetry) if prm_url else None
-        verifier = (
-            _upstream(settings, "verifier", verifier_url, metrics, telemetry)
-            if verifier_url else None
-        )  # fmt: skip
-        shadow = Shadow(settings, metrics)
-        await shadow.open()
+        policies, prm, verifier = _upstreams(settings, metrics, telemetry)
+        shadow, archive, close_records = await _records(settings, metrics, telemetry)
         if settings.litellm_routes or settings.shadow_model:
             await load_litellm()  # at start-up, not in the first routed request
         pool = PolicyPool(policies, settings.policy_model)
@@ -144,13 +174,14 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
             traces=TraceStore(settings.trace_store_max, settings.trace_store_max_age_s,
                               settings.trace_store_max_bytes),
             telemetry=telemetry,
+            archive=archive,
             verifier=verifier,
         )  # fmt: skip
         try:
             async with pool.probing(settings.policy_probe_interval_s):
                 yield
         finally:
-            await shadow.aclose()
+            await close_records()
             for upstream in [*policies, *(u for u in (prm, verifier) if u is not None)]:
                 await upstream.aclose()
             telemetry.shutdown()

@@ -19,6 +19,7 @@ from proxy.protocol import (
     Usage,
 )
 from proxy.settings import ProxySettings
+from proxy.telemetry import Telemetry, record_usage
 
 __all__ = ["as_completion", "litellm_call", "litellm_params", "load_litellm"]
 
@@ -77,11 +78,16 @@ async def load_litellm() -> Any:
     return litellm
 
 
-async def litellm_call(route: str, params: dict[str, Any]) -> Any:
-    """One ``litellm.acompletion(model=route, **params)``; raises ``ProxyError``s only."""
+async def litellm_call(route: str, params: dict[str, Any], telemetry: Telemetry) -> Any:
+    """One ``litellm.acompletion(model=route, **params)``, in its own span; raises
+    ``ProxyError``s only."""
     litellm = await load_litellm()
     try:
-        return await litellm.acompletion(model=route, **params)
+        with telemetry.baseline_span(route) as span:
+            response = await litellm.acompletion(model=route, **params)
+            if span is not None and hasattr(response, "model_dump"):
+                record_usage(span, response.model_dump())
+            return response
     except (litellm.Timeout, TimeoutError) as exc:
         raise UpstreamTimeoutError(f"large API {route!r} timed out: {exc}") from exc
     except (litellm.BadRequestError, litellm.UnprocessableEntityError) as exc:

@@ -82,6 +82,10 @@ class Metrics:
         self.trace_store_bytes = Gauge(
             "tts_trace_store_bytes", "Estimated size of the kept traces", registry=r
         )
+        self.trace_persist = Counter(
+            "tts_trace_persist", "Traces written to the experiment store (stored, dropped: too "
+            "many writes pending, store_error)", ["outcome"], registry=r,
+        )  # fmt: skip
         self.scorer_latency = Histogram(
             "tts_scorer_call_seconds", "Step-scorer calls (PRM, verifier, confidence)",
             ["scorer"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),

@@ -150,7 +150,7 @@ def _attach(line: bytes, note: dict[str, Any]) -> bytes:
 
 async def litellm_completion(state: AppState, route: str, request: ChatCompletionRequest) -> Any:
     """A completion from a large API through litellm (for A/B routes)."""
-    return await litellm_call(route, litellm_params(state.settings, request))
+    return await litellm_call(route, litellm_params(state.settings, request), state.telemetry)
 
 
 class StreamEnd:

@@ -82,12 +82,15 @@ class SearchJob:
         )  # fmt: skip
         _record(state, plan, completion, total_s, outcome.upstream_s)
         record_search(state.metrics, outcome.result)
-        state.traces.put(trace_of(
+        trace = trace_of(
             outcome.result, request_id=self.request_id, model=self.model,
             requested=plan.requested, budget=plan.config.budget,
             question=problem_text(self.chat), latency_s=total_s,
             has_text=state.settings.store_text, max_nodes=state.settings.trace_max_nodes,
-        ))  # fmt: skip
+        )  # fmt: skip
+        state.traces.put(trace)
+        if state.archive is not None:
+            state.archive.save(trace)
         state.metrics.trace_store.set(len(state.traces))
         state.metrics.trace_store_bytes.set(state.traces.bytes)
         if ticket is not None:

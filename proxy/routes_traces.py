@@ -46,12 +46,15 @@ def _summary(t: SearchTrace) -> TraceSummary:
 )  # fmt: skip
 async def get_trace(request_id: str, state: AppState = Depends(get_state)) -> SearchTrace:  # noqa: B008
     trace = state.traces.get(request_id)
+    if trace is None and state.archive is not None:
+        trace = await state.archive.load(request_id)
     if trace is None:
         settings = state.settings
         raise NotFoundError(
             f"no trace for request {request_id!r}: the id is the X-Request-Id response header "
             f"of a searched request, and traces are kept for {settings.trace_store_max_age_s:g} "
-            f"s, {settings.trace_store_max} at most (PROXY_TRACE_STORE_MAX*)",
+            f"s, {settings.trace_store_max} at most (PROXY_TRACE_STORE_MAX*; PROXY_TRACE_PERSIST "
+            "keeps them in the experiment store)",
             param="request_id", code="trace_not_found",
         )  # fmt: skip
     return trace

@@ -30,6 +30,7 @@ from proxy.replicas import PolicyPool
 from proxy.settings import ProxySettings, StrategyChoice
 from proxy.shadow import Shadow
 from proxy.telemetry import Telemetry
+from proxy.trace_archive import TraceArchive
 from proxy.traces import TraceStore
 from proxy.upstream import Upstream
 from proxy.verifier import VerifierScorer
@@ -104,6 +105,7 @@ class AppState:
     shadow: Shadow
     traces: TraceStore
     telemetry: Telemetry
+    archive: TraceArchive | None = None  # PROXY_TRACE_PERSIST
     verifier: Upstream | None = None  # PROXY_VERIFIER_URL; None: the policy serves as verifier
     drain: Drain = field(default_factory=Drain)
 

@@ -100,6 +100,7 @@ class ProxySettings(BaseSettings):
     trace_store_max_age_s: float = Field(default=3600.0, gt=0)
     trace_store_max_bytes: int = Field(default=64 * 2**20, ge=0)  # all kept traces together
     trace_max_nodes: int = Field(default=4096, ge=1)  # per trace; beyond: cut, flagged
+    trace_persist: bool = False  # also write every trace to the experiment store (store_url)
     # The SDK's standard variables (no PROXY_ prefix); unset: no spans are recorded.
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias=AliasChoices(

@@ -24,6 +24,8 @@ from proxy.metrics import Metrics
 from proxy.protocol import ChatCompletion, ChatCompletionRequest
 from proxy.settings import ProxySettings
 from proxy.shadow_records import Primary, baseline_side, comparison
+from proxy.store_link import StoreLink
+from proxy.telemetry import Telemetry
 
 __all__ = ["Shadow", "ShadowTicket"]
 
@@ -42,13 +44,20 @@ class ShadowTicket:
 class Shadow:
     """Starts baseline calls, pairs them with our answers and writes the records."""
 
-    def __init__(self, settings: ProxySettings, metrics: Metrics, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        metrics: Metrics,
+        store: StoreLink,
+        telemetry: Telemetry,
+        seed: int | None = None,
+    ) -> None:
         self._settings = settings
+        self._telemetry = telemetry
         self._metrics = metrics
         self._random = random.Random(seed)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._store: Any = None
-        self._store_lock = asyncio.Lock()
+        self._store = store
 
     def target(self, plan: Plan) -> str | None:
         """The baseline to compare this request with: X-TTS-Compare, else the configured one at
@@ -97,7 +106,7 @@ class Shadow:
         record = comparison(ticket.primary.result(), baseline_side(ticket.route, *baseline),
                             self._settings)  # fmt: skip
         try:
-            store = await self._open_store()
+            store = await self._store.get()
             await store.add(record)
         except Exception as exc:  # a task boundary: a broken store must not reach any request
             self._metrics.shadow.labels("store_error").inc()
@@ -114,7 +123,8 @@ class Shadow:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._settings.shadow_timeout_s):
-                response = await litellm_call(ticket.route, litellm_params(self._settings, plain))
+                params = litellm_params(self._settings, plain)
+                response = await litellm_call(ticket.route, params, self._telemetry)
         except TimeoutError:
             error = UpstreamTimeoutError(f"no answer in {self._settings.shadow_timeout_s:g} s")
             return None, time.perf_counter() - started, error
@@ -145,14 +155,7 @@ class Shadow:
     async def open(self) -> None:
         """Open the store now when comparisons are configured, so a bad URL fails start-up."""
         if self._settings.shadow_model:
-            await self._open_store()
-
-    async def _open_store(self) -> Any:
-        async with self._store_lock:
-            if self._store is None:
-                store = importlib.import_module("experiments.store")  # the store extra
-                self._store = await store.ExperimentStore.open(self._settings.store_url)
-            return self._store
+            await self._store.get()
 
     async def aclose(self, grace_s: float = 5.0) -> None:
         """Let pending comparisons finish for up to ``grace_s``, then cancel the rest."""
@@ -163,5 +166,3 @@ class Shadow:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._store is not None:
-            await self._store.aclose()

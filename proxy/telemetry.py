@@ -118,6 +118,18 @@ class Telemetry:
             _PROPAGATOR.inject(headers)
             yield span, headers
 
+    @contextlib.contextmanager
+    def baseline_span(self, route: str) -> Iterator[Span | None]:
+        """A large-API call through litellm (a route, or a shadow comparison's baseline)."""
+        if not self.is_recording:
+            yield None
+            return
+        attributes = {"tts.upstream": "baseline", "gen_ai.operation.name": "chat",
+                      "gen_ai.request.model": route}  # fmt: skip
+        with self.tracer.start_as_current_span(f"chat {route}", kind=SpanKind.CLIENT,
+                                               attributes=attributes) as span:  # fmt: skip
+            yield span
+
     def search_observer(self) -> RoundSpans | None:
         """One span per search round under the current span (``None``: nothing records)."""
         return RoundSpans(self.tracer) if self.is_recording else None

@@ -129,3 +129,30 @@ async def test_postgresql_store(postgres_url: str) -> None:
     assert got[0].created_at.tzinfo is not None
     assert await reopened.version() == SCHEMA_VERSION
     await reopened.aclose()
+
+
+async def test_traces_round_trip_and_a_v1_store_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "exp.sqlite"
+    await (await ExperimentStore.open(str(path))).aclose()
+    with sqlite3.connect(path) as db:  # as release 1 left it: no traces table
+        db.execute("DROP TABLE tts_traces")
+        db.execute("UPDATE tts_schema_version SET version = 1")
+    store = await ExperimentStore.open(str(path))
+    assert await store.version() == SCHEMA_VERSION == 2
+    await store.add(record(1))
+    trace = {"request_id": "chatcmpl-1", "nodes": [{"node_id": 0, "text": None}], "answer": "4"}
+    await store.add_trace("chatcmpl-1", T0, "qwen", "beam_search", trace)
+    assert await store.trace("chatcmpl-1") == trace
+    assert await store.trace("chatcmpl-2") is None
+    with pytest.raises(StoreError, match="chatcmpl-1"):
+        await store.add_trace("chatcmpl-1", T0, "qwen", "beam_search", trace)
+    assert [r.request_id for r in await store.comparisons()] == ["chatcmpl-1"]
+    await store.aclose()
+
+
+async def test_postgresql_traces(postgres_url: str) -> None:
+    store = await ExperimentStore.open(postgres_url)
+    trace = {"request_id": "chatcmpl-pg", "calls": [{"kind": "policy", "started_ms": 0.5}]}
+    await store.add_trace("chatcmpl-pg", T0, "qwen", "dvts", trace)
+    assert await store.trace("chatcmpl-pg") == trace
+    await store.aclose()

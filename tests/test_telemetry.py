@@ -145,3 +145,28 @@ def test_spans_are_exported_over_otlp_http(stack: ExitStack, vllm: FakeVllm, prm
     services = {a.value.string_value for r, _ in spans for a in r.attributes
                 if a.key == "service.name"}  # fmt: skip
     assert services == {"tts-test"}
+
+
+def test_a_large_api_route_is_a_client_span_with_its_tokens(
+    stack: ExitStack, vllm: FakeVllm, prm: FakePrm
+) -> None:
+    exporter = InMemorySpanExporter()
+    vllm_url = stack.enter_context(serve(vllm.app()))
+    values: dict[str, Any] = {
+        "policy_urls": [vllm_url + "/v1"], "litellm_routes": {"big-model": "openai/upstream-big"},
+        "litellm_api_base": vllm_url + "/v1", "litellm_api_key": "sk-test",
+    }  # fmt: skip
+    settings = ProxySettings(**values)
+    url = stack.enter_context(serve(create_app(settings, span_exporter=exporter)))
+    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+        completion = client.chat.completions.create(
+            model="big-model", messages=[{"role": "user", "content": "What is 2 + 2?"}],
+            extra_headers={"traceparent": TRACEPARENT},
+        )  # fmt: skip
+    spans = finished(exporter, "POST /v1/chat/completions")
+    baseline = next(s for s in spans if s.name == "chat openai/upstream-big")
+    server = next(s for s in spans if s.name == "POST /v1/chat/completions")
+    assert baseline.kind is SpanKind.CLIENT and parent_of(baseline) == server.context.span_id
+    assert baseline.attributes is not None and completion.usage is not None
+    assert baseline.attributes["tts.upstream"] == "baseline"
+    assert baseline.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens

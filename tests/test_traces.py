@@ -4,12 +4,14 @@ and the search metrics on ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from experiments.store import ExperimentStore
 from harness.fake_servers import FakeVllm
 from proxy.traces import SearchTrace, TraceStore
 from tests.conftest import ProxyFactory
@@ -200,3 +202,29 @@ def test_the_pages_and_their_assets_are_served(start_proxy: ProxyFactory, path: 
     assert response.status_code == 200
     assert "cdn" not in response.text.lower() and "https://" not in response.text
     assert httpx.get(url + "/ui/static/other.js").status_code == 404
+
+
+def test_persisted_traces_outlive_the_memory_store(
+    start_proxy: ProxyFactory, tmp_path: Any
+) -> None:
+    path = tmp_path / "exp.sqlite"
+    url = start_proxy(trace_persist=True, store_url=str(path), trace_store_max=1)
+    first, _ = search(url, BEAM)
+    kept = httpx.get(f"{url}/v1/tts/traces/{first}").json()  # still in memory
+    second, _ = search(url, {"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"})
+    assert [t["request_id"] for t in httpx.get(f"{url}/v1/tts/traces").json()["data"]] == [second]
+    deadline = time.monotonic() + 10
+    while 'tts_trace_persist_total{outcome="stored"} 2.0' not in httpx.get(f"{url}/metrics").text:
+        assert time.monotonic() < deadline, "the traces were not written to the store"
+        time.sleep(0.05)
+    assert httpx.get(f"{url}/v1/tts/traces/{first}").json() == kept  # read back from the store
+
+    async def stored() -> dict[str, Any] | None:
+        store = await ExperimentStore.open(str(path))
+        try:
+            return await store.trace(second)
+        finally:
+            await store.aclose()
+
+    row = asyncio.run(stored())
+    assert row is not None and row["strategy"] == "majority"
