@@ -256,3 +256,30 @@ def _health_turns_503(url: str, path: str, within_s: float = 30.0) -> bool:
             return bool(response.json()["status"] == "unavailable")
         time.sleep(0.5)
     return False
+
+
+def test_the_trace_page_of_a_real_beam_search(vllm_url: str, stack: ExitStack) -> None:
+    from tests.test_trace_page import ARTIFACTS, browse
+
+    settings = ProxySettings(
+        policy_urls=[vllm_url], max_answer_tokens=160, max_step_tokens=48,
+        default_max_steps=4, request_timeout_s=300, store_text=True,
+    )  # fmt: skip
+    url = stack.enter_context(serve(create_app(settings)))
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=300, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2", messages=QUESTION,
+        extra_headers={"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "8",
+                       "X-TTS-Beam-Width": "4"},
+    )  # fmt: skip
+    client.close()
+    request_id = raw.headers["x-request-id"]
+    trace = httpx.get(f"{url}/v1/tts/traces/{request_id}").json()
+    assert trace["strategy"] == "beam_search" and len(trace["nodes"]) >= 8
+    assert all(n["text"] is not None for n in trace["nodes"])
+    dom = browse(f"{url}/ui/traces/{request_id}", "--dump-dom")
+    assert dom.count('<circle class="node') == len(trace["nodes"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = (ARTIFACTS / "trace-page-vllm.png").resolve()
+    browse(f"{url}/ui/traces/{request_id}", f"--screenshot={shot}", "--window-size=1300,1250")
+    assert shot.stat().st_size > 20_000
