@@ -1,5 +1,5 @@
 """The trace pages in a real headless browser (Debian's ``chromium``; ``.ci/run`` installs it):
-the tree of a beam search made against the fakes is drawn node for node, the chosen answer's
+the tree of a 72-node beam search made against the fakes is drawn node for node, the chosen answer's
 path is highlighted, and a screenshot is kept in ``test-artifacts/``."""
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def browse(url: str, *args: str) -> str:
 
 def test_the_trace_page_draws_the_tree_and_the_chosen_path(start_proxy: ProxyFactory) -> None:
     url = start_proxy(store_text=True)
-    headers = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "16", "X-TTS-Beam-Width": "4"}
+    headers = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "24", "X-TTS-Beam-Width": "4"}
     request_id, tts = search(url, headers)
     trace = httpx.get(f"{url}/v1/tts/traces/{request_id}").json()
     nodes = {n["node_id"]: n for n in trace["nodes"]}
-    assert len(nodes) >= 40
+    assert len(nodes) >= 64
 
     def with_ancestors(node_id: int | None) -> list[int]:
         chain = []

@@ -228,3 +228,22 @@ def test_persisted_traces_outlive_the_memory_store(
 
     row = asyncio.run(stored())
     assert row is not None and row["strategy"] == "majority"
+
+
+def test_streamed_and_responses_api_searches_are_traced_too(start_proxy: ProxyFactory) -> None:
+    url = start_proxy()
+    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+        with client.responses.with_streaming_response.create(
+            model="fake-policy", input="What is 2 + 2?", stream=True, extra_headers=BEAM
+        ) as streamed:
+            response_id = streamed.headers["x-request-id"]
+            assert response_id.startswith("resp_")
+            assert "response.completed" in streamed.read().decode()
+        chat = client.chat.completions.with_raw_response.create(
+            model="fake-policy", messages=MESSAGES, stream=True, extra_headers=BEAM
+        )
+        chat_id = chat.headers["x-request-id"]
+        assert [c.id for c in chat.parse()][-1] == chat_id
+    for request_id in (response_id, chat_id):
+        trace = httpx.get(f"{url}/v1/tts/traces/{request_id}").json()
+        assert trace["strategy"] == "beam_search" and trace["answer"] == "4"
