@@ -8,6 +8,15 @@ BIN := $(VENV)/bin
 LOCK := requirements/dev.lock
 POLICY_LOCK := cpu_stack/policy.lock
 STAMP := $(VENV)/.installed
+# The Kubernetes manifests' security linter (checkov) lives in its own venv, from its own lock.
+DEPLOY_VENV := .venv-deploy
+DEPLOY_LOCK := requirements/deploy-lint.lock
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+K8S_OVERLAYS := production-stack llm-d
+# Skipped, with reasons: the image is the one you build (pin its digest in your overlay's
+# `images:`); the store URL and API keys are env vars from Secrets because the proxy reads its
+# settings from the environment.
+CHECKOV_SKIP := CKV_K8S_43,CKV_K8S_35
 SRC := strategies proxy prm_server cpu_stack experiments tts_eval harness tests bench
 # pip-tools honours this machine's pip configuration (the local CPU torch wheel); the locks must
 # not record index or find-links locations, each machine's pip configuration supplies them.
@@ -31,8 +40,16 @@ $(STAMP): $(LOCK) pyproject.toml
 install: $(STAMP)
 
 # Re-resolve every lock at the newest versions pyproject.toml / policy.in allow, then rebuild.
+$(DEPLOY_STAMP): $(DEPLOY_LOCK)
+	rm -rf $(DEPLOY_VENV)
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --disable-pip-version-check --progress-bar off --quiet \
+		--no-deps --require-hashes -r $(DEPLOY_LOCK)
+	touch $(DEPLOY_STAMP)
+
 lock: $(STAMP)
 	$(COMPILE) --allow-unsafe --extra dev --extra prm --extra litellm --extra eval --extra store -o $(LOCK) pyproject.toml
+	$(COMPILE) --allow-unsafe -o $(DEPLOY_LOCK) requirements/deploy-lint.in
 	$(COMPILE) $(POLICY_UNSAFE) -o $(POLICY_LOCK) cpu_stack/policy.in
 	$(BIN)/python -m harness.locks docker $(LOCK) requirements/docker.txt
 	$(MAKE) install
@@ -57,9 +74,15 @@ e2e: $(STAMP)
 	$(BIN)/pytest -m e2e
 
 # No Docker engine on CI machines: lint the Dockerfile and validate the compose file instead.
-deploy-lint: $(STAMP)
+deploy-lint: $(STAMP) $(DEPLOY_STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/docker-compose -f compose.yaml config -q
+	mkdir -p build/k8s
+	for overlay in $(K8S_OVERLAYS); do \
+		kubectl kustomize deploy/k8s/overlays/$$overlay > build/k8s/$$overlay.yaml || exit 1; \
+		$(DEPLOY_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes \
+			--skip-check $(CHECKOV_SKIP) -f build/k8s/$$overlay.yaml || exit 1; \
+	done
 
 test: lint typecheck deploy-lint
 	$(BIN)/pytest
@@ -70,4 +93,4 @@ demo: $(STAMP)
 	$(BIN)/tts-demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(DEPLOY_VENV) .pytest_cache .mypy_cache .ruff_cache dist build

@@ -152,6 +152,11 @@ class ProxySettings(BaseSettings):
     def _strip_prm_url(cls, url: str | None) -> str | None:
         return url.rstrip("/") if url else None
 
+    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @classmethod
+    def _unset_if_empty(cls, url: str | None) -> str | None:
+        return url or None  # OTEL_EXPORTER_OTLP_ENDPOINT="" (e.g. a ConfigMap's blank) is unset
+
     @field_validator("store_url")
     @classmethod
     def _check_store_url(cls, url: str) -> str:

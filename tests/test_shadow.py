@@ -94,6 +94,10 @@ def test_a_slow_baseline_never_delays_the_answer(
     url = shadow_proxy(start_proxy, api_url, db, store_text=True)
     completion = ask(url, "majority", headers={"X-TTS-Compare": "big"})
     assert completion.choices[0].message.content
+    deadline = time.monotonic() + 10  # the baseline's call may reach its server after our answer
+    while not fake.calls:
+        assert time.monotonic() < deadline, "the baseline was never called"
+        time.sleep(0.02)
     assert len(fake.calls) == 1 and fake.finished == 0  # answered while the baseline hangs
     assert stored(db, timeout_s=0.5) == []
     fake.gate.set()

@@ -106,7 +106,9 @@ const TtsTrace = (() => {
     const { y, rows } = layout(nodes);
     const win = winningPath(nodes);
     const depths = Math.max(0, ...nodes.map((n) => n.depth)) + 1;
-    const dx = Math.max(70, Math.min(140, 1100 / depths)), dy = 16, left = 40, top = 24;
+    // 16 px per leaf; big trees are packed tighter (down to 9 px) so more of them fits a screen.
+    const dx = Math.max(70, Math.min(140, 1100 / depths)), left = 40, top = 24;
+    const dy = rows > 56 ? Math.max(9, 900 / rows) : 16, radius = Math.min(6, dy / 2 - 0.5);
     const svg = $("tree");
     svg.setAttribute("width", left * 2 + dx * (depths - 1) + 180);
     svg.setAttribute("height", top * 2 + dy * Math.max(rows - 1, 0));
@@ -126,7 +128,7 @@ const TtsTrace = (() => {
       const cls = ["node", n.status, win.has(n.node_id) ? "win" : "",
                    n.status === "pruned" || n.status === "duplicate" ? "faded" : ""];
       const circle = el("circle", {
-        class: cls.join(" ").replace(/\s+/g, " ").trim(), cx: px(n), cy: py(n), r: 6,
+        class: cls.join(" ").replace(/\s+/g, " ").trim(), cx: px(n), cy: py(n), r: radius,
         fill: colour(n.score), "data-node-id": n.node_id, "data-status": n.status,
       });
       circle.append(el("title", {}, describe(n)));

@@ -1,0 +1,105 @@
+"""The Kubernetes manifests (``deploy/k8s``), rendered for both router options with kubectl's
+built-in kustomize and checked against the Kubernetes API's JSON schemas (strict: unknown fields
+fail), plus what the README promises of them. The security linter runs in ``make deploy-lint``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from proxy.settings import ProxySettings
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+VERSION = "1.31"  # the oldest Kubernetes these manifests are checked against
+ROUTERS = {
+    "production-stack": "http://vllm-router-service.tts.svc.cluster.local/v1",
+    "llm-d": "http://infra-inference-scheduling-inference-gateway-istio.tts.svc.cluster.local/v1",
+}
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise AssertionError("kubectl (with its built-in kustomize) is needed to render deploy/k8s")
+    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+                         capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize("overlay", sorted(ROUTERS))
+def test_rendered_manifests_are_valid_kubernetes(overlay: str) -> None:
+    docs = render(overlay)
+    assert len(docs) >= 10
+    for doc in docs:
+        kubernetes_validate.validate(doc, VERSION, strict=True)
+        assert doc["metadata"].get("namespace", "tts") == "tts"
+
+
+@pytest.mark.parametrize("overlay", sorted(ROUTERS))
+def test_the_proxy_points_at_its_router_with_settings_it_knows(
+    overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = render(overlay)
+    config = by_kind(docs, "ConfigMap", "tts-proxy")["data"]
+    # One URL: the router balances (and keeps a request's beams together); the proxy does not.
+    assert yaml.safe_load(config["PROXY_POLICY_URLS"]) == [ROUTERS[overlay]]
+    for key in config:  # a misspelt variable would be silently ignored by the pod
+        if key.startswith("PROXY_"):
+            assert key.removeprefix("PROXY_").lower() in ProxySettings.model_fields, key
+    for key, value in config.items():  # read the way the pod reads them: from the environment
+        monkeypatch.setenv(key, value)
+    settings = ProxySettings()
+    assert settings.policy_urls == [ROUTERS[overlay]]
+    assert settings.prm_url == "http://tts-prm:8002"
+    assert settings.otel_exporter_otlp_endpoint is None  # blank: nothing exported
+
+
+def test_the_proxy_deployment_is_hardened_and_probed_as_documented() -> None:
+    docs = render("production-stack")
+    deployment = by_kind(docs, "Deployment", "tts-proxy")
+    pod = deployment["spec"]["template"]["spec"]
+    (proxy,) = pod["containers"]
+    assert proxy["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert proxy["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert proxy["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= set(proxy["resources"]["limits"])
+    config = by_kind(docs, "ConfigMap", "tts-proxy")["data"]
+    assert pod["terminationGracePeriodSeconds"] > int(config["PROXY_SHUTDOWN_GRACE_S"])
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in proxy["env"]}
+    assert secrets["PROXY_STORE_URL"] == {"name": "tts-proxy-store", "key": "url", "optional": True}
+    hpa = by_kind(docs, "HorizontalPodAutoscaler", "tts-proxy")["spec"]
+    metrics = {m["type"]: m for m in hpa["metrics"]}
+    assert metrics["Resource"]["resource"]["name"] == "cpu"
+    assert metrics["Pods"]["pods"]["metric"]["name"] == "tts_searches_in_flight"
+    assert by_kind(docs, "PodDisruptionBudget", "tts-proxy")["spec"]["minAvailable"] == 1
+    prm = by_kind(docs, "Deployment", "tts-prm")["spec"]["template"]["spec"]
+    assert prm["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert prm["containers"][0]["command"] == ["tts-prm"]
+
+
+def test_router_values_turn_prefix_aware_routing_on() -> None:
+    stack = yaml.safe_load((K8S / "routers" / "production-stack-values.yaml").read_text())
+    assert stack["routerSpec"]["routingLogic"] == "prefixaware"
+    (model,) = stack["servingEngineSpec"]["modelSpec"]
+    assert model["vllmConfig"]["enablePrefixCaching"] is True
+    gaie = yaml.safe_load((K8S / "routers" / "llm-d" / "gaie-values.yaml").read_text())
+    assert gaie["inferenceExtension"]["pluginsConfigFile"] == "default-plugins.yaml"
+    ms = yaml.safe_load((K8S / "routers" / "llm-d" / "ms-values.yaml").read_text())
+    labels = ms["modelArtifacts"]["labels"]
+    assert all(
+        labels[k] == v for k, v in gaie["inferencePool"]["modelServers"]["matchLabels"].items()
+    )
+    assert "--enable-prefix-caching" in ms["decode"]["containers"][0]["args"]
