@@ -71,7 +71,7 @@ async def traces_page() -> HTMLResponse:
 
 @router.get("/ui/traces/{request_id}", include_in_schema=False)
 async def trace_page(request_id: str) -> HTMLResponse:
-    return HTMLResponse(_asset("trace.html"))
+    return HTMLResponse(_asset("traces.html"))  # the same page: its script reads the path
 
 
 @router.get("/ui/static/{name}", include_in_schema=False)

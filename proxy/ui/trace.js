@@ -40,12 +40,12 @@ const TtsTrace = (() => {
     };
   }
 
-  async function load(path, render) {
+  async function load(path, view, render) {
     try {
       const data = await getJson(path);
       render(data);
       $("status").hidden = true;
-      $("trace").hidden = false;
+      $(view).hidden = false;
     } catch (error) {
       $("status").textContent = "Could not load: " + error.message;
     }
@@ -232,7 +232,8 @@ const TtsTrace = (() => {
   }
 
   function showTrace(requestId) {
-    load(`/v1/tts/traces/${encodeURIComponent(requestId)}`, (trace) => {
+    $("back").hidden = false;
+    load(`/v1/tts/traces/${encodeURIComponent(requestId)}`, "trace-view", (trace) => {
       drawSummary(trace);
       drawTree(trace);
       drawAnswers(trace);
@@ -242,7 +243,7 @@ const TtsTrace = (() => {
   }
 
   function showList() {
-    load("/v1/tts/traces?limit=200", (list) => {
+    load("/v1/tts/traces?limit=200", "list-view", (list) => {
       const body = $("list").tBodies[0];
       for (const t of list.data) {
         const row = body.insertRow();
@@ -263,5 +264,12 @@ const TtsTrace = (() => {
     });
   }
 
-  return { showTrace, showList };
+  // /ui/traces/{request_id}: one search; /ui/traces: the recent ones.
+  function start(path) {
+    const match = /^\/ui\/traces\/(.+)$/.exec(path);
+    if (match) showTrace(decodeURIComponent(match[1]));
+    else showList();
+  }
+
+  return { start };
 })();
