@@ -85,7 +85,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 def test_wheel_ships_its_data_and_nothing_of_the_checkout(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    shipped = ("proxy/auto_rules.toml", "proxy/ui/trace.js", "proxy/ui/traces.html", "proxy/ui/trace.css",
+    shipped = ("proxy/auto_rules.toml", "proxy/ui/trace.js", "proxy/ui/traces.html",
+               "proxy/ui/trace.css",
                "cpu_stack/policy.lock", "cpu_stack/convert_gguf.py",
                "tts_eval/data/math500.jsonl", "tts_eval/data/aime24.jsonl",
                "tts_eval/data/README.md")  # fmt: skip
