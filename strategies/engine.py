@@ -55,6 +55,7 @@ class _Books:
     trace: dict[int, TraceNode] = dataclasses.field(default_factory=dict)
     calls: list[TraceCall] = dataclasses.field(default_factory=list)
     rounds: int = 0  # policy rounds started
+    next_call_id: int = 0
     origin: float | None = None  # loop time of the first call
     observer: SearchObserver | None = None
     next_id: int = 0
@@ -143,7 +144,7 @@ class SearchRun:
                 len(group) != n for group in batch.generations
             ):
                 raise SearchError("policy returned a different number of samples than asked for")
-            call.completion_tokens = batch.completion_tokens
+            call.completion_tokens, call.is_completed = batch.completion_tokens, True
         batch = dataclasses.replace(batch, generations=tuple(
             tuple(dataclasses.replace(g, call_id=call.call_id) for g in group)
             for group in batch.generations
@@ -179,7 +180,7 @@ class SearchRun:
             batch = await self._before_deadline(self.scorer.score(self.problem, requests))
             if batch is None:
                 return None
-            call.completion_tokens = batch.scored_tokens
+            call.completion_tokens, call.is_completed = batch.scored_tokens, True
         _check_scores(requests, batch.scores)
         usage = self._books.usage
         self._books.usage = dataclasses.replace(
@@ -199,7 +200,8 @@ class SearchRun:
     @contextlib.contextmanager
     def _call(self, kind: CallKind, samples: int) -> Iterator[_OpenCall]:
         """Time one upstream call for the trace (a policy call starts a new round) and let the
-        observer wrap it; recorded as not completed when the deadline or an error ended it."""
+        observer wrap it. The caller marks it completed; a deadline, a cap or an error leaves it
+        recorded as cut off."""
         books = self._books
         loop = asyncio.get_running_loop()
         if books.origin is None:
@@ -207,12 +209,12 @@ class SearchRun:
         if kind == "policy":
             books.rounds += 1
         round_index = max(books.rounds - 1, 0)
-        call = _OpenCall(len(books.calls), loop.time() - books.origin)
+        call = _OpenCall(books.next_call_id, loop.time() - books.origin)
+        books.next_call_id += 1
         observed = books.observer.call(kind, round_index) if books.observer else None
         try:
             with observed if observed is not None else contextlib.nullcontext():
                 yield call
-                call.is_completed = True
         finally:
             books.calls.append(TraceCall(
                 call.call_id, kind, round_index, call.started_s, loop.time() - books.origin,
@@ -289,6 +291,7 @@ class SearchRun:
             if streamed is None:
                 return None
             call.completion_tokens = sum(s.generation.completion_tokens for s in streamed)
+            call.is_completed = True
         usage = self._books.usage
         self._books.usage = dataclasses.replace(
             usage,

@@ -190,6 +190,11 @@ async def test_beam_search_deadline_returns_best_partial_flagged() -> None:
     assert result.is_partial
     assert [c.candidate.text for c in result.candidates] == [A]
     assert not result.candidates[0].candidate.is_finished
+    # The trace's timeline: the first round's calls completed, the second policy call cut off.
+    calls = [(c.call_id, c.kind, c.round, c.is_completed) for c in result.calls]
+    assert calls == [(0, "policy", 0, True), (1, "scorer", 0, True), (2, "policy", 1, False)]
+    assert all(c.started_s <= c.ended_s for c in result.calls)
+    assert result.calls[2].ended_s >= 0.075  # it ran until the deadline
 
 
 async def test_deadline_before_anything_raises_no_candidates() -> None:
