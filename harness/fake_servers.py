@@ -63,6 +63,27 @@ def _verdict(prompt: str, index: int, top: int) -> dict[str, Any]:
                          "text_offset": [0], "top_logprobs": tops}}  # fmt: skip
 
 
+_GENPRM = "Let's analyze the Paragraph "
+_LAST_USER = re.compile(r".*<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
+
+
+def _genprm_turn(prompt: str, index: int, top: int) -> dict[str, Any]:
+    """GenPRM's two calls: after ``Let's analyze the Paragraph k ...: `` an analysis naming the
+    paragraph and its ``<score>`` tag (ended by ``</analyze>``, which a stop string cuts); after
+    ``$\\boxed{`` the verdict token, P(yes) = the last user turn's (the paragraph's) tag."""
+    user = _LAST_USER.match(prompt)
+    tag = _SCORE.search(user[1]) if user else None
+    p = min(max(float(tag[1]) if tag else 0.5, 1e-4), 1 - 1e-4)
+    if not prompt.endswith("\\boxed{"):
+        number = prompt.rsplit(_GENPRM, 1)[1].split(" ", 1)[0]
+        text = f"paragraph {number} looks {'right' if p >= 0.5 else 'wrong'} ({p:g})."
+        tokens = tokens_of(text)
+        return {"index": index, "text": text, "finish_reason": "stop", "stop_reason": "</analyze>",
+                "logprobs": None, "n_tokens": len(tokens)}  # fmt: skip
+    verdict = _verdict(f"New step:\n<{p}>\n\n{_VERIFY}", index, top)
+    return verdict | {"n_tokens": 1}
+
+
 def _top_logprobs(token: str, k: int) -> dict[str, float]:
     """k alternatives: peaked (confidence ~7) for a plain token, flat (~1.6) for one with ``~``."""
     if "~" in token:
@@ -165,6 +186,11 @@ class FakeVllm:
         choices = []
         completion_tokens = 0
         for p, prompt in enumerate(prompts):
+            if _GENPRM in prompt:  # a GenPRM-style verifier's analysis or verdict
+                choice = _genprm_turn(prompt, p, int(body.get("logprobs") or 0))
+                completion_tokens += choice.pop("n_tokens")
+                choices.append(choice)
+                continue
             if _VERIFY in prompt:  # a verifier's question about one step
                 choice = _verdict(prompt, p, int(body.get("logprobs") or 0))
                 completion_tokens += 1

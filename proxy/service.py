@@ -238,8 +238,9 @@ def _scorer(
         upstream = state.verifier or policy.upstream
         judge = settings.verifier_model or model
         return VerifierScorer(
-            upstream, judge, state.renderer, stats, settings.verifier_top_logprobs
-        )
+            upstream, judge, state.renderer, stats, settings.verifier_top_logprobs,
+            settings.verifier_format, settings.verifier_analysis_tokens,
+        )  # fmt: skip
     return ConfidenceScorer(window=settings.confidence_window)
 
 

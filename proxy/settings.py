@@ -76,6 +76,9 @@ class ProxySettings(BaseSettings):
     verifier_max_connections: int = 64
     verifier_max_retries: int = 2
     verifier_top_logprobs: int = Field(default=20, ge=2, le=20)  # read P(yes) from these
+    # judge: one Yes/No question per step; genprm: GenPRM's conversation, analysis then verdict
+    verifier_format: Literal["judge", "genprm"] = "judge"
+    verifier_analysis_tokens: int = Field(default=256, ge=0, le=8192)  # genprm's analysis cap
 
     # -- large-API routes through litellm: {"gpt-4o": "openai/gpt-4o", ...} --------------------
     litellm_routes: dict[str, str] = Field(default_factory=dict)

@@ -161,7 +161,9 @@ class TtsReport(BaseModel):
     policy_calls: int | None = None
     prm_calls: int | None = None
     prm_tokens: int | None = None
-    verifier_calls: int | None = None
+    verifier_calls: int | None = Field(
+        default=None, description="scorer rounds: one batched call each (two with genprm)"
+    )
     verifier_tokens: int | None = Field(
         default=None, description="the verifier's prompt + generated tokens (also in usage)"
     )
