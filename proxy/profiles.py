@@ -139,6 +139,10 @@ def _params_from_name(name: str) -> float | None:
 
 
 def _scorer_class(kind: str, settings: ProxySettings, rules: AutoRules) -> ScorerClass:
+    if kind == "verifier":
+        if settings.verifier_strength is not None:
+            return settings.verifier_strength
+        return "strong" if settings.verifier_format == "genprm" else "weak"
     if kind != "prm":
         return "none"
     if settings.prm_strength is not None:

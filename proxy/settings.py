@@ -124,6 +124,9 @@ class ProxySettings(BaseSettings):
     policy_params_b: float | None = None  # policy size in billions (default: from its name)
     policy_family: str | None = None  # a family of the rules file (default: from its name)
     prm_strength: Literal["strong", "weak"] | None = None  # default: from the PRM's name
+    # auto's scorer class for the verifier; default: strong for genprm (a trained generative PRM),
+    # weak for judge (a chat model asked a question it was not trained to answer)
+    verifier_strength: Literal["strong", "weak"] | None = None
     add_reasoning_prompt: bool = True  # the family's prompt when a search request has none
     default_scorer: ScorerKind | None = None  # None: prm when a PRM is configured, else confidence
     default_budget: int = 8

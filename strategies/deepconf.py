@@ -28,15 +28,15 @@ import statistics
 from collections.abc import Sequence
 
 from strategies.answers import extract_answer, group_equivalent
-from strategies.auto import keeps_lead
 from strategies.engine import SearchRun
-from strategies.results import Candidate, DeepConfReport, SearchResult
+from strategies.results import AutoDecision, Candidate, DeepConfReport, SearchResult
 from strategies.steps import split_generation
+from strategies.stopping import keeps_lead
 from strategies.types import Finish, Generation, Sampling
 
 __all__ = [
-    "group_confidences", "lowest_group_confidence", "run_deepconf", "tail_confidence",
-    "token_confidence", "window_for",
+    "Warm", "confidence_sampling", "group_confidences", "lowest_group_confidence",
+    "run_deepconf", "tail_confidence", "token_confidence", "window_for",
 ]  # fmt: skip
 
 _SETTLED = 0.95  # the stopping rule's confidence, as auto's default
@@ -78,44 +78,70 @@ def window_for(lengths: Sequence[int]) -> int:
     return int(min(2048, max(8, statistics.median(lengths) // 4)))
 
 
-async def run_deepconf(run: SearchRun) -> SearchResult:
-    cfg = run.config
-    sampling = dataclasses.replace(run.sampling(is_step=False), top_logprobs=cfg.top_logprobs)
-    if cfg.deepconf_mode == "offline":
-        return await _offline(run, sampling)
-    return await _online(run, sampling)
+def confidence_sampling(run: SearchRun) -> Sampling:
+    """Full answers with the top-k log-probs that token confidence needs."""
+    return dataclasses.replace(run.sampling(is_step=False), top_logprobs=run.config.top_logprobs)
 
 
-async def _offline(run: SearchRun, sampling: Sampling) -> SearchResult:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Warm:
+    """Traces sampled before the search (``auto``'s pilots, drawn with ``confidence_sampling``):
+    the first of its N traces, already in the trace tree as ``nodes``."""
+
+    traces: tuple[Generation, ...] = ()
+    nodes: tuple[int, ...] = ()
+
+
+async def run_deepconf(
+    run: SearchRun, warm: Warm = Warm(), decision: AutoDecision | None = None
+) -> SearchResult:
+    sampling = confidence_sampling(run)
+    if run.config.deepconf_mode == "offline":
+        return await _offline(run, sampling, warm, decision)
+    return await _online(run, sampling, warm, decision)
+
+
+async def _offline(
+    run: SearchRun, sampling: Sampling, warm: Warm, decision: AutoDecision | None
+) -> SearchResult:
     cfg = run.config
-    batch = await run.generate([""], cfg.budget, sampling)
-    if batch is None:
-        return run.finish([])
-    traces = list(batch.generations[0])
+    traces, nodes = list(warm.traces), list[int | None](warm.nodes)
+    more = cfg.budget - len(traces)
+    if more > 0:
+        batch = await run.generate([""], more, sampling)
+        if batch is None and not traces:
+            return run.finish([])
+        fresh = list(batch.generations[0]) if batch is not None else []
+        traces, nodes = [*traces, *fresh], [*nodes, *[None] * len(fresh)]
     window = cfg.confidence_window or window_for([len(g.token_confidences) for g in traces])
     scores = [lowest_group_confidence(g.token_confidences, window) for g in traces]
     keep = max(1, math.ceil(len(traces) * cfg.keep_percent / 100))
-    order = sorted(range(len(traces)), key=lambda i: -scores[i])[:keep]
-    kept = sorted(order)
+    kept = sorted(sorted(range(len(traces)), key=lambda i: -scores[i])[:keep])
     report = DeepConfReport(
         mode="offline", keep_percent=cfg.keep_percent, window=window, traces=len(traces),
         kept=len(kept), stopped=0, threshold=None, warmup=None, settled=False,
     )  # fmt: skip
-    return _vote(run, [traces[i] for i in kept], [scores[i] for i in kept], report)
+    chosen = [(traces[i], scores[i], nodes[i]) for i in kept]
+    return _vote(run, chosen, report, decision)
 
 
-async def _online(run: SearchRun, sampling: Sampling) -> SearchResult:
+async def _online(
+    run: SearchRun, sampling: Sampling, warm: Warm, decision: AutoDecision | None
+) -> SearchResult:
     cfg = run.config
     n = cfg.budget
-    warmup = min(cfg.warmup or max(2, n // 4), n)
-    batch = await run.generate([""], warmup, sampling)
-    if batch is None:
-        return run.finish([])
-    kept = list(batch.generations[0])
+    warmup = max(min(cfg.warmup or max(2, n // 4), n), len(warm.traces))
+    kept, nodes = list(warm.traces), list[int | None](warm.nodes)
+    if warmup > len(kept):
+        batch = await run.generate([""], warmup - len(kept), sampling)
+        if batch is None and not kept:
+            return run.finish([])
+        fresh = list(batch.generations[0]) if batch is not None else []
+        kept, nodes = [*kept, *fresh], [*nodes, *[None] * len(fresh)]
     window = cfg.confidence_window or window_for([len(g.token_confidences) for g in kept])
     scores = [lowest_group_confidence(g.token_confidences, window) for g in kept]
     threshold = _percentile(scores, 100 - cfg.keep_percent)
-    traces, stopped, settled = warmup, 0, False
+    traces, stopped, settled = len(kept), 0, False
 
     def keep_going(confidences: Sequence[float]) -> bool:
         if len(confidences) < window:
@@ -137,28 +163,35 @@ async def _online(run: SearchRun, sampling: Sampling) -> SearchResult:
                 run.mark([run.new_node(None, 0, trace.text, trace.call_id)], "stopped")
                 continue
             kept.append(trace)
+            nodes.append(None)
             scores.append(lowest_group_confidence(trace.token_confidences, window))
     report = DeepConfReport(
         mode="online", keep_percent=cfg.keep_percent, window=window, traces=traces,
         kept=len(kept), stopped=stopped, threshold=threshold, warmup=warmup, settled=settled,
     )  # fmt: skip
-    return _vote(run, kept, scores, report)
+    return _vote(run, list(zip(kept, scores, nodes, strict=True)), report, decision)
 
 
 def _vote(
-    run: SearchRun, traces: Sequence[Generation], weights: Sequence[float], report: DeepConfReport
+    run: SearchRun,
+    chosen: Sequence[tuple[Generation, float, int | None]],
+    report: DeepConfReport,
+    decision: AutoDecision | None,
 ) -> SearchResult:
+    """The confidence-weighted vote of the chosen traces (trace, weight, its node if it has
+    one already)."""
     cfg = run.config
     candidates = [
         Candidate(
             steps=split_generation(trace, cfg.step_delimiter), is_finished=True,
             is_truncated=trace.finish is Finish.LENGTH,
-            node_id=run.new_node(None, 0, trace.text, trace.call_id),
+            node_id=node if node is not None else run.new_node(None, 0, trace.text, trace.call_id),
         )
-        for trace in traces
+        for trace, _, node in chosen
     ]  # fmt: skip
     run.mark([c.node_id for c in candidates], "finished")
-    return run.finish(candidates, weights=list(weights), deepconf=report)
+    weights = [weight for _, weight, _ in chosen]
+    return run.finish(candidates, decision, weights=weights, deepconf=report)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

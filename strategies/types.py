@@ -38,7 +38,9 @@ __all__ = [
     "VotingMode",
 ]
 
-MethodName = Literal["cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]
+MethodName = Literal[
+    "cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering", "deepconf"
+]
 StrategyName = Literal[
     "cot",
     "majority",

@@ -69,11 +69,52 @@ def plan_for(model: str, scorer: str, **kw: Any) -> Any:
         ("qwen2.5-72b-instruct", "prm", ("best_of_n", "best_of_n", "best_of_n")),
         ("qwen2.5-1.5b-instruct", "confidence", ("majority", "best_of_n", "best_of_n")),
         ("deepseek-r1-distill-qwen-7b", "prm", ("best_of_n", "best_of_n", "best_of_n")),
+        ("qwen2.5-14b-instruct", "confidence", ("majority", "deepconf", "deepconf")),
+        ("qwen2.5-72b-instruct", "confidence", ("majority", "deepconf", "deepconf")),
+        ("deepseek-r1-distill-qwen-14b", "confidence", ("majority", "deepconf", "deepconf")),
+        ("qwen2.5-1.5b-instruct", "verifier", ("majority", "best_of_n", "best_of_n")),
     ],
 )
 def test_rules_cells_resolve_per_setup(model: str, scorer: str, expected: tuple[str, ...]) -> None:
     auto = plan_for(model, scorer).config.auto
     assert (auto.methods["easy"], auto.methods["medium"], auto.methods["hard"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "strength"),
+    [({}, "weak"), ({"verifier_format": "genprm"}, "strong"),
+     ({"verifier_format": "genprm", "verifier_strength": "weak"}, "weak"),
+     ({"verifier_strength": "strong"}, "strong")],
+)  # fmt: skip
+def test_the_verifiers_strength_follows_its_format(
+    overrides: dict[str, Any], strength: str
+) -> None:
+    assert profile_of("m", "verifier", settings(**overrides), RULES).scorer == strength
+    auto = plan_for("qwen2.5-1.5b-instruct", "verifier", **overrides).config.auto
+    expected = ("best_of_n", "beam_search", "particle_filtering")
+    assert (tuple(auto.methods.values()) == expected) == (strength == "strong")
+
+
+def _hard_then_agreeing(prefix: str, i: int) -> str:
+    """Four pilots with four answers, then every later trace answers 4."""
+    return f"So the answer is \\boxed{{{[1, 2, 3, 5][i] if i < 4 else 4}}}."
+
+
+def test_auto_votes_with_deepconf_for_a_mid_policy_without_a_scorer(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    vllm.script = _hard_then_agreeing
+    url = start_proxy(with_prm=False, policy_params_b=14)
+    body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
+    headers = {"X-TTS-Budget": "16"}
+    tts = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30).json()
+    tts = tts["tts"]
+    assert tts["auto"]["difficulty"] == "hard" and tts["auto"]["method"] == "deepconf"
+    assert tts["deepconf"]["mode"] == "online" and tts["deepconf"]["warmup"] == 4
+    pilots, *streams = vllm.completion_calls
+    assert pilots["n"] == 4 and pilots["logprobs"] == 5 and not pilots.get("stream")
+    assert streams and all(c.get("stream") and c.get("n", 1) == 1 for c in streams)
+    assert vllm.streams_opened == len(streams) and tts["budget_spent"] <= 16
 
 
 def test_weak_prm_prefers_votes_over_search() -> None:

@@ -134,7 +134,7 @@ async def test_pilot_agreement_bins_difficulty(answers: list[int], difficulty: s
 
 
 @pytest.mark.parametrize(
-    "method", ["majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]
+    "method", ["majority", "best_of_n", "beam_search", "dvts", "particle_filtering", "deepconf"]
 )
 async def test_the_rules_table_picks_the_method(method: str) -> None:
     policy = FakePolicy(boxed([1, 2, 3, 5]))
@@ -176,7 +176,9 @@ async def test_spends_less_on_easy_than_on_hard() -> None:
 @given(
     st.integers(1, 40),
     st.lists(st.integers(0, 9), min_size=1, max_size=8),
-    st.sampled_from(["majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]),
+    st.sampled_from(
+        ["majority", "best_of_n", "beam_search", "dvts", "particle_filtering", "deepconf"]
+    ),
 )
 async def test_never_exceeds_the_budget_cap(budget: int, answers: list[int], method: str) -> None:
     policy = FakePolicy(boxed(answers))
@@ -209,3 +211,26 @@ async def test_cap_stops_a_search_that_would_overspend() -> None:
     result = await search("auto", "q", policy, FakeScorer(), config(budget=12))
     assert result.usage.generations_per_depth == (4, 4, 4)  # a 4th depth would pass the cap
     assert result.answer in {"1", "2", "3", "5"}  # the unfinished beams had no answer to vote
+
+
+async def test_deepconf_in_the_rules_takes_the_pilots_as_its_warm_up() -> None:
+    pilots = [f"we get so so \\boxed{{{a}}}" for a in (1, 2, 5, 6)]  # hard: four answers
+    sure = "we add them and get so so so so \\boxed{3}"
+    policy = FakePolicy({"": [*pilots, *[sure] * 12]})
+    result = await search("auto", "q", policy, None, config(budget=16, hard="deepconf"))
+    decision, report = result.decision, result.deepconf
+    assert decision is not None and decision.method == "deepconf" and result.strategy == "auto"
+    assert report is not None and report.mode == "online" and report.warmup == 4
+    # one call for the pilots, with the log-probs token confidence needs; then streams only
+    assert policy.calls[0].n == 4 and policy.calls[0].sampling.top_logprobs == 5
+    assert all(c.n == 1 for c in policy.calls[1:]) and len(policy.streams) == len(policy.calls[1:])
+    assert result.answer == "3" and result.usage.generations <= 16
+    assert decision.stopped_early == report.settled == (report.traces < 16)
+    # the pilots are in the trace once, as the first of deepconf's traces
+    assert result.trace is not None and len(result.trace) == report.traces
+
+
+async def test_pilots_without_deepconf_in_the_rules_ask_for_no_confidences() -> None:
+    policy = FakePolicy(boxed([1, 2, 3, 5]))
+    await search("auto", "q", policy, FakeScorer(), config(hard="majority"))
+    assert policy.calls[0].sampling.top_logprobs == 0

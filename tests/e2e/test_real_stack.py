@@ -126,6 +126,19 @@ def test_the_verifier_reads_p_yes_from_real_vllm(proxy_url: str, relay: tuple[Re
     assert tts["verifier_tokens"] > 0
 
 
+def test_the_genprm_format_on_real_vllm(vllm_url: str, stack: ExitStack) -> None:
+    # SmolLM2's own chat template takes GenPRM's multi-turn splice; vLLM stops at </analyze>
+    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=160, request_timeout_s=300,
+                             verifier_format="genprm", verifier_analysis_tokens=24)  # fmt: skip
+    url = stack.enter_context(serve(create_app(settings)))
+    completion = ask(url, "best_of_n", {"X-TTS-Budget": "2", "X-TTS-Scorer": "verifier"})
+    tts = completion.model_extra["tts"]
+    assert tts["scorer"] == "verifier-genprm:smollm2" and tts["verifier_calls"] == 1
+    scores = [c["score"] for c in tts["candidates"]]
+    assert scores and all(0.0 <= s <= 1.0 for s in scores)
+    assert tts["verifier_tokens"] > 0 and completion.choices[0].message.content
+
+
 def test_online_deepconf_stops_streams_in_real_vllm(vllm_url: str, stack: ExitStack) -> None:
     settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=160, request_timeout_s=300)
     url = stack.enter_context(serve(create_app(settings)))
