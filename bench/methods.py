@@ -14,7 +14,7 @@ Each group is its own proxy (its default scorer or DeepConf mode) in front of on
 writes ``tts-eval`` rows under ``--out/<group>``, so the run resumes where it stopped: run the
 same command again, ``--groups`` for some groups only. Problems are taken ``--chunk`` at a
 time across all groups, so a run cut short leaves every method on the same problems.
-``tts-eval report`` then makes the table.
+``tts-eval report`` then makes one table per group, ``bench.methods_table`` the table of all.
 
 Run: ``.venv/bin/python -m bench.methods [--problems 30] [--out docs/methods-cpu]``
 (hours on 2 cores: about 25k generated tokens per problem at ~40 tokens/s; do it in parts).
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.eval_cpu import USD_PER_HOUR  # a 2-vCPU VM stands in for the policy's hardware
+from bench.methods_table import report as methods_table
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
 from proxy.app import create_app
@@ -85,6 +86,7 @@ def main() -> None:
                         raise SystemExit(130)
     for group in args.groups:  # one table per group: the same method under another scorer
         tts_eval(["report", str(args.out / group)])
+    methods_table(args.out)  # and all groups side by side on the problems they all answered
 
 
 if __name__ == "__main__":

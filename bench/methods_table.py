@@ -1,0 +1,143 @@
+"""The table (and plot) of ``bench.methods``: every configuration of every scorer group on the
+problems all of them have answered, accuracy against **generated** tokens.
+
+``tts-eval report`` makes one table per group and counts prompt + generated tokens; the issue's
+targets are about generated tokens across groups (deepconf online at N = 16 against majority at
+N = 16; a verifier-scored search against majority at N = 8), so this table puts the groups side by
+side on the same problems and gives both counts, with each configuration's spread.
+
+Run: ``.venv/bin/python -m bench.methods_table [docs/methods-cpu]`` (prints the table, writes
+``accuracy_vs_generated_tokens.png`` there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tts_eval.report import markdown_table
+from tts_eval.rows import Row, read_rows
+from tts_eval.stats import wilson
+
+GROUPS = ("confidence", "verifier", "offline")
+_SCORED = {"best_of_n", "beam_search", "particle_filtering"}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    group: str
+    strategy: str
+    budget: int
+
+    @property
+    def label(self) -> str:
+        if self.strategy == "deepconf":
+            mode = "offline" if self.group == "offline" else "online"
+            return f"deepconf {mode} @{self.budget}"
+        scorer = f" ({self.group})" if self.strategy in _SCORED else ""
+        return f"{self.strategy}{scorer} @{self.budget}"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    config: Config
+    problems: int
+    correct: int
+    generated: list[int]
+    prompt: list[int]
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.problems
+
+
+def balanced(folder: Path) -> tuple[dict[Config, dict[str, Row]], list[str]]:
+    """Rows per configuration and problem, and the problems every configuration answered."""
+    by_config: dict[Config, dict[str, Row]] = defaultdict(dict)
+    for group in GROUPS:
+        for row in read_rows([folder / group]):
+            by_config[Config(group, row.strategy, row.budget)][row.id] = row
+    shared = set.intersection(*(set(rows) for rows in by_config.values())) if by_config else set()
+    return dict(by_config), sorted(shared)
+
+
+def lines(folder: Path) -> tuple[list[Line], list[str]]:
+    by_config, problems = balanced(folder)
+    out = []
+    for config, rows in by_config.items():
+        chosen = [rows[p] for p in problems]
+        out.append(Line(config, len(chosen), sum(r.correct for r in chosen),
+                        [r.completion_tokens for r in chosen],
+                        [r.prompt_tokens for r in chosen]))  # fmt: skip
+    return sorted(out, key=lambda line: statistics.fmean(line.generated or [0])), problems
+
+
+def _mean_sd(values: list[int]) -> str:
+    if len(values) < 2:
+        return f"{statistics.fmean(values):.0f}" if values else "-"
+    return f"{statistics.fmean(values):.0f} ± {statistics.stdev(values):.0f}"
+
+
+def table(found: list[Line], reference: Line | None) -> str:
+    headers = ("configuration", "problems", "accuracy % (95% CI)", "generated tokens/problem",
+               "vs majority@16", "prompt tokens/problem")  # fmt: skip
+    rows = []
+    for line in found:
+        low, high = wilson(line.correct, line.problems)
+        ratio = (
+            f"{sum(line.generated) / sum(reference.generated):.0%}"
+            if reference and sum(reference.generated) else "-"
+        )  # fmt: skip
+        rows.append([line.config.label, str(line.problems),
+                     f"{100 * line.accuracy:.1f} ({100 * low:.1f}-{100 * high:.1f})",
+                     _mean_sd(line.generated), ratio, _mean_sd(line.prompt)])  # fmt: skip
+    return markdown_table(headers, rows)
+
+
+def plot(found: list[Line], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for line in found:
+        low, high = wilson(line.correct, line.problems)
+        x = statistics.fmean(line.generated)
+        spread = [[100 * (line.accuracy - low)], [100 * (high - line.accuracy)]]
+        ax.errorbar([x], [100 * line.accuracy], yerr=spread, fmt="o", capsize=3)
+        ax.annotate(line.config.label, (x, 100 * line.accuracy), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("generated tokens per problem (mean)")
+    ax.set_ylabel("accuracy % (95% Wilson interval)")
+    ax.set_title(f"bench.methods on the CPU stack ({found[0].problems} problems)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(folder: Path) -> str:
+    """Print the table, write the plot next to the rows; the table's text."""
+    found, problems = lines(folder)
+    if not found or not problems:
+        raise SystemExit(f"no problem is answered by every configuration under {folder}")
+    reference = next((x for x in found if x.config == Config("confidence", "majority", 16)), None)
+    text = table(found, reference)
+    plot(found, folder / "accuracy_vs_generated_tokens.png")
+    print(text)
+    print(f"\n{len(problems)} problems; plot: {folder / 'accuracy_vs_generated_tokens.png'}")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("folder", type=Path, nargs="?", default=Path("docs/methods-cpu"))
+    report(parser.parse_args().folder)
+
+
+if __name__ == "__main__":
+    main()
