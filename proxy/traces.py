@@ -15,14 +15,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from strategies import SearchResult, TraceCall, TraceNode
+from strategies import CallKind, NodeStatus, SearchResult, TraceCall, TraceNode
 
 __all__ = [
     "SearchTrace", "TraceAnswer", "TraceCallOut", "TraceList", "TraceNodeOut", "TraceStore",
     "TraceSummary", "trace_of",
 ]  # fmt: skip
 
-NodeStatus = Literal["kept", "pruned", "finished", "duplicate", "stopped"]
 _NODE_BYTES = 160  # a node's fields without its text, roughly, for the byte budget
 
 
@@ -44,7 +43,7 @@ class TraceCallOut(BaseModel):
     """One upstream call: policy (generation) or scorer, with its place on the timeline."""
 
     call_id: int
-    kind: Literal["policy", "scorer"]
+    kind: CallKind
     round: int = Field(description="policy round: a step search's depth, deepconf's wave")
     started_ms: float = Field(description="since the search's first call")
     ended_ms: float
