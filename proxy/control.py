@@ -27,7 +27,7 @@ _ALIAS = re.compile(r"^(?P<strategy>[a-z_]+)(?:-(?P<budget>\d+))?/(?P<model>.+)$
 _FIELDS = ("strategy", "budget", "beam_width", "scoring", "voting", "scorer", "max_steps")
 _EXTRA_FIELDS = (
     "timeout_ms", "trace", "max_total_tokens", "keep_percent", "deepconf_mode", "warmup",
-    "confidence_window", "compare", "reference",
+    "confidence_window", "particle_iterations", "compare", "reference",
 )  # fmt: skip
 _HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
 # Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
@@ -225,6 +225,7 @@ def _build_config(
         max_answer_tokens=min(settings.max_answer_tokens, cap or settings.max_answer_tokens),
         top_candidates=settings.top_candidates_in_response,
         max_total_tokens=options.max_total_tokens,
+        particle_iterations=options.particle_iterations or 1,
         top_logprobs=settings.deepconf_top_logprobs,
         **{k: v for k, v in _deepconf_fields(options, settings).items() if v is not None},
     )

@@ -123,6 +123,11 @@ def tts_extension(
         max_generations=_max_generations(plan.strategy, cfg),
         budget_spent=usage.generations,
         beam_width=cfg.beam_width if result.strategy in ("beam_search", "dvts", "auto") else None,
+        particle_iterations=(
+            cfg.particle_iterations
+            if result.strategy == "particle_filtering" and cfg.particle_iterations > 1
+            else None
+        ),
         scoring=result.scoring,
         voting=result.voting,
         scorer=result.scorer,

@@ -72,6 +72,10 @@ class TtsOptions(BaseModel):
         default=None, ge=1, le=2048, description="deepconf: tokens per confidence group "
         "(default: a quarter of the median trace length, 8..2048)",
     )  # fmt: skip
+    particle_iterations: int | None = Field(
+        default=None, ge=1, le=16, description="particle_filtering: sweeps; > 1 is particle "
+        "Gibbs, the budget split over them, each sweep conditioned on the last one's pick",
+    )  # fmt: skip
     compare: str | None = Field(default=None, description="shadow with this baseline model")
     reference: str | None = Field(default=None, description="the known correct answer")
 
@@ -125,7 +129,7 @@ class TtsCompare(BaseModel):
 # Sections that are absent (not null) when they do not apply.
 _SECTIONS = (
     "auto", "trace", "profile", "compare", "temperature_note", "seed", "max_total_tokens",
-    "is_token_capped", "verifier_calls", "verifier_tokens", "deepconf",
+    "is_token_capped", "verifier_calls", "verifier_tokens", "deepconf", "particle_iterations",
 )  # fmt: skip
 
 
@@ -152,6 +156,9 @@ class TtsReport(BaseModel):
         default=None, description="generations made: every sampled continuation, each step"
     )
     beam_width: int | None = None
+    particle_iterations: int | None = Field(
+        default=None, description="particle Gibbs: the sweeps (absent for one, plain filtering)"
+    )
     scoring: str | None = None
     voting: str | None = None
     scorer: str | None = None

@@ -14,6 +14,15 @@ Resampling is **systematic** (one uniform draw, N evenly spaced pointers): each 
 and a weak one not copied by the luck of N independent draws, as multinomial resampling (its_hub's
 choice) allows — the same expected counts with lower variance, at the same O(N) cost.
 
+**Particle Gibbs** (``particle_iterations`` > 1; Puri et al. §3.2, after Andrieu, Doucet and
+Holenstein 2010): the budget is split into that many sweeps of ``budget // iterations``
+particles. After a sweep one particle, drawn in proportion to its final weight, becomes the
+*reference* of the next sweep: it holds slot 0 and replays its own steps and scores (no policy
+or scorer call for it), and at each round it is weighed by its score at that round, as every
+other particle is, so an older, longer path gets no edge. Resampling draws the other slots from
+all N, the reference included; a copy of the reference is its path up to that round, which then
+samples on freely. The answer is the vote over the last sweep's set.
+
 The resampling RNG is seeded from ``SearchConfig.seed``: the same seed and the same samples give
 the same search. Sources: Puri et al. 2025 ("A Probabilistic Inference Approach to Inference-Time
 Scaling of LLMs using Particle-Based Monte Carlo Methods") and its_hub's implementation.
@@ -33,6 +42,7 @@ from strategies.results import Candidate, SearchResult
 
 __all__ = ["particle_weights", "run_particle_filtering", "systematic_resample"]
 
+Trajectory = list[Candidate]  # a particle's candidate after each round
 _EPS = 1e-6  # scores are clipped to [eps, 1 - eps] before the logit
 
 
@@ -48,9 +58,12 @@ def particle_weights(scores: Sequence[float], temperature: float) -> list[float]
     return [v / total for v in raw]
 
 
-def systematic_resample(weights: Sequence[float], rng: random.Random) -> list[int]:
-    """Indices of the ``len(weights)`` particles drawn: pointers ``(u + k) / N``, one ``u``."""
-    n = len(weights)
+def systematic_resample(
+    weights: Sequence[float], rng: random.Random, count: int | None = None
+) -> list[int]:
+    """Indices of the ``count`` (default ``len(weights)``) particles drawn: pointers
+    ``(u + k) / count``, one ``u``."""
+    n = len(weights) if count is None else count
     cumulative = list(itertools.accumulate(weights))
     cumulative[-1] = 1.0  # rounding must not leave the last pointer without a particle
     start = rng.random()
@@ -64,27 +77,69 @@ def systematic_resample(weights: Sequence[float], rng: random.Random) -> list[in
 
 
 async def run_particle_filtering(run: SearchRun) -> SearchResult:
-    """Run the filter; each round is one policy call and one scorer call."""
+    """Run the filter (one sweep) or particle Gibbs (several); each round is one policy call and
+    one scorer call."""
     cfg = run.config
+    sweeps = cfg.particle_iterations  # check() saw to at least 2 particles per sweep
     rng = random.Random(cfg.seed)
-    sampling = run.sampling(is_step=True)
-    particles: list[Candidate] = [Candidate() for _ in range(cfg.budget)]
-    for _ in range(cfg.max_steps):
-        live = [i for i, p in enumerate(particles) if not p.is_finished]
-        if not live:
+    n = cfg.budget // sweeps
+    reference: Trajectory | None = None
+    for sweep in range(sweeps):
+        paths = await _sweep(run, n, reference, rng)
+        finals = [path[-1] for path in paths]
+        if sweep == sweeps - 1 or run.is_stopped:
             break
-        batch = await run.generate([particles[i].text for i in live], 1, sampling)
-        if batch is None:
-            break
-        children = await run.score(expand(run, [particles[i] for i in live], batch))
-        if children is None:
-            break
-        for i, child in zip(live, children, strict=True):
-            particles[i] = child
-        weights = particle_weights([p.last_score for p in particles], cfg.particle_temperature)
-        particles = [particles[i] for i in systematic_resample(weights, rng)]
-        run.mark([p.node_id for p in particles], "kept")
-    finished = [p for p in particles if p.is_finished]
+        weights = particle_weights([p.last_score for p in finals], cfg.particle_temperature)
+        (chosen,) = rng.choices(range(n), weights=weights)
+        reference = _to_first_finish(paths[chosen])
+    finished = [p for p in finals if p.is_finished]
     run.mark([p.node_id for p in finished], "finished")
     # Stopped early or out of steps with nothing finished: the particles with steps answer.
-    return run.finish(finished or [p for p in particles if p.steps])
+    return run.finish(finished or [p for p in finals if p.steps])
+
+
+async def _sweep(
+    run: SearchRun, n: int, reference: Trajectory | None, rng: random.Random
+) -> list[Trajectory]:
+    """One sequential Monte Carlo sweep of ``n`` particles, conditioned on ``reference`` (slot 0)
+    when given; the particles' paths."""
+    cfg = run.config
+    sampling = run.sampling(is_step=True)
+    paths: list[Trajectory] = [[Candidate()] for _ in range(n)]
+    free = range(1, n) if reference else range(n)
+    for t in range(cfg.max_steps):
+        live = [i for i in free if not paths[i][-1].is_finished]
+        replaying = reference is not None and t < len(reference)
+        if not live and not replaying:
+            break
+        children: list[Candidate] = []
+        if live:
+            batch = await run.generate([paths[i][-1].text for i in live], 1, sampling)
+            scored = None if batch is None else await run.score(
+                expand(run, [paths[i][-1] for i in live], batch)
+            )  # fmt: skip
+            if scored is None:
+                break
+            children = list(scored)
+        grown = dict(zip(live, children, strict=True))
+        paths = [[*path, grown.get(i, path[-1])] for i, path in enumerate(paths)]
+        if reference is not None:
+            paths[0] = [Candidate(), *reference[: t + 1]]
+            paths[0] += [paths[0][-1]] * (t + 2 - len(paths[0]))  # finished: it stays as it is
+        finals = [path[-1] for path in paths]
+        weights = particle_weights([p.last_score for p in finals], cfg.particle_temperature)
+        if reference is None:
+            paths = [list(paths[i]) for i in systematic_resample(weights, rng)]
+        else:  # conditional: the reference keeps slot 0, the others are drawn from all n
+            drawn = systematic_resample(weights, rng, n - 1)
+            paths = [paths[0], *(list(paths[i]) for i in drawn)]
+        run.mark([path[-1].node_id for path in paths], "kept")
+    return paths
+
+
+def _to_first_finish(path: Trajectory) -> Trajectory:
+    """The path's rounds up to its finish (a finished particle repeats itself after it), without
+    the empty start."""
+    rounds = path[1:]
+    end = next((k for k, c in enumerate(rounds) if c.is_finished), len(rounds) - 1)
+    return rounds[: end + 1]

@@ -238,6 +238,7 @@ class SearchConfig:
     seed: int | None = None  # seeds the search's own randomness (particle resampling)
     max_total_tokens: int | None = None  # generated tokens, all calls together, never pass it
     particle_temperature: float = 1.0  # particle_filtering: softmax temperature of the weights
+    particle_iterations: int = 1  # particle_filtering: > 1 is particle Gibbs (budget / sweeps)
     deepconf_mode: DeepConfMode = "online"
     keep_percent: float = 90.0  # deepconf: the share of traces kept by confidence (eta)
     warmup: int | None = None  # deepconf online: warm-up traces (None: a quarter of N, >= 2)
@@ -265,6 +266,8 @@ class SearchConfig:
         _require(self.deepconf_chunk >= 1, "deepconf_chunk", "deepconf_chunk must be >= 1")
         _require(self.particle_temperature > 0, "particle_temperature",
                  "particle_temperature must be > 0")  # fmt: skip
+        _require(self.particle_iterations >= 1, "particle_iterations",
+                 "particle_iterations must be >= 1")  # fmt: skip
 
     def voting_for(self, has_scorer: bool) -> VotingMode:
         """The voting mode in effect: the explicit one, else the paper's default."""

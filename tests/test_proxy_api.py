@@ -74,6 +74,21 @@ def test_particle_filtering_reports_its_seed_and_replays(
     assert "seed" not in ask(url, "majority").model_extra["tts"]
 
 
+def test_particle_gibbs_per_request(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
+    url = start_proxy(with_prm=False)
+    headers = {"X-TTS-Budget": "8", "X-TTS-Particle-Iterations": "2"}
+    tts = ask(url, "particle_filtering", headers=headers, seed=5).model_extra["tts"]
+    assert tts["particle_iterations"] == 2 and tts["budget"] == 8
+    # two sweeps of 4: the first round of each samples its fresh particles (4, then 3)
+    per_depth = tts["generations_per_depth"]
+    assert per_depth[0] == 4 and 3 in per_depth and max(per_depth) <= 4
+    body = {"tts": {"particle_iterations": 2}}
+    again = ask(url, "particle_filtering", headers={"X-TTS-Budget": "8"}, seed=5,
+                extra_body=body).model_extra["tts"]  # fmt: skip
+    assert again["particle_iterations"] == 2
+    assert "particle_iterations" not in ask(url, "particle_filtering").model_extra["tts"]
+
+
 @pytest.mark.parametrize("where", ["header", "body"])
 def test_max_total_tokens_caps_what_the_search_generates(
     start_proxy: ProxyFactory, vllm: FakeVllm, where: str

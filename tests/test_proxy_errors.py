@@ -55,6 +55,15 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
         ({"X-TTS-Strategy": "majority", "X-TTS-Voting": "prm_max"}, "voting"),
         ({"X-TTS-Strategy": "majority", "X-TTS-Budget": "0"}, "budget"),
         ({"X-TTS-Strategy": "particle_filtering", "X-TTS-Scorer": "none"}, "scorer"),
+        (
+            {
+                "X-TTS-Strategy": "particle_filtering",
+                "X-TTS-Budget": "3",
+                "X-TTS-Particle-Iterations": "2",
+            },
+            "particle_iterations",
+        ),
+        ({"X-TTS-Particle-Iterations": "17"}, "particle_iterations"),
     ],
 )
 def test_bad_control_values_are_400_naming_the_parameter(

@@ -360,6 +360,43 @@ async def test_particle_filtering_needs_a_scorer_and_stops_at_max_steps() -> Non
     assert all(len(c.candidate.steps) == 2 for c in result.candidates)
 
 
+# Particle Gibbs: a low first step that ends high (GA -> GE) becomes the reference of sweep 2;
+# there it is weighed by its first step's score (0.01), not its final one (0.99), so the fresh
+# particle (GB, 0.5) survives round one instead of a copy of the reference.
+GA, GC, GB = "a <0.01>" + D, "c <0.0>" + D, "b <0.5>" + D
+GE, GF, GG = "e \\boxed{2} <0.99>", "f <0.0>" + D, "g \\boxed{3} <0.5>"
+PG_SCRIPT = {"": [GA, GC, GB], GA: [GE, GF], GB: [GG]}
+
+
+async def test_particle_gibbs_replays_its_reference_and_weighs_it_per_round() -> None:
+    policy, scorer = FakePolicy(PG_SCRIPT, persist_offsets=True), FakeScorer()
+    result = await search("particle_filtering", "q", policy, scorer,
+                          config(budget=4, seed=7, particle_iterations=2))  # fmt: skip
+    # sweep 1, 2 particles: {a, c} -> {a, a} -> {e, f} -> {e, e}; the reference is a -> e.
+    # sweep 2: slot 0 replays a, e with no call; only the free particle is sampled and scored.
+    assert [c.prefixes for c in policy.calls] == [("", ""), (GA, GA), ("",), (GB,)]
+    assert [len(call) for call in scorer.calls] == [2, 2, 1, 1]
+    assert [s.text for s in scorer.calls[3][0].steps] == [GB, GG]
+    # after the last round e (0.99) outweighs g (0.5) and fills the free slot too
+    assert [c.candidate.text for c in result.candidates] == [GA + GE, GA + GE]
+    assert result.answer == "2"
+
+
+async def test_particle_gibbs_replays_with_the_same_seed_and_needs_two_per_sweep() -> None:
+    script = {"": [A, B, C, DD], A: [E, F], B: [G, H], C: [G], A + F: [G, H], B + G: [H]}
+
+    async def run(seed: int) -> list[tuple[str, ...]]:
+        policy = FakePolicy(script, persist_offsets=True)
+        await search("particle_filtering", "q", policy, FakeScorer(),
+                     config(budget=8, seed=seed, particle_iterations=2))  # fmt: skip
+        return [c.prefixes for c in policy.calls]
+
+    assert await run(3) == await run(3)
+    with pytest.raises(ValueError, match="2 particles per sweep"):
+        await search("particle_filtering", "q", FakePolicy(script), FakeScorer(),
+                     config(budget=3, particle_iterations=2))  # fmt: skip
+
+
 # --- max_total_tokens -----------------------------------------------------------------------
 CAP_SCRIPT = {
     "": ["one two three <0.6>" + D, "four \\boxed{5} <0.7>", "six seven <0.2>" + D],
