@@ -23,6 +23,9 @@ Run: ``.venv/bin/python -m bench.methods [--problems 30] [--out docs/methods-cpu
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     stack = CpuStack(args.cache_dir or default_cache_dir(), MODELS[args.model])
     stack.prepare()
+    _log_machine(args.out, args.model, stack.dtype.dtype)
     common = ["--dataset", "math500", "--levels", args.levels, "--max-tokens", str(args.max_tokens),
               "--concurrency", str(args.concurrency),
               "--usd-per-gpu-hour", str(USD_PER_HOUR), "--timeout", "3600"]  # fmt: skip
@@ -87,6 +91,18 @@ def main() -> None:
     for group in args.groups:  # one table per group: the same method under another scorer
         tts_eval(["report", str(args.out / group)])
     methods_table(args.out)  # and all groups side by side on the problems they all answered
+
+
+def _log_machine(out: Path, model: str, dtype: str) -> None:
+    """Which machine and dtype each part of a run in parts was done on (``machines.jsonl``)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+                if line.startswith("model name")), "unknown")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    entry = {"started_at": time.time(), "model": model, "dtype": dtype, "cpu": cpu,
+             "cores": os.cpu_count()}  # fmt: skip
+    with (out / "machines.jsonl").open("a", encoding="utf-8") as log:
+        log.write(json.dumps(entry) + "\n")
 
 
 if __name__ == "__main__":
