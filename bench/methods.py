@@ -8,7 +8,8 @@ N = 16: accuracy against generated tokens, per method and scorer.
   own token confidence, deepconf online, auto;
 - ``verifier``: beam_search and particle_filtering scored by the verifier (the policy judging
   its own steps, P(yes));
-- ``offline``: deepconf offline.
+- ``offline``: deepconf offline;
+- ``aggressive``: deepconf online at N = 16 keeping the top 10 % (the paper's DeepConf-low).
 
 Each group is its own proxy (its default scorer or DeepConf mode) in front of one vLLM, and
 writes ``tts-eval`` rows under ``--out/<group>``, so the run resumes where it stopped: run the
@@ -45,6 +46,8 @@ GROUPS: dict[str, tuple[dict[str, Any], list[tuple[list[str], str]]]] = {
     ]),
     "verifier": ({"default_scorer": "verifier"}, [(["beam_search", "particle_filtering"], "8")]),
     "offline": ({"default_deepconf_mode": "offline"}, [(["deepconf"], "8")]),
+    # the paper's aggressive variant: the top 10 % kept, the rest stopped at the threshold
+    "aggressive": ({"deepconf_keep_percent": 10}, [(["deepconf"], "16")]),
 }  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from tts_eval.report import markdown_table
 from tts_eval.rows import Row, read_rows
 from tts_eval.stats import wilson
 
-GROUPS = ("confidence", "verifier", "offline")
+GROUPS = ("confidence", "verifier", "offline", "aggressive")
 _SCORED = {"best_of_n", "beam_search", "particle_filtering"}
 
 
@@ -35,7 +35,9 @@ class Config:
     @property
     def label(self) -> str:
         if self.strategy == "deepconf":
-            mode = "offline" if self.group == "offline" else "online"
+            mode = {"offline": "offline", "aggressive": "online, top 10 %"}.get(
+                self.group, "online"
+            )
             return f"deepconf {mode} @{self.budget}"
         scorer = f" ({self.group})" if self.strategy in _SCORED else ""
         return f"{self.strategy}{scorer} @{self.budget}"
@@ -107,7 +109,7 @@ def plot(found: list[Line], path: Path) -> None:
     for line in found:
         low, high = wilson(line.correct, line.problems)
         x = statistics.fmean(line.generated)
-        spread = [[100 * (line.accuracy - low)], [100 * (high - line.accuracy)]]
+        spread = [[100 * max(0.0, line.accuracy - low)], [100 * max(0.0, high - line.accuracy)]]
         ax.errorbar([x], [100 * line.accuracy], yerr=spread, fmt="o", capsize=3)
         ax.annotate(line.config.label, (x, 100 * line.accuracy), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")  # fmt: skip

@@ -233,7 +233,7 @@ def _build_config(
 
 def _deepconf_fields(options: TtsOptions, settings: ProxySettings) -> dict[str, Any]:
     return {
-        "keep_percent": options.keep_percent,
+        "keep_percent": options.keep_percent or settings.deepconf_keep_percent,
         "deepconf_mode": options.deepconf_mode or settings.default_deepconf_mode,
         "warmup": options.warmup, "confidence_window": options.confidence_window,
     }  # fmt: skip

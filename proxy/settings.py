@@ -144,6 +144,8 @@ class ProxySettings(BaseSettings):
     confidence_window: int = 16
     deepconf_top_logprobs: int = Field(default=5, ge=1, le=20)  # k of DeepConf's confidence
     default_deepconf_mode: Literal["online", "offline"] = "online"
+    # keep_percent without X-TTS-Keep-Percent: 90 conservative (the default), 10 aggressive
+    deepconf_keep_percent: float = Field(default=90.0, gt=0, le=100)
     top_candidates_in_response: int = 8
 
     @field_validator("policy_urls")

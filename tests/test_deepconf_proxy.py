@@ -84,3 +84,15 @@ def test_the_server_default_mode_applies_without_a_header(stack: ExitStack) -> N
     url = stack.enter_context(serve(create_app(settings)))
     assert ask(url).model_extra["tts"]["deepconf"]["mode"] == "offline"
     assert not [c for c in vllm.completion_calls if c.get("stream")]
+
+
+def test_the_server_default_keep_percent_applies_without_a_header(stack: ExitStack) -> None:
+    vllm = FakeVllm(script=script)
+    upstream = stack.enter_context(serve(vllm.app())) + "/v1"
+    settings = ProxySettings(policy_urls=[upstream], deepconf_keep_percent=10)
+    url = stack.enter_context(serve(create_app(settings)))
+    assert ask(url).model_extra["tts"]["deepconf"]["keep_percent"] == 10
+    assert (
+        ask(url, **{"X-TTS-Keep-Percent": "50"}).model_extra["tts"]["deepconf"]["keep_percent"]
+        == 50
+    )
