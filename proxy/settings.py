@@ -27,7 +27,11 @@ class ProxySettings(BaseSettings):
     """Settings of one proxy process."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PROXY_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="PROXY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        env_ignore_empty=True,  # a blank variable (compose's ${X:-}, a ConfigMap's "") is unset
     )
 
     # -- serving ------------------------------------------------------------------------------
@@ -160,7 +164,10 @@ class ProxySettings(BaseSettings):
     def _strip_prm_url(cls, url: str | None) -> str | None:
         return url.rstrip("/") if url else None
 
-    @field_validator("otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint")
+    @field_validator(
+        "otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint", "verifier_url",
+        "verifier_model",
+    )  # fmt: skip
     @classmethod
     def _unset_if_empty(cls, url: str | None) -> str | None:
         return url or None  # OTEL_EXPORTER_OTLP_ENDPOINT="" (e.g. a ConfigMap's blank) is unset

@@ -103,3 +103,37 @@ def test_router_values_turn_prefix_aware_routing_on() -> None:
         labels[k] == v for k, v in gaie["inferencePool"]["modelServers"]["matchLabels"].items()
     )
     assert "--enable-prefix-caching" in ms["decode"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("with_verifier", [False, True])
+def test_the_compose_proxy_starts_from_its_blanks_and_reads_the_verifier(
+    with_verifier: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
+    if with_verifier:
+        env |= {"PROXY_VERIFIER_URL": "http://verifier:8003/v1",
+                "PROXY_VERIFIER_MODEL": "genprm-1.5b",
+                "PROXY_VERIFIER_FORMAT": "genprm"}  # fmt: skip
+    compose = Path(sys.executable).parent / "docker-compose"
+    profile = ["--profile", "verifier"] if with_verifier else []
+    rendered = subprocess.run(
+        [str(compose), "-f", str(ROOT / "compose.yaml"), *profile, "config"], env=env,
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    services = yaml.safe_load(rendered)["services"]
+    assert ("verifier" in services) == with_verifier
+    for key, value in services["proxy"]["environment"].items():
+        if key.startswith("PROXY_"):
+            assert key.removeprefix("PROXY_").lower() in ProxySettings.model_fields, key
+            monkeypatch.setenv(key, "" if value is None else str(value))
+    settings = ProxySettings(policy_urls=["http://policy:8001/v1"])
+    if with_verifier:
+        assert (settings.verifier_url, settings.verifier_format) == (
+            "http://verifier:8003/v1",
+            "genprm",
+        )
+    else:  # blank: the policy judges its own steps
+        assert settings.verifier_url is None and settings.verifier_model is None
