@@ -105,14 +105,15 @@ def plot(found: list[Line], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for line in found:
+    fig, ax = plt.subplots(figsize=(10, 5))
+    markers = "osD^vP*Xhp<>"
+    for k, line in enumerate(found):  # a legend, not labels: configurations crowd at N = 8
         low, high = wilson(line.correct, line.problems)
         x = statistics.fmean(line.generated)
         spread = [[100 * max(0.0, line.accuracy - low)], [100 * max(0.0, high - line.accuracy)]]
-        ax.errorbar([x], [100 * line.accuracy], yerr=spread, fmt="o", capsize=3)
-        ax.annotate(line.config.label, (x, 100 * line.accuracy), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        ax.errorbar([x], [100 * line.accuracy], yerr=spread, fmt=markers[k % len(markers)],
+                    capsize=3, label=line.config.label, color=f"C{k % 10}", alpha=0.85)  # fmt: skip
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xlabel("generated tokens per problem (mean)")
     ax.set_ylabel("accuracy % (95% Wilson interval)")
     ax.set_title(f"bench.methods on the CPU stack ({found[0].problems} problems)")

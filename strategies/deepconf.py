@@ -105,14 +105,10 @@ async def _offline(
     run: SearchRun, sampling: Sampling, warm: Warm, decision: AutoDecision | None
 ) -> SearchResult:
     cfg = run.config
-    traces, nodes = list(warm.traces), list[int | None](warm.nodes)
-    more = cfg.budget - len(traces)
-    if more > 0:
-        batch = await run.generate([""], more, sampling)
-        if batch is None and not traces:
-            return run.finish([])
-        fresh = list(batch.generations[0]) if batch is not None else []
-        traces, nodes = [*traces, *fresh], [*nodes, *[None] * len(fresh)]
+    topped = await _top_up(run, sampling, warm, cfg.budget)
+    if topped is None:
+        return run.finish([])
+    traces, nodes = topped
     window = cfg.confidence_window or window_for([len(g.token_confidences) for g in traces])
     scores = [lowest_group_confidence(g.token_confidences, window) for g in traces]
     keep = max(1, math.ceil(len(traces) * cfg.keep_percent / 100))
@@ -131,13 +127,10 @@ async def _online(
     cfg = run.config
     n = cfg.budget
     warmup = max(min(cfg.warmup or max(2, n // 4), n), len(warm.traces))
-    kept, nodes = list(warm.traces), list[int | None](warm.nodes)
-    if warmup > len(kept):
-        batch = await run.generate([""], warmup - len(kept), sampling)
-        if batch is None and not kept:
-            return run.finish([])
-        fresh = list(batch.generations[0]) if batch is not None else []
-        kept, nodes = [*kept, *fresh], [*nodes, *[None] * len(fresh)]
+    topped = await _top_up(run, sampling, warm, warmup)
+    if topped is None:
+        return run.finish([])
+    kept, nodes = topped
     window = cfg.confidence_window or window_for([len(g.token_confidences) for g in kept])
     scores = [lowest_group_confidence(g.token_confidences, window) for g in kept]
     threshold = _percentile(scores, 100 - cfg.keep_percent)
@@ -170,6 +163,21 @@ async def _online(
         kept=len(kept), stopped=stopped, threshold=threshold, warmup=warmup, settled=settled,
     )  # fmt: skip
     return _vote(run, list(zip(kept, scores, nodes, strict=True)), report, decision)
+
+
+async def _top_up(
+    run: SearchRun, sampling: Sampling, warm: Warm, count: int
+) -> tuple[list[Generation], list[int | None]] | None:
+    """The warm traces plus fresh ones up to ``count`` in one call, with their nodes (``None``
+    for the fresh); ``None`` if nothing could be sampled at all."""
+    traces, nodes = list(warm.traces), list[int | None](warm.nodes)
+    if count <= len(traces):
+        return traces, nodes
+    batch = await run.generate([""], count - len(traces), sampling)
+    if batch is None:
+        return (traces, nodes) if traces else None
+    fresh = list(batch.generations[0])
+    return [*traces, *fresh], [*nodes, *[None] * len(fresh)]
 
 
 def _vote(

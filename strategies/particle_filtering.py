@@ -129,10 +129,10 @@ async def _sweep(
         finals = [path[-1] for path in paths]
         weights = particle_weights([p.last_score for p in finals], cfg.particle_temperature)
         if reference is None:
-            paths = [list(paths[i]) for i in systematic_resample(weights, rng)]
+            paths = [paths[i] for i in systematic_resample(weights, rng)]  # shared: never mutated
         else:  # conditional: the reference keeps slot 0, the others are drawn from all n
             drawn = systematic_resample(weights, rng, n - 1)
-            paths = [paths[0], *(list(paths[i]) for i in drawn)]
+            paths = [paths[0], *(paths[i] for i in drawn)]
         run.mark([path[-1].node_id for path in paths], "kept")
     return paths
 

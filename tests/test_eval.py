@@ -140,6 +140,21 @@ def test_proxy_and_big_api_rows_and_report(
     assert "n/a" in (out / "report.md").read_text()  # the unpriced large API
 
 
+def test_rows_keep_the_deepconf_report(
+    start_proxy: ProxyFactory, dataset: Path, tmp_path: Path
+) -> None:
+    proxy = start_proxy(with_prm=False)
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model",
+                 "fake-policy", "--strategy", "deepconf", "--budgets", "4",
+                 "--out", str(out)]) == 0  # fmt: skip
+    rows = read_rows([out])
+    assert len(rows) == len(PROBLEMS)
+    for row in rows:
+        report = row.tts["deepconf"]
+        assert report["mode"] == "online" and report["traces"] >= report["kept"] >= 1
+
+
 def test_known_prices_come_from_litellm_offline(api: tuple[FakeChatApi, str], dataset: Path,
                                                 tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "run"

@@ -17,7 +17,8 @@ __all__ = ["Answer", "Provider", "ProviderError", "ProviderKind", "make_provider
 ProviderKind = Literal["openai", "litellm"]
 # The proxy's decisions worth keeping per row (the rest of ``tts`` is per-request detail).
 _KEPT = ("strategy", "requested_strategy", "reason", "budget", "budget_spent", "scorer",
-         "voting", "is_partial", "auto", "answers", "ignored_params")  # fmt: skip
+         "voting", "is_partial", "auto", "answers", "ignored_params", "deepconf",
+         "particle_iterations")  # fmt: skip
 
 
 class ProviderError(Exception):
