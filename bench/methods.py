@@ -9,7 +9,9 @@ N = 16: accuracy against generated tokens, per method and scorer.
 - ``verifier``: beam_search and particle_filtering scored by the verifier (the policy judging
   its own steps, P(yes));
 - ``offline``: deepconf offline;
-- ``aggressive``: deepconf online at N = 16 keeping the top 10 % (the paper's DeepConf-low).
+- ``aggressive``: deepconf online at N = 16 keeping the top 10 % (the paper's DeepConf-low);
+- ``gibbs``: particle Gibbs (``X-TTS-Particle-Iterations: 2``, two sweeps of 4 particles) at
+  N = 8 with the confidence scorer, against one sweep of 8 (``bench.methods_table`` pairs them).
 
 Each group is its own proxy (its default scorer or DeepConf mode) in front of one vLLM, and
 writes ``tts-eval`` rows under ``--out/<group>``, so the run resumes where it stopped: run the
@@ -38,16 +40,19 @@ from proxy.app import create_app
 from proxy.settings import ProxySettings
 from tts_eval.__main__ import main as tts_eval
 
-# group -> (proxy settings, [(strategies, budgets)])
-GROUPS: dict[str, tuple[dict[str, Any], list[tuple[list[str], str]]]] = {
+# group -> (proxy settings, [(strategies, budgets)], extra request headers)
+GROUPS: dict[str, tuple[dict[str, Any], list[tuple[list[str], str]], list[str]]] = {
     "confidence": ({"default_scorer": "confidence"}, [
         (["majority", "best_of_n", "beam_search", "particle_filtering", "deepconf", "auto"], "8"),
         (["majority", "deepconf"], "16"),
-    ]),
-    "verifier": ({"default_scorer": "verifier"}, [(["beam_search", "particle_filtering"], "8")]),
-    "offline": ({"default_deepconf_mode": "offline"}, [(["deepconf"], "8")]),
+    ], []),
+    "verifier": ({"default_scorer": "verifier"}, [(["beam_search", "particle_filtering"], "8")],
+                 []),
+    "offline": ({"default_deepconf_mode": "offline"}, [(["deepconf"], "8")], []),
     # the paper's aggressive variant: the top 10 % kept, the rest stopped at the threshold
-    "aggressive": ({"deepconf_keep_percent": 10}, [(["deepconf"], "16")]),
+    "aggressive": ({"deepconf_keep_percent": 10}, [(["deepconf"], "16")], []),
+    "gibbs": ({"default_scorer": "confidence"}, [(["particle_filtering"], "8")],
+              ["X-TTS-Particle-Iterations: 2"]),
 }  # fmt: skip
 
 
@@ -77,7 +82,7 @@ def main() -> None:
     limits = [*range(args.chunk, args.problems, args.chunk), args.problems]
     with stack.serve(free_port()) as policy_url:
         for limit, group in ((limit, group) for limit in limits for group in args.groups):
-            overrides, runs = GROUPS[group]
+            overrides, runs, headers = GROUPS[group]
             settings = ProxySettings(
                 policy_urls=[policy_url], request_timeout_s=3600, policy_timeout_s=3600,
                 top_candidates_in_response=64, max_answer_tokens=args.max_tokens,
@@ -87,8 +92,8 @@ def main() -> None:
                 for strategies, budgets in runs:
                     command = ["run", "--endpoint", proxy_url + "/v1", "--model", args.model,
                                "--strategy", *strategies, "--budgets", budgets, *common,
-                               "--limit", str(limit),
-                               "--out", str(args.out / group)]  # fmt: skip
+                               "--limit", str(limit), "--out", str(args.out / group),
+                               *(arg for h in headers for arg in ("--header", h))]  # fmt: skip
                     if tts_eval(command) == 130:  # Ctrl-C: the rows so far are kept
                         raise SystemExit(130)
     for group in args.groups:  # one table per group: the same method under another scorer

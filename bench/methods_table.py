@@ -23,6 +23,9 @@ from tts_eval.rows import Row, read_rows
 from tts_eval.stats import wilson
 
 GROUPS = ("confidence", "verifier", "offline", "aggressive")
+# Groups measured against one configuration only, on the problems both answered (kept out of
+# the main table, which would otherwise shrink to their problems).
+PAIRED = {"gibbs": ("particle Gibbs, 2 sweeps of 4", "confidence", "particle_filtering")}
 _SCORED = {"best_of_n", "beam_search", "particle_filtering"}
 
 
@@ -123,6 +126,32 @@ def plot(found: list[Line], path: Path) -> None:
     plt.close(fig)
 
 
+def paired(folder: Path) -> str:
+    """Each ``PAIRED`` group against its baseline at the same budget: accuracy, problems won and
+    lost, generated tokens (mean ± sd)."""
+    out = []
+    for group, (label, base_group, strategy) in PAIRED.items():
+        rows = {(r.strategy, r.budget, r.id): r for r in read_rows([folder / group])}
+        if not rows:
+            continue
+        base = {(r.strategy, r.budget, r.id): r for r in read_rows([folder / base_group])}
+        shared = sorted(k for k in rows if k[0] == strategy and k in base)
+        if not shared:
+            continue
+        ours, theirs = [rows[k] for k in shared], [base[k] for k in shared]
+        won = sum(a.correct and not b.correct for a, b in zip(ours, theirs, strict=True))
+        lost = sum(b.correct and not a.correct for a, b in zip(ours, theirs, strict=True))
+        budget = shared[0][1]
+        out.append(
+            f"{label} @{budget} against {strategy} ({base_group}) @{budget}, {len(shared)} "
+            f"problems: {100 * sum(r.correct for r in ours) / len(shared):.1f} % against "
+            f"{100 * sum(r.correct for r in theirs) / len(shared):.1f} % (won {won}, lost "
+            f"{lost}); generated tokens {_mean_sd([r.completion_tokens for r in ours])} against "
+            f"{_mean_sd([r.completion_tokens for r in theirs])}"
+        )
+    return "\n".join(out)
+
+
 def report(folder: Path) -> str:
     """Print the table, write the plot next to the rows; the table's text."""
     found, problems = lines(folder)
@@ -133,7 +162,10 @@ def report(folder: Path) -> str:
     plot(found, folder / "accuracy_vs_generated_tokens.png")
     print(text)
     print(f"\n{len(problems)} problems; plot: {folder / 'accuracy_vs_generated_tokens.png'}")
-    return text
+    pairs = paired(folder)
+    if pairs:
+        print(f"\n{pairs}")
+    return f"{text.rstrip()}\n\n{pairs}" if pairs else text
 
 
 def main() -> None:

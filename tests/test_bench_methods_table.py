@@ -32,10 +32,18 @@ def test_only_problems_every_configuration_answered_count(tmp_path: Path) -> Non
                                   row("p2", "beam_search", 8, False, 1200)])  # fmt: skip
     write(tmp_path / "offline", [row("p1", "deepconf", 8, False, 700),
                                  row("p2", "deepconf", 8, False, 700)])  # fmt: skip
-    text = report(tmp_path)
+    write(tmp_path / "confidence", [row("p1", "particle_filtering", 8, False, 600),
+                                    row("p2", "particle_filtering", 8, True, 800)])  # fmt: skip
+    # a paired group on one problem only: paired with its baseline, not in the main table
+    write(tmp_path / "gibbs", [row("p1", "particle_filtering", 8, True, 400)])
+    text, pairs = report(tmp_path).split("\n\n")
+    assert pairs == (
+        "particle Gibbs, 2 sweeps of 4 @8 against particle_filtering (confidence) @8, 1 "
+        "problems: 100.0 % against 0.0 % (won 1, lost 0); generated tokens 400 against 600"
+    )
     lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()[2:]}
     assert set(lines) == {"majority @16", "deepconf online @16", "beam_search (verifier) @8",
-                          "deepconf offline @8"}  # fmt: skip
+                          "deepconf offline @8", "particle_filtering (confidence) @8"}  # fmt: skip
     assert (
         "| 2 | 50.0 (" in lines["majority @16"]
         and "| 2000 ± 1414 | 100% |" in (lines["majority @16"])

@@ -140,19 +140,31 @@ def test_proxy_and_big_api_rows_and_report(
     assert "n/a" in (out / "report.md").read_text()  # the unpriced large API
 
 
-def test_rows_keep_the_deepconf_report(
+def test_headers_reach_the_proxy_and_rows_keep_its_reports(
     start_proxy: ProxyFactory, dataset: Path, tmp_path: Path
 ) -> None:
     proxy = start_proxy(with_prm=False)
     out = tmp_path / "run"
+    headers = ["--header", "X-TTS-Keep-Percent: 50", "--header", "X-TTS-Particle-Iterations:2",
+               "--header", "Authorization: Bearer sk-secret"]  # fmt: skip
     assert main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model",
-                 "fake-policy", "--strategy", "deepconf", "--budgets", "4",
-                 "--out", str(out)]) == 0  # fmt: skip
+                 "fake-policy", "--strategy", "deepconf", "particle_filtering", "--budgets", "4",
+                 *headers, "--out", str(out)]) == 0  # fmt: skip
     rows = read_rows([out])
-    assert len(rows) == len(PROBLEMS)
+    assert len(rows) == 2 * len(PROBLEMS)
     for row in rows:
-        report = row.tts["deepconf"]
-        assert report["mode"] == "online" and report["traces"] >= report["kept"] >= 1
+        if row.strategy == "deepconf":
+            report = row.tts["deepconf"]
+            assert report["keep_percent"] == 50 and report["traces"] >= report["kept"] >= 1
+        else:
+            assert row.tts["particle_iterations"] == 2
+    (logged,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert logged["headers"] == {"X-TTS-Keep-Percent": "50", "X-TTS-Particle-Iterations": "2",
+                                 "Authorization": "***"}  # fmt: skip
+    for bad in ("X-TTS-Budget: 4", "no-colon", ": empty"):
+        with pytest.raises(SystemExit):
+            main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model", "m",
+                  "--header", bad, "--out", str(tmp_path / "bad")])  # fmt: skip
 
 
 def test_known_prices_come_from_litellm_offline(api: tuple[FakeChatApi, str], dataset: Path,

@@ -49,6 +49,19 @@ def _budgets(text: str) -> tuple[int, ...]:
     return values
 
 
+_OWN_HEADERS = frozenset({"x-tts-strategy", "x-tts-budget"})  # set by --strategy and --budgets
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value or any(c.isspace() for c in name):
+        raise argparse.ArgumentTypeError(f"a header is 'Name: value': {text!r}")
+    if name.lower() in _OWN_HEADERS:
+        raise argparse.ArgumentTypeError(f"{name} comes from --strategy/--budgets")
+    return name, value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tts-eval", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--api-key", help="default: the SDK's environment variable")
     r.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
     r.add_argument("--max-tokens", type=int)
+    r.add_argument("--header", action="append", default=[], dest="headers", type=_header,
+                   metavar="'NAME: VALUE'", help="sent with every request, repeatable "
+                   "(e.g. 'X-TTS-Keep-Percent: 10'); one --out per setting")  # fmt: skip
     r.add_argument("--retries", type=int, default=3, help="per request, on 429/5xx/timeouts")
     r.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
     r.add_argument("--usd-per-mtok", type=float, help="this model's price per 1M tokens")
@@ -131,10 +147,11 @@ async def _run(args: argparse.Namespace, console: Console) -> RunSummary:
         samples=max(1, args.samples), concurrency=max(1, args.concurrency),
         system_prompt=args.system_prompt or None, max_tokens=args.max_tokens,
         price=Price(args.usd_per_mtok, args.usd_per_gpu_hour, args.tokens_per_s),
+        headers=tuple(args.headers),
     )  # fmt: skip
     kind: ProviderKind = args.provider
     provider = make_provider(kind, args.endpoint, args.model, args.api_key, args.retries,
-                             args.timeout)  # fmt: skip
+                             args.timeout, dict(spec.headers))  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeRemainingColumn())  # fmt: skip
     try:

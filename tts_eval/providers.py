@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -58,8 +59,9 @@ class OpenAIProvider:
     kind: ProviderKind = "openai"
 
     def __init__(self, endpoint: str, model: str, api_key: str | None, retries: int,
-                 timeout_s: float) -> None:  # fmt: skip
+                 timeout_s: float, headers: Mapping[str, str]) -> None:  # fmt: skip
         openai = importlib.import_module("openai")
+        self._headers = dict(headers)
         self._errors = openai.OpenAIError
         self._client = openai.AsyncOpenAI(
             base_url=endpoint, api_key=api_key or "unused", max_retries=retries, timeout=timeout_s
@@ -69,7 +71,7 @@ class OpenAIProvider:
     async def ask(
         self, messages: list[dict[str, str]], strategy: str, budget: int, max_tokens: int | None
     ) -> Answer:
-        headers = {"X-TTS-Strategy": strategy}
+        headers = {**self._headers, "X-TTS-Strategy": strategy}
         if strategy not in ("none", "cot"):
             headers["X-TTS-Budget"] = str(budget)
         extra: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
@@ -101,7 +103,7 @@ class LitellmProvider:
     kind: ProviderKind = "litellm"
 
     def __init__(self, endpoint: str | None, model: str, api_key: str | None, retries: int,
-                 timeout_s: float) -> None:  # fmt: skip
+                 timeout_s: float, headers: Mapping[str, str]) -> None:  # fmt: skip
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # noqa: TID251
         self._litellm = importlib.import_module("litellm")
         self._model = model
@@ -110,6 +112,8 @@ class LitellmProvider:
             self._params["api_base"] = endpoint
         if api_key:
             self._params["api_key"] = api_key
+        if headers:
+            self._params["extra_headers"] = dict(headers)
 
     async def ask(
         self, messages: list[dict[str, str]], strategy: str, budget: int, max_tokens: int | None
@@ -136,9 +140,11 @@ def make_provider(
     api_key: str | None,
     retries: int,
     timeout_s: float,
+    headers: Mapping[str, str] | None = None,
 ) -> Provider:
+    """A provider; ``headers`` go with every request (e.g. ``X-TTS-Keep-Percent`` to the proxy)."""
     if kind == "litellm":
-        return LitellmProvider(endpoint, model, api_key, retries, timeout_s)
+        return LitellmProvider(endpoint, model, api_key, retries, timeout_s, headers or {})
     if not endpoint:
         raise ValueError("--provider openai needs --endpoint (e.g. http://127.0.0.1:8000/v1)")
-    return OpenAIProvider(endpoint, model, api_key, retries, timeout_s)
+    return OpenAIProvider(endpoint, model, api_key, retries, timeout_s, headers or {})

@@ -44,6 +44,7 @@ class RunSpec:
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     max_tokens: int | None = None
     price: Price = field(default_factory=Price)
+    headers: tuple[tuple[str, str], ...] = ()  # extra request headers, logged with the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +229,18 @@ def _final_prices(folder: Path, spec: RunSpec, summary: RunSummary, written: set
     summary.cost_usd = summary.tokens * rate
 
 
+_SECRET = ("authorization", "api-key", "cookie", "token", "secret")
+
+
+def _redacted(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return {k: "***" if any(s in k.lower() for s in _SECRET) else v for k, v in headers}
+
+
 def _log_run(folder: Path, spec: RunSpec, provider: Provider, summary: RunSummary) -> None:
     entry: dict[str, Any] = {
         "model": spec.model, "provider": provider.kind, "strategies": list(spec.strategies),
-        "budgets": list(spec.budgets), "samples": spec.samples, "done": summary.done,
+        "budgets": list(spec.budgets), "samples": spec.samples, "headers": _redacted(spec.headers),
+        "done": summary.done,
         "failed": summary.failed, "tokens_per_s": summary.tokens_per_s,
         "finished_at": time.time(),
     }  # fmt: skip
