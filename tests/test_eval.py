@@ -146,7 +146,8 @@ def test_headers_reach_the_proxy_and_rows_keep_its_reports(
     proxy = start_proxy(with_prm=False)
     out = tmp_path / "run"
     headers = ["--header", "X-TTS-Keep-Percent: 50", "--header", "X-TTS-Particle-Iterations:2",
-               "--header", "Authorization: Bearer sk-secret"]  # fmt: skip
+               "--header", "Authorization: Bearer sk-secret", "--header", "X-Api-Key: sk-2",
+               "--header", "X-TTS-Max-Total-Tokens: 100000"]  # fmt: skip
     assert main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model",
                  "fake-policy", "--strategy", "deepconf", "particle_filtering", "--budgets", "4",
                  *headers, "--out", str(out)]) == 0  # fmt: skip
@@ -160,7 +161,8 @@ def test_headers_reach_the_proxy_and_rows_keep_its_reports(
             assert row.tts["particle_iterations"] == 2
     (logged,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert logged["headers"] == {"X-TTS-Keep-Percent": "50", "X-TTS-Particle-Iterations": "2",
-                                 "Authorization": "***"}  # fmt: skip
+                                 "Authorization": "***", "X-Api-Key": "***",
+                                 "X-TTS-Max-Total-Tokens": "100000"}  # fmt: skip
     for bad in ("X-TTS-Budget: 4", "no-colon", ": empty"):
         with pytest.raises(SystemExit):
             main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model", "m",

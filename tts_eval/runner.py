@@ -229,11 +229,16 @@ def _final_prices(folder: Path, spec: RunSpec, summary: RunSummary, written: set
     summary.cost_usd = summary.tokens * rate
 
 
-_SECRET = ("authorization", "api-key", "cookie", "token", "secret")
+_SECRET_NAMES = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SECRET_ENDINGS = ("-key", "-secret", "-token", "api-key")
 
 
 def _redacted(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    return {k: "***" if any(s in k.lower() for s in _SECRET) else v for k, v in headers}
+    """Header values for the log, credentials as ``***`` (``X-TTS-Max-Total-Tokens`` stays)."""
+    return {
+        k: "***" if k.lower() in _SECRET_NAMES or k.lower().endswith(_SECRET_ENDINGS) else v
+        for k, v in headers
+    }
 
 
 def _log_run(folder: Path, spec: RunSpec, provider: Provider, summary: RunSummary) -> None:
