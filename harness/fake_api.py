@@ -35,6 +35,7 @@ class FakeChatApi:
     fail_statuses: list[int] = field(default_factory=list)
     delay_s: float = 0.0  # before each reply, without blocking other requests
     calls: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # each call's, names lower-case
     finished: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -48,6 +49,7 @@ class FakeChatApi:
     async def _chat(self, request: Request) -> Any:
         body = await request.json()
         self.calls.append(body)
+        self.headers.append(dict(request.headers))
         if self.fail_statuses:
             status = self.fail_statuses.pop(0)
             return JSONResponse({"error": {"message": f"injected {status}", "type": "x"}}, status)

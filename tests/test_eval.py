@@ -169,6 +169,20 @@ def test_headers_reach_the_proxy_and_rows_keep_its_reports(
                   "--header", bad, "--out", str(tmp_path / "bad")])  # fmt: skip
 
 
+def test_headers_reach_a_large_api_through_litellm(
+    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+) -> None:
+    fake, url = api
+    assert (
+        big_api_run(
+            url, dataset, tmp_path, "--limit", "2", "--header", "OpenAI-Organization: org-1"
+        )
+        == 0
+    )
+    assert len(fake.headers) == 2
+    assert all(h.get("openai-organization") == "org-1" for h in fake.headers)
+
+
 def test_known_prices_come_from_litellm_offline(api: tuple[FakeChatApi, str], dataset: Path,
                                                 tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "run"
