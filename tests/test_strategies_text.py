@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from strategies import (
     ConfidenceScorer,
@@ -17,6 +22,7 @@ from strategies import (
     extract_answer,
     group_equivalent,
 )
+from strategies.answer_cost import is_costly
 from strategies.confidence import step_confidence
 from strategies.steps import split_generation
 
@@ -94,3 +100,62 @@ def test_plain_numbers_compare_exactly_without_sympy() -> None:
     assert group_equivalent(["4", "4.0", "1,000", "1000", "1/2", "0.5", "1/0", "0.33"]) == (
         0, 0, 2, 2, 4, 4, 6, 7,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("answer", "costly"),
+    [
+        ("2^{2^{235423523}}", True),  # a tower: its exponent alone is too big
+        ("10^{10^{10}}", True),
+        ("2^{235423523}", True),
+        ("2**235423523", True),
+        ("(10^{1000})^{1000}", True),  # a million digits
+        ("100000!", True),
+        ("\\binom{100000}{50000}", True),
+        ("2^{2^{3}}", False),
+        ("2^{2007}-1", False),
+        ("\\left(2^{10}\\right)^{100}", False),
+        ("5000!", False),
+        ("\\binom{10}{3}", False),
+        ("e^{i\\pi}", False),
+        ("\\frac{1}{2}", False),
+        ("123456789012345678901234567890", False),
+    ],
+)
+def test_cost_gate_reads_the_size_of_an_answer(answer: str, costly: bool) -> None:
+    assert is_costly(answer) is costly
+
+
+def test_costly_answers_compare_as_text_and_cheap_ones_through_sympy() -> None:
+    tower = "2^{2^{235423523}}"
+    assert group_equivalent([tower, "1", tower, "2^{10}", "1024"]) == (0, 1, 0, 3, 3)
+
+
+def test_a_tower_answer_does_not_exhaust_memory_off_the_main_thread() -> None:
+    """Off the main thread math-verify has no timeout; without the gate this child grows past
+    its 2 GiB limit or runs past 60 s (it did: 17 GB, killed by the OOM killer)."""
+    code = (
+        "import resource, threading\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from strategies import group_equivalent\n"
+        "out = []\n"
+        "t = threading.Thread(target=lambda: out.append(group_equivalent("
+        "['2^{2^{235423523}}', '1', '10^{10^{10}}', '2'])))\n"
+        "t.start(); t.join()\n"
+        "print(out[0])\n"
+    )  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent.parent)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(0, 1, 2, 3)"
+
+
+@given(st.text(alphabet="0123456789^{}()[]!\\binomx +-*", max_size=60))
+def test_the_cost_gate_reads_any_text(text: str) -> None:
+    assert is_costly(text) in (True, False)
+
+
+def test_answers_too_deep_or_too_long_to_read_are_costly() -> None:
+    assert is_costly("{" * 1500 + "1") is True  # past the recursion limit: not given to sympy
+    assert is_costly("1+" * 1001) is True
+    assert is_costly("1+" * 900 + "1") is False
