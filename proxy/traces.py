@@ -37,6 +37,9 @@ class TraceNodeOut(BaseModel):
     call_id: int | None = Field(description="the policy call that generated it (calls[i])")
     answer: str | None = Field(description="a final candidate's extracted answer")
     choice: int | None = Field(description="rank of that answer among `answers` (0: chosen)")
+    tokens: int | None = Field(
+        default=None, description="tokens generated for this node's own text (null: not known)"
+    )
 
 
 class TraceCallOut(BaseModel):
@@ -130,7 +133,7 @@ def _node(node: TraceNode, has_text: bool) -> TraceNodeOut:
         node_id=node.node_id, parent_id=node.parent_id, depth=node.depth,
         text=node.text if has_text else None, score=node.score, status=node.status,
         call_id=node.call_id if node.call_id >= 0 else None, answer=node.answer,
-        choice=node.choice,
+        choice=node.choice, tokens=node.tokens,
     )  # fmt: skip
 
 

@@ -58,7 +58,9 @@ def expand(run: SearchRun, beams: Sequence[Candidate], batch: PolicyBatch) -> li
         depth = len(beam.steps)
         parent = beam.node_id if beam.steps else None
         for generation in group:
-            node_id = run.new_node(parent, depth, generation.text, generation.call_id)
+            node_id = run.new_node(
+                parent, depth, generation.text, generation.call_id, generation.completion_tokens
+            )
             children.append(
                 extend(
                     beam,

@@ -153,7 +153,8 @@ async def _online(
         for trace in wave:
             if trace.finish is Finish.STOPPED:  # in the trace, not in the vote
                 stopped += 1
-                run.mark([run.new_node(None, 0, trace.text, trace.call_id)], "stopped")
+                node = run.new_node(None, 0, trace.text, trace.call_id, trace.completion_tokens)
+                run.mark([node], "stopped")
                 continue
             kept.append(trace)
             nodes.append(None)
@@ -193,7 +194,8 @@ def _vote(
         Candidate(
             steps=split_generation(trace, cfg.step_delimiter), is_finished=True,
             is_truncated=trace.finish is Finish.LENGTH,
-            node_id=node if node is not None else run.new_node(None, 0, trace.text, trace.call_id),
+            node_id=node if node is not None else run.new_node(
+                None, 0, trace.text, trace.call_id, trace.completion_tokens),
         )
         for trace, _, node in chosen
     ]  # fmt: skip

@@ -232,11 +232,18 @@ class SearchRun:
             return None
 
     # -- trace ------------------------------------------------------------------------------
-    def new_node(self, parent: int | None, depth: int, text: str, call_id: int = -1) -> int:
+    def new_node(
+        self,
+        parent: int | None,
+        depth: int,
+        text: str,
+        call_id: int = -1,
+        tokens: int | None = None,
+    ) -> int:
         node_id = self._books.next_id
         self._books.next_id += 1
         self._books.trace[node_id] = TraceNode(
-            node_id, parent, depth, text, None, "pruned", call_id=call_id
+            node_id, parent, depth, text, None, "pruned", call_id=call_id, tokens=tokens
         )
         return node_id
 

@@ -35,7 +35,9 @@ def as_candidates(run: SearchRun, generations: Sequence[Generation]) -> list[Can
             steps=split_generation(generation, run.config.step_delimiter),
             is_finished=True,
             is_truncated=generation.finish is Finish.LENGTH,
-            node_id=run.new_node(None, 0, generation.text, generation.call_id),
+            node_id=run.new_node(
+                None, 0, generation.text, generation.call_id, generation.completion_tokens
+            ),
         )
         for generation in generations
     ]

@@ -107,6 +107,7 @@ class TraceNode:
     call_id: int = -1  # the policy call (``TraceCall.call_id``) that generated it
     answer: str | None = None  # a final candidate's extracted answer
     choice: int | None = None  # ... and the rank of its answer among the choices (0: chosen)
+    tokens: int | None = None  # generated tokens of this node's own text (None: not known)
 
 
 @dataclass(frozen=True, slots=True)

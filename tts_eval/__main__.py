@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from experiments import Comparison, Price
 from experiments.store import ExperimentStore, StoreError
-from tts_eval.datasets import DatasetError, load_problems
+from tts_eval.datasets import DatasetError, Fold, Problem, in_fold, load_problems, parse_fold
 from tts_eval.providers import ProviderKind, make_provider
 from tts_eval.report import write_report
 from tts_eval.rows import read_rows
@@ -62,6 +62,27 @@ def _header(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _fold(text: str) -> Fold:
+    try:
+        return parse_fold(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def select(
+    problems: list[Problem], levels: Sequence[int] | None, fold: Fold | None, limit: int | None
+) -> list[Problem]:
+    """The problems a run covers: ``levels`` and ``fold`` filter, then the first ``limit``."""
+    if levels:
+        problems = [p for p in problems if p.level in levels]
+    if fold is not None:
+        problems = [p for p in problems if in_fold(p, fold)]
+    problems = problems[:limit] if limit else problems
+    if not problems:
+        raise UsageError("no problems left after --levels/--fold/--limit")
+    return problems
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tts-eval", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--concurrency", type=int, default=4)
     r.add_argument("--limit", type=int, help="the first K problems")
     r.add_argument("--levels", type=_budgets, help="MATH levels to keep, e.g. 1,2")
+    r.add_argument("--fold", type=_fold, help="K/M: only fold K of M, split by a hash of each "
+                   "problem's id (0/2 and 1/2: two disjoint halves); before --limit")  # fmt: skip
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--api-key", help="default: the SDK's environment variable")
     r.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
@@ -136,12 +159,7 @@ def _on_ctrl_c(console: Console) -> None:
 
 async def _run(args: argparse.Namespace, console: Console) -> RunSummary:
     _on_ctrl_c(console)
-    problems = load_problems(args.dataset)
-    if args.levels:
-        problems = [p for p in problems if p.level in args.levels]
-    problems = problems[: args.limit] if args.limit else problems
-    if not problems:
-        raise UsageError("no problems left after --levels/--limit")
+    problems = select(load_problems(args.dataset), args.levels, args.fold, args.limit)
     spec = RunSpec(
         model=args.model, strategies=_strategies(args), budgets=args.budgets,
         samples=max(1, args.samples), concurrency=max(1, args.concurrency),

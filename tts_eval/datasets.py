@@ -4,12 +4,13 @@ any JSONL file whose rows have ``problem`` and ``answer``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["BUNDLED", "DatasetError", "Problem", "load_problems"]
+__all__ = ["BUNDLED", "DatasetError", "Fold", "Problem", "in_fold", "load_problems", "parse_fold"]
 
 BUNDLED = {"math500": "math500.jsonl", "aime24": "aime24.jsonl"}
 
@@ -81,3 +82,32 @@ def _row(line: str, where: str, number: int) -> Problem:
         level=level_value,
         subject=row.get("subject") if isinstance(row.get("subject"), str) else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """Problem ``index`` of ``count`` disjoint folds, by a hash of each problem's id: the same
+    problem always lands in the same fold, whatever the file's order or which other problems it
+    holds. ``0/2`` and ``1/2`` are the two halves: calibrate on one, evaluate on the other."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_fold(text: str) -> Fold:
+    index, sep, count = text.partition("/")
+    try:
+        fold = Fold(int(index), int(count))
+    except ValueError:
+        fold = None
+    if not sep or fold is None or fold.count < 2 or not 0 <= fold.index < fold.count:
+        raise ValueError(f"a fold is K/M with 0 <= K < M and M >= 2, e.g. 0/2: {text!r}")
+    return fold
+
+
+def in_fold(problem: Problem, fold: Fold) -> bool:
+    digest = hashlib.sha256(problem.id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % fold.count == fold.index

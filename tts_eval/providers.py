@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["Answer", "Provider", "ProviderError", "ProviderKind", "make_provider"]
+__all__ = [
+    "Answer", "Provider", "ProviderError", "ProviderKind", "make_provider", "samples_of",
+]  # fmt: skip
 
 ProviderKind = Literal["openai", "litellm"]
 # The proxy's decisions worth keeping per row (the rest of ``tts`` is per-request detail).
@@ -43,6 +45,18 @@ class Provider(Protocol):
     ) -> Answer: ...
 
     async def aclose(self) -> None: ...
+
+
+def samples_of(trace: list[Any]) -> list[dict[str, Any]]:
+    """The whole samples of a voting search's inline trace (``X-TTS-Trace: true``), compact:
+    each final candidate's extracted answer, its score and its generated tokens. This is the
+    sample bank ``tts-eval calibrate`` replays voting methods and stopping rules from."""
+    return [
+        {"answer": node.get("answer") or "", "score": node.get("score"),
+         "tokens": node.get("tokens")}
+        for node in trace
+        if isinstance(node, dict) and node.get("status") == "finished" and node.get("depth") == 0
+    ]  # fmt: skip
 
 
 def _usage(usage: Any) -> tuple[int, int, int]:
@@ -85,12 +99,15 @@ class OpenAIProvider:
             raise ProviderError("the endpoint returned no choices")
         prompt, completion_tokens, hidden = _usage(completion.usage)
         tts = (completion.model_extra or {}).get("tts") or {}
+        kept = {k: tts[k] for k in _KEPT if k in tts} if isinstance(tts, dict) else {}
+        if isinstance(tts, dict) and isinstance(tts.get("trace"), list):
+            kept["samples"] = samples_of(tts["trace"])
         return Answer(
             text=completion.choices[0].message.content or "",
             prompt_tokens=prompt,
             completion_tokens=completion_tokens,
             hidden_tokens=hidden,
-            tts={k: tts[k] for k in _KEPT if k in tts} if isinstance(tts, dict) else {},
+            tts=kept,
         )
 
     async def aclose(self) -> None:
