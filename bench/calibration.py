@@ -81,9 +81,11 @@ def main() -> None:
     stack.prepare()
     out = args.out / args.model
     _log_machine(out, args.model, stack.dtype.dtype, args.part)
-    with stack.serve(free_port()) as policy_url:
-        with serve(create_app(_settings(policy_url, args.max_tokens))) as proxy_url:
-            status = bank(args, proxy_url, out)
+    with (
+        stack.serve(free_port()) as policy_url,
+        serve(create_app(_settings(policy_url, args.max_tokens))) as proxy_url,
+    ):
+        status = bank(args, proxy_url, out)
     raise SystemExit(status)
 
 

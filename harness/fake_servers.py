@@ -102,6 +102,9 @@ def default_script(prefix: str, i: int) -> str:
 @dataclass
 class FakeVllm:
     script: Script = default_script
+    # Answers whole samples from the whole prompt (the problem's text) and the sample's index
+    # instead of ``script``: a policy whose accuracy differs by problem.
+    prompt_script: Script | None = None
     model: str = "fake-policy"
     delay_s: float = 0.0
     fail_statuses: list[int] = field(default_factory=list)  # answered before real ones
@@ -203,7 +206,9 @@ class FakeVllm:
                 prefix = prompt.rsplit(_ASSISTANT, 1)[1]
             for i in range(n):
                 sample = first_sample + i
-                choice = self._choice(self.script(prefix, sample), body, p * n + i, sample)
+                script = self.prompt_script if self.prompt_script and not prefix else None
+                text = script(prompt, sample) if script else self.script(prefix, sample)
+                choice = self._choice(text, body, p * n + i, sample)
                 completion_tokens += len(choice["logprobs"]["tokens"])
                 choices.append(choice)
         usage: dict[str, Any] = {

@@ -22,13 +22,14 @@ from proxy.errors import (
     InternalError,
     InvalidRequestError,
     ProxyError,
+    UpstreamError,
     http_error,
 )
 from proxy.http import has_key
 from proxy.large_api import load_litellm
 from proxy.limits import BodyLimit, DocsGuard
 from proxy.metrics import Metrics
-from proxy.profiles import load_rules
+from proxy.profiles import AutoRules, RulesError, load_rules
 from proxy.replicas import PolicyPool
 from proxy.routes import router
 from proxy.routes_completions import router as completions_router
@@ -142,6 +143,24 @@ async def _records(
     return shadow, archive, close
 
 
+async def _check_fitted_model(rules: AutoRules, pool: PolicyPool) -> None:
+    """A rules file fitted for another model must not steer this one: refuse to start."""
+    try:
+        served = await pool.model()
+    except UpstreamError as exc:
+        raise RulesError(
+            f"{rules.name}: fitted for model {rules.model!r}, and the policy's /v1/models could "
+            f"not be read to compare ({exc.message}); start the policy first, or set "
+            "PROXY_AUTO_RULES_ANY_MODEL=true"
+        ) from None
+    if served != rules.model:
+        raise RulesError(
+            f"{rules.name}: fitted for model {rules.model!r} but the policy serves {served!r}; "
+            "fit it again for this model (tts-eval calibrate), or set "
+            "PROXY_AUTO_RULES_ANY_MODEL=true to use it anyway"
+        )
+
+
 def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
     """Build the proxy app; upstream clients live from startup to shutdown. ``span_exporter``
     receives every span at once (tests); by default spans go over OTLP when configured."""
@@ -178,6 +197,8 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
             verifier=verifier,
         )  # fmt: skip
         try:
+            if rules.model is not None and not settings.auto_rules_any_model:
+                await _check_fitted_model(rules, pool)
             async with pool.probing(settings.policy_probe_interval_s):
                 yield
         finally:

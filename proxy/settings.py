@@ -125,6 +125,9 @@ class ProxySettings(BaseSettings):
     # -- search defaults and caps -------------------------------------------------------------
     default_strategy: StrategyChoice = "auto"
     auto_rules_file: Path | None = None  # default: proxy/auto_rules.toml
+    # A rules file fitted by `tts-eval calibrate` names the model it was measured on; the proxy
+    # refuses to start on another served model unless this is set.
+    auto_rules_any_model: bool = False
     policy_params_b: float | None = None  # policy size in billions (default: from its name)
     policy_family: str | None = None  # a family of the rules file (default: from its name)
     prm_strength: Literal["strong", "weak"] | None = None  # default: from the PRM's name

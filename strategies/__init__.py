@@ -8,7 +8,7 @@ Quick use::
 """
 
 from strategies.answers import extract_answer, group_equivalent
-from strategies.auto import draws_to_settle, keeps_lead
+from strategies.auto import difficulty_of, draws_to_settle, keeps_lead
 from strategies.confidence import ConfidenceScorer
 from strategies.deepconf import token_confidence
 from strategies.errors import ConfigError, NoCandidatesError, SearchError
@@ -27,8 +27,10 @@ from strategies.results import (
 )
 from strategies.scoring import aggregate, rank_answers, select_top
 from strategies.types import (
+    AutoCell,
     AutoConfig,
     CallKind,
+    CellMethod,
     Difficulty,
     Finish,
     Generation,
@@ -52,10 +54,12 @@ from strategies.types import (
 __all__ = [
     "STRATEGIES",
     "AnswerChoice",
+    "AutoCell",
     "AutoConfig",
     "AutoDecision",
     "CallKind",
     "Candidate",
+    "CellMethod",
     "ConfidenceScorer",
     "ConfigError",
     "DeepConfReport",
@@ -88,6 +92,7 @@ __all__ = [
     "VotingMode",
     "aggregate",
     "check",
+    "difficulty_of",
     "draws_to_settle",
     "extract_answer",
     "group_equivalent",

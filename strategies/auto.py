@@ -28,6 +28,7 @@ import dataclasses
 import functools
 from collections import Counter
 from collections.abc import Sequence
+from typing import cast
 
 from strategies.answers import extract_answer, group_equivalent
 from strategies.beam_search import run_beam_search
@@ -39,9 +40,9 @@ from strategies.full import as_candidates, sample_answers, sample_traces
 from strategies.particle_filtering import run_particle_filtering
 from strategies.results import AutoDecision, Candidate, SearchResult
 from strategies.stopping import draws_to_settle, keeps_lead
-from strategies.types import AutoConfig, Difficulty, StrategyName
+from strategies.types import AutoConfig, CellMethod, Difficulty, StrategyName
 
-__all__ = ["draws_to_settle", "keeps_lead", "run_auto"]
+__all__ = ["difficulty_of", "draws_to_settle", "keeps_lead", "run_auto"]
 
 _EASY_AT = 0.5  # pass@1 bins of Liu et al. 2025: easy 50-100 %, medium 10-50 %, hard 0-10 %
 _HARD_BELOW = 0.1
@@ -57,7 +58,10 @@ def _tally(run: SearchRun, candidates: Sequence[Candidate]) -> tuple[int, int, i
     return leader, runner_up, len(candidates) - leader - runner_up
 
 
-def _difficulty(agreement: float, leader: int) -> Difficulty:
+def difficulty_of(leader: int, drawn: int) -> Difficulty:
+    """The paper's bin from the pilots: the leading answer's share of ``drawn`` samples (its
+    votes: ``leader``) estimates pass@1; a leader without a repeat is "hard" whatever its share."""
+    agreement = leader / drawn if drawn else 0.0
     if agreement >= _EASY_AT:
         return "easy"
     if agreement < _HARD_BELOW or leader <= 1:
@@ -65,8 +69,31 @@ def _difficulty(agreement: float, leader: int) -> Difficulty:
     return "medium"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Cell:
+    """The bin's cell resolved against the request: method, total budget within the cap, and the
+    stopping rule's confidence and chunk."""
+
+    method: CellMethod
+    limit: int
+    confidence: float
+    chunk: int
+
+
+def _resolve(auto: AutoConfig, difficulty: Difficulty, budget: int) -> _Cell:
+    cell = auto.cells.get(difficulty)
+    if cell is None:
+        return _Cell(auto.methods[difficulty], budget, auto.confidence, auto.chunk)
+    return _Cell(
+        method=cell.method,
+        limit=min(cell.budget, budget) if cell.budget else budget,
+        confidence=cell.confidence if cell.confidence is not None else auto.confidence,
+        chunk=cell.chunk or auto.chunk,
+    )
+
+
 async def run_auto(run: SearchRun) -> SearchResult:
-    """Pilots, early stop, then the rules' method within the remaining budget."""
+    """Pilots, the bin's cell, an early stop, then the cell's method within its budget."""
     auto = run.config.auto
     if auto is None:
         raise ConfigError(
@@ -74,32 +101,40 @@ async def run_auto(run: SearchRun) -> SearchResult:
         )
     budget = run.config.budget
     # DeepConf in the rules: the pilots carry token confidences and become its warm-up traces
-    wants_confidence = "deepconf" in auto.methods.values()
-    sampling = confidence_sampling(run) if wants_confidence else run.sampling(is_step=False)
+    methods = [*auto.methods.values(), *(c.method for c in auto.cells.values())]
+    sampling = confidence_sampling(run) if "deepconf" in methods else run.sampling(is_step=False)
     traces = await sample_traces(run, min(auto.pilots, budget), sampling)
     pilots = as_candidates(run, traces)
     leader, runner_up, rest = _tally(run, pilots)
     agreement = leader / len(pilots) if pilots else 0.0
-    difficulty = _difficulty(agreement, leader)
-    # With budget left: will the lead survive it? With none (pilots == budget) that is vacuous,
-    # so the horizon is the budget again: would the lead survive as many samples once more?
-    horizon = budget - len(pilots) or budget
+    difficulty = difficulty_of(leader, len(pilots))
+    cell = _resolve(auto, difficulty, budget)
+    fitted = auto.cells.get(difficulty)
+    # With budget left: will the lead survive it? With none (pilots == the cell's budget) that
+    # is vacuous, so the horizon is that budget again: would the lead survive as many once more?
+    horizon = max(cell.limit - len(pilots), 0) or cell.limit
     confidence = keeps_lead(leader, runner_up, rest, horizon) if leader else 0.0
-    decide = functools.partial(AutoDecision, len(pilots), agreement, difficulty)
-    if not pilots or confidence >= auto.confidence or len(pilots) >= budget:
+    decide = functools.partial(
+        AutoDecision, len(pilots), agreement, difficulty,
+        rules=auto.rules, cell=fitted.name if fitted else "",
+        budget=cell.limit if fitted else None, evidence=fitted.evidence if fitted else "",
+    )  # fmt: skip
+    answer_now = cell.method == "pilots" or confidence >= cell.confidence
+    if not pilots or answer_now or len(pilots) >= cell.limit:
         is_early = len(pilots) < budget
-        why = "the pilots settle it" if is_early else "the pilots used the whole budget"
+        decision = decide(None, _why_pilots(cell, len(pilots), budget, confidence), is_early,
+                          confidence)  # fmt: skip
         if leader == 0:
-            return await _by_score(run, pilots, decide(None, why, is_early, confidence))
+            return await _by_score(run, pilots, decision)
         # Settled by votes: no scorer call, a majority vote over the pilots.
-        return _voter(run).finish(pilots, decide(None, why, is_early, confidence))
-    method = auto.methods[difficulty]
-    remaining = budget - len(pilots)
+        return _voter(run).finish(pilots, decision)
+    method = cell.method
+    remaining = cell.limit - len(pilots)
     if method == "deepconf":
         reason = f"{difficulty} (pilot agreement {agreement:.0%}): deepconf; {auto.reason}"
         warm = Warm(tuple(traces), tuple(c.node_id for c in pilots))
         result = await run_deepconf(
-            run.fork("auto", run.config),
+            run.fork("auto", dataclasses.replace(run.config, budget=cell.limit)),
             warm,
             decide(method, reason.rstrip("; "), False, confidence),
         )
@@ -107,22 +142,34 @@ async def run_auto(run: SearchRun) -> SearchResult:
             return result
         early = dataclasses.replace(result.decision, stopped_early=result.deepconf.settled)
         return dataclasses.replace(result, decision=early)
+    ran: StrategyName
     if method in _STEP_SEARCHES and remaining >= run.config.beam_width:
-        extra = await _search(run, method, remaining)
+        ran = cast("StrategyName", method)
+        extra = await _search(run, ran, remaining)
     else:
-        method = method if method in ("majority", "best_of_n") else "best_of_n"
+        ran = "majority" if method == "majority" else "best_of_n"
         tally = (leader, runner_up, rest)
-        extra, confidence = await _sample_until_settled(run, auto, pilots, tally, remaining)
+        extra, confidence = await _sample_until_settled(run, cell, pilots, tally, remaining)
     candidates = [*pilots, *extra]
-    reason = f"{difficulty} (pilot agreement {agreement:.0%}): {method}; {auto.reason}".rstrip("; ")
-    stopped = len(candidates) < budget and method in ("majority", "best_of_n")
-    decision = decide(method, reason, stopped, confidence)
+    reason = f"{difficulty} (pilot agreement {agreement:.0%}): {ran}; {auto.reason}".rstrip("; ")
+    stopped = len(candidates) < cell.limit and ran in ("majority", "best_of_n")
+    decision = decide(ran, reason, stopped, confidence)
     if _tally(run, candidates)[0] == 0:
         return await _by_score(run, candidates, decision)
-    if method == "majority" or run.scorer is None:
+    if ran == "majority" or run.scorer is None:
         return _voter(run).finish(candidates, decision)
     scored = await run.score(candidates)
     return run.finish(scored if scored is not None else candidates, decision)
+
+
+def _why_pilots(cell: _Cell, pilots: int, budget: int, confidence: float) -> str:
+    if cell.method == "pilots":
+        return "the cell answers from the pilots"
+    if pilots < cell.limit or (pilots < budget and confidence >= cell.confidence):
+        return "the pilots settle it"
+    if cell.limit == budget:
+        return "the pilots used the whole budget"
+    return "the pilots used the cell's budget"
 
 
 async def _by_score(
@@ -159,7 +206,7 @@ _STEP_SEARCHES = {
 
 async def _sample_until_settled(
     run: SearchRun,
-    auto: AutoConfig,
+    cell: _Cell,
     pilots: list[Candidate],
     tally: tuple[int, int, int],
     remaining: int,
@@ -168,7 +215,7 @@ async def _sample_until_settled(
     confidence = 0.0
     leader, runner_up, rest = tally  # the pilots' votes
     while remaining > 0:
-        size = draws_to_settle(leader, runner_up, rest, remaining, auto.confidence, auto.chunk)
+        size = draws_to_settle(leader, runner_up, rest, remaining, cell.confidence, cell.chunk)
         batch = await sample_answers(run, size)
         if not batch:
             break  # the deadline passed
@@ -176,6 +223,6 @@ async def _sample_until_settled(
         remaining -= len(batch)
         leader, runner_up, rest = _tally(run, [*pilots, *extra])
         confidence = keeps_lead(leader, runner_up, rest, remaining) if leader else 0.0
-        if confidence >= auto.confidence:
+        if confidence >= cell.confidence:
             break
     return extra, confidence

@@ -137,6 +137,10 @@ class AutoDecision:
     # Predictive probability that the leading answer stays ahead of the runner-up over the samples
     # still allowed; when the pilots used the whole budget, over as many samples again.
     confidence: float
+    rules: str = ""  # the rules file the choice came from (its name)
+    cell: str = ""  # which cell of it, e.g. "small.none.medium" or "fitted.confidence.hard"
+    budget: int | None = None  # the cell's total budget (pilots included), within the cap
+    evidence: str = ""  # a fitted cell's evidence: problems, accuracy with its interval, tokens
 
 
 @dataclass(frozen=True, slots=True)

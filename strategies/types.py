@@ -15,8 +15,10 @@ from typing import Literal, Protocol, runtime_checkable
 from strategies.errors import ConfigError
 
 __all__ = [
+    "AutoCell",
     "AutoConfig",
     "CallKind",
+    "CellMethod",
     "DeepConfMode",
     "Difficulty",
     "Finish",
@@ -51,6 +53,18 @@ StrategyName = Literal[
     "deepconf",
     "auto",
 ]
+# What an ``auto`` cell may run once the pilots are in: a method, or "pilots" (answer from them).
+CellMethod = Literal[
+    "pilots",
+    "cot",
+    "majority",
+    "best_of_n",
+    "beam_search",
+    "dvts",
+    "particle_filtering",
+    "deepconf",
+]
+SamplingMode = Literal["sequential"]  # reserved: "concurrent" comes with the performance work
 DeepConfMode = Literal["online", "offline"]
 Difficulty = Literal["easy", "medium", "hard"]
 ScoringMode = Literal["last", "min", "avg", "prod"]
@@ -197,14 +211,42 @@ class StepScorer(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class AutoCell:
+    """A fitted cell: what ``auto`` does for one difficulty bin once the pilots are in.
+
+    ``budget`` is the total, pilots included, never above the request's cap (``None``: the cap);
+    ``confidence``/``chunk`` override the stopping rule's (``None``: the rules' defaults);
+    ``name`` and ``evidence`` are reported in ``tts.auto``."""
+
+    method: CellMethod
+    budget: int | None = None
+    confidence: float | None = None
+    chunk: int | None = None
+    mode: SamplingMode = "sequential"
+    name: str = ""
+    evidence: str = ""
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and self.budget < 1:
+            raise ConfigError("a cell's budget must be >= 1", "auto")
+        if self.chunk is not None and self.chunk < 1:
+            raise ConfigError("a cell's chunk must be >= 1", "auto")
+        if self.confidence is not None and not 0.5 < self.confidence <= 1.0:
+            raise ConfigError("a cell's confidence must be in (0.5, 1]", "auto")
+
+
+@dataclass(frozen=True, slots=True)
 class AutoConfig:
-    """The resolved rules and the stopping rule's knobs."""
+    """The resolved rules and the stopping rule's knobs; ``cells`` (fitted) override a bin's
+    method, budget and stopping rule; ``rules`` names the file they came from."""
 
     methods: Mapping[Difficulty, MethodName]
     pilots: int = 4
     confidence: float = 0.95
     chunk: int = 4
     reason: str = ""
+    cells: Mapping[Difficulty, AutoCell] = field(default_factory=dict)
+    rules: str = ""
 
     def __post_init__(self) -> None:
         if self.pilots < 1 or self.chunk < 1:
@@ -213,6 +255,8 @@ class AutoConfig:
             raise ConfigError("confidence must be in (0.5, 1)", "auto")
         if set(self.methods) != {"easy", "medium", "hard"}:
             raise ConfigError("methods must map easy, medium and hard", "auto")
+        if not set(self.cells) <= {"easy", "medium", "hard"}:
+            raise ConfigError("cells are keyed by easy, medium and hard", "auto")
 
 
 @dataclass(frozen=True, slots=True)

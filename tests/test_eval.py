@@ -22,7 +22,7 @@ from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from tests.conftest import ProxyFactory
 from tts_eval.__main__ import main
-from tts_eval.datasets import DatasetError, load_problems
+from tts_eval.datasets import DatasetError, in_fold, load_problems, parse_fold
 from tts_eval.grading import grade
 from tts_eval.rows import Row, read_rows
 from tts_eval.stats import difficulty_bins, wilson
@@ -303,3 +303,18 @@ def test_wilson_interval() -> None:
     low, high = wilson(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
     assert wilson(0, 5)[0] == 0.0 and wilson(5, 5)[1] == 1.0
+
+
+def test_folds_split_problems_into_disjoint_stable_halves(dataset: Path) -> None:
+    problems = load_problems("math500")
+    halves = [[p.id for p in problems if in_fold(p, parse_fold(f"{k}/2"))] for k in (0, 1)]
+    assert not set(halves[0]) & set(halves[1]) and len(halves[0]) + len(halves[1]) == 500
+    assert 200 < len(halves[0]) < 300  # a hash, not a cut: both halves hold every level
+    shuffled = list(reversed(problems))
+    assert [p.id for p in shuffled if in_fold(p, parse_fold("0/2"))] == halves[0][::-1]
+    for bad in ("2/2", "1", "a/b", "0/1"):
+        with pytest.raises(ValueError, match="a fold is K/M"):
+            parse_fold(bad)
+    with pytest.raises(SystemExit):
+        main(["run", "--dataset", str(dataset), "--endpoint", "http://x/v1", "--model", "m",
+              "--fold", "3/2", "--out", "unused"])  # fmt: skip

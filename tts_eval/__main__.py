@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import signal
@@ -19,10 +20,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from experiments import Comparison, Price
 from experiments.store import ExperimentStore, StoreError
+from tts_eval.calibrate import estimate as estimate_bank
+from tts_eval.calibrate import provenance_of, scorer_kind, write_outputs
+from tts_eval.calibration import OBJECTIVES, banks_of, fit
 from tts_eval.datasets import DatasetError, Fold, Problem, in_fold, load_problems, parse_fold
 from tts_eval.providers import ProviderKind, make_provider
 from tts_eval.report import write_report
-from tts_eval.rows import read_rows
+from tts_eval.rows import Row, read_rows
 from tts_eval.runner import DEFAULT_SYSTEM_PROMPT, RunSpec, RunSummary, run
 from tts_eval.shadow_report import labelled_rows, shadow_table, write_agreement_plot
 
@@ -30,9 +34,16 @@ __all__ = ["main"]
 
 _CLEANUP_S = 5.0
 STRATEGIES = (
-    "none", "auto", "cot", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering",
+    "none",
+    "auto",
+    "cot",
+    "majority",
+    "best_of_n",
+    "beam_search",
+    "dvts",
+    "particle_filtering",
     "deepconf",
-)  # fmt: skip
+)
 
 
 class UsageError(Exception):
@@ -83,35 +94,95 @@ def select(
     return problems
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tts-eval", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a benchmark through an endpoint")
+def _add_common(r: argparse.ArgumentParser) -> None:
+    """The flags ``run`` and ``calibrate`` share."""
     r.add_argument("--dataset", required=True, help="math500, aime24 or a JSONL file")
     r.add_argument("--endpoint", help="base URL (…/v1); for litellm its api_base")
     r.add_argument("--model", required=True)
-    r.add_argument("--provider", choices=("openai", "litellm"), default="openai")
-    r.add_argument("--strategy", nargs="+", choices=STRATEGIES, dest="strategies")
-    r.add_argument("--budgets", type=_budgets, default=(4, 16))
-    r.add_argument("--samples", type=int, default=1, help="samples per problem (for pass@1 bins)")
     r.add_argument("--concurrency", type=int, default=4)
     r.add_argument("--limit", type=int, help="the first K problems")
     r.add_argument("--levels", type=_budgets, help="MATH levels to keep, e.g. 1,2")
-    r.add_argument("--fold", type=_fold, help="K/M: only fold K of M, split by a hash of each "
-                   "problem's id (0/2 and 1/2: two disjoint halves); before --limit")  # fmt: skip
+    r.add_argument(
+        "--fold",
+        type=_fold,
+        help="K/M: only fold K of M, split by a hash of each "
+        "problem's id (0/2 and 1/2: two disjoint halves); before --limit",
+    )
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--api-key", help="default: the SDK's environment variable")
     r.add_argument("--system-prompt", default=DEFAULT_SYSTEM_PROMPT)
     r.add_argument("--max-tokens", type=int)
-    r.add_argument("--header", action="append", default=[], dest="headers", type=_header,
-                   metavar="'NAME: VALUE'", help="sent with every request, repeatable "
-                   "(e.g. 'X-TTS-Keep-Percent: 10'); one --out per setting")  # fmt: skip
+    r.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        dest="headers",
+        type=_header,
+        metavar="'NAME: VALUE'",
+        help="sent with every request, repeatable "
+        "(e.g. 'X-TTS-Keep-Percent: 10'); one --out per setting",
+    )
     r.add_argument("--retries", type=int, default=3, help="per request, on 429/5xx/timeouts")
     r.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
     r.add_argument("--usd-per-mtok", type=float, help="this model's price per 1M tokens")
     r.add_argument("--usd-per-gpu-hour", type=float, help="this model's GPU price per hour")
-    r.add_argument("--tokens-per-s", type=float, help="throughput for --usd-per-gpu-hour "
-                   "(default: measured over the run)")  # fmt: skip
+    r.add_argument(
+        "--tokens-per-s",
+        type=float,
+        help="throughput for --usd-per-gpu-hour (default: measured over the run)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tts-eval", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a benchmark through an endpoint")
+    _add_common(r)
+    r.add_argument("--provider", choices=("openai", "litellm"), default="openai")
+    r.add_argument("--strategy", nargs="+", choices=STRATEGIES, dest="strategies")
+    r.add_argument("--budgets", type=_budgets, default=(4, 16))
+    r.add_argument("--samples", type=int, default=1, help="samples per problem (for pass@1 bins)")
+    c = sub.add_parser(
+        "calibrate",
+        help="fit auto's cells to this policy and scorer; writes "
+        "--out/auto_rules.toml for PROXY_AUTO_RULES_FILE",
+    )
+    _add_common(c)
+    c.add_argument(
+        "--cap",
+        type=int,
+        default=16,
+        help="the request budget the cells are for: samples drawn per problem for the bank",
+    )
+    c.add_argument(
+        "--scorer",
+        choices=("prm", "verifier", "confidence"),
+        help="the scorer to fit for (X-TTS-Scorer; default: the proxy's own)",
+    )
+    c.add_argument("--pilots", type=_budgets, default=(4,), help="pilot counts to try, e.g. 3,4,6")
+    c.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="tokens-within-interval",
+        help="tokens-within-interval: the fewest generated tokens among the cells not "
+        "significantly less accurate than the bin's best (paired, 95 %%); accuracy: the "
+        "most accurate; utility: accuracy minus --token-weight per 1k tokens",
+    )
+    c.add_argument(
+        "--token-weight",
+        type=float,
+        default=0.01,
+        help="utility: accuracy (0-1) one thousand generated tokens are worth",
+    )
+    c.add_argument("--orders", type=int, default=100, help="random orders replayed per problem")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--max-spend-tokens",
+        type=float,
+        help="a spending limit: draw no more "
+        "problems than the estimate fits into this many generated tokens",
+    )
+    c.add_argument("--dry-run", action="store_true", help="print the estimate and stop")
     p = sub.add_parser("report", help="tables and plots from run folders or the store")
     p.add_argument("folders", nargs="*", type=Path)
     p.add_argument("--store", help="the experiment store (sqlite:///file or postgresql://…)")
@@ -161,29 +232,174 @@ async def _run(args: argparse.Namespace, console: Console) -> RunSummary:
     _on_ctrl_c(console)
     problems = select(load_problems(args.dataset), args.levels, args.fold, args.limit)
     spec = RunSpec(
-        model=args.model, strategies=_strategies(args), budgets=args.budgets,
-        samples=max(1, args.samples), concurrency=max(1, args.concurrency),
-        system_prompt=args.system_prompt or None, max_tokens=args.max_tokens,
+        model=args.model,
+        strategies=_strategies(args),
+        budgets=args.budgets,
+        samples=max(1, args.samples),
+        concurrency=max(1, args.concurrency),
+        system_prompt=args.system_prompt or None,
+        max_tokens=args.max_tokens,
         price=Price(args.usd_per_mtok, args.usd_per_gpu_hour, args.tokens_per_s),
         headers=tuple(args.headers),
-    )  # fmt: skip
-    kind: ProviderKind = args.provider
-    provider = make_provider(kind, args.endpoint, args.model, args.api_key, args.retries,
-                             args.timeout, dict(spec.headers))  # fmt: skip
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeRemainingColumn())  # fmt: skip
+    )
+    return await _drive(args, args.provider, spec, problems, args.out, console)
+
+
+async def _drive(
+    args: argparse.Namespace,
+    kind: ProviderKind,
+    spec: RunSpec,
+    problems: list[Problem],
+    out: Path,
+    console: Console,
+) -> RunSummary:
+    """Run ``spec`` over ``problems`` into ``out`` with a progress bar."""
+    provider = make_provider(
+        kind,
+        args.endpoint,
+        args.model,
+        args.api_key,
+        args.retries,
+        args.timeout,
+        dict(spec.headers),
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task(args.model, total=None, status="")
 
             def update(summary: RunSummary) -> None:
-                progress.update(task, total=summary.total,
-                                completed=summary.skipped + summary.done + summary.failed,
-                                status=_progress_text(summary))  # fmt: skip
+                progress.update(
+                    task,
+                    total=summary.total,
+                    completed=summary.skipped + summary.done + summary.failed,
+                    status=_progress_text(summary),
+                )
 
-            return await run(provider, spec, problems, args.out, on_progress=update)
+            return await run(provider, spec, problems, out, on_progress=update)
     finally:
         await provider.aclose()
+
+
+def _bank_rows(folder: Path, model: str, cap: int) -> dict[str, Row]:
+    return {
+        r.id: r
+        for r in read_rows([folder])
+        if (r.model, r.strategy, r.budget) == (model, "best_of_n", cap)
+    }
+
+
+def _throughput(folder: Path) -> float | None:
+    """Generated tokens per second of the bank's earlier runs (``runs.jsonl``), if any."""
+    path = folder / "runs.jsonl"
+    if not path.exists():
+        return None
+    rates = [json.loads(line).get("tokens_per_s") for line in path.read_text().splitlines() if line]
+    rates = [r for r in rates if r]
+    return rates[-1] if rates else None
+
+
+async def _calibrate(args: argparse.Namespace, console: Console) -> int:
+    _on_ctrl_c(console)
+    problems = select(load_problems(args.dataset), args.levels, args.fold, args.limit)
+    bank_dir = args.out / "bank"
+    headers = [("X-TTS-Trace", "true"), *args.headers]
+    if args.scorer:
+        headers.append(("X-TTS-Scorer", args.scorer))
+    spec = RunSpec(
+        model=args.model,
+        strategies=("best_of_n",),
+        budgets=(args.cap,),
+        concurrency=max(1, args.concurrency),
+        system_prompt=args.system_prompt or None,
+        max_tokens=args.max_tokens,
+        price=Price(args.usd_per_mtok, args.usd_per_gpu_hour, args.tokens_per_s),
+        headers=tuple(headers),
+    )
+    have = _bank_rows(bank_dir, args.model, args.cap)
+    todo = [p for p in problems if p.id not in have]
+    guess = estimate_bank(
+        [have[p.id] for p in problems if p.id in have],
+        len(todo),
+        args.cap,
+        args.max_tokens,
+        _throughput(bank_dir),
+    )
+    when = f", about {guess.seconds / 3600:.1f} h" if guess.seconds else ""
+    console.print(
+        f"bank: {len(problems) - len(todo)} of {len(problems)} problems drawn; the "
+        f"other {guess.problems} take about {guess.tokens:,.0f} generated tokens"
+        f"{when} (from {guess.basis})"
+    )
+    if args.max_spend_tokens is not None and guess.tokens > args.max_spend_tokens and todo:
+        per_problem = guess.tokens / len(todo)
+        keep = int(args.max_spend_tokens // per_problem)
+        console.print(
+            f"spending limit {args.max_spend_tokens:,.0f} tokens: drawing {keep} of "
+            f"the {len(todo)} problems left"
+        )
+        allowed = {p.id for p in todo[:keep]}
+        problems = [p for p in problems if p.id in have or p.id in allowed]
+    if args.dry_run:
+        return 0
+    summary = await _drive(args, "openai", spec, problems, bank_dir, console)
+    if summary.failed:
+        console.print(
+            f"{summary.failed} problems failed (see {bank_dir / 'errors.jsonl'}); "
+            "fitting on the rest — run the same command to retry them"
+        )
+    rows = [
+        r
+        for r in _bank_rows(bank_dir, args.model, args.cap).values()
+        if r.id in {p.id for p in problems}
+    ]
+    return _fit_and_write(args, rows, console)
+
+
+def _fit_and_write(args: argparse.Namespace, rows: list[Row], console: Console) -> int:
+    banks = banks_of(rows, args.cap)
+    if not banks:
+        raise UsageError("no bank rows with their samples: is the endpoint our proxy?")
+    reported = {str(r.tts.get("scorer") or "confidence") for r in rows}
+    if len(reported) > 1:
+        raise UsageError(f"the bank mixes scorers {sorted(reported)}: one --out per scorer")
+    scorer = scorer_kind(reported.pop())
+    fitted = fit(
+        banks,
+        args.cap,
+        pilots=args.pilots,
+        objective=args.objective,
+        token_weight=args.token_weight,
+        orders=args.orders,
+        seed=args.seed,
+    )
+    provenance = provenance_of(
+        model=args.model,
+        scorer=scorer,
+        dataset=args.dataset,
+        fold=str(args.fold) if args.fold else None,
+        levels=args.levels,
+        problems=len(banks),
+        fit=fitted,
+        objective=args.objective,
+        token_weight=args.token_weight,
+        orders=args.orders,
+        seed=args.seed,
+        pilots_tried=args.pilots,
+    )
+    text, files = write_outputs(args.out, fitted, banks, scorer, provenance, args.orders, args.seed)
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:
+        print(text)
+    console.print("wrote " + ", ".join(str(f) for f in files))
+    return 0
 
 
 def _window(text: str | None) -> datetime | None:
@@ -224,8 +440,9 @@ def _report(args: argparse.Namespace, console: Console) -> None:
             extra_plots.append(out / "agreement_vs_budget.png")
     if not rows and not extra:
         raise UsageError("no rows found in " + ", ".join(map(str, args.folders)))
-    _, table, files = write_report(rows, out, enable_html=args.html, extra_table=extra,
-                                   extra_plots=extra_plots)  # fmt: skip
+    _, table, files = write_report(
+        rows, out, enable_html=args.html, extra_table=extra, extra_plots=extra_plots
+    )
     text = extra + "\n\n" + table if extra else table
     if console.is_terminal:
         console.print(Markdown(text))
@@ -236,8 +453,10 @@ def _report(args: argparse.Namespace, console: Console) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(stderr=args.command == "run")
+    console = Console(stderr=args.command in ("run", "calibrate"))
     try:
+        if args.command == "calibrate":
+            return asyncio.run(_calibrate(args, console))
         if args.command == "run":
             summary = asyncio.run(_run(args, console))
             done = f"{summary.done} rows written, {summary.skipped} already done"

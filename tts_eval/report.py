@@ -14,7 +14,7 @@ from tts_eval.plots import plot_all
 from tts_eval.rows import Row
 from tts_eval.stats import Group, summarise
 
-__all__ = ["COLUMNS", "format_cells", "write_report"]
+__all__ = ["COLUMNS", "format_cells", "html_page", "markdown_table", "write_report"]
 
 COLUMNS = ("model", "strategy", "budget", "n", "accuracy % (95% CI)", "tokens/problem",
            "hidden/problem", "$/problem", "p50 s", "p95 s")  # fmt: skip
@@ -50,7 +50,7 @@ def _html_table(table: str) -> str:
     return f"<table><tr>{cells}</tr>{rows}</table>"
 
 
-def _html(tables: list[str], plots: list[Path], title: str) -> str:
+def html_page(tables: list[str], plots: list[Path], title: str) -> str:
     images = "".join(
         f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
         f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem}</figcaption></figure>'
@@ -87,6 +87,6 @@ def write_report(
     plots = [*extra_plots, *plot_all(groups, rows, out)]
     files += plots
     if enable_html:
-        (out / "report.html").write_text(_html([extra_table, table], plots, title), "utf-8")
+        (out / "report.html").write_text(html_page([extra_table, table], plots, title), "utf-8")
         files.append(out / "report.html")
     return groups, table, files

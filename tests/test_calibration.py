@@ -1,0 +1,293 @@
+"""``tts-eval calibrate``: the replay equals a live ``auto`` on the same drawn samples, the fit
+finds the optimum of banks whose accuracy curves are known by construction, and the file it writes
+loads in the proxy and changes what ``auto`` spends; bad or foreign files stop the proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.fake_servers import FakeVllm
+from harness.servers import serve
+from proxy.app import create_app
+from proxy.profiles import RulesError, load_rules
+from proxy.settings import ProxySettings
+from strategies import AutoCell, AutoConfig, SearchConfig, search
+from tests.conftest import ProxyFactory
+from tests.fakes import FakePolicy, FakeScorer
+from tts_eval.__main__ import main
+from tts_eval.calibration import NO_ANSWER, Bank, Bin, Cell, Objective, fit, replay
+from tts_eval.rows import read_rows
+
+CAP = 16
+BINS = ("easy", "medium", "hard")
+
+
+# -- replay == live -----------------------------------------------------------------------------
+def _live(answers: list[int], scores: list[float], cells: dict[Bin, Cell], pilots: int) -> Any:
+    """``auto`` over a fake policy that serves these samples in this order (no digits but the
+    boxed answer, so nothing else reads as an answer), scored by exact text."""
+    texts = [
+        (f"so \\boxed{{{a}}} " if a >= 0 else "no idea ") + "w " * i for i, a in enumerate(answers)
+    ]
+    policy = FakePolicy({"": texts}, persist_offsets=True)
+    scorer = FakeScorer(by_text={t.strip(): s for t, s in zip(texts, scores, strict=True)})
+    auto_cells = {
+        b: AutoCell(c.method, c.budget, c.confidence, c.chunk, name=b) for b, c in cells.items()
+    }
+    methods: Any = dict.fromkeys(BINS, "majority")
+    auto = AutoConfig(methods=methods, pilots=pilots, cells=auto_cells)
+    config = SearchConfig(budget=CAP, beam_width=4, auto=auto)
+    result = asyncio.run(search("auto", "q", policy, scorer, config))
+    return result, policy
+
+
+def _bank(answers: list[int], scores: list[float], gold: int, tokens: list[int]) -> Bank:
+    labels = tuple(a if a >= 0 else NO_ANSWER for a in answers)
+    return Bank("p", None, labels, gold, tuple(scores), tuple(tokens))
+
+
+cell_st = st.builds(
+    Cell,
+    st.sampled_from(["pilots", "majority", "best_of_n"]),
+    st.sampled_from([8, 12, 16]),
+    st.sampled_from([0.8, 0.9, 0.95, 0.99]),
+    st.sampled_from([1, 2, 4]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-1, 3), min_size=CAP, max_size=CAP),
+    st.lists(st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9]), min_size=CAP, max_size=CAP),
+    cell_st, cell_st, cell_st, st.sampled_from([2, 4, 6]),
+)  # fmt: skip
+def test_replay_equals_a_live_auto_on_the_same_drawn_samples(
+    answers: list[int], scores: list[float], easy: Cell, medium: Cell, hard: Cell, pilots: int
+) -> None:
+    given_cells: dict[Bin, Cell] = {"easy": easy, "medium": medium, "hard": hard}
+    cells = {b: c if c.budget > pilots else Cell(c.method, 8, c.confidence, c.chunk)
+             for b, c in given_cells.items()}  # fmt: skip
+    result, policy = _live(answers, scores, cells, pilots)
+    drawn = sum(call.n for call in policy.calls)
+    tokens = [len(re.findall(r"\S+\s*|\s+", t)) for t in policy.script[""]]
+    bank = _bank(answers, scores, 1, tokens)
+    difficulty, outcome = replay(bank, range(CAP), pilots, cells, CAP)
+    assert result.decision.difficulty == difficulty
+    assert outcome.samples == drawn == result.usage.generations
+    assert outcome.calls == len(policy.calls)
+    assert outcome.tokens == result.usage.completion_tokens
+    live_answer = result.answer
+    assert (live_answer == "1") == outcome.correct, (live_answer, outcome)
+
+
+# -- the fit ------------------------------------------------------------------------------------
+def _banks(kind: str, count: int) -> list[Bank]:
+    """Problems whose accuracy curves are known: ``solved`` (every sample right), ``unsolvable``
+    (every sample a different wrong answer), ``votes_pay`` (6 of 16 right, the rest different
+    wrong answers: the pilots rarely see two right ones, sixteen samples nearly always win)."""
+    banks = []
+    for k in range(count):
+        if kind == "solved":
+            labels = [0] * CAP
+        elif kind == "unsolvable":
+            labels = list(range(1, CAP + 1))
+        else:
+            labels = [0] * 6 + list(range(1, CAP - 5))
+            random.Random(k).shuffle(labels)
+        banks.append(Bank(f"{kind}{k}", None, tuple(labels), 0, (0.5,) * CAP, (100,) * CAP))
+    return banks
+
+
+def test_the_fit_answers_from_the_pilots_where_more_samples_cannot_pay() -> None:
+    fitted = fit([*_banks("solved", 6), *_banks("unsolvable", 6)], CAP, orders=40)
+    assert set(fitted.cells) == {"easy", "hard"}  # 4 pilots: all agree, or none repeats
+    for difficulty in ("easy", "hard"):
+        chosen = fitted.cells[difficulty].chosen
+        assert chosen.cell.method == "pilots" and chosen.tokens == 400
+    assert fitted.accuracy == 0.5 and fitted.tokens == 400
+    assert fitted.confusion["easy"]["easy"] == 6 and fitted.confusion["hard"]["hard"] == 6
+
+
+def test_the_fit_spends_where_votes_pay_and_not_where_they_cannot() -> None:
+    banks = [*_banks("votes_pay", 30), *_banks("unsolvable", 10)]
+    objectives: tuple[Objective, ...] = ("accuracy", "tokens-within-interval")
+    for objective in objectives:
+        fitted = fit(banks, CAP, orders=60, objective=objective)
+        hard = fitted.cells["hard"]
+        pilots = next(c for c in hard.tried if c.cell.method == "pilots")
+        assert hard.chosen.cell.method != "pilots", objective
+        assert hard.chosen.accuracy > pilots.accuracy + 0.2
+    # With the unsolvable problems alone in their bin, sampling more cannot pay.
+    alone = fit(_banks("unsolvable", 10), CAP, orders=20, objective="tokens-within-interval")
+    assert alone.cells["hard"].chosen.cell.method == "pilots"
+
+
+def test_utility_trades_accuracy_for_tokens_at_the_stated_weight() -> None:
+    banks = _banks("votes_pay", 20)
+    cheap = fit(banks, CAP, orders=30, objective="utility", token_weight=10.0)
+    assert cheap.cells["hard"].chosen.cell.method == "pilots"  # tokens priced out of reach
+    rich = fit(banks, CAP, orders=30, objective="utility", token_weight=0.0)
+    assert rich.cells["hard"].chosen.cell.method != "pilots"
+
+
+# -- the command, the file, the proxy -----------------------------------------------------------
+PROBLEMS = [{"id": f"solved{i}", "problem": f"Solved {i}: what is 2+2?", "answer": "4"}
+            for i in range(3)] + [
+    {"id": f"unsolvable{i}", "problem": f"Unsolvable {i}: the hard one", "answer": "1"}
+    for i in range(3)
+]  # fmt: skip
+
+
+def by_problem(prompt: str, i: int) -> str:
+    """Right every time on "Solved" problems; a new wrong answer each sample on the others."""
+    if "Solved" in prompt:
+        return "Two and two.\n\nSo the answer is \\boxed{4}"
+    return f"Guessing.\n\nSo the answer is \\boxed{{{100 + i}}}"
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
+    return path
+
+
+def calibrate(proxy: str, dataset: Path, out: Path, *extra: str) -> int:
+    return main(["calibrate", "--dataset", str(dataset), "--endpoint", proxy + "/v1",
+                 "--model", "fake-policy", "--out", str(out), "--orders", "20", "--retries", "0",
+                 *extra])  # fmt: skip
+
+
+def ask_auto(url: str, problem: str) -> dict[str, Any]:
+    body = {"model": "fake-policy", "messages": [{"role": "user", "content": problem}]}
+    headers = {"X-TTS-Strategy": "auto", "X-TTS-Budget": str(CAP), "X-TTS-Scorer": "confidence"}
+    response = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def test_calibrate_writes_a_file_that_changes_autos_spend(
+    start_proxy: ProxyFactory, vllm: FakeVllm, dataset: Path, tmp_path: Path
+) -> None:
+    vllm.prompt_script = by_problem
+    proxy = start_proxy(with_prm=False)
+    out = tmp_path / "calibration"
+    assert calibrate(proxy, dataset, out) == 0
+    rules_path = out / "auto_rules.toml"
+    for name in ("calibration.md", "frontier.png", "calibration.html"):
+        assert (out / name).stat().st_size > 0
+    bank = read_rows([out / "bank"])
+    assert len(bank) == len(PROBLEMS)
+    for row in bank:
+        samples = row.tts["samples"]
+        assert len(samples) == CAP and sum(s["tokens"] for s in samples) == row.completion_tokens
+    rules = load_rules(rules_path)
+    assert rules.model == "fake-policy" and rules.provenance["scorer"] == "confidence"
+    assert {d: c.method for d, c in rules.fitted["confidence"].items()} == {
+        "easy": "pilots", "hard": "pilots"
+    }  # fmt: skip
+
+    static = ask_auto(proxy, PROBLEMS[-1]["problem"])["tts"]
+    assert static["budget_spent"] == CAP  # the shipped table samples on to the cap
+    assert static["auto"]["cell"] == "rules.small.none.hard"
+    fitted_proxy = start_proxy(with_prm=False, auto_rules_file=rules_path)
+    for problem in (PROBLEMS[0], PROBLEMS[-1]):
+        tts = ask_auto(fitted_proxy, problem["problem"])["tts"]
+        assert tts["budget_spent"] == 4, tts  # the cell answers from the pilots
+        auto = tts["auto"]
+        assert auto["rules"] == "auto_rules.toml" and auto["method"] is None
+        assert auto["cell"] == f"fitted.confidence.{auto['difficulty']}"
+        assert "problems" in auto["evidence"] and "objective" in auto["evidence"]
+    assert "cells fitted for confidence" in tts["auto"]["reason"] or tts["auto"]["reason"]
+
+
+def test_calibrate_estimates_honours_a_spending_limit_and_resumes(
+    start_proxy: ProxyFactory, vllm: FakeVllm, dataset: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    vllm.prompt_script = by_problem
+    proxy = start_proxy(with_prm=False)
+    out = tmp_path / "calibration"
+    assert calibrate(proxy, dataset, out, "--dry-run", "--max-tokens", "64") == 0
+    assert "6 of 6" not in capsys.readouterr().err and not (out / "bank").exists()
+    # A prior of 32 tokens a sample: 512 a problem, so 1100 tokens allow two problems.
+    assert calibrate(proxy, dataset, out, "--max-tokens", "64", "--max-spend-tokens", "1100") == 0
+    assert "drawing 2 of the 6" in capsys.readouterr().err
+    assert len(read_rows([out / "bank"])) == 2
+    calls = len(vllm.completion_calls)
+    assert calibrate(proxy, dataset, out) == 0  # resumes: only the four problems left
+    assert len(vllm.completion_calls) - calls == 4
+    assert len(read_rows([out / "bank"])) == len(PROBLEMS)
+
+
+# -- the rules file at start-up -----------------------------------------------------------------
+FITTED = """[provenance]
+model = "fake-policy"
+
+[auto]
+pilots = 4
+
+[fitted.confidence.hard]
+method = "pilots"
+budget = 4
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        (("method = \"pilots\"", "method = \"mcts\""), r"fitted\.confidence\.hard\.method"),
+        (("budget = 4", "budget = 2"), r"fitted\.confidence\.hard\.budget"),
+        (("budget = 4", "budget = 4\nmode = \"concurrent\""), r"fitted\.confidence\.hard\.mode"),
+        (("budget = 4", "budget = 4\nconfidence = 1.5"), r"fitted\.confidence\.hard\.confidence"),
+        (("budget = 4", "budget = 4\nchunks = 2"), r"fitted\.confidence\.hard: unknown field"),
+        (("[fitted.confidence.hard]", "[fitted.confidence.tricky]"), r"fitted\.confidence\.tricky"),
+        (("[fitted.confidence.hard]", "[fitted.gpt.hard]"), r"fitted\.gpt"),
+        (("[auto]", "[auto"), r"not valid TOML"),
+    ],
+)  # fmt: skip
+def test_a_malformed_fitted_file_is_refused_naming_the_field(
+    tmp_path: Path, change: tuple[str, str], names: str
+) -> None:
+    path = tmp_path / "auto_rules.toml"
+    path.write_text(FITTED.replace(*change))
+    with pytest.raises(RulesError, match=names):
+        load_rules(path)
+    with pytest.raises(RulesError, match=names):
+        create_app(ProxySettings(policy_urls=["http://127.0.0.1:9/v1"], auto_rules_file=path))
+
+
+def test_a_file_fitted_for_another_model_stops_the_proxy_unless_allowed(
+    stack: ExitStack, vllm: FakeVllm, tmp_path: Path
+) -> None:
+    path = tmp_path / "auto_rules.toml"
+    path.write_text(FITTED.replace('model = "fake-policy"', 'model = "qwen2.5-coder-1.5b"'))
+    policy = stack.enter_context(serve(vllm.app())) + "/v1"
+    settings = ProxySettings(policy_urls=[policy], auto_rules_file=path)
+    # The lifespan runs the check: starlette's client runs it in-process and raises its error.
+    foreign = r"fitted for model 'qwen2.5-coder-1.5b' but the policy serves 'fake-policy'"
+    with pytest.raises(RulesError, match=foreign), TestClient(create_app(settings)):
+        pass
+    allowed = settings.model_copy(update={"auto_rules_any_model": True})
+    url = stack.enter_context(serve(create_app(allowed)))
+    tts = ask_auto(url, "Unsolvable: the hard one")["tts"]
+    assert tts["auto"]["cell"] in ("fitted.confidence.hard", "rules.small.none.easy")
+    same = tmp_path / "same.toml"
+    same.write_text(FITTED)
+    assert load_rules(same).model == "fake-policy"
+    stack.enter_context(
+        serve(create_app(ProxySettings(policy_urls=[policy], auto_rules_file=same)))
+    )
