@@ -24,8 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from bench.eval_cpu import USD_PER_HOUR
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
@@ -33,53 +36,188 @@ from harness.servers import free_port, serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings
 from tts_eval.__main__ import main as tts_eval
+from tts_eval.calibration import Bin, Cell, banks_of, evaluate
+from tts_eval.datasets import in_fold, load_problems, parse_fold
+from tts_eval.rows import read_rows
+from tts_eval.stats import sign_test, wilson
 
 OUT = Path("bench/results/calibration")
 BANK_BUDGET = 16
+CALIBRATE_ON, EVALUATE_ON = "0/2", "1/2"  # halves by a hash of each problem's id
 
 
 def _settings(policy_url: str, max_tokens: int) -> ProxySettings:
     return ProxySettings(
-        policy_urls=[policy_url], request_timeout_s=3600, policy_timeout_s=3600,
-        top_candidates_in_response=64, max_answer_tokens=max_tokens, default_max_steps=12,
+        policy_urls=[policy_url],
+        request_timeout_s=3600,
+        policy_timeout_s=3600,
+        top_candidates_in_response=64,
+        max_answer_tokens=max_tokens,
+        default_max_steps=12,
         default_scorer="confidence",
-    )  # fmt: skip
+    )
 
 
 def _log_machine(out: Path, model: str, dtype: str, part: str) -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
-                if line.startswith("model name")), "unknown")  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
     out.mkdir(parents=True, exist_ok=True)
-    entry = {"started_at": time.time(), "part": part, "model": model, "dtype": dtype, "cpu": cpu,
-             "cores": os.cpu_count()}  # fmt: skip
+    entry = {
+        "started_at": time.time(),
+        "part": part,
+        "model": model,
+        "dtype": dtype,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+    }
     with (out / "machines.jsonl").open("a", encoding="utf-8") as log:
         log.write(json.dumps(entry) + "\n")
 
 
 def bank(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
-    return tts_eval([
-        "run", "--endpoint", proxy_url + "/v1", "--model", args.model, "--dataset", "math500",
-        "--strategy", "best_of_n", "--budgets", str(BANK_BUDGET), "--header", "X-TTS-Trace: true",
-        "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
-        "--usd-per-gpu-hour", str(USD_PER_HOUR), "--timeout", "3600",
-        "--limit", str(args.problems), "--out", str(out / "bank"),
-    ])  # fmt: skip
+    return tts_eval(
+        [
+            "run",
+            "--endpoint",
+            proxy_url + "/v1",
+            "--model",
+            args.model,
+            "--dataset",
+            "math500",
+            "--strategy",
+            "best_of_n",
+            "--budgets",
+            str(BANK_BUDGET),
+            "--header",
+            "X-TTS-Trace: true",
+            "--max-tokens",
+            str(args.max_tokens),
+            "--concurrency",
+            str(args.concurrency),
+            "--usd-per-gpu-hour",
+            str(USD_PER_HOUR),
+            "--timeout",
+            "3600",
+            "--limit",
+            str(args.problems),
+            "--out",
+            str(out / "bank"),
+        ]
+    )
+
+
+def calibrate(args: argparse.Namespace, out: Path) -> int:
+    """Fit on half 0/2 of the bank (no request: the bank part drew the samples)."""
+    return tts_eval(
+        [
+            "calibrate",
+            "--dataset",
+            "math500",
+            "--model",
+            args.model,
+            "--fold",
+            CALIBRATE_ON,
+            "--cap",
+            str(BANK_BUDGET),
+            "--pilots",
+            "3,4,6",
+            "--fit-only",
+            "--out",
+            str(out),
+        ]
+    )
+
+
+# The shipped table's cells for a small policy with the confidence scorer, replayed as auto
+# runs them at a cap of 16 (voting methods only: every one of them replays from the bank).
+STATIC = {
+    "easy": Cell("majority", BANK_BUDGET, 0.95, 4),
+    "medium": Cell("best_of_n", BANK_BUDGET, 0.95, 4),
+    "hard": Cell("best_of_n", BANK_BUDGET, 0.95, 4),
+}
+
+
+def fitted_cells(path: Path) -> tuple[int, dict[Bin, Cell]]:
+    """The pilots and cells of a written ``auto_rules.toml`` (bins it lacks: the static table)."""
+    data = tomllib.loads(path.read_text())
+    cells: dict[Bin, Cell] = dict(STATIC)
+    for scorer_cells in data.get("fitted", {}).values():
+        for difficulty, spec in scorer_cells.items():
+            cells[difficulty] = Cell(
+                spec["method"], spec["budget"], spec.get("confidence", 0.95), spec.get("chunk", 4)
+            )
+    return int(data["auto"]["pilots"]), cells
+
+
+def evaluate_part(args: argparse.Namespace, out: Path) -> str:
+    """Replays on half 1/2, never calibrated on: the fitted auto against the static table,
+    majority and best-of-N, paired on the same problems and orders."""
+    fold = parse_fold(EVALUATE_ON)
+    problems = {p.id for p in load_problems("math500") if in_fold(p, fold)}
+    rows = [r for r in read_rows([out / "bank"]) if r.id in problems]
+    banks = banks_of(rows, BANK_BUDGET)
+    pilots, cells = fitted_cells(out / "auto_rules.toml")
+    policies: dict[str, Any] = {
+        "auto, calibrated": (pilots, cells),
+        "auto, static table": (4, STATIC),
+        **{f"majority@{n}": ("majority", n) for n in (1, 4, 8, 16)},
+        "best_of_n@16": ("best_of_n", 16),
+    }
+    figures = evaluate(banks, policies, BANK_BUDGET, orders=args.orders, seed=7)
+    base = figures["majority@16"]
+    ours = figures["auto, calibrated"]
+    base_tokens = statistics.fmean(t for _, t in base)
+    lines = [
+        f"Held-out half {EVALUATE_ON} of MATH-500 (all levels), {len(banks)} problems, "
+        f"{args.orders} replayed orders each; calibrated on half {CALIBRATE_ON}.",
+        "",
+        "| policy | accuracy % (95 % CI) | generated tokens | of majority@16's | "
+        "calibrated auto won-lost (sign test p) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, per_problem in figures.items():
+        accuracy = statistics.fmean(a for a, _ in per_problem)
+        tokens = statistics.fmean(t for _, t in per_problem)
+        low, high = wilson(round(accuracy * len(banks)), len(banks))
+        won = sum(a > b[0] + 1e-9 for (a, _), b in zip(ours, per_problem, strict=True))
+        lost = sum(a < b[0] - 1e-9 for (a, _), b in zip(ours, per_problem, strict=True))
+        versus = (
+            "" if name == "auto, calibrated" else f"{won}-{lost} (p {sign_test(won, lost):.2f})"
+        )
+        lines.append(
+            f"| {name} | {accuracy * 100:.1f} ({low * 100:.1f}-{high * 100:.1f}) | "
+            f"{tokens:,.0f} | {tokens / base_tokens:.0%} | {versus} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (out / "evaluation.md").write_text(text, "utf-8")
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=("bank",), required=True)
+    parser.add_argument("--part", choices=("bank", "calibrate", "evaluate"), required=True)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", choices=sorted(MODELS))
     parser.add_argument("--problems", type=int, default=240)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--orders", type=int, default=200)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()
+    out = args.out / args.model
+    if args.part == "calibrate":
+        raise SystemExit(calibrate(args, out))
+    if args.part == "evaluate":
+        print(evaluate_part(args, out))
+        return
     stack = CpuStack(args.cache_dir or default_cache_dir(), MODELS[args.model])
     stack.prepare()
-    out = args.out / args.model
     _log_machine(out, args.model, stack.dtype.dtype, args.part)
     with (
         stack.serve(free_port()) as policy_url,

@@ -183,6 +183,11 @@ def _parser() -> argparse.ArgumentParser:
         "problems than the estimate fits into this many generated tokens",
     )
     c.add_argument("--dry-run", action="store_true", help="print the estimate and stop")
+    c.add_argument(
+        "--fit-only",
+        action="store_true",
+        help="draw nothing: fit on the problems the bank already holds (no --endpoint needed)",
+    )
     p = sub.add_parser("report", help="tables and plots from run folders or the store")
     p.add_argument("folders", nargs="*", type=Path)
     p.add_argument("--store", help="the experiment store (sqlite:///file or postgresql://…)")
@@ -348,6 +353,9 @@ async def _calibrate(args: argparse.Namespace, console: Console) -> int:
         problems = [p for p in problems if p.id in have or p.id in allowed]
     if args.dry_run:
         return 0
+    if args.fit_only:
+        problems = [p for p in problems if p.id in have]
+        return _fit_and_write(args, [have[p.id] for p in problems], console)
     summary = await _drive(args, "openai", spec, problems, bank_dir, console)
     if summary.failed:
         console.print(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tts_eval.rows import Row
 
-__all__ = ["Group", "GroupKey", "difficulty_bins", "summarise", "wilson"]
+__all__ = ["Group", "GroupKey", "difficulty_bins", "sign_test", "summarise", "wilson"]
 
 GroupKey = tuple[str, str, str, int]  # model, provider, strategy, budget
 _Z95 = 1.959963984540054
@@ -108,3 +108,13 @@ def difficulty_bins(rows: Iterable[Row]) -> dict[str, str]:
             bins[problem] = "easy" if rate > 0.5 else "medium" if rate >= 0.1 else "hard"
         return bins
     return {r.id: f"level {r.level}" for r in rows if r.level is not None}
+
+
+def sign_test(won: int, lost: int) -> float:
+    """Two-sided exact sign test (McNemar's exact test on the discordant pairs): the chance of a
+    split at least this uneven if either side were as likely to win each pair."""
+    n = won + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(won, lost) + 1)) / 2**n
+    return min(1.0, 2 * tail)
