@@ -4,6 +4,7 @@ double, not a solver: these tests check structure and accounting, not correctnes
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -25,8 +26,11 @@ from harness.servers import free_port, serve
 from prm_server.app import create_app as create_prm_app
 from prm_server.settings import PrmServerSettings
 from proxy.app import create_app
+from proxy.profiles import load_rules
 from proxy.settings import ProxySettings
 from tests.e2e.conftest import Relay
+from tts_eval.__main__ import main as tts_eval
+from tts_eval.rows import read_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # the first test sets the stack up
 
@@ -296,3 +300,33 @@ def test_the_trace_page_of_a_real_beam_search(vllm_url: str, stack: ExitStack) -
     shot = (ARTIFACTS / "trace-page-vllm.png").resolve()
     browse(f"{url}/ui/traces/{request_id}", f"--screenshot={shot}", "--window-size=1300,1250")
     assert shot.stat().st_size > 20_000
+
+
+def test_calibrate_on_real_vllm_writes_a_file_the_proxy_runs(
+    proxy_url: str, vllm_url: str, stack: ExitStack, tmp_path: Path
+) -> None:
+    dataset = tmp_path / "sums.jsonl"
+    dataset.write_text("".join(
+        json.dumps({"id": f"s{a}", "problem": f"What is {a}+{a}? Put the answer in \\boxed{{}}.",
+                    "answer": str(2 * a)}) + "\n" for a in (3, 7)
+    ))  # fmt: skip
+    out = tmp_path / "calibration"
+    code = tts_eval(["calibrate", "--dataset", str(dataset), "--endpoint", proxy_url + "/v1",
+                     "--model", "smollm2", "--cap", "4", "--pilots", "2", "--orders", "10",
+                     "--max-tokens", "96", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    bank = read_rows([out / "bank"])
+    assert len(bank) == 2
+    for row in bank:  # every sample's tokens, as vLLM counted them, add up to the usage
+        assert sum(s["tokens"] for s in row.tts["samples"]) == row.completion_tokens
+    rules = load_rules(out / "auto_rules.toml")
+    assert rules.model == "smollm2" and rules.fitted["confidence"]
+    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=96, request_timeout_s=300,
+                             auto_rules_file=out / "auto_rules.toml")  # fmt: skip
+    url = stack.enter_context(serve(create_app(settings)))
+    tts = ask(url, "auto", {"X-TTS-Scorer": "confidence"}).model_extra["tts"]
+    auto = tts["auto"]
+    assert auto["rules"] == "auto_rules.toml"
+    fitted = rules.fitted["confidence"].get(auto["difficulty"])
+    if fitted is not None:  # the bin the pilots saw was fitted: its cell ran, within its budget
+        assert auto["cell"] == fitted.name and tts["budget_spent"] <= (fitted.budget or 4)
