@@ -4,6 +4,7 @@ OpenAI-compatible server plays the large API (through litellm's ``openai/`` prov
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from tts_eval.datasets import DatasetError, in_fold, load_problems, parse_fold
 from tts_eval.grading import grade
 from tts_eval.rows import Row, read_rows
 from tts_eval.stats import difficulty_bins, wilson
+from tts_eval.verdict import verdicts, verdicts_markdown
 
 PROBLEMS = [
     {"id": f"p{i}", "problem": f"What is {i} + {4 - i}?", "answer": "4", "level": 1 + i % 2}
@@ -318,3 +320,33 @@ def test_folds_split_problems_into_disjoint_stable_halves(dataset: Path) -> None
     with pytest.raises(SystemExit):
         main(["run", "--dataset", str(dataset), "--endpoint", "http://x/v1", "--model", "m",
               "--fold", "3/2", "--out", "unused"])  # fmt: skip
+
+
+def _priced(problem: str, model: str, strategy: str, correct: bool, cost: float | None,
+            latency: float) -> Row:  # fmt: skip
+    return dataclasses.replace(_row(problem, correct, strategy), model=model, budget=16,
+                               cost_usd=cost, latency_s=latency)  # fmt: skip
+
+
+def test_verdicts_name_the_winner_the_paired_test_and_the_price() -> None:
+    # 12 problems: the search right on 10, the big single call on 3; they disagree on 9 (8-1).
+    small = [_priced(f"p{i}", "small", "auto", i < 10, 0.001, 4.0) for i in range(12)]
+    big = [_priced(f"p{i}", "big", "none", i in (0, 1, 10), 0.004, 1.0) for i in range(12)]
+    (verdict,) = verdicts([*small, *big])
+    assert (verdict.won, verdict.lost, verdict.problems) == (8, 1, 12)
+    assert verdict.p_value == pytest.approx(2 * 10 / 512)  # exact: P(<= 1 of 9) twice
+    assert verdict.cost_ratio == pytest.approx(0.25) and verdict.latency_ratio == pytest.approx(4)
+    text = verdict.sentence()
+    assert (
+        text.startswith("- **small auto@16** beats **big (single call)**") and "significant" in text
+    )
+    assert "search wins at equal $" in text
+    # The big model better and cheaper: the single call wins; unpriced: no call at equal $.
+    worse = [dataclasses.replace(r, correct=not r.correct, cost_usd=0.01) for r in small]
+    (flipped,) = verdicts([*worse, *big])
+    assert flipped.gap < 0 and "single call wins at equal $" in flipped.sentence()
+    unpriced = [dataclasses.replace(r, cost_usd=None) for r in big]
+    assert "no call at equal $" in verdicts([*small, *unpriced])[0].sentence()
+    # Only problems both answered are paired.
+    assert verdicts([*small[:5], *big[3:]])[0].problems == 2
+    assert "## Verdicts" in verdicts_markdown([*small, *big]) and verdicts_markdown(small) == ""

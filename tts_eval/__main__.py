@@ -29,6 +29,7 @@ from tts_eval.report import write_report
 from tts_eval.rows import Row, read_rows
 from tts_eval.runner import DEFAULT_SYSTEM_PROMPT, RunSpec, RunSummary, run
 from tts_eval.shadow_report import labelled_rows, shadow_table, write_agreement_plot
+from tts_eval.verdict import verdicts_markdown
 
 __all__ = ["main"]
 
@@ -448,10 +449,12 @@ def _report(args: argparse.Namespace, console: Console) -> None:
             extra_plots.append(out / "agreement_vs_budget.png")
     if not rows and not extra:
         raise UsageError("no rows found in " + ", ".join(map(str, args.folders)))
+    verdict = verdicts_markdown(rows)
+    extra = "\n\n".join(part for part in (extra, verdict) if part)
     _, table, files = write_report(
         rows, out, enable_html=args.html, extra_table=extra, extra_plots=extra_plots
     )
-    text = extra + "\n\n" + table if extra else table
+    text = table + "\n\n" + extra if extra else table
     if console.is_terminal:
         console.print(Markdown(text))
     else:  # piped or logged: the markdown itself, unwrapped

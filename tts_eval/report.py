@@ -39,8 +39,17 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(lines) + "\n"
 
 
-def _html_table(table: str) -> str:
-    lines = [line for line in table.strip().splitlines() if line.startswith("|")]
+def _html_block(text: str) -> str:
+    """A markdown table as a table; headings and list items as plain paragraphs."""
+    lines = [line for line in text.strip().splitlines() if line.startswith("|")]
+    prose = [line for line in text.strip().splitlines() if line.strip() and line not in lines]
+    paragraphs = "".join(
+        f"<p>{html.escape(line.lstrip('#- ').replace('**', ''))}</p>" for line in prose
+    )
+    return paragraphs + (_html_table(lines) if lines else "")
+
+
+def _html_table(lines: list[str]) -> str:
     head = [c.strip() for c in lines[0].strip("|").split("|")]
     body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
@@ -59,7 +68,7 @@ def html_page(tables: list[str], plots: list[Path], title: str) -> str:
     style = "body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"{''.join(_html_table(t) for t in tables if t.strip())}{images}"
+            f"{''.join(_html_block(t) for t in tables if t.strip())}{images}"
             "</body></html>")  # fmt: skip
 
 
