@@ -172,31 +172,44 @@ def evaluate_part(args: argparse.Namespace, out: Path) -> str:
     figures = evaluate(banks, policies, BANK_BUDGET, orders=args.orders, seed=7)
     base = figures["majority@16"]
     ours = figures["auto, calibrated"]
-    base_tokens = statistics.fmean(t for _, t in base)
+    base_tokens = statistics.fmean(e.tokens for e in base)
     lines = [
         f"Held-out half {EVALUATE_ON} of MATH-500 (all levels), {len(banks)} problems, "
-        f"{args.orders} replayed orders each; calibrated on half {CALIBRATE_ON}.",
+        f"{args.orders} replayed orders each; calibrated on half {CALIBRATE_ON}. Latency is "
+        "estimated from each problem's own decoding speed in the bank.",
         "",
-        "| policy | accuracy % (95 % CI) | generated tokens | of majority@16's | "
-        "calibrated auto won-lost (sign test p) |",
-        "|---|---|---|---|---|",
+        "| policy | accuracy % (95 % CI) | generated tokens | of majority@16's | latency s (est.) "
+        "| calibrated auto minus this, pts (paired 95 % CI) | problems won-lost (sign test p) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, per_problem in figures.items():
-        accuracy = statistics.fmean(a for a, _ in per_problem)
-        tokens = statistics.fmean(t for _, t in per_problem)
+        accuracy = statistics.fmean(e.accuracy for e in per_problem)
+        tokens = statistics.fmean(e.tokens for e in per_problem)
+        latency = statistics.fmean(e.latency_s for e in per_problem)
         low, high = wilson(round(accuracy * len(banks)), len(banks))
-        won = sum(a > b[0] + 1e-9 for (a, _), b in zip(ours, per_problem, strict=True))
-        lost = sum(a < b[0] - 1e-9 for (a, _), b in zip(ours, per_problem, strict=True))
-        versus = (
-            "" if name == "auto, calibrated" else f"{won}-{lost} (p {sign_test(won, lost):.2f})"
-        )
+        won = sum(a.accuracy > b.accuracy + 1e-9 for a, b in zip(ours, per_problem, strict=True))
+        lost = sum(a.accuracy < b.accuracy - 1e-9 for a, b in zip(ours, per_problem, strict=True))
+        gap = _paired([a.accuracy - b.accuracy for a, b in zip(ours, per_problem, strict=True)])
+        versus = f"{gap} | {won}-{lost} (p {sign_test(won, lost):.2f})"
         lines.append(
             f"| {name} | {accuracy * 100:.1f} ({low * 100:.1f}-{high * 100:.1f}) | "
-            f"{tokens:,.0f} | {tokens / base_tokens:.0%} | {versus} |"
+            f"{tokens:,.0f} | {tokens / base_tokens:.0%} | {latency:.1f} | "
+            f"{' | ' if name == 'auto, calibrated' else versus} |"
         )
     text = "\n".join(lines) + "\n"
     (out / "evaluation.md").write_text(text, "utf-8")
     return text
+
+
+def _paired(differences: list[float]) -> str:
+    """Mean per-problem difference in points with a normal 95 % interval over problems."""
+    mean = statistics.fmean(differences)
+    half = (
+        1.96 * statistics.stdev(differences) / len(differences) ** 0.5
+        if len(differences) > 1
+        else 0.0
+    )
+    return f"{mean * 100:+.1f} ({(mean - half) * 100:+.1f} to {(mean + half) * 100:+.1f})"
 
 
 def main() -> None:

@@ -96,6 +96,7 @@ def _evidence(candidate: Candidate) -> dict[str, Any]:
         "tokens": candidate.tokens,
         "samples": candidate.samples,
         "calls": candidate.calls,
+        "latency_s": candidate.latency_s,
         "gap_to_best": candidate.gap,
     }
 
@@ -171,6 +172,7 @@ def _cells_table(fit: Fit, top: int = 8) -> str:
                     f"{c.tokens:,.0f}",
                     f"{c.samples:.1f}",
                     f"{c.calls:.1f}",
+                    f"{c.latency_s:.1f}",
                     mark,
                 ]
             )
@@ -183,6 +185,7 @@ def _cells_table(fit: Fit, top: int = 8) -> str:
         "tokens",
         "samples",
         "calls",
+        "latency s (est.)",
         "",
     ]
     return markdown_table(headers, rows)
@@ -205,11 +208,11 @@ def baselines_table(banks: Sequence[Bank], fit: Fit, orders: int, seed: int) -> 
     reference = figures[f"majority@{fit.cap}"]
     rows = []
     for name, per_problem in figures.items():
-        accuracy = statistics.fmean(a for a, _ in per_problem)
-        tokens = statistics.fmean(t for _, t in per_problem)
+        accuracy = statistics.fmean(e.accuracy for e in per_problem)
+        tokens = statistics.fmean(e.tokens for e in per_problem)
         n = len(per_problem)
         low, high = wilson(round(accuracy * n), n)
-        ratio = tokens / statistics.fmean(t for _, t in reference)
+        ratio = tokens / statistics.fmean(e.tokens for e in reference)
         rows.append(
             [
                 name,
@@ -217,6 +220,7 @@ def baselines_table(banks: Sequence[Bank], fit: Fit, orders: int, seed: int) -> 
                 f"{_percent(accuracy)} ({_percent(low)}-{_percent(high)})",
                 f"{tokens:,.0f}",
                 f"{ratio:.0%}",
+                f"{statistics.fmean(e.latency_s for e in per_problem):.1f}",
             ]
         )
     headers = [
@@ -225,6 +229,7 @@ def baselines_table(banks: Sequence[Bank], fit: Fit, orders: int, seed: int) -> 
         "accuracy % (95 % CI)",
         "tokens",
         f"tokens vs majority@{fit.cap}",
+        "latency s (est.)",
     ]
     return markdown_table(headers, rows)
 

@@ -24,7 +24,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from strategies import difficulty_of, draws_to_settle, group_equivalent, keeps_lead
 from tts_eval.rows import Row
@@ -38,6 +38,7 @@ __all__ = [
     "Candidate",
     "Cell",
     "CellFit",
+    "Expected",
     "Fit",
     "Objective",
     "Outcome",
@@ -70,6 +71,9 @@ class Bank:
     correct_label: int  # the label of the reference answer (matches no sample: -2)
     scores: tuple[float, ...]
     tokens: tuple[int, ...]
+    # Seconds per decoding step, measured on the bank's own call (all samples decode together,
+    # so it lasted as long as its longest sample): what a replayed call's latency is estimated at.
+    step_s: float = 0.0
 
     @property
     def size(self) -> int:
@@ -98,6 +102,7 @@ def banks_of(rows: Iterable[Row], cap: int) -> list[Bank]:
         groups = group_equivalent([*answers, row.reference])
         labels = tuple(g if a.strip() else NO_ANSWER for g, a in zip(groups, answers, strict=False))
         gold = groups[-1] if groups[-1] in labels else -2
+        tokens = tuple(int(s.get("tokens") or 0) for s in samples)
         banks.append(
             Bank(
                 id=row.id,
@@ -105,7 +110,8 @@ def banks_of(rows: Iterable[Row], cap: int) -> list[Bank]:
                 labels=labels,
                 correct_label=gold,
                 scores=tuple(float(s.get("score") or 0.0) for s in samples),
-                tokens=tuple(int(s.get("tokens") or 0) for s in samples),
+                tokens=tokens,
+                step_s=row.latency_s / max(1, *tokens),
             )
         )
     return banks
@@ -149,6 +155,7 @@ class Outcome:
     tokens: int
     samples: int
     calls: int  # sequential policy round trips
+    latency_s: float  # estimated: each call lasts as long as its longest sample takes to decode
 
 
 def _tally(labels: Sequence[int]) -> tuple[int, int, int]:
@@ -176,13 +183,19 @@ def _vote(bank: Bank, drawn: Sequence[int], weighted: bool) -> int:
     return min(first, key=lambda label: (-weight[label], -best[label], first[label]))
 
 
-def _outcome(bank: Bank, drawn: Sequence[int], weighted: bool, calls: int) -> Outcome:
+def _outcome(bank: Bank, drawn: Sequence[int], weighted: bool, calls: Sequence[int]) -> Outcome:
+    """``calls``: how many samples each sequential call drew, in order."""
     chosen = _vote(bank, drawn, weighted)
+    steps, start = 0, 0
+    for size in calls:
+        steps += max((bank.tokens[i] for i in drawn[start : start + size]), default=0)
+        start += size
     return Outcome(
         correct=chosen != NO_ANSWER and chosen == bank.correct_label,
         tokens=sum(bank.tokens[i] for i in drawn),
         samples=len(drawn),
-        calls=calls,
+        calls=len(calls),
+        latency_s=steps * bank.step_s,
     )
 
 
@@ -199,13 +212,13 @@ def replay(
     horizon = max(limit - len(drawn), 0) or limit
     confidence = keeps_lead(leader, runner_up, rest, horizon) if leader else 0.0
     if cell.method == "pilots" or confidence >= cell.confidence or len(drawn) >= limit:
-        return difficulty, _outcome(bank, drawn, weighted=False, calls=1)
-    remaining, calls = limit - len(drawn), 1
+        return difficulty, _outcome(bank, drawn, weighted=False, calls=[len(drawn)])
+    remaining, calls = limit - len(drawn), [len(drawn)]
     while remaining > 0:
         size = draws_to_settle(leader, runner_up, rest, remaining, cell.confidence, cell.chunk)
         drawn += order[len(drawn) : len(drawn) + size]
         remaining -= size
-        calls += 1
+        calls.append(size)
         leader, runner_up, rest = _tally([bank.labels[i] for i in drawn])
         confidence = keeps_lead(leader, runner_up, rest, remaining) if leader else 0.0
         if confidence >= cell.confidence:
@@ -215,7 +228,7 @@ def replay(
 
 def fixed(bank: Bank, order: Sequence[int], method: Method, n: int) -> Outcome:
     """A fixed method over the first ``n`` samples of ``order``: one call, no stopping rule."""
-    return _outcome(bank, order[:n], weighted=method == "best_of_n", calls=1)
+    return _outcome(bank, order[:n], weighted=method == "best_of_n", calls=[n])
 
 
 # -- the fit ------------------------------------------------------------------------------------
@@ -229,6 +242,7 @@ class Candidate:
     tokens: float  # generated tokens per problem, pilots included
     samples: float
     calls: float
+    latency_s: float  # estimated from the bank's own decoding speed
     ci_low: float
     ci_high: float
     gap: float  # accuracy minus the bin's most accurate cell, paired over problems
@@ -315,6 +329,7 @@ def _figures(
         tokens=statistics.fmean(o.tokens for _, o in pairs),
         samples=statistics.fmean(o.samples for _, o in pairs),
         calls=statistics.fmean(o.calls for _, o in pairs),
+        latency_s=statistics.fmean(o.latency_s for _, o in pairs),
         ci_low=low,
         ci_high=high,
         gap=gap,
@@ -420,16 +435,24 @@ def _fit_pilots(
     )
 
 
+class Expected(NamedTuple):
+    """One problem's expected figures under a policy, over the replayed orders."""
+
+    accuracy: float
+    tokens: float
+    latency_s: float
+
+
 def evaluate(
     banks: Sequence[Bank],
     policies: Mapping[str, tuple[int, Mapping[Bin, Cell]] | tuple[Method, int]],
     cap: int,
     orders: int = 200,
     seed: int = 1,
-) -> dict[str, list[tuple[float, float]]]:
-    """Each policy's per-problem (accuracy, tokens), averaged over orders: an ``auto`` given as
+) -> dict[str, list[Expected]]:
+    """Each policy's per-problem figures, averaged over orders: an ``auto`` given as
     (pilots, cells) or a fixed method given as (method, n). Paired: the same orders for all."""
-    result: dict[str, list[tuple[float, float]]] = {name: [] for name in policies}
+    result: dict[str, list[Expected]] = {name: [] for name in policies}
     for bank in banks:
         problem_orders = orders_of(bank, orders, seed)
         for name, spec in policies.items():
@@ -439,9 +462,10 @@ def evaluate(
                 method, n = spec
                 outs = [fixed(bank, o, method, int(n)) for o in problem_orders]
             result[name].append(
-                (
-                    statistics.fmean(o.correct for o in outs),
-                    statistics.fmean(o.tokens for o in outs),
+                Expected(
+                    accuracy=statistics.fmean(o.correct for o in outs),
+                    tokens=statistics.fmean(o.tokens for o in outs),
+                    latency_s=statistics.fmean(o.latency_s for o in outs),
                 )
             )
     return result
