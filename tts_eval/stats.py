@@ -116,5 +116,5 @@ def sign_test(won: int, lost: int) -> float:
     n = won + lost
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(won, lost) + 1)) / 2**n
+    tail: float = sum(math.comb(n, k) for k in range(min(won, lost) + 1)) / 2**n
     return min(1.0, 2 * tail)
