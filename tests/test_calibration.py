@@ -8,6 +8,10 @@ import asyncio
 import json
 import random
 import re
+import signal
+import subprocess
+import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -291,3 +295,39 @@ def test_a_file_fitted_for_another_model_stops_the_proxy_unless_allowed(
     stack.enter_context(
         serve(create_app(ProxySettings(policy_urls=[policy], auto_rules_file=same)))
     )
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
+def test_calibrate_resumes_after_ctrl_c_or_a_kill(
+    start_proxy: ProxyFactory, vllm: FakeVllm, dataset: Path, tmp_path: Path, stop: signal.Signals
+) -> None:
+    vllm.prompt_script, vllm.delay_s = by_problem, 0.3
+    proxy = start_proxy(with_prm=False)
+    out = tmp_path / "calibration"
+    command = [sys.executable, "-m", "tts_eval", "calibrate", "--dataset", str(dataset),
+               "--endpoint", proxy + "/v1", "--model", "fake-policy", "--concurrency", "1",
+               "--orders", "10", "--out", str(out)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(read_rows([out / "bank"])) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(stop)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == (130 if stop == signal.SIGINT else -signal.SIGKILL), output
+    kept = {row.id for row in read_rows([out / "bank"])}
+    assert 2 <= len(kept) < len(PROBLEMS) and not (out / "auto_rules.toml").exists()
+    calls = len(vllm.completion_calls)
+    vllm.delay_s = 0.0
+    assert calibrate(proxy, dataset, out) == 0
+    # Nothing kept is drawn again (a request cut off by the kill may still reach vLLM: it is
+    # for a problem that was not kept, so it is drawn again either way).
+    texts = {p["id"]: p["problem"] for p in PROBLEMS}
+    later = [json.dumps(call) for call in vllm.completion_calls[calls:]]
+    assert not [i for i in kept if any(texts[i] in prompt for prompt in later)]
+    assert {row.id for row in read_rows([out / "bank"])} == set(texts)
+    assert load_rules(out / "auto_rules.toml").provenance["problems"] == len(PROBLEMS)
