@@ -54,16 +54,7 @@ StrategyName = Literal[
     "auto",
 ]
 # What an ``auto`` cell may run once the pilots are in: a method, or "pilots" (answer from them).
-CellMethod = Literal[
-    "pilots",
-    "cot",
-    "majority",
-    "best_of_n",
-    "beam_search",
-    "dvts",
-    "particle_filtering",
-    "deepconf",
-]
+CellMethod = Literal["pilots", MethodName]
 SamplingMode = Literal["sequential"]  # reserved: "concurrent" comes with the performance work
 DeepConfMode = Literal["online", "offline"]
 Difficulty = Literal["easy", "medium", "hard"]

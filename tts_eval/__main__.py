@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import get_args
 
 from rich.console import Console
 from rich.markdown import Markdown
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from experiments import Comparison, Price
 from experiments.store import ExperimentStore, StoreError
+from strategies import StrategyName
 from tts_eval.calibrate import estimate as estimate_bank
 from tts_eval.calibrate import provenance_of, scorer_kind, write_outputs
 from tts_eval.calibration import OBJECTIVES, banks_of, fit
@@ -34,17 +36,7 @@ from tts_eval.verdict import verdicts_markdown
 __all__ = ["main"]
 
 _CLEANUP_S = 5.0
-STRATEGIES = (
-    "none",
-    "auto",
-    "cot",
-    "majority",
-    "best_of_n",
-    "beam_search",
-    "dvts",
-    "particle_filtering",
-    "deepconf",
-)
+STRATEGIES = ("none", *get_args(StrategyName))
 
 
 class UsageError(Exception):
