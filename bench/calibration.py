@@ -6,14 +6,18 @@ Parts, each resumable (run the same command again) and Ctrl-C safe; rows land un
 - ``bank``: the sample bank ``tts-eval calibrate`` replays voting methods and stopping rules from:
   ``best_of_n`` at N = 16 with the trace on (every sample's answer, confidence score and
   generated tokens) over the first ``--problems`` problems of MATH-500, all levels, both halves;
-- ``calibrate``: ``tts-eval calibrate`` on half 0/2 (the bank above, plus live step searches on
-  at most ``--live-problems`` problems), writing ``auto_rules.toml``;
-- ``evaluate``: replays on half 1/2 (never the problems calibrated on) and the live runs of the
-  fitted ``auto``, the static table and the single-sample baselines;
-- ``pass1``: the 1.5B model at one greedy sample through ``--provider litellm`` (a large API as
-  users call one), on the held-out half.
+- ``calibrate``: ``tts-eval calibrate --fit-only`` on half 0/2 of the bank, writing
+  ``auto_rules.toml`` (pilot counts 3, 4 and 6 tried);
+- ``evaluate``: replays on half 1/2 (never the problems calibrated on): the fitted ``auto``
+  against the shipped table, majority and best-of-N, paired on the same problems and orders;
+- ``live``: the fitted ``auto`` for real, through a proxy that loads ``auto_rules.toml``, on the
+  first ``--live-problems`` problems of half 1/2 (rows under ``live/``);
+- ``pass1``: the model at one greedy sample through ``--provider litellm`` (as a large API is
+  called), on the first ``--problems`` problems of half 1/2 (rows under ``pass1/``); priced at
+  the VM's hourly rate and the run's own measured throughput, the model alone on the machine.
 
-Each part logs its machine and dtype to ``machines.jsonl``.
+``tts-eval report`` over ``live/`` and another model's ``pass1/`` prints the verdicts (who wins at
+equal $, paired). Each part logs its machine and dtype to ``machines.jsonl``.
 
 Run: ``.venv/bin/python -m bench.calibration --part bank [--model qwen2.5-coder-0.5b]
 [--problems 240] [--concurrency 4]``; hours on 2 cores (about 5k generated tokens per problem).
@@ -46,7 +50,7 @@ BANK_BUDGET = 16
 CALIBRATE_ON, EVALUATE_ON = "0/2", "1/2"  # halves by a hash of each problem's id
 
 
-def _settings(policy_url: str, max_tokens: int) -> ProxySettings:
+def _settings(policy_url: str, max_tokens: int, rules: Path | None = None) -> ProxySettings:
     return ProxySettings(
         policy_urls=[policy_url],
         request_timeout_s=3600,
@@ -55,6 +59,7 @@ def _settings(policy_url: str, max_tokens: int) -> ProxySettings:
         max_answer_tokens=max_tokens,
         default_max_steps=12,
         default_scorer="confidence",
+        auto_rules_file=rules,
     )
 
 
@@ -212,9 +217,69 @@ def _paired(differences: list[float]) -> str:
     return f"{mean * 100:+.1f} ({(mean - half) * 100:+.1f} to {(mean + half) * 100:+.1f})"
 
 
+def _common(args: argparse.Namespace, *flags: str) -> list[str]:
+    return [
+        "run",
+        "--dataset",
+        "math500",
+        "--fold",
+        EVALUATE_ON,
+        "--max-tokens",
+        str(args.max_tokens),
+        "--concurrency",
+        str(args.concurrency),
+        "--usd-per-gpu-hour",
+        str(USD_PER_HOUR),
+        "--timeout",
+        "3600",
+        *flags,
+    ]
+
+
+def live(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
+    flags = [
+        "--endpoint",
+        proxy_url + "/v1",
+        "--model",
+        args.model,
+        "--strategy",
+        "auto",
+        "--budgets",
+        str(BANK_BUDGET),
+        "--limit",
+        str(args.live_problems),
+        "--out",
+        str(out / "live"),
+    ]
+    return tts_eval(_common(args, *flags))
+
+
+def pass1(args: argparse.Namespace, policy_url: str, out: Path) -> int:
+    flags = [
+        "--provider",
+        "litellm",
+        "--endpoint",
+        policy_url,
+        "--model",
+        f"openai/{args.model}",
+        "--api-key",
+        "unused",
+        "--temperature",
+        "0",
+        "--limit",
+        str(args.problems),
+        "--out",
+        str(out / "pass1"),
+    ]
+    return tts_eval(_common(args, *flags))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=("bank", "calibrate", "evaluate"), required=True)
+    parser.add_argument(
+        "--part", choices=("bank", "calibrate", "evaluate", "live", "pass1"), required=True
+    )
+    parser.add_argument("--live-problems", type=int, default=40)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", choices=sorted(MODELS))
     parser.add_argument("--problems", type=int, default=240)
     parser.add_argument("--max-tokens", type=int, default=512)
@@ -232,11 +297,12 @@ def main() -> None:
     stack = CpuStack(args.cache_dir or default_cache_dir(), MODELS[args.model])
     stack.prepare()
     _log_machine(out, args.model, stack.dtype.dtype, args.part)
-    with (
-        stack.serve(free_port()) as policy_url,
-        serve(create_app(_settings(policy_url, args.max_tokens))) as proxy_url,
-    ):
-        status = bank(args, proxy_url, out)
+    rules = out / "auto_rules.toml" if args.part == "live" else None
+    with stack.serve(free_port()) as policy_url:
+        if args.part == "pass1":
+            raise SystemExit(pass1(args, policy_url, out))
+        with serve(create_app(_settings(policy_url, args.max_tokens, rules))) as proxy_url:
+            status = live(args, proxy_url, out) if rules else bank(args, proxy_url, out)
     raise SystemExit(status)
 
 

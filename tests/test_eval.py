@@ -183,6 +183,23 @@ def test_headers_reach_a_large_api_through_litellm(
     )
     assert len(fake.headers) == 2
     assert all(h.get("openai-organization") == "org-1" for h in fake.headers)
+    assert all("temperature" not in call for call in fake.calls)  # the server's default
+
+
+def test_temperature_reaches_both_providers_and_is_logged(
+    start_proxy: ProxyFactory, vllm: FakeVllm, api: tuple[FakeChatApi, str], dataset: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    fake, url = api
+    assert big_api_run(url, dataset, tmp_path / "big", "--limit", "2", "--temperature", "0") == 0
+    assert [call["temperature"] for call in fake.calls] == [0, 0]
+    logged = json.loads((tmp_path / "big" / "runs.jsonl").read_text().splitlines()[-1])
+    assert logged["temperature"] == 0
+    proxy = start_proxy(with_prm=False)
+    assert main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model",
+                 "fake-policy", "--strategy", "cot", "--limit", "1", "--temperature", "0",
+                 "--out", str(tmp_path / "ours")]) == 0  # fmt: skip
+    assert [call["temperature"] for call in vllm.completion_calls] == [0]
 
 
 def test_known_prices_come_from_litellm_offline(api: tuple[FakeChatApi, str], dataset: Path,

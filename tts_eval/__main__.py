@@ -135,6 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--strategy", nargs="+", choices=STRATEGIES, dest="strategies")
     r.add_argument("--budgets", type=_budgets, default=(4, 16))
     r.add_argument("--samples", type=int, default=1, help="samples per problem (for pass@1 bins)")
+    r.add_argument(
+        "--temperature",
+        type=float,
+        help="sent with every request (0: one greedy "
+        "answer, e.g. a model's pass@1 as users call it); default: the server's",
+    )
     c = sub.add_parser(
         "calibrate",
         help="fit auto's cells to this policy and scorer; writes "
@@ -239,6 +245,7 @@ async def _run(args: argparse.Namespace, console: Console) -> RunSummary:
         max_tokens=args.max_tokens,
         price=Price(args.usd_per_mtok, args.usd_per_gpu_hour, args.tokens_per_s),
         headers=tuple(args.headers),
+        temperature=args.temperature,
     )
     return await _drive(args, args.provider, spec, problems, args.out, console)
 
@@ -260,6 +267,7 @@ async def _drive(
         args.retries,
         args.timeout,
         dict(spec.headers),
+        spec.temperature,
     )
     columns = (
         TextColumn("{task.description}"),

@@ -73,8 +73,10 @@ class OpenAIProvider:
     kind: ProviderKind = "openai"
 
     def __init__(self, endpoint: str, model: str, api_key: str | None, retries: int,
-                 timeout_s: float, headers: Mapping[str, str]) -> None:  # fmt: skip
+                 timeout_s: float, headers: Mapping[str, str],
+                 temperature: float | None = None) -> None:  # fmt: skip
         openai = importlib.import_module("openai")
+        self._sampling = {"temperature": temperature} if temperature is not None else {}
         self._headers = dict(headers)
         self._errors = openai.OpenAIError
         self._client = openai.AsyncOpenAI(
@@ -89,6 +91,7 @@ class OpenAIProvider:
         if strategy not in ("none", "cot"):
             headers["X-TTS-Budget"] = str(budget)
         extra: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
+        extra.update(self._sampling)
         try:
             completion = await self._client.chat.completions.create(
                 model=self._model, messages=messages, extra_headers=headers, **extra
@@ -120,7 +123,9 @@ class LitellmProvider:
     kind: ProviderKind = "litellm"
 
     def __init__(self, endpoint: str | None, model: str, api_key: str | None, retries: int,
-                 timeout_s: float, headers: Mapping[str, str]) -> None:  # fmt: skip
+                 timeout_s: float, headers: Mapping[str, str],
+                 temperature: float | None = None) -> None:  # fmt: skip
+        self._sampling = {"temperature": temperature} if temperature is not None else {}
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # noqa: TID251
         self._litellm = importlib.import_module("litellm")
         self._model = model
@@ -136,6 +141,7 @@ class LitellmProvider:
         self, messages: list[dict[str, str]], strategy: str, budget: int, max_tokens: int | None
     ) -> Answer:
         extra: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
+        extra.update(self._sampling)
         try:
             response = await self._litellm.acompletion(
                 model=self._model, messages=messages, **self._params, **extra
@@ -158,10 +164,13 @@ def make_provider(
     retries: int,
     timeout_s: float,
     headers: Mapping[str, str] | None = None,
+    temperature: float | None = None,
 ) -> Provider:
     """A provider; ``headers`` go with every request (e.g. ``X-TTS-Keep-Percent`` to the proxy)."""
     if kind == "litellm":
-        return LitellmProvider(endpoint, model, api_key, retries, timeout_s, headers or {})
+        return LitellmProvider(
+            endpoint, model, api_key, retries, timeout_s, headers or {}, temperature
+        )
     if not endpoint:
         raise ValueError("--provider openai needs --endpoint (e.g. http://127.0.0.1:8000/v1)")
-    return OpenAIProvider(endpoint, model, api_key, retries, timeout_s, headers or {})
+    return OpenAIProvider(endpoint, model, api_key, retries, timeout_s, headers or {}, temperature)

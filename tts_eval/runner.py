@@ -45,6 +45,7 @@ class RunSpec:
     max_tokens: int | None = None
     price: Price = field(default_factory=Price)
     headers: tuple[tuple[str, str], ...] = ()  # extra request headers, logged with the run
+    temperature: float | None = None  # sent with every request when set (0: greedy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +246,7 @@ def _log_run(folder: Path, spec: RunSpec, provider: Provider, summary: RunSummar
     entry: dict[str, Any] = {
         "model": spec.model, "provider": provider.kind, "strategies": list(spec.strategies),
         "budgets": list(spec.budgets), "samples": spec.samples, "headers": _redacted(spec.headers),
+        "temperature": spec.temperature,
         "done": summary.done,
         "failed": summary.failed, "tokens_per_s": summary.tokens_per_s,
         "finished_at": time.time(),
