@@ -151,15 +151,18 @@ def _fitted(
     fitted: dict[str, dict[str, AutoCell]] = {}
     for scorer, cells in data.items():
         if scorer not in FITTED_SCORERS or not isinstance(cells, dict):
-            raise RulesError(f"{name}: fitted.{scorer}: the scorer must be one of "
-                             f"{list(FITTED_SCORERS)}, each holding bins")  # fmt: skip
+            raise RulesError(
+                f"{name}: fitted.{scorer}: the scorer must be one of "
+                f"{list(FITTED_SCORERS)}, each holding bins"
+            )
         fitted[scorer] = {}
         for difficulty, spec in cells.items():
             where = f"{name}: fitted.{scorer}.{difficulty}"
             if difficulty not in DIFFICULTIES or not isinstance(spec, dict):
                 raise RulesError(f"{where}: cells are easy, medium or hard, each a table")
-            fitted[scorer][difficulty] = _cell(spec, pilots, provenance, where,
-                                               f"fitted.{scorer}.{difficulty}")  # fmt: skip
+            fitted[scorer][difficulty] = _cell(
+                spec, pilots, provenance, where, f"fitted.{scorer}.{difficulty}"
+            )
     return fitted
 
 
@@ -168,16 +171,20 @@ def _cell(
 ) -> AutoCell:
     unknown = set(spec) - _CELL_KEYS
     if unknown:
-        raise RulesError(f"{where}: unknown field {sorted(unknown)[0]!r} "
-                         f"(a cell has {sorted(_CELL_KEYS)})")  # fmt: skip
+        raise RulesError(
+            f"{where}: unknown field {sorted(unknown)[0]!r} (a cell has {sorted(_CELL_KEYS)})"
+        )
     method = spec.get("method")
     if method not in get_args(CellMethod):
-        raise RulesError(f"{where}.method must be one of {list(get_args(CellMethod))}, "
-                         f"got {method!r}")  # fmt: skip
+        raise RulesError(
+            f"{where}.method must be one of {list(get_args(CellMethod))}, got {method!r}"
+        )
     budget = spec.get("budget")
     if budget is not None and (not isinstance(budget, int) or budget < pilots):
-        raise RulesError(f"{where}.budget must be an integer >= the pilots ({pilots}): it is "
-                         f"the total, pilots included; got {budget!r}")  # fmt: skip
+        raise RulesError(
+            f"{where}.budget must be an integer >= the pilots ({pilots}): it is "
+            f"the total, pilots included; got {budget!r}"
+        )
     confidence = spec.get("confidence")
     if confidence is not None and (
         not isinstance(confidence, int | float) or not 0.5 < confidence <= 1.0
@@ -188,16 +195,21 @@ def _cell(
         raise RulesError(f"{where}.chunk must be an integer >= 1, got {chunk!r}")
     mode = spec.get("mode", "sequential")
     if mode != "sequential":
-        raise RulesError(f"{where}.mode: only 'sequential' sampling is supported so far, "
-                         f"got {mode!r}")  # fmt: skip
+        raise RulesError(
+            f"{where}.mode: only 'sequential' sampling is supported so far, got {mode!r}"
+        )
     evidence = spec.get("evidence") or {}
     if not isinstance(evidence, dict):
         raise RulesError(f"{where}.evidence must be a table")
     return AutoCell(
-        method=cast("CellMethod", method), budget=budget,
-        confidence=float(confidence) if confidence is not None else None, chunk=chunk,
-        mode=mode, name=cell_name, evidence=_evidence_text(evidence, provenance),
-    )  # fmt: skip
+        method=cast("CellMethod", method),
+        budget=budget,
+        confidence=float(confidence) if confidence is not None else None,
+        chunk=chunk,
+        mode=mode,
+        name=cell_name,
+        evidence=_evidence_text(evidence, provenance),
+    )
 
 
 def _evidence_text(evidence: dict[str, Any], provenance: dict[str, Any]) -> str:
@@ -325,9 +337,13 @@ def _auto_config(profile: Profile, rules: AutoRules) -> AutoConfig:
         reason += f", cells fitted for {profile.scorer_kind} ({rules.name})"
     return AutoConfig(
         methods=methods,  # type: ignore[arg-type]
-        pilots=rules.pilots, confidence=rules.confidence, chunk=rules.chunk, reason=reason,
-        cells=cells, rules=rules.name,  # type: ignore[arg-type]
-    )  # fmt: skip
+        pilots=rules.pilots,
+        confidence=rules.confidence,
+        chunk=rules.chunk,
+        reason=reason,
+        cells=cells,
+        rules=rules.name,  # type: ignore[arg-type]
+    )
 
 
 def _allowed(method: M, allowed: tuple[MethodName, ...] | None) -> M:

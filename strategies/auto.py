@@ -109,21 +109,26 @@ async def run_auto(run: SearchRun) -> SearchResult:
     agreement = leader / len(pilots) if pilots else 0.0
     difficulty = difficulty_of(leader, len(pilots))
     cell = _resolve(auto, difficulty, budget)
-    fitted = auto.cells.get(difficulty)
+    named = auto.cells.get(difficulty)  # the rules' cell, reported in tts.auto
     # With budget left: will the lead survive it? With none (pilots == the cell's budget) that
     # is vacuous, so the horizon is that budget again: would the lead survive as many once more?
     horizon = max(cell.limit - len(pilots), 0) or cell.limit
     confidence = keeps_lead(leader, runner_up, rest, horizon) if leader else 0.0
     decide = functools.partial(
-        AutoDecision, len(pilots), agreement, difficulty,
-        rules=auto.rules, cell=fitted.name if fitted else "",
-        budget=cell.limit if fitted else None, evidence=fitted.evidence if fitted else "",
-    )  # fmt: skip
+        AutoDecision,
+        len(pilots),
+        agreement,
+        difficulty,
+        rules=auto.rules,
+        cell=named.name if named else "",
+        budget=cell.limit if named else None,
+        evidence=named.evidence if named else "",
+    )
     answer_now = cell.method == "pilots" or confidence >= cell.confidence
     if not pilots or answer_now or len(pilots) >= cell.limit:
         is_early = len(pilots) < budget
-        decision = decide(None, _why_pilots(cell, len(pilots), budget, confidence), is_early,
-                          confidence)  # fmt: skip
+        why = _why_pilots(cell, len(pilots), budget, confidence)
+        decision = decide(None, why, is_early, confidence)
         if leader == 0:
             return await _by_score(run, pilots, decision)
         # Settled by votes: no scorer call, a majority vote over the pilots.

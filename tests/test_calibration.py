@@ -75,14 +75,19 @@ cell_st = st.builds(
 @given(
     st.lists(st.integers(-1, 3), min_size=CAP, max_size=CAP),
     st.lists(st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9]), min_size=CAP, max_size=CAP),
-    cell_st, cell_st, cell_st, st.sampled_from([2, 4, 6]),
-)  # fmt: skip
+    cell_st,
+    cell_st,
+    cell_st,
+    st.sampled_from([2, 4, 6]),
+)
 def test_replay_equals_a_live_auto_on_the_same_drawn_samples(
     answers: list[int], scores: list[float], easy: Cell, medium: Cell, hard: Cell, pilots: int
 ) -> None:
     given_cells: dict[Bin, Cell] = {"easy": easy, "medium": medium, "hard": hard}
-    cells = {b: c if c.budget > pilots else Cell(c.method, 8, c.confidence, c.chunk)
-             for b, c in given_cells.items()}  # fmt: skip
+    cells = {
+        b: c if c.budget > pilots else Cell(c.method, 8, c.confidence, c.chunk)
+        for b, c in given_cells.items()
+    }
     result, policy = _live(answers, scores, cells, pilots)
     drawn = sum(call.n for call in policy.calls)
     tokens = [len(re.findall(r"\S+\s*|\s+", t)) for t in policy.script[""]]
@@ -147,11 +152,12 @@ def test_utility_trades_accuracy_for_tokens_at_the_stated_weight() -> None:
 
 
 # -- the command, the file, the proxy -----------------------------------------------------------
-PROBLEMS = [{"id": f"solved{i}", "problem": f"Solved {i}: what is 2+2?", "answer": "4"}
-            for i in range(3)] + [
+PROBLEMS = [
+    {"id": f"solved{i}", "problem": f"Solved {i}: what is 2+2?", "answer": "4"} for i in range(3)
+] + [
     {"id": f"unsolvable{i}", "problem": f"Unsolvable {i}: the hard one", "answer": "1"}
     for i in range(3)
-]  # fmt: skip
+]
 
 
 def by_problem(prompt: str, i: int) -> str:
@@ -169,9 +175,24 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def calibrate(proxy: str, dataset: Path, out: Path, *extra: str) -> int:
-    return main(["calibrate", "--dataset", str(dataset), "--endpoint", proxy + "/v1",
-                 "--model", "fake-policy", "--out", str(out), "--orders", "20", "--retries", "0",
-                 *extra])  # fmt: skip
+    return main(
+        [
+            "calibrate",
+            "--dataset",
+            str(dataset),
+            "--endpoint",
+            proxy + "/v1",
+            "--model",
+            "fake-policy",
+            "--out",
+            str(out),
+            "--orders",
+            "20",
+            "--retries",
+            "0",
+            *extra,
+        ]
+    )
 
 
 def ask_auto(url: str, problem: str) -> dict[str, Any]:
@@ -201,8 +222,9 @@ def test_calibrate_writes_a_file_that_changes_autos_spend(
     rules = load_rules(rules_path)
     assert rules.model == "fake-policy" and rules.provenance["scorer"] == "confidence"
     assert {d: c.method for d, c in rules.fitted["confidence"].items()} == {
-        "easy": "pilots", "hard": "pilots"
-    }  # fmt: skip
+        "easy": "pilots",
+        "hard": "pilots",
+    }
 
     static = ask_auto(proxy, PROBLEMS[-1]["problem"])["tts"]
     assert static["budget_spent"] == CAP  # the shipped table samples on to the cap
@@ -219,9 +241,12 @@ def test_calibrate_writes_a_file_that_changes_autos_spend(
 
 
 def test_calibrate_estimates_honours_a_spending_limit_and_resumes(
-    start_proxy: ProxyFactory, vllm: FakeVllm, dataset: Path, tmp_path: Path,
+    start_proxy: ProxyFactory,
+    vllm: FakeVllm,
+    dataset: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     vllm.prompt_script = by_problem
     proxy = start_proxy(with_prm=False)
     out = tmp_path / "calibration"
@@ -253,16 +278,16 @@ budget = 4
 @pytest.mark.parametrize(
     ("change", "names"),
     [
-        (("method = \"pilots\"", "method = \"mcts\""), r"fitted\.confidence\.hard\.method"),
+        (('method = "pilots"', 'method = "mcts"'), r"fitted\.confidence\.hard\.method"),
         (("budget = 4", "budget = 2"), r"fitted\.confidence\.hard\.budget"),
-        (("budget = 4", "budget = 4\nmode = \"concurrent\""), r"fitted\.confidence\.hard\.mode"),
+        (("budget = 4", 'budget = 4\nmode = "concurrent"'), r"fitted\.confidence\.hard\.mode"),
         (("budget = 4", "budget = 4\nconfidence = 1.5"), r"fitted\.confidence\.hard\.confidence"),
         (("budget = 4", "budget = 4\nchunks = 2"), r"fitted\.confidence\.hard: unknown field"),
         (("[fitted.confidence.hard]", "[fitted.confidence.tricky]"), r"fitted\.confidence\.tricky"),
         (("[fitted.confidence.hard]", "[fitted.gpt.hard]"), r"fitted\.gpt"),
         (("[auto]", "[auto"), r"not valid TOML"),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_fitted_file_is_refused_naming_the_field(
     tmp_path: Path, change: tuple[str, str], names: str
 ) -> None:
@@ -304,9 +329,24 @@ def test_calibrate_resumes_after_ctrl_c_or_a_kill(
     vllm.prompt_script, vllm.delay_s = by_problem, 0.3
     proxy = start_proxy(with_prm=False)
     out = tmp_path / "calibration"
-    command = [sys.executable, "-m", "tts_eval", "calibrate", "--dataset", str(dataset),
-               "--endpoint", proxy + "/v1", "--model", "fake-policy", "--concurrency", "1",
-               "--orders", "10", "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "tts_eval",
+        "calibrate",
+        "--dataset",
+        str(dataset),
+        "--endpoint",
+        proxy + "/v1",
+        "--model",
+        "fake-policy",
+        "--concurrency",
+        "1",
+        "--orders",
+        "10",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -187,18 +187,40 @@ def test_headers_reach_a_large_api_through_litellm(
 
 
 def test_temperature_reaches_both_providers_and_is_logged(
-    start_proxy: ProxyFactory, vllm: FakeVllm, api: tuple[FakeChatApi, str], dataset: Path,
+    start_proxy: ProxyFactory,
+    vllm: FakeVllm,
+    api: tuple[FakeChatApi, str],
+    dataset: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     fake, url = api
     assert big_api_run(url, dataset, tmp_path / "big", "--limit", "2", "--temperature", "0") == 0
     assert [call["temperature"] for call in fake.calls] == [0, 0]
     logged = json.loads((tmp_path / "big" / "runs.jsonl").read_text().splitlines()[-1])
     assert logged["temperature"] == 0
     proxy = start_proxy(with_prm=False)
-    assert main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model",
-                 "fake-policy", "--strategy", "cot", "--limit", "1", "--temperature", "0",
-                 "--out", str(tmp_path / "ours")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                "--dataset",
+                str(dataset),
+                "--endpoint",
+                proxy + "/v1",
+                "--model",
+                "fake-policy",
+                "--strategy",
+                "cot",
+                "--limit",
+                "1",
+                "--temperature",
+                "0",
+                "--out",
+                str(tmp_path / "ours"),
+            ]
+        )
+        == 0
+    )
     assert [call["temperature"] for call in vllm.completion_calls] == [0]
 
 
@@ -335,14 +357,29 @@ def test_folds_split_problems_into_disjoint_stable_halves(dataset: Path) -> None
         with pytest.raises(ValueError, match="a fold is K/M"):
             parse_fold(bad)
     with pytest.raises(SystemExit):
-        main(["run", "--dataset", str(dataset), "--endpoint", "http://x/v1", "--model", "m",
-              "--fold", "3/2", "--out", "unused"])  # fmt: skip
+        main(
+            [
+                "run",
+                "--dataset",
+                str(dataset),
+                "--endpoint",
+                "http://x/v1",
+                "--model",
+                "m",
+                "--fold",
+                "3/2",
+                "--out",
+                "unused",
+            ]
+        )
 
 
-def _priced(problem: str, model: str, strategy: str, correct: bool, cost: float | None,
-            latency: float) -> Row:  # fmt: skip
-    return dataclasses.replace(_row(problem, correct, strategy), model=model, budget=16,
-                               cost_usd=cost, latency_s=latency)  # fmt: skip
+def _priced(
+    problem: str, model: str, strategy: str, correct: bool, cost: float | None, latency: float
+) -> Row:
+    return dataclasses.replace(
+        _row(problem, correct, strategy), model=model, budget=16, cost_usd=cost, latency_s=latency
+    )
 
 
 def test_verdicts_name_the_winner_the_paired_test_and_the_price() -> None:

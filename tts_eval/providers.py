@@ -14,8 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 __all__ = [
-    "Answer", "Provider", "ProviderError", "ProviderKind", "make_provider", "samples_of",
-]  # fmt: skip
+    "Answer",
+    "Provider",
+    "ProviderError",
+    "ProviderKind",
+    "make_provider",
+    "samples_of",
+]
 
 ProviderKind = Literal["openai", "litellm"]
 # The proxy's decisions worth keeping per row (the rest of ``tts`` is per-request detail).
@@ -52,11 +57,14 @@ def samples_of(trace: list[Any]) -> list[dict[str, Any]]:
     each final candidate's extracted answer, its score and its generated tokens. This is the
     sample bank ``tts-eval calibrate`` replays voting methods and stopping rules from."""
     return [
-        {"answer": node.get("answer") or "", "score": node.get("score"),
-         "tokens": node.get("tokens")}
+        {
+            "answer": node.get("answer") or "",
+            "score": node.get("score"),
+            "tokens": node.get("tokens"),
+        }
         for node in trace
         if isinstance(node, dict) and node.get("status") == "finished" and node.get("depth") == 0
-    ]  # fmt: skip
+    ]
 
 
 def _usage(usage: Any) -> tuple[int, int, int]:
@@ -72,9 +80,16 @@ class OpenAIProvider:
 
     kind: ProviderKind = "openai"
 
-    def __init__(self, endpoint: str, model: str, api_key: str | None, retries: int,
-                 timeout_s: float, headers: Mapping[str, str],
-                 temperature: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        endpoint: str,
+        model: str,
+        api_key: str | None,
+        retries: int,
+        timeout_s: float,
+        headers: Mapping[str, str],
+        temperature: float | None = None,
+    ) -> None:
         openai = importlib.import_module("openai")
         self._sampling = {"temperature": temperature} if temperature is not None else {}
         self._headers = dict(headers)
@@ -122,9 +137,16 @@ class LitellmProvider:
 
     kind: ProviderKind = "litellm"
 
-    def __init__(self, endpoint: str | None, model: str, api_key: str | None, retries: int,
-                 timeout_s: float, headers: Mapping[str, str],
-                 temperature: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        endpoint: str | None,
+        model: str,
+        api_key: str | None,
+        retries: int,
+        timeout_s: float,
+        headers: Mapping[str, str],
+        temperature: float | None = None,
+    ) -> None:
         self._sampling = {"temperature": temperature} if temperature is not None else {}
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # noqa: TID251
         self._litellm = importlib.import_module("litellm")

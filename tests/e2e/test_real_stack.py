@@ -306,14 +306,41 @@ def test_calibrate_on_real_vllm_writes_a_file_the_proxy_runs(
     proxy_url: str, vllm_url: str, stack: ExitStack, tmp_path: Path
 ) -> None:
     dataset = tmp_path / "sums.jsonl"
-    dataset.write_text("".join(
-        json.dumps({"id": f"s{a}", "problem": f"What is {a}+{a}? Put the answer in \\boxed{{}}.",
-                    "answer": str(2 * a)}) + "\n" for a in (3, 7)
-    ))  # fmt: skip
+    dataset.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"s{a}",
+                    "problem": f"What is {a}+{a}? Put the answer in \\boxed{{}}.",
+                    "answer": str(2 * a),
+                }
+            )
+            + "\n"
+            for a in (3, 7)
+        )
+    )
     out = tmp_path / "calibration"
-    code = tts_eval(["calibrate", "--dataset", str(dataset), "--endpoint", proxy_url + "/v1",
-                     "--model", "smollm2", "--cap", "4", "--pilots", "2", "--orders", "10",
-                     "--max-tokens", "96", "--out", str(out)])  # fmt: skip
+    code = tts_eval(
+        [
+            "calibrate",
+            "--dataset",
+            str(dataset),
+            "--endpoint",
+            proxy_url + "/v1",
+            "--model",
+            "smollm2",
+            "--cap",
+            "4",
+            "--pilots",
+            "2",
+            "--orders",
+            "10",
+            "--max-tokens",
+            "96",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     bank = read_rows([out / "bank"])
     assert len(bank) == 2
@@ -321,8 +348,12 @@ def test_calibrate_on_real_vllm_writes_a_file_the_proxy_runs(
         assert sum(s["tokens"] for s in row.tts["samples"]) == row.completion_tokens
     rules = load_rules(out / "auto_rules.toml")
     assert rules.model == "smollm2" and rules.fitted["confidence"]
-    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=96, request_timeout_s=300,
-                             auto_rules_file=out / "auto_rules.toml")  # fmt: skip
+    settings = ProxySettings(
+        policy_urls=[vllm_url],
+        max_answer_tokens=96,
+        request_timeout_s=300,
+        auto_rules_file=out / "auto_rules.toml",
+    )
     url = stack.enter_context(serve(create_app(settings)))
     tts = ask(url, "auto", {"X-TTS-Scorer": "confidence"}).model_extra["tts"]
     auto = tts["auto"]
