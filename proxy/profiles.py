@@ -341,8 +341,8 @@ def _auto_config(profile: Profile, rules: AutoRules) -> AutoConfig:
         confidence=rules.confidence,
         chunk=rules.chunk,
         reason=reason,
-        cells=cells,
-        rules=rules.name,  # type: ignore[arg-type]
+        cells=cells,  # type: ignore[arg-type]
+        rules=rules.name,
     )
 
 
