@@ -148,16 +148,19 @@ STATIC = {
 }
 
 
-def fitted_cells(path: Path) -> tuple[int, dict[Bin, Cell]]:
-    """The pilots and cells of a written ``auto_rules.toml`` (bins it lacks: the static table)."""
+def fitted_cells(path: Path, scorer: str = "confidence") -> tuple[int, dict[Bin, Cell]]:
+    """The pilots and cells a written ``auto_rules.toml`` holds for ``scorer`` (bins it lacks:
+    the static table's)."""
     data = tomllib.loads(path.read_text())
+    fitted = data.get("fitted", {}).get(scorer, {})
     cells: dict[Bin, Cell] = dict(STATIC)
-    for scorer_cells in data.get("fitted", {}).values():
-        for difficulty, spec in scorer_cells.items():
+    for difficulty in ("easy", "medium", "hard"):
+        spec = fitted.get(difficulty)
+        if spec is not None:
             cells[difficulty] = Cell(
                 spec["method"], spec["budget"], spec.get("confidence", 0.95), spec.get("chunk", 4)
             )
-    return int(data["auto"]["pilots"]), cells
+    return int(fitted.get("pilots", data.get("auto", {}).get("pilots", 4))), cells
 
 
 def evaluate_part(args: argparse.Namespace, out: Path) -> str:

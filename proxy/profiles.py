@@ -64,6 +64,7 @@ class AutoRules:
     # Fitted cells (``tts-eval calibrate``): the request's scorer -> difficulty -> cell. They win
     # over ``table`` for the model they were fitted for.
     fitted: dict[str, dict[str, AutoCell]] = dataclasses.field(default_factory=dict)
+    fitted_pilots: dict[str, int] = dataclasses.field(default_factory=dict)  # per scorer
     provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
     name: str = "auto_rules.toml"  # the file's name, reported in tts.auto
 
@@ -129,6 +130,7 @@ def _rules(shipped: dict[str, Any], user: dict[str, Any], name: str) -> AutoRule
     provenance = user.get("provenance") or {}
     if not isinstance(provenance, dict):
         raise RulesError(f"{name}: [provenance] must be a table")
+    fitted, fitted_pilots = _fitted(user.get("fitted") or {}, pilots, provenance, name)
     return AutoRules(
         pilots=pilots,
         confidence=float(auto.get("confidence", 0.95)),
@@ -139,7 +141,8 @@ def _rules(shipped: dict[str, Any], user: dict[str, Any], name: str) -> AutoRule
         families=tuple(_family(n, spec) for n, spec in merged.get("families", {}).items()),
         strong=tuple(merged.get("scorers", {}).get("strong", ())),
         weak=tuple(merged.get("scorers", {}).get("weak", ())),
-        fitted=_fitted(user.get("fitted") or {}, pilots, provenance, name),
+        fitted=fitted,
+        fitted_pilots=fitted_pilots,
         provenance=provenance,
         name=name,
     )
@@ -147,8 +150,10 @@ def _rules(shipped: dict[str, Any], user: dict[str, Any], name: str) -> AutoRule
 
 def _fitted(
     data: dict[str, Any], pilots: int, provenance: dict[str, Any], name: str
-) -> dict[str, dict[str, AutoCell]]:
+) -> tuple[dict[str, dict[str, AutoCell]], dict[str, int]]:
+    """Each scorer's cells, and its pilots (``[fitted.<scorer>] pilots``, else ``[auto]``'s)."""
     fitted: dict[str, dict[str, AutoCell]] = {}
+    pilots_of: dict[str, int] = {}
     for scorer, cells in data.items():
         if scorer not in FITTED_SCORERS or not isinstance(cells, dict):
             raise RulesError(
@@ -156,14 +161,20 @@ def _fitted(
                 f"{list(FITTED_SCORERS)}, each holding bins"
             )
         fitted[scorer] = {}
+        scorer_pilots = cells.get("pilots", pilots)
+        if not isinstance(scorer_pilots, int) or scorer_pilots < 1:
+            raise RulesError(f"{name}: fitted.{scorer}.pilots must be an integer >= 1")
+        pilots_of[scorer] = scorer_pilots
         for difficulty, spec in cells.items():
+            if difficulty == "pilots":
+                continue
             where = f"{name}: fitted.{scorer}.{difficulty}"
             if difficulty not in DIFFICULTIES or not isinstance(spec, dict):
                 raise RulesError(f"{where}: cells are easy, medium or hard, each a table")
             fitted[scorer][difficulty] = _cell(
-                spec, pilots, provenance, where, f"fitted.{scorer}.{difficulty}"
+                spec, scorer_pilots, provenance, where, f"fitted.{scorer}.{difficulty}"
             )
-    return fitted
+    return fitted, pilots_of
 
 
 def _cell(
@@ -337,7 +348,7 @@ def _auto_config(profile: Profile, rules: AutoRules) -> AutoConfig:
         reason += f", cells fitted for {profile.scorer_kind} ({rules.name})"
     return AutoConfig(
         methods=methods,  # type: ignore[arg-type]
-        pilots=rules.pilots,
+        pilots=rules.fitted_pilots.get(profile.scorer_kind, rules.pilots),
         confidence=rules.confidence,
         chunk=rules.chunk,
         reason=reason,

@@ -212,7 +212,7 @@ def test_calibrate_writes_a_file_that_changes_autos_spend(
     out = tmp_path / "calibration"
     assert calibrate(proxy, dataset, out) == 0
     rules_path = out / "auto_rules.toml"
-    for name in ("calibration.md", "frontier.png", "calibration.html"):
+    for name in ("calibration.md", "frontier-confidence.png", "calibration.html"):
         assert (out / name).stat().st_size > 0
     bank = read_rows([out / "bank"])
     assert len(bank) == len(PROBLEMS)
@@ -220,7 +220,8 @@ def test_calibrate_writes_a_file_that_changes_autos_spend(
         samples = row.tts["samples"]
         assert len(samples) == CAP and sum(s["tokens"] for s in samples) == row.completion_tokens
     rules = load_rules(rules_path)
-    assert rules.model == "fake-policy" and rules.provenance["scorer"] == "confidence"
+    assert rules.model == "fake-policy" and rules.provenance["scorers"] == ["confidence"]
+    assert rules.fitted_pilots == {"confidence": 4}
     assert {d: c.method for d, c in rules.fitted["confidence"].items()} == {
         "easy": "pilots",
         "hard": "pilots",
@@ -371,3 +372,31 @@ def test_calibrate_resumes_after_ctrl_c_or_a_kill(
     assert not [i for i in kept if any(texts[i] in prompt for prompt in later)]
     assert {row.id for row in read_rows([out / "bank"])} == set(texts)
     assert load_rules(out / "auto_rules.toml").provenance["problems"] == len(PROBLEMS)
+
+
+def test_one_bank_per_scorer_and_one_file_with_each_scorers_cells(
+    start_proxy: ProxyFactory, vllm: FakeVllm, dataset: Path, tmp_path: Path
+) -> None:
+    vllm.prompt_script = by_problem
+    proxy = start_proxy(with_prm=False)
+    out = tmp_path / "calibration"
+    scorers = ["--scorer", "confidence", "--scorer", "verifier", "--pilots", "3,4"]
+    assert calibrate(proxy, dataset, out, *scorers) == 0
+    for scorer in ("confidence", "verifier"):
+        rows = read_rows([out / f"bank-{scorer}"])
+        assert len(rows) == len(PROBLEMS)
+        assert {r.tts["scorer"].split(":")[0] for r in rows} == {scorer}
+        assert (out / f"frontier-{scorer}.png").stat().st_size > 0
+    rules = load_rules(out / "auto_rules.toml")
+    assert set(rules.fitted) == {"confidence", "verifier"}
+    assert rules.provenance["scorers"] == ["confidence", "verifier"]
+    # 3 pilots settle these problems as well as 4 do, for fewer tokens
+    assert rules.fitted_pilots == {"confidence": 3, "verifier": 3}
+    fitted_proxy = start_proxy(with_prm=False, auto_rules_file=out / "auto_rules.toml")
+    body = {"model": "fake-policy", "messages": [{"role": "user", "content": "Unsolvable 9"}]}
+    headers = {"X-TTS-Strategy": "auto", "X-TTS-Budget": "16", "X-TTS-Scorer": "verifier"}
+    reply = httpx.post(
+        fitted_proxy + "/v1/chat/completions", json=body, headers=headers, timeout=30
+    )
+    auto = reply.json()["tts"]["auto"]
+    assert auto["pilots"] == 3 and auto["cell"] == "fitted.verifier.hard"

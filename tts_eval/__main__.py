@@ -24,7 +24,7 @@ from experiments.store import ExperimentStore, StoreError
 from strategies import StrategyName
 from tts_eval.calibrate import estimate as estimate_bank
 from tts_eval.calibrate import provenance_of, scorer_kind, write_outputs
-from tts_eval.calibration import OBJECTIVES, banks_of, fit
+from tts_eval.calibration import OBJECTIVES, Bank, Fit, banks_of, fit
 from tts_eval.datasets import DatasetError, Fold, Problem, in_fold, load_problems, parse_fold
 from tts_eval.providers import ProviderKind, make_provider
 from tts_eval.report import write_report
@@ -155,8 +155,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--scorer",
+        action="append",
+        default=[],
+        dest="scorers",
         choices=("prm", "verifier", "confidence"),
-        help="the scorer to fit for (X-TTS-Scorer; default: the proxy's own)",
+        help="a scorer to fit for (X-TTS-Scorer), repeatable: one bank each, under "
+        "--out/bank-<scorer>; default: the proxy's own, under --out/bank",
     )
     c.add_argument("--pilots", type=_budgets, default=(4,), help="pilot counts to try, e.g. 3,4,6")
     c.add_argument(
@@ -312,12 +316,38 @@ def _throughput(folder: Path) -> float | None:
 
 
 async def _calibrate(args: argparse.Namespace, console: Console) -> int:
+    """One bank per scorer asked for (``--scorer``, repeatable; else the proxy's own), each
+    fitted on its own; one rules file with every scorer's cells."""
     _on_ctrl_c(console)
     problems = select(load_problems(args.dataset), args.levels, args.fold, args.limit)
-    bank_dir = args.out / "bank"
+    scorers: list[str | None] = list(args.scorers) or [None]
+    limit = args.max_spend_tokens / len(scorers) if args.max_spend_tokens is not None else None
+    banks: dict[str | None, list[Row]] = {}
+    for scorer in scorers:
+        rows = await _draw_bank(args, problems, scorer, limit, console)
+        if rows is None:  # --dry-run
+            continue
+        banks[scorer] = rows
+    return _fit_and_write(args, banks, console) if banks else 0
+
+
+def _bank_dir(out: Path, scorer: str | None) -> Path:
+    return out / ("bank" if scorer is None else f"bank-{scorer}")
+
+
+async def _draw_bank(
+    args: argparse.Namespace,
+    problems: list[Problem],
+    scorer: str | None,
+    spend_limit: float | None,
+    console: Console,
+) -> list[Row] | None:
+    """Draw what the bank of ``scorer`` still lacks (within the spending limit); its rows, or
+    None after a dry run."""
+    bank_dir = _bank_dir(args.out, scorer)
     headers = [("X-TTS-Trace", "true"), *args.headers]
-    if args.scorer:
-        headers.append(("X-TTS-Scorer", args.scorer))
+    if scorer is not None:
+        headers.append(("X-TTS-Scorer", scorer))
     spec = RunSpec(
         model=args.model,
         strategies=("best_of_n",),
@@ -338,71 +368,74 @@ async def _calibrate(args: argparse.Namespace, console: Console) -> int:
         _throughput(bank_dir),
     )
     when = f", about {guess.seconds / 3600:.1f} h" if guess.seconds else ""
+    name = f"bank ({scorer} scorer)" if scorer else "bank"
     console.print(
-        f"bank: {len(problems) - len(todo)} of {len(problems)} problems drawn; the "
+        f"{name}: {len(problems) - len(todo)} of {len(problems)} problems drawn; the "
         f"other {guess.problems} take about {guess.tokens:,.0f} generated tokens"
         f"{when} (from {guess.basis})"
     )
-    if args.max_spend_tokens is not None and guess.tokens > args.max_spend_tokens and todo:
-        per_problem = guess.tokens / len(todo)
-        keep = int(args.max_spend_tokens // per_problem)
+    if spend_limit is not None and guess.tokens > spend_limit and todo:
+        keep = int(spend_limit // (guess.tokens / len(todo)))
         console.print(
-            f"spending limit {args.max_spend_tokens:,.0f} tokens: drawing {keep} of "
-            f"the {len(todo)} problems left"
+            f"spending limit {spend_limit:,.0f} tokens: drawing {keep} of the {len(todo)} "
+            "problems left"
         )
         allowed = {p.id for p in todo[:keep]}
         problems = [p for p in problems if p.id in have or p.id in allowed]
     if args.dry_run:
-        return 0
-    if args.fit_only:
-        problems = [p for p in problems if p.id in have]
-        return _fit_and_write(args, [have[p.id] for p in problems], console)
-    summary = await _drive(args, "openai", spec, problems, bank_dir, console)
-    if summary.failed:
-        console.print(
-            f"{summary.failed} problems failed (see {bank_dir / 'errors.jsonl'}); "
-            "fitting on the rest — run the same command to retry them"
+        return None
+    if not args.fit_only:
+        summary = await _drive(args, "openai", spec, problems, bank_dir, console)
+        if summary.failed:
+            console.print(
+                f"{summary.failed} problems failed (see {bank_dir / 'errors.jsonl'}); "
+                "fitting on the rest — run the same command to retry them"
+            )
+        have = _bank_rows(bank_dir, args.model, args.cap)
+    return [have[p.id] for p in problems if p.id in have]
+
+
+def _fit_and_write(
+    args: argparse.Namespace, banks_by_scorer: dict[str | None, list[Row]], console: Console
+) -> int:
+    fits: dict[str, tuple[Fit, list[Bank]]] = {}
+    for asked, rows in banks_by_scorer.items():
+        banks = banks_of(rows, args.cap)
+        if not banks:
+            raise UsageError(
+                f"no bank rows with their samples in {_bank_dir(args.out, asked)}: "
+                "is the endpoint our proxy?"
+            )
+        reported = {str(r.tts.get("scorer") or "confidence") for r in rows}
+        if len(reported) > 1:
+            raise UsageError(f"the bank mixes scorers {sorted(reported)}: one bank per scorer")
+        fits[scorer_kind(reported.pop())] = (
+            fit(
+                banks,
+                args.cap,
+                pilots=args.pilots,
+                objective=args.objective,
+                token_weight=args.token_weight,
+                orders=args.orders,
+                seed=args.seed,
+            ),
+            banks,
         )
-    rows = [
-        r
-        for r in _bank_rows(bank_dir, args.model, args.cap).values()
-        if r.id in {p.id for p in problems}
-    ]
-    return _fit_and_write(args, rows, console)
-
-
-def _fit_and_write(args: argparse.Namespace, rows: list[Row], console: Console) -> int:
-    banks = banks_of(rows, args.cap)
-    if not banks:
-        raise UsageError("no bank rows with their samples: is the endpoint our proxy?")
-    reported = {str(r.tts.get("scorer") or "confidence") for r in rows}
-    if len(reported) > 1:
-        raise UsageError(f"the bank mixes scorers {sorted(reported)}: one --out per scorer")
-    scorer = scorer_kind(reported.pop())
-    fitted = fit(
-        banks,
-        args.cap,
-        pilots=args.pilots,
-        objective=args.objective,
-        token_weight=args.token_weight,
-        orders=args.orders,
-        seed=args.seed,
-    )
     provenance = provenance_of(
         model=args.model,
-        scorer=scorer,
+        scorers=list(fits),
         dataset=args.dataset,
         fold=str(args.fold) if args.fold else None,
         levels=args.levels,
-        problems=len(banks),
-        fit=fitted,
+        problems=max(len(banks) for _, banks in fits.values()),
+        cap=args.cap,
         objective=args.objective,
         token_weight=args.token_weight,
         orders=args.orders,
         seed=args.seed,
         pilots_tried=args.pilots,
     )
-    text, files = write_outputs(args.out, fitted, banks, scorer, provenance, args.orders, args.seed)
+    text, files = write_outputs(args.out, fits, provenance, args.orders, args.seed)
     if console.is_terminal:
         console.print(Markdown(text))
     else:

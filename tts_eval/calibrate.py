@@ -1,8 +1,8 @@
 """``tts-eval calibrate``: draw a bank of samples through a running proxy, fit ``auto``'s cells to
 it (``tts_eval.calibration``) and write ``auto_rules.toml`` for ``PROXY_AUTO_RULES_FILE``, with
 a report: the pilot bins against the pass@1 bins, every cell tried per bin with the chosen one
-marked (``calibration.md``), the accuracy-against-tokens frontier per bin (``frontier.png``) and
-both in one ``calibration.html``.
+marked (``calibration.md``), the accuracy-against-tokens frontier per bin
+(``frontier-<scorer>.png``) and both in one ``calibration.html``; one bank and one fit per scorer.
 
 The bank is ``best_of_n`` at the cap with the trace on, under ``--out/bank`` as ordinary
 ``tts-eval run`` rows, so it resumes after Ctrl-C or a kill like any run.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -101,39 +101,37 @@ def _evidence(candidate: Candidate) -> dict[str, Any]:
     }
 
 
-def rules_toml(fit: Fit, scorer: str, provenance: dict[str, Any]) -> str:
-    """The rules file: provenance, the pilots, and one fitted cell per bin for ``scorer``."""
+def rules_toml(fits: Mapping[str, Fit], provenance: dict[str, Any]) -> str:
+    """The rules file: provenance, then per scorer its pilots and one fitted cell per bin."""
     lines = [
-        "# auto's cells fitted by `tts-eval calibrate` for one policy and scorer; load it with",
+        "# auto's cells fitted by `tts-eval calibrate` for one policy, per scorer; load it with",
         "# PROXY_AUTO_RULES_FILE. The proxy refuses it for another served model unless",
         "# PROXY_AUTO_RULES_ANY_MODEL=true. Cells it does not hold come from the shipped table.",
         "",
         "[provenance]",
         *(f"{key} = {_toml_value(value)}" for key, value in provenance.items()),
         "",
-        "[auto]",
-        f"pilots = {fit.pilots}",
-        "",
     ]
-    for difficulty in BINS:
-        cell_fit = fit.cells.get(difficulty)
-        if cell_fit is None:
-            lines.append(f"# {difficulty}: no problem's pilots fell in this bin; the table's cell")
-            lines.append("")
-            continue
-        cell = cell_fit.chosen.cell
-        lines += [
-            f"[fitted.{scorer}.{difficulty}]",
-            f"method = {_toml_value(cell.method)}",
-            f"budget = {cell.budget}",
-        ]
-        if cell.method != "pilots":
-            lines += [f"confidence = {cell.confidence!r}", f"chunk = {cell.chunk}"]
-        lines += [
-            'mode = "sequential"',
-            f"evidence = {_inline_table(_evidence(cell_fit.chosen))}",
-            "",
-        ]
+    for scorer, fitted in fits.items():
+        lines += [f"[fitted.{scorer}]", f"pilots = {fitted.pilots}", ""]
+        for difficulty in BINS:
+            cell_fit = fitted.cells.get(difficulty)
+            if cell_fit is None:
+                lines += [f"# {difficulty}: no problem's pilots fell in this bin: the table's", ""]
+                continue
+            cell = cell_fit.chosen.cell
+            lines += [
+                f"[fitted.{scorer}.{difficulty}]",
+                f"method = {_toml_value(cell.method)}",
+                f"budget = {cell.budget}",
+            ]
+            if cell.method != "pilots":
+                lines += [f"confidence = {cell.confidence!r}", f"chunk = {cell.chunk}"]
+            lines += [
+                'mode = "sequential"',
+                f"evidence = {_inline_table(_evidence(cell_fit.chosen))}",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -280,45 +278,46 @@ def plot_frontier(fit: Fit, path: Path) -> None:
 
 def write_outputs(
     out: Path,
-    fit: Fit,
-    banks: Sequence[Bank],
-    scorer: str,
+    fits: Mapping[str, tuple[Fit, Sequence[Bank]]],
     provenance: dict[str, Any],
     orders: int,
     seed: int,
 ) -> tuple[str, list[Path]]:
-    """``auto_rules.toml``, ``calibration.md``, ``frontier.png`` and ``calibration.html``."""
+    """``auto_rules.toml``, ``calibration.md``, ``frontier-<scorer>.png`` and
+    ``calibration.html``."""
     out.mkdir(parents=True, exist_ok=True)
     rules = out / "auto_rules.toml"
-    rules.write_text(rules_toml(fit, scorer, provenance), "utf-8")
+    rules.write_text(rules_toml({k: f for k, (f, _) in fits.items()}, provenance), "utf-8")
     objective = provenance.get("objective", "")
-    tables = [
-        f"## Difficulty: the pilots' bin ({fit.pilots} pilots) against the pass@1 bin "
-        f"({fit.cap} samples)\n\n" + _confusion_table(fit),
-        f"## Cells tried per pilot bin (objective: {objective})\n\n" + _cells_table(fit),
-        "## The fitted auto against fixed methods (replayed on the same problems)\n\n"
-        + baselines_table(banks, fit, orders, seed + 1),
-    ]
-    title = f"auto calibrated for {provenance.get('model')} with the {scorer} scorer"
+    tables, plots = [], []
+    for scorer, (fitted, banks) in fits.items():
+        tables += [
+            f"## {scorer}: the pilots' bin ({fitted.pilots} pilots) against the pass@1 bin "
+            f"({fitted.cap} samples)\n\n" + _confusion_table(fitted),
+            f"## {scorer}: cells tried per pilot bin (objective: {objective})\n\n"
+            + _cells_table(fitted),
+            f"## {scorer}: the fitted auto against fixed methods (replayed on the same "
+            "problems)\n\n" + baselines_table(banks, fitted, orders, seed + 1),
+        ]
+        plot = out / f"frontier-{scorer}.png"
+        plot_frontier(fitted, plot)
+        plots.append(plot)
+    title = f"auto calibrated for {provenance.get('model')}"
     text = f"# {title}\n\n" + "\n\n".join(tables) + "\n"
     (out / "calibration.md").write_text(text, "utf-8")
-    plot = out / "frontier.png"
-    plot_frontier(fit, plot)
-    (out / "calibration.html").write_text(
-        html_page([t.split("\n\n", 1)[1] for t in tables], [plot], title), "utf-8"
-    )
-    return text, [rules, out / "calibration.md", plot, out / "calibration.html"]
+    (out / "calibration.html").write_text(html_page(tables, plots, title), "utf-8")
+    return text, [rules, out / "calibration.md", *plots, out / "calibration.html"]
 
 
 def provenance_of(
     *,
     model: str,
-    scorer: str,
+    scorers: Sequence[str],
     dataset: str,
     fold: str | None,
     levels: Sequence[int] | None,
     problems: int,
-    fit: Fit,
+    cap: int,
     objective: str,
     token_weight: float,
     orders: int,
@@ -328,12 +327,12 @@ def provenance_of(
     values: dict[str, Any] = {
         "fitted_by": "tts-eval calibrate",
         "model": model,
-        "scorer": scorer,
+        "scorers": list(scorers),
         "dataset": dataset,
         "fold": fold or "all",
         "levels": list(levels) if levels else "all",
         "problems": problems,
-        "cap": fit.cap,
+        "cap": cap,
         "pilots_tried": list(pilots_tried),
         "objective": objective,
         "orders": orders,
