@@ -16,6 +16,11 @@ Parts, each resumable (run the same command again) and Ctrl-C safe; rows land un
   called), on the first ``--problems`` problems of half 1/2 (rows under ``pass1/``); priced at
   the VM's hourly rate and the run's own measured throughput, the model alone on the machine.
 
+- ``throughput``: the model alone on the machine, vLLM called directly on MATH-500 prompts:
+  generated tokens per second for one greedy answer at a time (how pass@1 is served) and for
+  16 samples per call, 4 calls in flight (how the bank is drawn), over ``--repeats`` runs each
+  (``throughput.jsonl``): the $ per token of each model at the VM's hourly rate.
+
 ``tts-eval report`` over ``live/`` and another model's ``pass1/`` prints the verdicts (who wins at
 equal $, paired). Each part logs its machine and dtype to ``machines.jsonl``.
 
@@ -31,8 +36,11 @@ import os
 import statistics
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from bench.eval_cpu import USD_PER_HOUR
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
@@ -43,6 +51,7 @@ from tts_eval.__main__ import main as tts_eval
 from tts_eval.calibration import Bin, Cell, banks_of, evaluate
 from tts_eval.datasets import in_fold, load_problems, parse_fold
 from tts_eval.rows import read_rows
+from tts_eval.runner import DEFAULT_SYSTEM_PROMPT
 from tts_eval.stats import sign_test, wilson
 
 OUT = Path("bench/results/calibration")
@@ -277,11 +286,61 @@ def pass1(args: argparse.Namespace, policy_url: str, out: Path) -> int:
     return tts_eval(_common(args, *flags))
 
 
+THROUGHPUT_PROMPTS = 8
+
+
+def throughput(args: argparse.Namespace, policy_url: str, out: Path) -> str:
+    """Generated tokens per second, the model alone: (greedy, 1 in flight) and (16 samples a
+    call, 4 calls in flight), each over ``--repeats`` runs of the same prompts."""
+    problems = load_problems("math500")[:THROUGHPUT_PROMPTS]
+    workloads = {"greedy, 1 in flight": (1, 0.0, 1), "n=16, 4 in flight": (16, 0.7, 4)}
+    lines = [f"| {args.model} workload | tokens/s per run | mean |", "|---|---|---|"]
+    with httpx.Client(base_url=policy_url, timeout=3600) as client:
+        for name, (n, temperature, in_flight) in workloads.items():
+            rates = []
+            for _ in range(args.repeats):
+                started, tokens = time.perf_counter(), 0
+
+                def one(problem: Any, n: int = n, temperature: float = temperature) -> int:
+                    body = {
+                        "model": args.model,
+                        "messages": [
+                            {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+                            {"role": "user", "content": problem.problem},
+                        ],
+                        "n": n,
+                        "temperature": temperature,
+                        "max_tokens": args.max_tokens,
+                    }
+                    reply = client.post("/chat/completions", json=body)
+                    reply.raise_for_status()
+                    return int(reply.json()["usage"]["completion_tokens"])
+
+                with ThreadPoolExecutor(in_flight) as pool:
+                    tokens = sum(pool.map(one, problems))
+                rates.append(tokens / (time.perf_counter() - started))
+                entry = {
+                    "model": args.model,
+                    "workload": name,
+                    "tokens": tokens,
+                    "tokens_per_s": rates[-1],
+                    "at": time.time(),
+                }
+                with (out / "throughput.jsonl").open("a", encoding="utf-8") as log:
+                    log.write(json.dumps(entry) + "\n")
+            runs = ", ".join(f"{r:.1f}" for r in rates)
+            lines.append(f"| {name} | {runs} | {statistics.fmean(rates):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--part", choices=("bank", "calibrate", "evaluate", "live", "pass1"), required=True
+        "--part",
+        choices=("bank", "calibrate", "evaluate", "live", "pass1", "throughput"),
+        required=True,
     )
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--live-problems", type=int, default=40)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", choices=sorted(MODELS))
     parser.add_argument("--problems", type=int, default=240)
@@ -304,6 +363,9 @@ def main() -> None:
     with stack.serve(free_port()) as policy_url:
         if args.part == "pass1":
             raise SystemExit(pass1(args, policy_url, out))
+        if args.part == "throughput":
+            print(throughput(args, policy_url, out))
+            return
         with serve(create_app(_settings(policy_url, args.max_tokens, rules))) as proxy_url:
             status = live(args, proxy_url, out) if rules else bank(args, proxy_url, out)
     raise SystemExit(status)
