@@ -179,6 +179,8 @@ def evaluate_part(args: argparse.Namespace, out: Path) -> str:
     problems = {p.id for p in load_problems("math500") if in_fold(p, fold)}
     rows = [r for r in read_rows([out / "bank"]) if r.id in problems]
     banks = banks_of(rows, BANK_BUDGET)
+    if not (out / "auto_rules.toml").exists():
+        raise SystemExit(f"{out / 'auto_rules.toml'}: run --part calibrate first")
     pilots, cells = fitted_cells(out / "auto_rules.toml")
     policies: dict[str, Any] = {
         "auto, calibrated": (pilots, cells),
