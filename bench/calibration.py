@@ -95,35 +95,23 @@ def _log_machine(out: Path, model: str, dtype: str, part: str) -> None:
 
 
 def bank(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
-    return tts_eval(
-        [
-            "run",
-            "--endpoint",
-            proxy_url + "/v1",
-            "--model",
-            args.model,
-            "--dataset",
-            "math500",
-            "--strategy",
-            "best_of_n",
-            "--budgets",
-            str(BANK_BUDGET),
-            "--header",
-            "X-TTS-Trace: true",
-            "--max-tokens",
-            str(args.max_tokens),
-            "--concurrency",
-            str(args.concurrency),
-            "--usd-per-gpu-hour",
-            str(USD_PER_HOUR),
-            "--timeout",
-            "3600",
-            "--limit",
-            str(args.problems),
-            "--out",
-            str(out / "bank"),
-        ]
-    )
+    flags = [
+        "--endpoint",
+        proxy_url + "/v1",
+        "--model",
+        args.model,
+        "--strategy",
+        "best_of_n",
+        "--budgets",
+        str(BANK_BUDGET),
+        "--header",
+        "X-TTS-Trace: true",
+        "--limit",
+        str(args.problems),
+        "--out",
+        str(out / "bank"),
+    ]
+    return tts_eval(_run_args(args, *flags))
 
 
 def calibrate(args: argparse.Namespace, out: Path) -> int:
@@ -231,13 +219,12 @@ def _paired(differences: list[float]) -> str:
     return f"{mean * 100:+.1f} ({(mean - half) * 100:+.1f} to {(mean + half) * 100:+.1f})"
 
 
-def _common(args: argparse.Namespace, *flags: str) -> list[str]:
+def _run_args(args: argparse.Namespace, *flags: str) -> list[str]:
+    """``tts-eval run`` over MATH-500 with this bench's limits and price, plus ``flags``."""
     return [
         "run",
         "--dataset",
         "math500",
-        "--fold",
-        EVALUATE_ON,
         "--max-tokens",
         str(args.max_tokens),
         "--concurrency",
@@ -265,7 +252,7 @@ def live(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
         "--out",
         str(out / "live"),
     ]
-    return tts_eval(_common(args, *flags))
+    return tts_eval(_run_args(args, "--fold", EVALUATE_ON, *flags))
 
 
 def pass1(args: argparse.Namespace, policy_url: str, out: Path) -> int:
@@ -285,7 +272,7 @@ def pass1(args: argparse.Namespace, policy_url: str, out: Path) -> int:
         "--out",
         str(out / "pass1"),
     ]
-    return tts_eval(_common(args, *flags))
+    return tts_eval(_run_args(args, "--fold", EVALUATE_ON, *flags))
 
 
 THROUGHPUT_PROMPTS = 8
