@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import signal
@@ -22,9 +21,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from experiments import Comparison, Price
 from experiments.store import ExperimentStore, StoreError
 from strategies import StrategyName
-from tts_eval.calibrate import estimate as estimate_bank
-from tts_eval.calibrate import provenance_of, scorer_kind, write_outputs
-from tts_eval.calibration import OBJECTIVES, Bank, Fit, banks_of, fit
+from tts_eval.calibrate import (
+    bank_dir,
+    bank_rows,
+    bank_throughput,
+    estimate_bank,
+    provenance_of,
+    scored_banks,
+    write_outputs,
+)
+from tts_eval.calibration import OBJECTIVES, fit
 from tts_eval.datasets import DatasetError, Fold, Problem, in_fold, load_problems, parse_fold
 from tts_eval.providers import ProviderKind, make_provider
 from tts_eval.report import write_report
@@ -297,24 +303,6 @@ async def _drive(
         await provider.aclose()
 
 
-def _bank_rows(folder: Path, model: str, cap: int) -> dict[str, Row]:
-    return {
-        r.id: r
-        for r in read_rows([folder])
-        if (r.model, r.strategy, r.budget) == (model, "best_of_n", cap)
-    }
-
-
-def _throughput(folder: Path) -> float | None:
-    """Generated tokens per second of the bank's earlier runs (``runs.jsonl``), if any."""
-    path = folder / "runs.jsonl"
-    if not path.exists():
-        return None
-    rates = [json.loads(line).get("tokens_per_s") for line in path.read_text().splitlines() if line]
-    rates = [r for r in rates if r]
-    return rates[-1] if rates else None
-
-
 async def _calibrate(args: argparse.Namespace, console: Console) -> int:
     """One bank per scorer asked for (``--scorer``, repeatable; else the proxy's own), each
     fitted on its own; one rules file with every scorer's cells."""
@@ -331,10 +319,6 @@ async def _calibrate(args: argparse.Namespace, console: Console) -> int:
     return _fit_and_write(args, banks, console) if banks else 0
 
 
-def _bank_dir(out: Path, scorer: str | None) -> Path:
-    return out / ("bank" if scorer is None else f"bank-{scorer}")
-
-
 async def _draw_bank(
     args: argparse.Namespace,
     problems: list[Problem],
@@ -344,7 +328,7 @@ async def _draw_bank(
 ) -> list[Row] | None:
     """Draw what the bank of ``scorer`` still lacks (within the spending limit); its rows, or
     None after a dry run."""
-    bank_dir = _bank_dir(args.out, scorer)
+    folder = bank_dir(args.out, scorer)
     headers = [("X-TTS-Trace", "true"), *args.headers]
     if scorer is not None:
         headers.append(("X-TTS-Scorer", scorer))
@@ -358,14 +342,14 @@ async def _draw_bank(
         price=Price(args.usd_per_mtok, args.usd_per_gpu_hour, args.tokens_per_s),
         headers=tuple(headers),
     )
-    have = _bank_rows(bank_dir, args.model, args.cap)
+    have = bank_rows(folder, args.model, args.cap)
     todo = [p for p in problems if p.id not in have]
     guess = estimate_bank(
         [have[p.id] for p in problems if p.id in have],
         len(todo),
         args.cap,
         args.max_tokens,
-        _throughput(bank_dir),
+        bank_throughput(folder),
     )
     when = f", about {guess.seconds / 3600:.1f} h" if guess.seconds else ""
     name = f"bank ({scorer} scorer)" if scorer else "bank"
@@ -385,40 +369,28 @@ async def _draw_bank(
     if args.dry_run:
         return None
     if not args.fit_only:
-        summary = await _drive(args, "openai", spec, problems, bank_dir, console)
+        summary = await _drive(args, "openai", spec, problems, folder, console)
         if summary.failed:
             console.print(
-                f"{summary.failed} problems failed (see {bank_dir / 'errors.jsonl'}); "
+                f"{summary.failed} problems failed (see {folder / 'errors.jsonl'}); "
                 "fitting on the rest — run the same command to retry them"
             )
-        have = _bank_rows(bank_dir, args.model, args.cap)
+        have = bank_rows(folder, args.model, args.cap)
     return [have[p.id] for p in problems if p.id in have]
 
 
 def _fit_and_write(
     args: argparse.Namespace, banks_by_scorer: dict[str | None, list[Row]], console: Console
 ) -> int:
-    fits: dict[str, tuple[Fit, list[Bank]]] = {}
+    fits = {}
     for asked, rows in banks_by_scorer.items():
-        banks = banks_of(rows, args.cap)
-        if not banks:
-            raise UsageError(
-                f"no bank rows with their samples in {_bank_dir(args.out, asked)}: "
-                "is the endpoint our proxy?"
-            )
-        reported = {str(r.tts.get("scorer") or "confidence") for r in rows}
-        if len(reported) > 1:
-            raise UsageError(f"the bank mixes scorers {sorted(reported)}: one bank per scorer")
-        fits[scorer_kind(reported.pop())] = (
-            fit(
-                banks,
-                args.cap,
-                pilots=args.pilots,
-                objective=args.objective,
-                token_weight=args.token_weight,
-                orders=args.orders,
-                seed=args.seed,
-            ),
+        try:
+            scorer, banks = scored_banks(rows, args.cap)
+        except ValueError as exc:
+            raise UsageError(f"{bank_dir(args.out, asked)}: {exc}") from None
+        options = {"objective": args.objective, "token_weight": args.token_weight}
+        fits[scorer] = (
+            fit(banks, args.cap, pilots=args.pilots, orders=args.orders, seed=args.seed, **options),
             banks,
         )
     provenance = provenance_of(

@@ -25,15 +25,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from tts_eval.calibration import BINS, Bank, Candidate, Cell, Fit, evaluate
+from tts_eval.calibration import BINS, Bank, Candidate, Cell, Fit, banks_of, evaluate
 from tts_eval.report import html_page, markdown_table
-from tts_eval.rows import Row
+from tts_eval.rows import Row, read_rows
 from tts_eval.stats import wilson
 
 __all__ = [
     "BankEstimate",
-    "estimate",
+    "bank_dir",
+    "bank_rows",
+    "bank_throughput",
+    "estimate_bank",
     "rules_toml",
+    "scored_banks",
     "scorer_kind",
     "write_outputs",
 ]
@@ -47,7 +51,41 @@ class BankEstimate:
     basis: str  # where the per-problem figure comes from
 
 
-def estimate(
+def bank_rows(folder: Path, model: str, cap: int) -> dict[str, Row]:
+    return {
+        r.id: r
+        for r in read_rows([folder])
+        if (r.model, r.strategy, r.budget) == (model, "best_of_n", cap)
+    }
+
+
+def bank_throughput(folder: Path) -> float | None:
+    """Generated tokens per second of the bank's earlier runs (``runs.jsonl``), if any."""
+    path = folder / "runs.jsonl"
+    if not path.exists():
+        return None
+    rates = [json.loads(line).get("tokens_per_s") for line in path.read_text().splitlines() if line]
+    rates = [r for r in rates if r]
+    return rates[-1] if rates else None
+
+
+def bank_dir(out: Path, scorer: str | None) -> Path:
+    return out / ("bank" if scorer is None else f"bank-{scorer}")
+
+
+def scored_banks(rows: Sequence[Row], cap: int) -> tuple[str, list[Bank]]:
+    """One scorer's bank rows as banks, with the scorer's name; a ValueError says what is
+    wrong with them."""
+    banks = banks_of(rows, cap)
+    if not banks:
+        raise ValueError("no bank rows with their samples: is the endpoint our proxy?")
+    reported = {str(r.tts.get("scorer") or "confidence") for r in rows}
+    if len(reported) > 1:
+        raise ValueError(f"the bank mixes scorers {sorted(reported)}: one bank per scorer")
+    return scorer_kind(reported.pop()), banks
+
+
+def estimate_bank(
     done: Sequence[Row], todo: int, cap: int, max_tokens: int | None, tokens_per_s: float | None
 ) -> BankEstimate:
     """Generated tokens (and time) the rest of the bank will take: the mean of the problems
