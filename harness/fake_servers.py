@@ -108,12 +108,14 @@ class FakeVllm:
     model: str = "fake-policy"
     delay_s: float = 0.0
     fail_statuses: list[int] = field(default_factory=list)  # answered before real ones
+    fail_messages: list[str] = field(default_factory=list)  # their error messages, in order
     retry_after: str | None = None
     cached_tokens: int | None = None  # reported per /v1/completions call as vLLM's cache hits
     # > 0: /v1/completions sends its answer one byte per trickle_s, chat streams a chunk per
     # trickle_s (for a long while)
     trickle_s: float = 0.0
     stream_token_s: float = 0.002  # streamed completions: one token per this long
+    break_stream_after: int | None = None  # chat streams: drop the connection after this many
     streams_opened: int = 0
     streams_closed_early: int = 0  # by the client, before the last token
     stream_tokens_sent: int = 0
@@ -176,7 +178,8 @@ class FakeVllm:
     def _injected_failure(self) -> JSONResponse:
         status = self.fail_statuses.pop(0)
         headers = {"Retry-After": self.retry_after} if self.retry_after else {}
-        return JSONResponse({"error": {"message": f"injected {status}"}}, status, headers)
+        message = self.fail_messages.pop(0) if self.fail_messages else f"injected {status}"
+        return JSONResponse({"error": {"message": message}}, status, headers)
 
     async def _trickle(self, text: str) -> Any:
         for char in text:
@@ -319,12 +322,15 @@ class FakeVllm:
 
         async def events() -> Any:
             pieces = ("plain ", "answer") if not self.trickle_s else ("more ",) * 10_000
-            for piece in pieces:
+            for k, piece in enumerate(pieces):
+                if k == self.break_stream_after:  # the connection drops mid-stream
+                    raise ConnectionResetError("the fake vLLM broke its stream")
                 if self.trickle_s:
                     await asyncio.sleep(self.trickle_s)
+                finish = "stop" if k == len(pieces) - 1 else None  # as vLLM: on the last
                 chunk = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 0,
-                         "model": self.model,
-                         "choices": [{"index": 0, "delta": {"content": piece}}]}  # fmt: skip
+                         "model": self.model, "choices": [{"index": 0, "delta": {"content": piece},
+                                                           "finish_reason": finish}]}  # fmt: skip
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
 
@@ -346,6 +352,8 @@ def _response(model: str, text: str) -> dict[str, Any]:
 async def _responses_endpoint(fake: FakeVllm, request: Request) -> Any:
     body = await request.json()
     fake.responses_calls.append(body)
+    if fake.fail_statuses:
+        return fake._injected_failure()
     done = _response(fake.model, "plain response from the policy")
     if not body.get("stream"):
         return done

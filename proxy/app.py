@@ -26,9 +26,9 @@ from proxy.errors import (
     http_error,
 )
 from proxy.http import has_key
-from proxy.large_api import load_litellm
+from proxy.large_api import close_litellm, load_litellm
 from proxy.limits import BodyLimit, DocsGuard
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, RequestTally
 from proxy.profiles import AutoRules, RulesError, load_rules
 from proxy.replicas import PolicyPool
 from proxy.routes import router
@@ -203,6 +203,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
                 yield
         finally:
             await close_records()
+            await close_litellm()
             for upstream in [*policies, *(u for u in (prm, verifier) if u is not None)]:
                 await upstream.aclose()
             telemetry.shutdown()
@@ -222,9 +223,8 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
-        metrics.errors.labels(exc.type).inc()
-        strategy = str(getattr(request.state, "strategy", "-"))
-        metrics.requests.labels(strategy, str(exc.status_code)).inc()
+        tally: RequestTally = getattr(request.state, "tally", None) or RequestTally(metrics)
+        tally.error(exc)  # once: an error after a counted outcome is not counted again
         _log(request, exc)
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 

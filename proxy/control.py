@@ -80,10 +80,8 @@ def _options(
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "tts"
-        source = "X-TTS-" + name.replace("_", "-").title() if name in given else name
-        raise InvalidRequestError(
-            f"{source}: {first['msg']}; got {merged.get(name)!r}", param=name
-        ) from exc
+        source = f" (header X-TTS-{name.replace('_', '-').title()})" if name in given else ""
+        raise InvalidRequestError(f"{name}: {first['msg']}{source}", param=name) from exc
 
 
 def resolve_plan(

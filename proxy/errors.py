@@ -26,6 +26,7 @@ __all__ = [
     "AuthenticationError",
     "ClientDisconnectedError",
     "DeadlineExceededError",
+    "HttpStatusError",
     "InternalError",
     "InvalidRequestError",
     "MethodNotAllowedError",
@@ -170,7 +171,13 @@ def http_error(method: str, path: str, exc: Exception) -> ProxyError:
             "the request body could not be parsed as JSON (invalid, or nested too deeply); "
             "send a JSON object"
         )
-    error = ProxyError(str(getattr(exc, "detail", exc)), code=str(status))
-    error.status_code = status
-    error.type = "invalid_request_error" if status < 500 else "internal_error"
-    return error
+    return HttpStatusError(status, str(getattr(exc, "detail", exc)))
+
+
+class HttpStatusError(ProxyError):
+    """Any other routing-level HTTP status (``code`` stays null: it is never the status)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status
+        self.type = "invalid_request_error" if status < 500 else "internal_error"

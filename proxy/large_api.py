@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import logging
 import os
+import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 from proxy.errors import InvalidRequestError, UpstreamError, UpstreamTimeoutError
@@ -21,7 +25,16 @@ from proxy.protocol import (
 from proxy.settings import ProxySettings
 from proxy.telemetry import Telemetry, record_usage
 
-__all__ = ["as_completion", "litellm_call", "litellm_params", "load_litellm"]
+__all__ = [
+    "as_completion",
+    "close_litellm",
+    "litellm_call",
+    "litellm_chunks",
+    "litellm_params",
+    "load_litellm",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def as_completion(response: Any, tts: TtsReport) -> ChatCompletion:
@@ -78,6 +91,17 @@ async def load_litellm() -> Any:
     return litellm
 
 
+async def close_litellm() -> None:
+    """Close the HTTP clients litellm keeps (cached and its shared aiohttp handler): a stopped
+    server leaves no connection open behind it. One proxy per process shares them."""
+    litellm = sys.modules.get("litellm")
+    if litellm is None:
+        return
+    with contextlib.suppress(Exception):  # litellm's own cleanup; a client that fails stays
+        await litellm.close_litellm_async_clients()
+    litellm.in_memory_llm_clients_cache.flush_cache()
+
+
 async def litellm_call(route: str, params: dict[str, Any], telemetry: Telemetry) -> Any:
     """One ``litellm.acompletion(model=route, **params)``, in its own span; raises
     ``ProxyError``s only."""
@@ -88,9 +112,32 @@ async def litellm_call(route: str, params: dict[str, Any], telemetry: Telemetry)
             if span is not None and hasattr(response, "model_dump"):
                 record_usage(span, response.model_dump())
             return response
-    except (litellm.Timeout, TimeoutError) as exc:
-        raise UpstreamTimeoutError(f"large API {route!r} timed out: {exc}") from exc
-    except (litellm.BadRequestError, litellm.UnprocessableEntityError) as exc:
-        raise InvalidRequestError(f"large API {route!r} rejected the request: {exc}") from exc
-    except Exception as exc:  # any other litellm error class, or a provider's own
-        raise UpstreamError(f"large API {route!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise _translate(litellm, route, exc) from exc
+
+
+async def litellm_chunks(route: str, stream: Any) -> AsyncIterator[Any]:
+    """A streamed litellm answer's chunks; a stream that breaks midway raises a ``ProxyError``."""
+    litellm = await load_litellm()
+    try:
+        async for chunk in stream:
+            yield chunk
+    except Exception as exc:
+        raise _translate(litellm, route, exc) from exc
+
+
+def _translate(litellm: Any, route: str, exc: Exception) -> Exception:
+    """litellm's error classes as ours. The provider's own text stays in the debug log (it may
+    quote the request); anything that is not a provider error is our bug and stays itself."""
+    import openai  # litellm's errors derive from the openai SDK's
+
+    if not isinstance(exc, openai.OpenAIError | TimeoutError):
+        return exc
+    logger.debug("large API %r: %s", route, exc)
+    status = getattr(exc, "status_code", None)
+    said = f"{type(exc).__name__}" + (f", HTTP {status}" if status else "")
+    if isinstance(exc, litellm.Timeout | TimeoutError):
+        return UpstreamTimeoutError(f"large API {route!r} timed out ({said})")
+    if isinstance(exc, litellm.BadRequestError | litellm.UnprocessableEntityError):
+        return InvalidRequestError(f"large API {route!r} rejected the request ({said})")
+    return UpstreamError(f"large API {route!r} failed ({said})")

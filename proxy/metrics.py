@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from proxy.errors import ProxyError
 from strategies import SearchResult
 
-__all__ = ["Metrics", "record_search"]
+__all__ = ["Metrics", "RequestTally", "record_search"]
 
 
 class Metrics:
@@ -116,3 +119,37 @@ def record_search(metrics: Metrics, result: SearchResult) -> None:
     for call in result.calls:
         if call.kind == "scorer":
             metrics.scorer_latency.labels(scorer).observe(call.ended_s - call.started_s)
+
+
+class RequestTally:
+    """One request's line in ``tts_requests_total``: counted once, whichever way it ends (a JSON
+    answer, an error response, the error event of a stream, a client gone mid-stream)."""
+
+    def __init__(self, metrics: Metrics, strategy: str = "-") -> None:
+        self.metrics = metrics
+        self.strategy = strategy  # "-" until the request is planned
+        self.status: str | None = None
+
+    def count(self, status: str) -> None:
+        if self.status is None:
+            self.status = status
+            self.metrics.requests.labels(self.strategy, status).inc()
+
+    def ok(self) -> None:
+        self.count("ok")
+
+    def error(self, error: ProxyError) -> None:
+        if self.status is None:
+            self.metrics.errors.labels(error.type).inc()
+        self.count(str(error.status_code))
+
+    def failing(
+        self, fail: Callable[[ProxyError], Iterable[bytes]]
+    ) -> Callable[[ProxyError], Iterable[bytes]]:
+        """``fail`` (a stream's error events), counting the error first."""
+
+        def counted(error: ProxyError) -> Iterable[bytes]:
+            self.error(error)
+            return fail(error)
+
+        return counted

@@ -1,7 +1,6 @@
-"""Requests that are not searched: plain pass-through to the policy server (strategy ``none``,
-tools, structured output, images; on chat, Responses and legacy completions alike) and large-API
-routes through litellm (for A/B comparisons). Pass-through answers carry a ``tts`` note too: on
-the body, or on the last event of a stream.
+"""Requests that are not searched, relayed to the policy server (strategy ``none``, tools,
+structured output, images; on chat, Responses and legacy completions alike). Pass-through answers
+carry a ``tts`` note too: on the body, or on the last event of a stream.
 """
 
 from __future__ import annotations
@@ -17,16 +16,14 @@ import httpx
 
 from proxy.control import Plan
 from proxy.errors import ProxyError, UpstreamError, UpstreamTimeoutError
-from proxy.large_api import litellm_call, litellm_params
-from proxy.protocol import ChatCompletionRequest, TtsReport
+from proxy.metrics import RequestTally
+from proxy.protocol import TtsReport
 from proxy.service import AppState
 from proxy.streaming import DONE, sse
 from proxy.upstream import Upstream
 
 __all__ = [
     "StreamEnd",
-    "chat_payload",
-    "litellm_completion",
     "open_policy_stream",
     "policy_json",
     "tts_note",
@@ -34,14 +31,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def chat_payload(request: ChatCompletionRequest, model: str, state: AppState) -> dict[str, Any]:
-    payload = request.model_dump(exclude={"tts"}, exclude_none=True)
-    payload["model"] = model
-    if "seed" in payload and not state.settings.forward_seed:
-        del payload["seed"]
-    return payload
 
 
 def tts_note(plan: Plan) -> dict[str, Any]:
@@ -68,7 +57,7 @@ async def policy_json(
 
 @contextlib.asynccontextmanager
 async def open_policy_stream(
-    state: AppState, path: str, payload: dict[str, Any]
+    state: AppState, path: str, payload: dict[str, Any], tally: RequestTally
 ) -> AsyncIterator[AsyncIterator[bytes]]:
     """Open the upstream stream (errors surface here, before our response starts; a failed
     replica hands over to another before any byte was sent)."""
@@ -104,8 +93,7 @@ async def open_policy_stream(
                     else UpstreamError(f"the policy server's stream broke ({type(exc).__name__})")
                 )
                 logger.warning("pass-through stream broke: %s", error.code)
-                state.metrics.errors.labels(error.type).inc()
-                state.metrics.requests.labels("none", str(error.status_code)).inc()
+                tally.error(error)
                 yield sse(error.body())
                 yield DONE
 
@@ -146,11 +134,6 @@ def _attach(line: bytes, note: dict[str, Any]) -> bytes:
         return line
     data["tts"] = note
     return f"data: {json.dumps(data, ensure_ascii=False)}\n".encode()
-
-
-async def litellm_completion(state: AppState, route: str, request: ChatCompletionRequest) -> Any:
-    """A completion from a large API through litellm (for A/B routes)."""
-    return await litellm_call(route, litellm_params(state.settings, request), state.telemetry)
 
 
 class StreamEnd:

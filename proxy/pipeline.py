@@ -134,8 +134,7 @@ def search_seed(request_id: str) -> int:
 def _record(
     state: AppState, plan: Plan, completion: ChatCompletion, total_s: float, upstream_s: float
 ) -> None:
-    m = state.metrics
-    m.requests.labels(plan.strategy, "ok").inc()
+    m = state.metrics  # the request itself is counted once, by the request skeleton
     m.latency.labels(plan.strategy).observe(total_s)
     m.overhead.observe(max(total_s - upstream_s, 0.0))
     usage = completion.usage

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.control import Plan, resolve_plan, split_alias
-from proxy.drain import until_drained
+from proxy.endpoint import Call, large_api_answer, result_headers, serve
 from proxy.http import (
     ERROR_RESPONSES,
     admitted,
@@ -23,23 +22,14 @@ from proxy.http import (
     get_state,
     has_key,
     require_key,
-    until_disconnect,
 )
-from proxy.passthrough import (
-    StreamEnd,
-    chat_payload,
-    litellm_completion,
-    open_policy_stream,
-    policy_json,
-    tts_note,
-    with_tts_note,
-)
-from proxy.pipeline import prepare_search
-from proxy.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList, TtsReport
-from proxy.service import AppState, check_model, model_not_found
+from proxy.pipeline import SearchJob
+from proxy.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from proxy.service import AppState, model_not_found
+from proxy.settings import ProxySettings
 from proxy.streaming import search_events
 
-__all__ = ["relay", "result_headers", "router", "strategy_headers"]
+__all__ = ["ChatEndpoint", "router"]
 
 router = APIRouter()
 
@@ -123,130 +113,43 @@ async def chat_completions(
     chat: ChatCompletionRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
-    return await admitted(state, lambda: _chat(request, chat, state))
+    return await admitted(state, lambda: serve(request, state, ChatEndpoint(chat)))
 
 
-async def _chat(request: Request, chat: ChatCompletionRequest, state: AppState) -> Response:
-    started = time.perf_counter()
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    plan = resolve_plan(chat, request.headers, state.settings)
-    request.state.strategy = plan.strategy  # for the error handler's metrics
-    headers = strategy_headers(request_id, plan)
-    route = state.settings.litellm_routes.get(plan.model)
-    if route is not None:
-        return await _litellm(state, route, chat, plan, headers, request)
-    model = await check_model(state, plan.model)
-    if plan.strategy == "none":
-        return await _passthrough(state, chat, model, plan, headers, request)
-    job = prepare_search(state, chat, plan, model, request_id=request_id, started=started)
-    if chat.stream:
-        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        events = search_events(
-            job.run, metrics=state.metrics, strategy=plan.strategy, include_usage=include_usage,
-            keepalive_s=state.settings.keepalive_interval_s, request_id=request_id,
-            disconnected=lambda: disconnected(request),
-        )  # fmt: skip
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-    completion = await until_disconnect(request, job.run())
-    headers.update(result_headers(completion))
-    return JSONResponse(completion.model_dump(exclude_none=False), headers=headers)
+@dataclass(frozen=True, slots=True)
+class ChatEndpoint:
+    """``POST /v1/chat/completions`` on the request skeleton."""
 
+    body: ChatCompletionRequest
+    id_prefix: ClassVar[str] = "chatcmpl-"
+    upstream_path: ClassVar[str] = "/chat/completions"
 
-def strategy_headers(request_id: str, plan: Plan) -> dict[str, str]:
-    """What is known before the search runs. ``auto`` decides its method while searching, so a
-    streamed ``auto`` response names only the requested strategy here; the method that ran is in
-    the ``tts`` object of its last chunk (and in ``X-TTS-Strategy`` of non-streamed responses)."""
-    headers = {"X-Request-Id": request_id, "X-TTS-Requested-Strategy": plan.requested}
-    if plan.strategy != "auto":
-        headers["X-TTS-Strategy"] = plan.strategy
-    return headers
+    @property
+    def is_stream(self) -> bool:
+        return self.body.stream
 
+    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
+        return resolve_plan(self.body, headers, settings)
 
-def result_headers(completion: ChatCompletion) -> dict[str, str]:
-    """The outcome of a finished search as headers (non-streamed responses)."""
-    tts = completion.tts
-    if tts is None:
-        return {}
-    return {
-        "X-TTS-Strategy": tts.strategy,
-        "X-TTS-Budget-Spent": str(tts.budget_spent or 0),
-        "X-TTS-Overhead-Ms": str(tts.latency_ms.proxy if tts.latency_ms else 0),
-    }
+    def passthrough_payload(self) -> dict[str, Any]:
+        return self.body.model_dump(exclude={"tts"}, exclude_none=True)
 
+    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
+        return await large_api_answer(call, plan, route, self.body)
 
-async def _passthrough(
-    state: AppState,
-    chat: ChatCompletionRequest,
-    model: str,
-    plan: Plan,
-    headers: dict[str, str],
-    request: Request,
-) -> Response:
-    state.metrics.requests.labels("none", "ok").inc()
-    return await relay(state, "/chat/completions", chat_payload(chat, model, state), plan,
-                       is_stream=chat.stream, headers=headers, request=request)  # fmt: skip
+    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
+        return self.body, None
 
-
-async def relay(
-    state: AppState,
-    path: str,
-    payload: dict[str, Any],
-    plan: Plan,
-    *,
-    is_stream: bool,
-    headers: dict[str, str],
-    request: Request,
-) -> Response:
-    """A pass-through answer from the policy server, JSON or SSE, with the ``tts`` note."""
-    headers["X-TTS-Strategy"] = "none"
-    if not is_stream:
-        data = await until_disconnect(request, policy_json(state, path, payload, plan))
-        return JSONResponse(data, headers=headers)
-    stack = contextlib.AsyncExitStack()
-    # Until the upstream's first byte nothing has been sent: a client gone by then cancels it.
-    lines = await until_disconnect(
-        request, stack.enter_async_context(open_policy_stream(state, path, payload))
-    )
-
-    end = StreamEnd(path)
-
-    async def body() -> Any:
-        async with stack:
-            relayed = end.watch(with_tts_note(lines, tts_note(plan)))
-            async for line in until_drained(relayed, state.drain, end.fail):
-                yield line
-
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-
-
-async def _litellm(
-    state: AppState,
-    route: str,
-    chat: ChatCompletionRequest,
-    plan: Plan,
-    headers: dict[str, str],
-    request: Request,
-) -> Response:
-    state.metrics.requests.labels("litellm", "ok").inc()
-    headers["X-TTS-Strategy"] = "none"
-    response = await until_disconnect(request, litellm_completion(state, route, chat))
-    note = TtsReport(
-        strategy="none", requested_strategy=plan.requested,
-        reason=f"large-API route {route!r} via litellm",
-        ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
-    ).model_dump()  # fmt: skip
-    if not chat.stream:
-        data = response.model_dump()
-        data["tts"] = note
-        return JSONResponse(data, headers=headers)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        async for chunk in response:
-            yield f"data: {chunk.model_dump_json()}\n\n".encode()
-        yield b"data: [DONE]\n\n"
-
-    async def body() -> Any:
-        async for line in until_drained(chunks(), state.drain, StreamEnd("/chat/completions").fail):
-            yield line
-
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    async def answer(self, call: Call, job: SearchJob) -> Response:
+        chat, state = self.body, call.state
+        if chat.stream:
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            events = search_events(
+                job.run, tally=call.tally, include_usage=include_usage,
+                keepalive_s=state.settings.keepalive_interval_s, request_id=call.request_id,
+                disconnected=lambda: disconnected(call.request),
+            )  # fmt: skip
+            return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
+        completion = await call.until_disconnect(job.run())
+        call.headers.update(result_headers(completion))
+        return JSONResponse(completion.model_dump(exclude_none=False), headers=call.headers)

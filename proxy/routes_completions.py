@@ -8,15 +8,15 @@ with the configured scorer; vLLM's V1 engine dropped ``best_of``).
 from __future__ import annotations
 
 import dataclasses
-import time
-import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from proxy.control import Plan, resolve_plan, split_alias
+from proxy.endpoint import Call, large_api_answer, result_headers, serve
 from proxy.errors import InvalidRequestError
 from proxy.http import (
     ERROR_RESPONSES,
@@ -25,9 +25,8 @@ from proxy.http import (
     disconnected,
     get_state,
     require_key,
-    until_disconnect,
 )
-from proxy.pipeline import prepare_search
+from proxy.pipeline import SearchJob
 from proxy.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -35,11 +34,11 @@ from proxy.protocol import (
     TextChoice,
     TextCompletion,
 )
-from proxy.routes import relay, result_headers, strategy_headers
-from proxy.service import AppState, check_model
-from proxy.streaming import DONE, KEEPALIVE, counted, keepalive_events, sse
+from proxy.service import AppState
+from proxy.settings import ProxySettings
+from proxy.streaming import DONE, KEEPALIVE, keepalive_events, sse
 
-__all__ = ["router"]
+__all__ = ["CompletionsEndpoint", "router"]
 
 router = APIRouter()
 _PASS_REASON = (
@@ -58,45 +57,67 @@ async def completions(
     body: CompletionRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
-    return await admitted(state, lambda: _complete(request, body, state))
+    return await admitted(state, lambda: serve(request, state, CompletionsEndpoint(body)))
 
 
-async def _complete(request: Request, body: CompletionRequest, state: AppState) -> Response:
-    started = time.perf_counter()
-    request_id = f"cmpl-{uuid.uuid4().hex}"
-    _, alias_strategy, _ = split_alias(body.model)
-    asked = request.headers.get("x-tts-strategy") or (body.tts and body.tts.strategy)
-    asked = asked or alias_strategy
-    is_best_of = body.best_of is not None and body.best_of > 1
-    chat = _as_chat(body, is_best_of and not asked)
-    plan = resolve_plan(chat, request.headers, state.settings)
-    request.state.strategy = plan.strategy  # for the error handler's metrics
-    headers = strategy_headers(request_id, plan)
-    model = await check_model(state, plan.model)
-    if (not asked and not is_best_of) or plan.strategy == "none":
-        why = plan.reason if asked else _PASS_REASON
-        plan = dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
-        payload = body.model_dump(exclude={"tts"}, exclude_unset=True) | {"model": model}
-        return await relay(state, "/completions", payload, plan, is_stream=body.stream,
-                           headers=headers, request=request)  # fmt: skip
-    plan = dataclasses.replace(plan, ignored_params=(*plan.ignored_params, *_ignored(body, plan)))
-    prompt = _one_prompt(body)
-    job = prepare_search(state, chat, plan, model, request_id=request_id, started=started,
-                         raw_prompt=prompt)  # fmt: skip
-    if not body.stream:
-        completion = await until_disconnect(request, job.run())
-        headers.update(result_headers(completion))
-        done = _text_completion(completion).model_dump(exclude_none=False)
-        return JSONResponse(done, headers=headers)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    events = keepalive_events(
-        job.run, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE,
-        finish=lambda c: _chunks(_text_completion(c), include_usage),
-        fail=counted(state.metrics, plan.strategy, lambda exc: [sse(exc.body()), DONE]),
-        keepalive_s=state.settings.keepalive_interval_s,
-        request_id=request_id, disconnected=lambda: disconnected(request),
-    )  # fmt: skip
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+@dataclass
+class CompletionsEndpoint:
+    """``POST /v1/completions`` on the request skeleton."""
+
+    body: CompletionRequest
+    chat: ChatCompletionRequest | None = field(default=None, init=False)  # set by ``plan``
+    id_prefix: ClassVar[str] = "cmpl-"
+    upstream_path: ClassVar[str] = "/completions"
+
+    @property
+    def is_stream(self) -> bool:
+        return self.body.stream
+
+    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
+        body = self.body
+        _, alias_strategy, _ = split_alias(body.model)
+        asked = headers.get("x-tts-strategy") or (body.tts and body.tts.strategy)
+        asked = asked or alias_strategy
+        is_best_of = body.best_of is not None and body.best_of > 1
+        self.chat = _as_chat(body, is_best_of and not asked)
+        plan = resolve_plan(self.chat, headers, settings)
+        if (not asked and not is_best_of) or plan.strategy == "none":
+            why = plan.reason if asked else _PASS_REASON
+            return dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
+        ignored = (*plan.ignored_params, *_ignored(body, plan))
+        return dataclasses.replace(plan, ignored_params=ignored)
+
+    def passthrough_payload(self) -> dict[str, Any]:
+        return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
+
+    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
+        """Large APIs speak chat: the prompt goes as one user message, the answer comes back
+        as a text completion."""
+        _one_prompt(self.body)
+        assert self.chat is not None, "planned first"
+        return await large_api_answer(call, plan, route, self.chat, shape=_as_text,
+                                      shape_chunk=_as_text)  # fmt: skip
+
+    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
+        assert self.chat is not None, "planned first"
+        return self.chat, _one_prompt(self.body)
+
+    async def answer(self, call: Call, job: SearchJob) -> Response:
+        body, state = self.body, call.state
+        if not body.stream:
+            completion = await call.until_disconnect(job.run())
+            call.headers.update(result_headers(completion))
+            done = _text_completion(completion).model_dump(exclude_none=False)
+            return JSONResponse(done, headers=call.headers)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = keepalive_events(
+            job.run, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE,
+            finish=lambda c: _chunks(_text_completion(c), include_usage),
+            fail=call.tally.failing(lambda exc: [sse(exc.body()), DONE]),
+            keepalive_s=state.settings.keepalive_interval_s,
+            request_id=call.request_id, disconnected=lambda: disconnected(call.request),
+        )  # fmt: skip
+        return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
 
 
 def _as_chat(body: CompletionRequest, best_of_asks: bool) -> ChatCompletionRequest:
@@ -115,6 +136,21 @@ def _as_chat(body: CompletionRequest, best_of_asks: bool) -> ChatCompletionReque
     return ChatCompletionRequest.model_validate(
         fields | {"messages": [{"role": "user", "content": text}], "tts": tts or None}
     )
+
+
+def _as_text(data: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion (or chunk) from a large API as a legacy text completion (or chunk)."""
+    choices = [
+        {"index": c.get("index", 0),
+         "text": ((c.get("message") or c.get("delta") or {}).get("content") or ""),
+         "logprobs": None, "finish_reason": c.get("finish_reason")}
+        for c in data.get("choices") or []
+    ]  # fmt: skip
+    shaped = {k: data.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+    shaped |= {"object": "text_completion", "choices": choices}
+    if data.get("usage") is not None:
+        shaped["usage"] = data["usage"]
+    return shaped
 
 
 def _one_prompt(body: CompletionRequest) -> str:
@@ -138,7 +174,7 @@ def _ignored(body: CompletionRequest, plan: Plan) -> list[str]:
 
 def _text_completion(completion: ChatCompletion) -> TextCompletion:
     return TextCompletion(
-        id=completion.id.replace("chatcmpl-", "cmpl-", 1), created=completion.created,
+        id=completion.id, created=completion.created,
         model=completion.model, usage=completion.usage, tts=completion.tts,
         choices=[TextChoice(index=c.index, text=c.message.content or "",
                             finish_reason=c.finish_reason) for c in completion.choices],

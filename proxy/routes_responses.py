@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from proxy.control import resolve_plan
+from proxy.control import Plan, resolve_plan
+from proxy.endpoint import Call, result_headers, serve
+from proxy.errors import InvalidRequestError
 from proxy.http import (
     ERROR_RESPONSES,
     admitted,
@@ -22,11 +24,9 @@ from proxy.http import (
     disconnected,
     get_state,
     require_key,
-    until_disconnect,
 )
-from proxy.large_api import as_completion
-from proxy.passthrough import litellm_completion
-from proxy.pipeline import prepare_search
+from proxy.large_api import as_completion, litellm_call, litellm_params
+from proxy.pipeline import SearchJob
 from proxy.protocol import ChatCompletion, ChatCompletionRequest, ChatMessage, TtsReport
 from proxy.responses_api import (
     EventWriter,
@@ -38,11 +38,11 @@ from proxy.responses_api import (
     to_chat,
 )
 from proxy.responses_wire import ResponseObject, ResponsesRequest
-from proxy.routes import relay, result_headers, strategy_headers
-from proxy.service import AppState, check_model
-from proxy.streaming import counted, keepalive_events
+from proxy.service import AppState
+from proxy.settings import ProxySettings
+from proxy.streaming import keepalive_events
 
-__all__ = ["router"]
+__all__ = ["ResponsesEndpoint", "router"]
 
 router = APIRouter()
 
@@ -56,38 +56,86 @@ async def create_response(
     body: ResponsesRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
-    return await admitted(state, lambda: _respond(request, body, state))
+    return await admitted(state, lambda: serve(request, state, ResponsesEndpoint(body)))
 
 
-async def _respond(request: Request, body: ResponsesRequest, state: AppState) -> Response:
-    started = time.perf_counter()
-    check_stateless(body)
-    response_id = f"resp_{uuid.uuid4().hex}"
-    reason = passthrough_reason(body)
-    chat = to_chat(body) if reason is None else _stand_in(body)
-    plan = resolve_plan(chat, request.headers, state.settings)
-    plan = dataclasses.replace(plan, ignored_params=(*plan.ignored_params, *ignored_fields(body)))
-    request.state.strategy = plan.strategy  # for the error handler's metrics
-    headers = strategy_headers(response_id, plan)
-    route = state.settings.litellm_routes.get(plan.model)
-    if route is not None and reason is None:
-        note = TtsReport(strategy="none", requested_strategy=plan.requested,
-                         reason=f"large-API route {route!r} via litellm")  # fmt: skip
-        once = chat.model_copy(update={"stream": False})
+@dataclass
+class ResponsesEndpoint:
+    """``POST /v1/responses`` on the request skeleton."""
+
+    body: ResponsesRequest
+    chat: ChatCompletionRequest | None = field(default=None, init=False)  # set by ``plan``
+    reason: str | None = field(default=None, init=False)  # why it cannot be searched, if so
+    id_prefix: ClassVar[str] = "resp_"
+    upstream_path: ClassVar[str] = "/responses"
+
+    @property
+    def is_stream(self) -> bool:
+        return self.body.stream
+
+    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
+        body = self.body
+        check_stateless(body)
+        self.reason = passthrough_reason(body)
+        self.chat = to_chat(body) if self.reason is None else _stand_in(body)
+        plan = resolve_plan(self.chat, headers, settings)
+        plan = dataclasses.replace(plan, ignored_params=(*plan.ignored_params,
+                                                         *ignored_fields(body)))  # fmt: skip
+        if self.reason is not None or plan.strategy == "none":
+            why = self.reason or plan.reason
+            return dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
+        return plan
+
+    def passthrough_payload(self) -> dict[str, Any]:
+        return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
+
+    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
+        if self.reason is not None or self.chat is None:
+            raise InvalidRequestError(
+                f"large-API route {route!r} takes text requests on /v1/responses ({self.reason}); "
+                "send tools and structured output through /v1/chat/completions", param="model",
+            )  # fmt: skip
+        note = TtsReport(
+            strategy="none", requested_strategy=plan.requested,
+            reason=f"large-API route {route!r} via litellm",
+            ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
+        )  # fmt: skip
+        once = self.chat.model_copy(update={"stream": False})
+        settings, telemetry = call.state.settings, call.state.telemetry
 
         async def routed() -> ChatCompletion:
-            return as_completion(await litellm_completion(state, route, once), note)
+            answer = await litellm_call(route, litellm_params(settings, once), telemetry)
+            return as_completion(answer, note)
 
-        return await _answer(request, state, body, routed, response_id, headers, "none")
-    model = await check_model(state, plan.model)
-    if reason is not None or plan.strategy == "none":
-        why = reason or plan.reason
-        plan = dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
-        payload = body.model_dump(exclude={"tts"}, exclude_unset=True) | {"model": model}
-        return await relay(state, "/responses", payload, plan, is_stream=body.stream,
-                           headers=headers, request=request)  # fmt: skip
-    job = prepare_search(state, chat, plan, model, request_id=response_id, started=started)
-    return await _answer(request, state, body, job.run, response_id, headers, plan.strategy)
+        return await self._answer(call, routed)
+
+    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
+        assert self.chat is not None, "planned first"
+        return self.chat, None
+
+    async def answer(self, call: Call, job: SearchJob) -> Response:
+        return await self._answer(call, job.run)
+
+    async def _answer(self, call: Call, work: Callable[[], Awaitable[ChatCompletion]]) -> Response:
+        body, headers, response_id = self.body, call.headers, call.request_id
+        created_at = int(time.time())
+        if not body.stream:
+            completion: ChatCompletion = await call.until_disconnect(work())
+            headers.update(result_headers(completion))
+            done = response_object(body, completion, response_id, created_at)
+            return JSONResponse(done.model_dump(exclude_none=False), headers=headers)
+        writer = EventWriter(pending_response(body, response_id, created_at))
+
+        def finish(completion: ChatCompletion) -> Iterator[bytes]:
+            return writer.finished(response_object(body, completion, response_id, created_at))
+
+        events = keepalive_events(
+            work, opening=lambda: writer.created() + writer.in_progress(),
+            keepalive=writer.in_progress, finish=finish, fail=call.tally.failing(writer.failed),
+            keepalive_s=call.state.settings.keepalive_interval_s, request_id=response_id,
+            disconnected=lambda: disconnected(call.request),
+        )  # fmt: skip
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 def _stand_in(body: ResponsesRequest) -> ChatCompletionRequest:
@@ -96,33 +144,3 @@ def _stand_in(body: ResponsesRequest) -> ChatCompletionRequest:
     return ChatCompletionRequest(
         model=body.model, messages=[ChatMessage(role="user", content="")], tts=body.tts
     )
-
-
-async def _answer(
-    request: Request,
-    state: AppState,
-    body: ResponsesRequest,
-    work: Any,
-    response_id: str,
-    headers: dict[str, str],
-    strategy: str,
-) -> Response:
-    created_at = int(time.time())
-    if not body.stream:
-        completion: ChatCompletion = await until_disconnect(request, work())
-        headers.update(result_headers(completion))
-        done = response_object(body, completion, response_id, created_at)
-        return JSONResponse(done.model_dump(exclude_none=False), headers=headers)
-    writer = EventWriter(pending_response(body, response_id, created_at))
-
-    def finish(completion: ChatCompletion) -> Iterator[bytes]:
-        return writer.finished(response_object(body, completion, response_id, created_at))
-
-    events = keepalive_events(
-        work, opening=lambda: writer.created() + writer.in_progress(),
-        keepalive=writer.in_progress, finish=finish,
-        fail=counted(state.metrics, strategy, writer.failed),
-        keepalive_s=state.settings.keepalive_interval_s, request_id=response_id,
-        disconnected=lambda: disconnected(request),
-    )  # fmt: skip
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)

@@ -15,12 +15,12 @@ import anyio
 from pydantic import BaseModel
 
 from proxy.errors import InternalError, ProxyError
-from proxy.metrics import Metrics
+from proxy.metrics import RequestTally
 from proxy.protocol import ChatCompletion
 from proxy.responses import completion_chunks
 
 __all__ = [
-    "DONE", "KEEPALIVE", "chunk_dict", "counted", "keepalive_events", "search_events", "sse",
+    "DONE", "KEEPALIVE", "chunk_dict", "keepalive_events", "search_events", "sse",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -86,19 +86,6 @@ async def keepalive_events(
         yield event
 
 
-def counted(
-    metrics: Metrics, strategy: str, fail: Callable[[ProxyError], Iterable[bytes]]
-) -> Callable[[ProxyError], Iterable[bytes]]:
-    """``fail``, counting the error as the error handler counts a non-streamed one."""
-
-    def wrapped(error: ProxyError) -> Iterable[bytes]:
-        metrics.errors.labels(error.type).inc()
-        metrics.requests.labels(strategy, str(error.status_code)).inc()
-        return fail(error)
-
-    return wrapped
-
-
 async def _beats(
     task: asyncio.Future[Any], watcher: asyncio.Future[None], every_s: float
 ) -> AsyncIterator[bool | None]:
@@ -117,8 +104,7 @@ async def _beats(
 def search_events(
     work: Callable[[], Awaitable[ChatCompletion]],
     *,
-    metrics: Metrics,
-    strategy: str,
+    tally: RequestTally,
     include_usage: bool,
     keepalive_s: float,
     request_id: str,
@@ -133,7 +119,7 @@ def search_events(
 
     return keepalive_events(
         work, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE, finish=finish,
-        fail=counted(metrics, strategy, lambda exc: [sse(exc.body()), DONE]),
+        fail=tally.failing(lambda exc: [sse(exc.body()), DONE]),
         keepalive_s=keepalive_s,
         request_id=request_id, disconnected=disconnected,
     )  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -245,13 +246,33 @@ def _raise_for_status(response: httpx.Response) -> None:
     status = response.status_code
     if status < 400:
         return
-    if status in (400, 413, 422):  # the client's request, told back to the client (not logged)
-        message = _upstream_message(response)
-        raise InvalidRequestError(f"the upstream server rejected the request: {message}")
+    if status in (400, 413, 422):  # the client's request: said in our words, never the upstream's
+        logger.debug("upstream HTTP %d: %s", status, _upstream_message(response))
+        raise _rejection(status, _upstream_message(response))
     if status == 429 or status >= 500:
         raise _RetryableStatus(response)
     logger.debug("upstream HTTP %d: %s", status, _upstream_message(response))
     raise UpstreamError(f"the upstream server answered HTTP {status}")
+
+
+_CONTEXT = re.compile(r"maximum context length is (\d+) tokens.*?requested (\d+) tokens", re.S)
+
+
+def _rejection(status: int, upstream_message: str) -> InvalidRequestError:
+    """A 4xx from the upstream as our own message: its text may quote the request (a prompt),
+    so only what we recognise is told back — the context length, in numbers."""
+    match = _CONTEXT.search(upstream_message)
+    if match is not None:
+        limit, asked = match.groups()
+        return InvalidRequestError(
+            f"the request needs {asked} tokens, more than the policy model's context length of "
+            f"{limit}; shorten the messages or lower max_tokens", param="messages",
+            code="context_length_exceeded",
+        )  # fmt: skip
+    return InvalidRequestError(
+        f"the upstream server rejected the request (HTTP {status}); its own message is in the "
+        "proxy's debug log"
+    )
 
 
 def _upstream_message(response: httpx.Response) -> str:

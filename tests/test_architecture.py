@@ -59,3 +59,24 @@ def test_gguf_converter_stands_alone() -> None:
     """It runs as a file in the policy environment, where none of the project is installed."""
     ours = {"strategies", "proxy", "prm_server", "cpu_stack", *_DEV_ONLY}
     assert not imported_roots(ROOT / "cpu_stack" / "convert_gguf.py") & ours
+
+
+def proxy_modules_imported(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("proxy.")
+    }
+
+
+def test_only_the_app_imports_the_endpoint_handlers() -> None:
+    """Handlers sit on the request skeleton (``proxy.endpoint``), never on each other."""
+    handlers = {"proxy.routes", "proxy.routes_completions", "proxy.routes_responses"}
+    offenders = {
+        f"{path.name}: {name}"
+        for path in sorted((ROOT / "proxy").glob("*.py"))
+        if path.name != "app.py"
+        for name in proxy_modules_imported(path) & handlers
+    }
+    assert not offenders, offenders
