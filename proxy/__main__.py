@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.app import create_app
+from proxy.request_ids import RequestIdFilter
 from proxy.serving import server_for
 from proxy.settings import ProxySettings, load_config_file
 
@@ -37,8 +38,11 @@ def _parser() -> argparse.ArgumentParser:
 def run_server(settings: ProxySettings) -> None:
     """Configure logging and run uvicorn in the foreground."""
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     if logging.getLogger().level > logging.DEBUG:
         # httpx logs every upstream call (health probes every few seconds) at INFO.
         logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
+from proxy.answers import AnswerPool
 from proxy.clients import PromptRenderer
 from proxy.errors import (
     ClientDisconnectedError,
@@ -26,11 +27,12 @@ from proxy.errors import (
     http_error,
 )
 from proxy.http import has_key
-from proxy.large_api import close_litellm, load_litellm
+from proxy.large_api import load_litellm
 from proxy.limits import BodyLimit, DocsGuard
 from proxy.metrics import Metrics, RequestTally
 from proxy.profiles import AutoRules, RulesError, load_rules
 from proxy.replicas import PolicyPool
+from proxy.request_ids import REQUEST_ID
 from proxy.routes import router
 from proxy.routes_completions import router as completions_router
 from proxy.routes_responses import router as responses_router
@@ -43,7 +45,6 @@ from proxy.telemetry import RequestSpans, Telemetry
 from proxy.trace_archive import TraceArchive
 from proxy.traces import TraceStore
 from proxy.upstream import Upstream, UpstreamConfig
-from strategies import group_equivalent
 
 __all__ = ["create_app"]
 
@@ -102,6 +103,18 @@ def _log(request: Request, exc: ProxyError) -> None:
 
 def _keyed(app: FastAPI, scope: Scope) -> bool:
     return has_key(Request(scope), app.state.tts)
+
+
+def error_response(exc: ProxyError) -> JSONResponse:
+    """The error in OpenAI's shape; with the request's id (``X-Request-Id``, and in the message
+    of a 5xx: what to quote when reporting it)."""
+    body, headers = exc.body(), dict(exc.headers or {})
+    request_id = REQUEST_ID.get()
+    if request_id != "-":
+        headers["X-Request-Id"] = request_id
+        if exc.status_code >= 500:
+            body["error"]["message"] = f"{exc.message} (request id {request_id})"
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 def validation_error(errors: Sequence[Any]) -> InvalidRequestError:
@@ -174,8 +187,9 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Warm math-verify's parsers (sympy imports, ~0.5 s) before the first request needs them.
-        group_equivalent(["1", "\\frac{1}{2}", "0.5", "x^2"])
+        # Answer workers start warm (sympy imports, ~0.5 s) before the first request needs them.
+        answers = AnswerPool(settings.answer_workers, settings.answer_deadline_s, metrics)
+        await answers.start()
         policies, prm, verifier = _upstreams(settings, metrics, telemetry)
         shadow, archive, close_records = await _records(settings, metrics, telemetry)
         if settings.litellm_routes or settings.shadow_model:
@@ -195,6 +209,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
             telemetry=telemetry,
             archive=archive,
             verifier=verifier,
+            answers=answers,
         )  # fmt: skip
         try:
             if rules.model is not None and not settings.auto_rules_any_model:
@@ -203,7 +218,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
                 yield
         finally:
             await close_records()
-            await close_litellm()
+            answers.close()
             for upstream in [*policies, *(u for u in (prm, verifier) if u is not None)]:
                 await upstream.aclose()
             telemetry.shutdown()
@@ -226,7 +241,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
         tally: RequestTally = getattr(request.state, "tally", None) or RequestTally(metrics)
         tally.error(exc)  # once: an error after a counted outcome is not counted again
         _log(request, exc)
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -238,8 +253,8 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request_id = request.headers.get("x-request-id", "-")
-        logger.exception("unhandled error on %s (request id %s)", request.url.path, request_id)
+        path, request_id = request.url.path, REQUEST_ID.get()
+        logger.exception("unhandled error on %s (request id %s)", path, request_id)
         return await _proxy_error(request, InternalError("internal error; see the proxy's logs"))
 
     return app

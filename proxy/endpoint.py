@@ -28,6 +28,7 @@ from proxy.metrics import RequestTally
 from proxy.passthrough import StreamEnd, open_policy_stream, policy_json, tts_note, with_tts_note
 from proxy.pipeline import SearchJob, prepare_search
 from proxy.protocol import ChatCompletion, ChatCompletionRequest, TtsReport
+from proxy.request_ids import REQUEST_ID
 from proxy.service import AppState, check_model
 from proxy.settings import ProxySettings
 from proxy.streaming import DONE, sse
@@ -85,6 +86,7 @@ async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Respon
     tally = RequestTally(state.metrics)
     request.state.tally = tally  # the error handler counts through it
     request_id = f"{endpoint.id_prefix}{uuid.uuid4().hex}"
+    REQUEST_ID.set(request_id)  # on every log line from here on, and in 5xx bodies
     plan = endpoint.plan(request.headers, state.settings)
     tally.strategy = plan.strategy
     call = Call(request, state, request_id, started, _strategy_headers(request_id, plan), tally)

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +25,6 @@ from proxy.telemetry import Telemetry, record_usage
 
 __all__ = [
     "as_completion",
-    "close_litellm",
     "litellm_call",
     "litellm_chunks",
     "litellm_params",
@@ -89,17 +86,6 @@ async def load_litellm() -> Any:
         ) from exc
     litellm.suppress_debug_info = True  # its "Give Feedback" banner on stdout per error
     return litellm
-
-
-async def close_litellm() -> None:
-    """Close the HTTP clients litellm keeps (cached and its shared aiohttp handler): a stopped
-    server leaves no connection open behind it. One proxy per process shares them."""
-    litellm = sys.modules.get("litellm")
-    if litellm is None:
-        return
-    with contextlib.suppress(Exception):  # litellm's own cleanup; a client that fails stays
-        await litellm.close_litellm_async_clients()
-    litellm.in_memory_llm_clients_cache.flush_cache()
 
 
 async def litellm_call(route: str, params: dict[str, Any], telemetry: Telemetry) -> Any:

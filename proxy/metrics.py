@@ -50,6 +50,13 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("tts_errors", "Errors by type", ["type"], registry=r)
+        self.answer_groupings = Counter(
+            "tts_answer_groupings",
+            "Final answers grouped by equivalence, by where (inline: no sympy needed; worker: in a "
+            "worker thread; timeout: past PROXY_ANSWER_DEADLINE_S, grouped as text)",
+            ["outcome"],
+            registry=r,
+        )
         self.shadow = Counter(
             "tts_shadow_comparisons",
             "Shadow A/B comparisons by outcome (recorded, baseline_error, baseline_timeout, "

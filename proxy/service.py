@@ -35,6 +35,7 @@ from proxy.traces import TraceStore
 from proxy.upstream import Upstream
 from proxy.verifier import VerifierScorer
 from strategies import (
+    AnswerGrouper,
     ConfidenceScorer,
     ConfigError,
     NoCandidatesError,
@@ -43,6 +44,7 @@ from strategies import (
     SearchResult,
     StepScorer,
     StrategyName,
+    group_inline,
     search,
 )
 
@@ -108,6 +110,7 @@ class AppState:
     archive: TraceArchive | None = None  # PROXY_TRACE_PERSIST
     verifier: Upstream | None = None  # PROXY_VERIFIER_URL; None: the policy serves as verifier
     drain: Drain = field(default_factory=Drain)
+    answers: AnswerGrouper = group_inline  # the proxy's AnswerPool (worker processes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +206,7 @@ async def run_search(
             deadline = _deadline(plan)
             result = await search(
                 strategy, problem_text(request), policy, scorer, plan.config, deadline=deadline,
-                observer=observer,
+                observer=observer, grouper=state.answers,
             )  # fmt: skip
     except TimeoutError as exc:
         raise UpstreamTimeoutError(

@@ -48,6 +48,9 @@ class ProxySettings(BaseSettings):
     header_read_timeout_s: float = Field(default=10.0, gt=0)  # unfinished headers: 408, closed
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)  # larger bodies: 413
     prompt_cache_bytes: int = Field(default=64 * 2**20, ge=0)  # rendered prompts kept (LRU)
+    # Final answers are compared (sympy) in worker processes, off the event loop; 0: in place.
+    answer_workers: int = Field(default=1, ge=0, le=64)
+    answer_deadline_s: float = Field(default=10.0, gt=0)  # then the worker is replaced
     log_level: str = "info"
 
     # -- policy (vLLM OpenAI-compatible servers) ----------------------------------------------

@@ -7,7 +7,7 @@ Quick use::
     print(result.answer, result.usage)
 """
 
-from strategies.answers import extract_answer, group_equivalent
+from strategies.answers import extract_answer, group_by_text, group_equivalent, group_inline
 from strategies.auto import difficulty_of, draws_to_settle, keeps_lead
 from strategies.confidence import ConfidenceScorer
 from strategies.deepconf import token_confidence
@@ -27,6 +27,7 @@ from strategies.results import (
 )
 from strategies.scoring import aggregate, rank_answers, select_top
 from strategies.types import (
+    AnswerGrouper,
     AutoCell,
     AutoConfig,
     CallKind,
@@ -54,6 +55,7 @@ from strategies.types import (
 __all__ = [
     "STRATEGIES",
     "AnswerChoice",
+    "AnswerGrouper",
     "AutoCell",
     "AutoConfig",
     "AutoDecision",
@@ -95,7 +97,9 @@ __all__ = [
     "difficulty_of",
     "draws_to_settle",
     "extract_answer",
+    "group_by_text",
     "group_equivalent",
+    "group_inline",
     "keeps_lead",
     "rank_answers",
     "search",

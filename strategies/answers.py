@@ -17,7 +17,7 @@ from math_verify import parse, verify
 
 from strategies.answer_cost import is_costly
 
-__all__ = ["extract_answer", "group_equivalent"]
+__all__ = ["extract_answer", "group_by_text", "group_equivalent", "group_inline", "needs_sympy"]
 
 _ANSWER_IS = re.compile(r"(?:final answer|the answer) is[:\s]*(.+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -98,6 +98,29 @@ def group_equivalent(answers: Sequence[str], timeout_s: int = 2) -> tuple[int, .
                 representatives.append(index)
         groups.append(group)
     return tuple(groups)
+
+
+async def group_inline(answers: Sequence[str], timeout_s: int) -> tuple[int, ...]:
+    """``group_equivalent`` on the caller's thread (an ``AnswerGrouper``; servers run it off their
+    event loop instead)."""
+    return group_equivalent(answers, timeout_s)
+
+
+def group_by_text(answers: Sequence[str]) -> tuple[int, ...]:
+    """Groups of answers equal as text (whitespace aside): no sympy, nothing to time out."""
+    first: dict[str, int] = {}
+    return tuple(
+        first.setdefault(key, index) if (key := _normalise(answer)) else index
+        for index, answer in enumerate(answers)
+    )
+
+
+def needs_sympy(answers: Sequence[str]) -> bool:
+    """Whether ``group_equivalent`` would call sympy on these answers: two distinct answers, one
+    of them neither a plain number nor too costly to compare (see ``answer_cost``)."""
+    distinct = {key for answer in answers if (key := _normalise(answer))}
+    symbolic = [k for k in distinct if _number(k) is None and not is_costly(k)]
+    return len(distinct) >= 2 and bool(symbolic)
 
 
 def _normalise(answer: str) -> str:

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import cast
 
-from strategies.answers import extract_answer, group_equivalent
+from strategies.answers import extract_answer
 from strategies.beam_search import run_beam_search
 from strategies.deepconf import Warm, confidence_sampling, run_deepconf
 from strategies.dvts import run_dvts
@@ -48,11 +48,11 @@ _EASY_AT = 0.5  # pass@1 bins of Liu et al. 2025: easy 50-100 %, medium 10-50 %,
 _HARD_BELOW = 0.1
 
 
-def _tally(run: SearchRun, candidates: Sequence[Candidate]) -> tuple[int, int, int]:
+async def _tally(run: SearchRun, candidates: Sequence[Candidate]) -> tuple[int, int, int]:
     """Votes for the leading answer, for the runner-up, and for anything else (other answers
     and samples without one)."""
     answers = [extract_answer(c.text, run.config.answer_markers) for c in candidates]
-    groups = group_equivalent(answers, run.config.equivalence_timeout_s)
+    groups = await run.group(answers)
     counts = sorted(Counter(g for g, a in zip(groups, answers, strict=True) if a).values())
     leader, runner_up = [0, 0, *counts][-1], [0, 0, *counts][-2]
     return leader, runner_up, len(candidates) - leader - runner_up
@@ -105,7 +105,7 @@ async def run_auto(run: SearchRun) -> SearchResult:
     sampling = confidence_sampling(run) if "deepconf" in methods else run.sampling(is_step=False)
     traces = await sample_traces(run, min(auto.pilots, budget), sampling)
     pilots = as_candidates(run, traces)
-    leader, runner_up, rest = _tally(run, pilots)
+    leader, runner_up, rest = await _tally(run, pilots)
     agreement = leader / len(pilots) if pilots else 0.0
     difficulty = difficulty_of(leader, len(pilots))
     cell = _resolve(auto, difficulty, budget)
@@ -132,7 +132,7 @@ async def run_auto(run: SearchRun) -> SearchResult:
         if leader == 0:
             return await _by_score(run, pilots, decision)
         # Settled by votes: no scorer call, a majority vote over the pilots.
-        return _voter(run).finish(pilots, decision)
+        return await _voter(run).finish(pilots, decision)
     method = cell.method
     remaining = cell.limit - len(pilots)
     if method == "deepconf":
@@ -159,12 +159,12 @@ async def run_auto(run: SearchRun) -> SearchResult:
     reason = f"{difficulty} (pilot agreement {agreement:.0%}): {ran}; {auto.reason}".rstrip("; ")
     stopped = len(candidates) < cell.limit and ran in ("majority", "best_of_n")
     decision = decide(ran, reason, stopped, confidence)
-    if _tally(run, candidates)[0] == 0:
+    if (await _tally(run, candidates))[0] == 0:
         return await _by_score(run, candidates, decision)
     if ran == "majority" or run.scorer is None:
-        return _voter(run).finish(candidates, decision)
+        return await _voter(run).finish(candidates, decision)
     scored = await run.score(candidates)
-    return run.finish(scored if scored is not None else candidates, decision)
+    return await run.finish(scored if scored is not None else candidates, decision)
 
 
 def _why_pilots(cell: _Cell, pilots: int, budget: int, confidence: float) -> str:
@@ -184,7 +184,7 @@ async def _by_score(
     note = "no extractable final answer: the scorer's best candidate"
     decision = dataclasses.replace(decision, reason=f"{decision.reason}; {note}")
     scored = await run.score(candidates) if run.scorer is not None else None
-    return run.finish(scored if scored is not None else candidates, decision)
+    return await run.finish(scored if scored is not None else candidates, decision)
 
 
 def _voter(run: SearchRun) -> SearchRun:
@@ -226,7 +226,7 @@ async def _sample_until_settled(
             break  # the deadline passed
         extra.extend(batch)
         remaining -= len(batch)
-        leader, runner_up, rest = _tally(run, [*pilots, *extra])
+        leader, runner_up, rest = await _tally(run, [*pilots, *extra])
         confidence = keeps_lead(leader, runner_up, rest, remaining) if leader else 0.0
         if confidence >= cell.confidence:
             break

@@ -46,8 +46,8 @@ async def run_beam_search(run: SearchRun) -> SearchResult:
         batch = await run.generate([c.text for c in live], cfg.beam_width, sampling)
     if not finished and run.is_stopped:
         # A deadline with nothing finished: the live beams answer, and the result is flagged.
-        return run.finish([c for c in live if c.steps])
-    return run.finish(finished)
+        return await run.finish([c for c in live if c.steps])
+    return await run.finish(finished)
 
 
 def expand(run: SearchRun, beams: Sequence[Candidate], batch: PolicyBatch) -> list[Candidate]:

@@ -17,4 +17,4 @@ async def run_best_of_n(run: SearchRun) -> SearchResult:
     """Sample ``budget`` answers, score every step once, vote."""
     candidates = await sample_answers(run, run.config.budget)
     scored = await run.score(candidates)
-    return run.finish(scored if scored is not None else candidates)
+    return await run.finish(scored if scored is not None else candidates)

@@ -14,4 +14,4 @@ __all__ = ["run_cot"]
 
 async def run_cot(run: SearchRun) -> SearchResult:
     """One sample at temperature 0. Nothing is scored: there is nothing to choose between."""
-    return run.finish(await sample_answers(run, 1, temperature=0.0))
+    return await run.finish(await sample_answers(run, 1, temperature=0.0))

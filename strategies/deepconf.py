@@ -27,7 +27,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from strategies.answers import extract_answer, group_equivalent
+from strategies.answers import extract_answer
 from strategies.engine import SearchRun
 from strategies.results import AutoDecision, Candidate, DeepConfReport, SearchResult
 from strategies.steps import split_generation
@@ -107,7 +107,7 @@ async def _offline(
     cfg = run.config
     topped = await _top_up(run, sampling, warm, cfg.budget)
     if topped is None:
-        return run.finish([])
+        return await run.finish([])
     traces, nodes = topped
     window = cfg.confidence_window or window_for([len(g.token_confidences) for g in traces])
     scores = [lowest_group_confidence(g.token_confidences, window) for g in traces]
@@ -118,7 +118,7 @@ async def _offline(
         kept=len(kept), stopped=0, threshold=None, warmup=None, settled=False,
     )  # fmt: skip
     chosen = [(traces[i], scores[i], nodes[i]) for i in kept]
-    return _vote(run, chosen, report, decision)
+    return await _vote(run, chosen, report, decision)
 
 
 async def _online(
@@ -129,7 +129,7 @@ async def _online(
     warmup = max(min(cfg.warmup or max(2, n // 4), n), len(warm.traces))
     topped = await _top_up(run, sampling, warm, warmup)
     if topped is None:
-        return run.finish([])
+        return await run.finish([])
     kept, nodes = topped
     window = cfg.confidence_window or window_for([len(g.token_confidences) for g in kept])
     scores = [lowest_group_confidence(g.token_confidences, window) for g in kept]
@@ -142,7 +142,7 @@ async def _online(
         return math.fsum(confidences[-window:]) / window >= threshold
 
     while traces < n:
-        if _is_settled(run, kept, scores, n - traces):
+        if await _is_settled(run, kept, scores, n - traces):
             settled = True
             break
         count = min(cfg.deepconf_chunk, n - traces)
@@ -163,7 +163,7 @@ async def _online(
         mode="online", keep_percent=cfg.keep_percent, window=window, traces=traces,
         kept=len(kept), stopped=stopped, threshold=threshold, warmup=warmup, settled=settled,
     )  # fmt: skip
-    return _vote(run, list(zip(kept, scores, nodes, strict=True)), report, decision)
+    return await _vote(run, list(zip(kept, scores, nodes, strict=True)), report, decision)
 
 
 async def _top_up(
@@ -181,7 +181,7 @@ async def _top_up(
     return [*traces, *fresh], [*nodes, *[None] * len(fresh)]
 
 
-def _vote(
+async def _vote(
     run: SearchRun,
     chosen: Sequence[tuple[Generation, float, int | None]],
     report: DeepConfReport,
@@ -201,7 +201,7 @@ def _vote(
     ]  # fmt: skip
     run.mark([c.node_id for c in candidates], "finished")
     weights = [weight for _, weight, _ in chosen]
-    return run.finish(candidates, decision, weights=weights, deepconf=report)
+    return await run.finish(candidates, decision, weights=weights, deepconf=report)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -215,7 +215,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
-def _is_settled(
+async def _is_settled(
     run: SearchRun, traces: Sequence[Generation], weights: Sequence[float], remaining: int
 ) -> bool:
     """``auto``'s predictive rule on the kept traces' votes: the confidence-weighted leader,
@@ -223,7 +223,7 @@ def _is_settled(
     if not traces:
         return False
     answers = [extract_answer(t.text, run.config.answer_markers) for t in traces]
-    groups = group_equivalent(answers, run.config.equivalence_timeout_s)
+    groups = await run.group(answers)
     weight: dict[int, float] = {}
     votes: dict[int, int] = {}
     for group, answer, w in zip(groups, answers, weights, strict=True):

@@ -45,5 +45,5 @@ async def run_dvts(run: SearchRun) -> SearchResult:
     finished = [tree for tree in subtrees if tree.is_finished]
     # Only finished subtrees answer; on a deadline with none finished, partial ones do (flagged).
     if not finished and run.is_stopped:
-        return run.finish([tree for tree in subtrees if tree.steps])
-    return run.finish(finished)
+        return await run.finish([tree for tree in subtrees if tree.steps])
+    return await run.finish(finished)

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
-from strategies.answers import extract_answer, group_equivalent
+from strategies.answers import extract_answer, group_inline
 from strategies.errors import NoCandidatesError, SearchError
 from strategies.results import (
     AnswerChoice,
@@ -28,6 +28,7 @@ from strategies.results import (
 )
 from strategies.scoring import aggregate, rank_answers
 from strategies.types import (
+    AnswerGrouper,
     CallKind,
     Generation,
     Policy,
@@ -78,8 +79,10 @@ class SearchRun:
         books: _Books | None = None,
         *,
         observer: SearchObserver | None = None,
+        grouper: AnswerGrouper = group_inline,
     ) -> None:
         self.strategy = strategy
+        self.grouper = grouper
         self.problem = problem
         self.policy = policy
         self.scorer = scorer
@@ -92,9 +95,12 @@ class SearchRun:
     ) -> SearchRun:
         """A sub-search (another method or budget) whose spending counts in this run's books."""
         scorer = self.scorer if with_scorer else None
-        return SearchRun(
-            strategy, self.problem, self.policy, scorer, config, self.deadline, self._books
-        )
+        return SearchRun(strategy, self.problem, self.policy, scorer, config, self.deadline,
+                         self._books, grouper=self.grouper)  # fmt: skip
+
+    async def group(self, answers: Sequence[str]) -> tuple[int, ...]:
+        """A group id per answer (equal: equivalent), by the run's ``grouper``."""
+        return await self.grouper(answers, self.config.equivalence_timeout_s)
 
     @property
     def is_partial(self) -> bool:
@@ -325,7 +331,7 @@ class SearchRun:
             return dataclasses.replace(sampling, max_tokens=share)
         return sampling
 
-    def finish(
+    async def finish(
         self,
         candidates: Sequence[Candidate],
         decision: AutoDecision | None = None,
@@ -358,7 +364,7 @@ class SearchRun:
             )
             for i, c in enumerate(candidates)
         )
-        groups = group_equivalent([s.answer for s in scored], cfg.equivalence_timeout_s)
+        groups = await self.group([s.answer for s in scored])
         voting = cfg.voting_for(has_scorer or weights is not None)
         choices = rank_answers(scored, groups, voting)
         self._note_answers(scored, groups, choices)

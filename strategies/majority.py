@@ -13,4 +13,4 @@ __all__ = ["run_majority"]
 
 async def run_majority(run: SearchRun) -> SearchResult:
     """``budget`` samples in one policy call, then a majority vote."""
-    return run.finish(await sample_answers(run, run.config.budget))
+    return await run.finish(await sample_answers(run, run.config.budget))

@@ -95,7 +95,7 @@ async def run_particle_filtering(run: SearchRun) -> SearchResult:
     finished = [p for p in finals if p.is_finished]
     run.mark([p.node_id for p in finished], "finished")
     # Stopped early or out of steps with nothing finished: the particles with steps answer.
-    return run.finish(finished or [p for p in finals if p.steps])
+    return await run.finish(finished or [p for p in finals if p.steps])
 
 
 async def _sweep(

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from strategies.answers import group_inline
 from strategies.auto import run_auto
 from strategies.beam_search import run_beam_search
 from strategies.best_of_n import run_best_of_n
@@ -20,7 +21,14 @@ from strategies.errors import ConfigError
 from strategies.majority import run_majority
 from strategies.particle_filtering import run_particle_filtering
 from strategies.results import SearchResult
-from strategies.types import Policy, SearchConfig, SearchObserver, StepScorer, StrategyName
+from strategies.types import (
+    AnswerGrouper,
+    Policy,
+    SearchConfig,
+    SearchObserver,
+    StepScorer,
+    StrategyName,
+)
 
 __all__ = ["STRATEGIES", "StrategySpec", "search"]
 
@@ -94,6 +102,7 @@ async def search(
     *,
     deadline: float | None = None,
     observer: SearchObserver | None = None,
+    grouper: AnswerGrouper = group_inline,
 ) -> SearchResult:
     """Run method ``name`` on one problem.
 
@@ -105,6 +114,8 @@ async def search(
         config: budget, beam width, scoring, voting and sampling knobs.
         deadline: ``asyncio`` loop time after which the search stops and returns the best it has.
         observer: told around each upstream call (the proxy's trace spans).
+        grouper: groups equivalent final answers (default: on this thread; servers pass one that
+            runs off their event loop).
 
     Raises:
         ConfigError: the config does not suit the method.
@@ -113,5 +124,7 @@ async def search(
     spec = STRATEGIES[name]
     used_scorer = scorer if spec.uses_scorer else None
     check(name, config, used_scorer is not None)
-    run = SearchRun(name, problem, policy, used_scorer, config, deadline, observer=observer)
+    run = SearchRun(
+        name, problem, policy, used_scorer, config, deadline, observer=observer, grouper=grouper
+    )
     return await spec.run(run)

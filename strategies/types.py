@@ -15,6 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 from strategies.errors import ConfigError
 
 __all__ = [
+    "AnswerGrouper",
     "AutoCell",
     "AutoConfig",
     "CallKind",
@@ -172,6 +173,13 @@ class ScoreBatch:
 
 
 CallKind = Literal["policy", "scorer"]
+
+
+class AnswerGrouper(Protocol):
+    """Groups final answers by mathematical equivalence (equal ids: equivalent). A server runs it
+    off its event loop with a real timeout (sympy can run long on untrusted answers)."""
+
+    async def __call__(self, answers: Sequence[str], timeout_s: int) -> tuple[int, ...]: ...
 
 
 class SearchObserver(Protocol):

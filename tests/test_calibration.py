@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from proxy.profiles import RulesError, load_rules
 from proxy.settings import ProxySettings
 from strategies import AutoCell, AutoConfig, SearchConfig, search
 from tests.conftest import ProxyFactory
+from tests.eventually import eventually
 from tests.fakes import FakePolicy, FakeScorer
 from tts_eval.__main__ import main
 from tts_eval.calibration import NO_ANSWER, Bank, Bin, Cell, Objective, fit, replay
@@ -350,9 +350,7 @@ def test_calibrate_resumes_after_ctrl_c_or_a_kill(
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while len(read_rows([out / "bank"])) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: len(read_rows([out / "bank"])) >= 2, "two bank rows", 60)
         process.send_signal(stop)
         output, _ = process.communicate(timeout=30)
     finally:

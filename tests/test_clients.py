@@ -49,7 +49,9 @@ def test_agents_sdk_default_responses_model(start_proxy: ProxyFactory, vllm: Fak
     url = start_proxy(default_strategy="majority")
 
     async def main() -> Any:
-        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as c:
+        async with openai.AsyncOpenAI(
+            _strict_response_validation=True, base_url=url + "/v1", api_key="unused", max_retries=0
+        ) as c:
             agent = Agent(
                 name="solver", instructions="Solve the problem.",
                 model=OpenAIResponsesModel(model="fake-policy", openai_client=c),
@@ -71,7 +73,9 @@ def test_pydantic_ai_default_openai_model(start_proxy: ProxyFactory, vllm: FakeV
     url = start_proxy(default_strategy="best_of_n")
 
     async def main() -> Any:
-        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0) as c:
+        async with openai.AsyncOpenAI(
+            _strict_response_validation=True, base_url=url + "/v1", api_key="unused", max_retries=0
+        ) as c:
             # What ``Agent("openai:<model>")`` builds, pointed at the proxy.
             model = PydanticResponsesModel("fake-policy", provider=OpenAIProvider(openai_client=c))
             return await PydanticAgent(model).run(QUESTION)

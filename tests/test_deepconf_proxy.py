@@ -3,7 +3,6 @@ fake sees the low-confidence streams closed early, and usage counts what was gen
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -13,6 +12,7 @@ from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings
+from tests.eventually import eventually
 
 MESSAGES = [{"role": "user", "content": "What is 1 + 2?"}]
 
@@ -25,7 +25,9 @@ def script(prefix: str, i: int) -> str:
 
 
 def ask(url: str, **headers: str) -> Any:
-    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+    with openai.OpenAI(
+        _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
+    ) as client:
         return client.chat.completions.create(
             model="fake-policy", messages=MESSAGES,  # type: ignore[arg-type]
             extra_headers={"X-TTS-Strategy": "deepconf", "X-TTS-Budget": "8"} | headers,
@@ -42,9 +44,7 @@ def test_online_deepconf_closes_unsure_streams_and_counts_honestly(stack: ExitSt
     assert tts["strategy"] == "deepconf" and report["mode"] == "online"
     assert "\\boxed{3}" in online.choices[0].message.content
     assert report["warmup"] == 2 and report["stopped"] >= 1
-    deadline = time.monotonic() + 5
-    while vllm.streams_closed_early < report["stopped"] and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(lambda: vllm.streams_closed_early >= report["stopped"], "streams closed", 5)
     assert vllm.streams_closed_early == report["stopped"]  # the fake saw them closed early
     assert vllm.stream_tokens_sent < vllm.streams_opened * 41  # fewer tokens than finishing
     reported = sum(u["completion_tokens"] for u in vllm.reported_usage)

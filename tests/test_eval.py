@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,6 +21,7 @@ from harness.fake_api import FakeChatApi
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from tests.conftest import ProxyFactory
+from tests.eventually import eventually
 from tts_eval.__main__ import main
 from tts_eval.datasets import DatasetError, in_fold, load_problems, parse_fold
 from tts_eval.grading import grade
@@ -274,9 +274,7 @@ def test_resume_after_a_stop_and_after_a_torn_line(
                "--concurrency", "1", "--out", str(out)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while (len(read_rows([out])) < 2 or len(fake.calls) < 3) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: len(read_rows([out])) >= 2 and len(fake.calls) >= 3, "two rows", 60)
         process.send_signal(stop)
         output, _ = process.communicate(timeout=30)
     finally:

@@ -129,7 +129,12 @@ def installed_proxy(installed: Installed) -> Iterator[str]:
 
 def test_installed_proxy_serves_a_search(installed_proxy: str) -> None:
     assert httpx.get(installed_proxy + "/health").json()["status"] == "ok"
-    client = openai.OpenAI(base_url=installed_proxy + "/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(
+        _strict_response_validation=True,
+        base_url=installed_proxy + "/v1",
+        api_key="unused",
+        max_retries=0,
+    )
     reply = client.chat.completions.create(
         model="fake-policy", messages=[{"role": "user", "content": "2+2?"}],
         extra_body={"tts": {"budget": 4}},

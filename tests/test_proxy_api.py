@@ -16,7 +16,13 @@ MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]
 
 
 def client(url: str, **kwargs: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key=kwargs.pop("api_key", "unused"), **kwargs)
+    return openai.OpenAI(
+        _strict_response_validation=True,
+        max_retries=0,
+        base_url=url + "/v1",
+        api_key=kwargs.pop("api_key", "unused"),
+        **kwargs,
+    )
 
 
 def ask(url: str, strategy: str | None = None, **kwargs: Any) -> Any:
@@ -212,7 +218,9 @@ def test_async_client_works(start_proxy: ProxyFactory) -> None:
     url = start_proxy()
 
     async def go() -> str:
-        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x") as aclient:
+        async with openai.AsyncOpenAI(
+            _strict_response_validation=True, max_retries=0, base_url=url + "/v1", api_key="x"
+        ) as aclient:
             completion = await aclient.chat.completions.create(
                 model="fake-policy", messages=MESSAGES, extra_headers={"X-TTS-Strategy": "dvts"}
             )

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.fake_servers import FakeVllm
+from proxy.request_ids import RequestIdFilter
 from tests.conftest import ProxyFactory
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -184,8 +185,9 @@ def test_validation_errors_have_one_format_whichever_source(start_proxy: ProxyFa
     assert "X-TTS-Budget" in from_header.json()["error"]["message"]
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/nowhere", 404),
-                                                        ("DELETE", "/v1/models", 405)])
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [("GET", "/nowhere", 404), ("DELETE", "/v1/models", 405)]
+)
 def test_error_codes_are_names_never_http_statuses(
     start_proxy: ProxyFactory, method: str, path: str, status: int
 ) -> None:
@@ -194,3 +196,18 @@ def test_error_codes_are_names_never_http_statuses(
     assert response.status_code == status
     code = response.json()["error"]["code"]
     assert code is None or not code.isdigit()
+
+
+def test_the_request_id_is_on_its_log_lines_and_in_its_5xx_body(
+    start_proxy: ProxyFactory, vllm: FakeVllm, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = start_proxy(policy_max_retries=0)
+    caplog.handler.addFilter(RequestIdFilter())
+    vllm.fail_statuses = [500] * 5
+    failed = httpx.post(url + "/v1/chat/completions", headers={"X-TTS-Strategy": "none"},
+                        json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    request_id = failed.headers["X-Request-Id"]
+    assert request_id.startswith("chatcmpl-")
+    assert f"(request id {request_id})" in failed.json()["error"]["message"]
+    ours = [r for r in caplog.records if r.name.startswith("proxy") and r.levelno >= 30]
+    assert ours and {getattr(r, "request_id", None) for r in ours} == {request_id}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,6 +23,7 @@ from harness.fake_servers import FakeVllm
 from harness.servers import free_port, serve
 from proxy.settings import ProxySettings
 from tests.conftest import ProxyFactory
+from tests.eventually import eventually
 from tests.test_proxy_api import MESSAGES, ask, client
 from tts_eval.__main__ import main
 
@@ -44,12 +44,13 @@ def stored(path: Path, want: int = 1, timeout_s: float = 20.0) -> list[Compariso
         finally:
             await store.aclose()
 
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def enough() -> list[Comparison]:
         records = asyncio.run(read()) if path.exists() else []
-        if len(records) >= want or time.monotonic() > deadline:
-            return records
-        time.sleep(0.05)
+        return records if len(records) >= want else []
+
+    if want == 0:  # what is stored now (after the request that must not store anything ended)
+        return asyncio.run(read()) if path.exists() else []
+    return eventually(enough, f"{want} comparisons stored", timeout_s)
 
 
 def shadow_proxy(start: ProxyFactory, api_url: str, db: Path, **overrides: Any) -> str:
@@ -94,12 +95,10 @@ def test_a_slow_baseline_never_delays_the_answer(
     url = shadow_proxy(start_proxy, api_url, db, store_text=True)
     completion = ask(url, "majority", headers={"X-TTS-Compare": "big"})
     assert completion.choices[0].message.content
-    deadline = time.monotonic() + 10  # the baseline's call may reach its server after our answer
-    while not fake.calls:
-        assert time.monotonic() < deadline, "the baseline was never called"
-        time.sleep(0.02)
+    # the baseline's call may reach its server after our answer
+    eventually(lambda: fake.calls, "the baseline called", 10)
     assert len(fake.calls) == 1 and fake.finished == 0  # answered while the baseline hangs
-    assert stored(db, timeout_s=0.5) == []
+    assert stored(db, want=0) == []
     fake.gate.set()
     [record] = stored(db)
     assert record.baseline.status == "ok" and record.baseline.text is not None
@@ -196,17 +195,13 @@ def test_a_failed_search_abandons_its_comparison(
     url = shadow_proxy(start_proxy, api_url, db)
     vllm.fail_statuses = [500] * 10
     with pytest.raises(openai.InternalServerError):
-        client(url, max_retries=0).chat.completions.create(
+        client(url).chat.completions.create(
             model="fake-policy", messages=MESSAGES,
             extra_headers={"X-TTS-Strategy": "majority", "X-TTS-Compare": "big"},
         )  # fmt: skip
-    deadline = time.monotonic() + 10
-    metrics = ""
-    while 'outcome="abandoned"} 1.0' not in metrics and time.monotonic() < deadline:
-        metrics = httpx.get(url + "/metrics").text
-        time.sleep(0.05)
-    assert 'tts_shadow_comparisons_total{outcome="abandoned"} 1.0' in metrics
-    assert stored(db, timeout_s=0.3) == []
+    abandoned = 'tts_shadow_comparisons_total{outcome="abandoned"} 1.0'
+    eventually(lambda: abandoned in httpx.get(url + "/metrics").text, "counted abandoned", 10)
+    assert stored(db, want=0) == []
 
 
 def test_compare_on_requests_that_are_not_searched_is_reported_ignored(

@@ -3,7 +3,6 @@ context into and out of the proxy, and a real OTLP/HTTP export to a loopback col
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -18,6 +17,7 @@ from harness.fake_servers import FakePrm, FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings
+from tests.eventually import eventually
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"
@@ -38,7 +38,9 @@ def start(
 
 
 def ask(url: str, headers: dict[str, str]) -> Any:
-    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+    with openai.OpenAI(
+        _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
+    ) as client:
         return client.chat.completions.create(
             model="fake-policy", messages=[{"role": "user", "content": "What is 2 + 2?"}],
             extra_headers=headers,
@@ -47,13 +49,12 @@ def ask(url: str, headers: dict[str, str]) -> Any:
 
 def finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     """The spans once the server span has ended (it ends after the last byte is sent)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        spans = list(exporter.get_finished_spans())
-        if any(s.name == name for s in spans):
-            return spans
-        time.sleep(0.02)
-    raise AssertionError(f"no span {name!r} was exported")
+
+    def spans() -> list[ReadableSpan]:
+        done = list(exporter.get_finished_spans())
+        return done if any(s.name == name for s in done) else []
+
+    return eventually(spans, f"span {name!r} exported", 5)
 
 
 def parent_of(span: ReadableSpan) -> int | None:
@@ -158,7 +159,9 @@ def test_a_large_api_route_is_a_client_span_with_its_tokens(
     }  # fmt: skip
     settings = ProxySettings(**values)
     url = stack.enter_context(serve(create_app(settings, span_exporter=exporter)))
-    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+    with openai.OpenAI(
+        _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
+    ) as client:
         completion = client.chat.completions.create(
             model="big-model", messages=[{"role": "user", "content": "What is 2 + 2?"}],
             extra_headers={"traceparent": TRACEPARENT},

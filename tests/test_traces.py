@@ -4,7 +4,6 @@ and the search metrics on ``/metrics``."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -15,6 +14,7 @@ from experiments.store import ExperimentStore
 from harness.fake_servers import FakeVllm
 from proxy.traces import SearchTrace, TraceStore
 from tests.conftest import ProxyFactory
+from tests.eventually import eventually
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]
 BEAM = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "8", "X-TTS-Beam-Width": "4"}
@@ -22,7 +22,9 @@ BEAM = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "8", "X-TTS-Beam-Width"
 
 def search(url: str, headers: dict[str, str], api_key: str = "unused") -> tuple[str, Any]:
     """One searched request through the strict SDK; its X-Request-Id and its ``tts`` object."""
-    with openai.OpenAI(base_url=url + "/v1", api_key=api_key, max_retries=0) as client:
+    with openai.OpenAI(
+        _strict_response_validation=True, base_url=url + "/v1", api_key=api_key, max_retries=0
+    ) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="fake-policy", messages=MESSAGES, extra_headers=headers
         )
@@ -130,7 +132,9 @@ def test_the_store_stays_bounded_under_a_burst(start_proxy: ProxyFactory) -> Non
     headers = {"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"}
 
     async def burst() -> list[str]:
-        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as c:
+        async with openai.AsyncOpenAI(
+            _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
+        ) as c:
             create = c.chat.completions.with_raw_response.create
             calls = [create(model="fake-policy", messages=MESSAGES, extra_headers=headers)
                      for _ in range(30)]  # fmt: skip
@@ -213,10 +217,8 @@ def test_persisted_traces_outlive_the_memory_store(
     kept = httpx.get(f"{url}/v1/tts/traces/{first}").json()  # still in memory
     second, _ = search(url, {"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"})
     assert [t["request_id"] for t in httpx.get(f"{url}/v1/tts/traces").json()["data"]] == [second]
-    deadline = time.monotonic() + 10
-    while 'tts_trace_persist_total{outcome="stored"} 2.0' not in httpx.get(f"{url}/metrics").text:
-        assert time.monotonic() < deadline, "the traces were not written to the store"
-        time.sleep(0.05)
+    written = 'tts_trace_persist_total{outcome="stored"} 2.0'
+    eventually(lambda: written in httpx.get(f"{url}/metrics").text, "both traces stored", 10)
     assert httpx.get(f"{url}/v1/tts/traces/{first}").json() == kept  # read back from the store
 
     async def stored() -> dict[str, Any] | None:
@@ -232,7 +234,9 @@ def test_persisted_traces_outlive_the_memory_store(
 
 def test_streamed_and_responses_api_searches_are_traced_too(start_proxy: ProxyFactory) -> None:
     url = start_proxy()
-    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+    with openai.OpenAI(
+        _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
+    ) as client:
         with client.responses.with_streaming_response.create(
             model="fake-policy", input="What is 2 + 2?", stream=True, extra_headers=BEAM
         ) as streamed:

@@ -21,7 +21,9 @@ MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 
 
 def ask(url: str, strategy: str, **headers: str) -> Any:
-    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+    with openai.OpenAI(
+        _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
+    ) as client:
         return client.chat.completions.create(
             model="fake-policy", messages=MESSAGES,  # type: ignore[arg-type]
             extra_headers={"X-TTS-Strategy": strategy, "X-TTS-Scorer": "verifier"} | headers,

@@ -40,7 +40,13 @@ QUESTION: list[Any] = [
 
 
 def ask(url: str, strategy: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
-    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=300)
+    client = openai.OpenAI(
+        base_url=url + "/v1",
+        api_key="unused",
+        timeout=300,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
     return client.chat.completions.create(
         model="smollm2", messages=QUESTION,
         extra_headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "4"} | (headers or {}),
