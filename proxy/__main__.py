@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy.app import create_app
-from proxy.request_ids import RequestIdFilter
-from proxy.serving import server_for
+from proxy.observability.request_ids import RequestIdFilter
+from proxy.server.serving import server_for
 from proxy.settings import ProxySettings, load_config_file
 
 __all__ = ["main", "run_server"]

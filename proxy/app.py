@@ -16,8 +16,11 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
-from proxy.answers import AnswerPool
-from proxy.clients import PromptRenderer
+from proxy.api.chat import router
+from proxy.api.completions import router as completions_router
+from proxy.api.deps import has_key
+from proxy.api.responses import router as responses_router
+from proxy.api.traces import router as traces_router
 from proxy.errors import (
     ClientDisconnectedError,
     InternalError,
@@ -26,25 +29,24 @@ from proxy.errors import (
     UpstreamError,
     http_error,
 )
-from proxy.http import has_key
-from proxy.large_api import load_litellm
-from proxy.limits import BodyLimit, DocsGuard
-from proxy.metrics import Metrics, RequestTally
-from proxy.profiles import AutoRules, RulesError, load_rules
-from proxy.replicas import PolicyPool
-from proxy.request_ids import REQUEST_ID
-from proxy.routes import router
-from proxy.routes_completions import router as completions_router
-from proxy.routes_responses import router as responses_router
-from proxy.routes_traces import router as traces_router
-from proxy.service import Admission, AppState
+from proxy.observability.metrics import Metrics, RequestTally
+from proxy.observability.request_ids import REQUEST_ID
+from proxy.observability.telemetry import RequestSpans, Telemetry
+from proxy.observability.trace_archive import TraceArchive
+from proxy.observability.traces import TraceStore
+from proxy.search.answers import AnswerPool
+from proxy.search.profiles import AutoRules, RulesError, load_rules
+from proxy.server.admission import Admission
+from proxy.server.drain import Drain
+from proxy.server.limits import BodyLimit, DocsGuard
 from proxy.settings import ProxySettings
-from proxy.shadow import Shadow
-from proxy.store_link import StoreLink
-from proxy.telemetry import RequestSpans, Telemetry
-from proxy.trace_archive import TraceArchive
-from proxy.traces import TraceStore
-from proxy.upstream import Upstream, UpstreamConfig
+from proxy.shadow.comparisons import Shadow
+from proxy.state import AppState
+from proxy.store import StoreLink
+from proxy.upstream.client import Upstream, UpstreamConfig
+from proxy.upstream.litellm import load_litellm
+from proxy.upstream.policy import PromptRenderer
+from proxy.upstream.replicas import PolicyPool
 
 __all__ = ["create_app"]
 
@@ -185,6 +187,8 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
         service_name=settings.otel_service_name, exporter=span_exporter,
     )  # fmt: skip
 
+    drain = Drain()  # begun by the server on SIGTERM (proxy.server.serving)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Answer workers start warm (sympy imports, ~0.5 s) before the first request needs them.
@@ -210,6 +214,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
             archive=archive,
             verifier=verifier,
             answers=answers,
+            drain=drain,
         )  # fmt: skip
         try:
             if rules.model is not None and not settings.auto_rules_any_model:
@@ -225,6 +230,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
 
     # One schema per model (validation mode): TtsReport drops absent sections when it serializes.
     app = FastAPI(title="tts-proxy", lifespan=lifespan, separate_input_output_schemas=False)
+    app.state.drain = drain
     app.include_router(router)
     app.include_router(responses_router)
     app.include_router(completions_router)

@@ -61,22 +61,76 @@ def test_gguf_converter_stands_alone() -> None:
     assert not imported_roots(ROOT / "cpu_stack" / "convert_gguf.py") & ours
 
 
-def proxy_modules_imported(path: Path) -> set[str]:
+# The arrows between proxy/'s parts, one-way: a part imports only those listed (top-level
+# modules count as parts). Anything new is a decision: add it here, or cut the import.
+PROXY_ARROWS = {
+    "wire": {"settings"},
+    "upstream": {"errors", "observability", "settings", "wire"},
+    "observability": {"errors", "store"},
+    "shadow": {"errors", "observability", "settings", "store", "upstream", "wire"},
+    "search": {"errors", "observability", "settings", "shadow", "upstream", "wire"},
+    "server": {"errors", "observability", "settings"},
+    "state": {"search", "server"},
+    "api": {"errors", "observability", "search", "server", "settings", "state", "upstream", "wire"},
+    "app": {"api", "errors", "observability", "search", "server", "settings", "shadow", "state",
+            "store", "upstream"},
+    "__main__": {"app", "observability", "server", "settings"},
+    "settings": set(), "errors": set(), "store": set(), "__init__": set(),
+}  # fmt: skip
+# Only the HTTP edge knows the web framework.
+WEB = {"fastapi", "starlette", "uvicorn"}
+WEB_ALLOWED = {"api", "app", "server", "observability"}  # observability: the request spans
+
+
+def _part(path: Path) -> str:
+    relative = path.relative_to(ROOT / "proxy")
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def _proxy_imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     return {
-        node.module
+        node.module.split(".")[1]
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("proxy.")
     }
 
 
+def test_proxy_parts_import_only_their_allowlisted_arrows() -> None:
+    offenders = set()
+    for path in sorted((ROOT / "proxy").rglob("*.py")):
+        part = _part(path)
+        assert part in PROXY_ARROWS, f"{path.relative_to(ROOT)}: a new part, add its arrows"
+        for target in _proxy_imports(path) - {part} - PROXY_ARROWS[part]:
+            offenders.add(f"{path.relative_to(ROOT)} -> {target}")
+        if part not in WEB_ALLOWED and imported_roots(path) & WEB:
+            offenders.add(f"{path.relative_to(ROOT)} -> the web framework")
+    assert not offenders, sorted(offenders)
+
+
+def test_the_allowlist_has_no_cycle() -> None:
+    seen: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(part: str, path: list[str]) -> None:
+        assert seen.get(part) != 1, " -> ".join([*path, part])
+        if part not in seen:
+            seen[part] = 1
+            for target in sorted(PROXY_ARROWS[part]):
+                visit(target, [*path, part])
+            seen[part] = 2
+
+    for part in sorted(PROXY_ARROWS):
+        visit(part, [])
+
+
 def test_only_the_app_imports_the_endpoint_handlers() -> None:
-    """Handlers sit on the request skeleton (``proxy.endpoint``), never on each other."""
-    handlers = {"proxy.routes", "proxy.routes_completions", "proxy.routes_responses"}
-    offenders = {
-        f"{path.name}: {name}"
-        for path in sorted((ROOT / "proxy").glob("*.py"))
-        if path.name != "app.py"
-        for name in proxy_modules_imported(path) & handlers
-    }
+    """Handlers sit on the request skeleton (``proxy.api.endpoint``), never on each other."""
+    handlers = {"proxy.api.chat", "proxy.api.completions", "proxy.api.responses"}
+    offenders = set()
+    for path in sorted((ROOT / "proxy").rglob("*.py")):
+        if path.name == "app.py":
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        offenders |= {f"{path.relative_to(ROOT)}: {m}" for m in modules & handlers}
     assert not offenders, offenders

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
-from proxy.profiles import RulesError, load_rules
+from proxy.search.profiles import RulesError, load_rules
 from proxy.settings import ProxySettings
 from strategies import AutoCell, AutoConfig, SearchConfig, search
 from tests.conftest import ProxyFactory

@@ -242,8 +242,8 @@ async def _answer_once(reader: Any, writer: Any, drops: list[int]) -> None:
 @pytest.mark.parametrize("retries", [1, 0])
 async def test_a_pooled_connection_the_upstream_dropped_is_retried(retries: int) -> None:
     from proxy.errors import UpstreamError
-    from proxy.metrics import Metrics
-    from proxy.upstream import Upstream, UpstreamConfig
+    from proxy.observability.metrics import Metrics
+    from proxy.upstream.client import Upstream, UpstreamConfig
 
     drops: list[int] = []
     server = await asyncio.start_server(

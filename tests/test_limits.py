@@ -12,9 +12,9 @@ import pytest
 
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
-from proxy.clients import PromptRenderer
-from proxy.metrics import Metrics
-from proxy.upstream import Upstream, UpstreamConfig
+from proxy.observability.metrics import Metrics
+from proxy.upstream.client import Upstream, UpstreamConfig
+from proxy.upstream.policy import PromptRenderer
 from tests.conftest import ProxyFactory
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]

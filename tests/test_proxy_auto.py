@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from harness.fake_servers import FakeVllm
-from proxy.control import resolve_plan
-from proxy.profiles import apply_profile, default_rules, load_rules, profile_of
-from proxy.protocol import ChatCompletionRequest
+from proxy.search.plan import resolve_plan
+from proxy.search.profiles import apply_profile, default_rules, load_rules, profile_of
 from proxy.settings import ProxySettings
+from proxy.wire.chat import ChatCompletionRequest
 from tests.conftest import ProxyFactory
 
 RULES = load_rules()

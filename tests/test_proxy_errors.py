@@ -14,9 +14,9 @@ import pytest
 
 from harness.fake_servers import FakePrm, FakeVllm
 from harness.servers import free_port, serve
-from proxy.clients import CallStats, PrmScorer
-from proxy.metrics import Metrics
-from proxy.upstream import Upstream, UpstreamConfig
+from proxy.observability.metrics import Metrics
+from proxy.upstream.client import Upstream, UpstreamConfig
+from proxy.upstream.policy import CallStats, PrmScorer
 from strategies import ScoreRequest, Step
 from tests.conftest import ProxyFactory
 from tests.eventually import eventually
@@ -169,9 +169,9 @@ def test_upstream_timeout_is_504(start_proxy: ProxyFactory, vllm: FakeVllm) -> N
 
 
 def test_deadline_returns_best_partial_flagged(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
-    vllm.delay_s = 0.4
+    vllm.delay_s = 1.0  # the first depth ends by ~1 s, the second would by ~2 s: 0.5 s margins
     url = start_proxy()
-    headers = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "4", "X-TTS-Timeout-Ms": "600"}
+    headers = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "4", "X-TTS-Timeout-Ms": "1500"}
     response = post(url, headers=headers)
     assert response.status_code == 200
     tts = response.json()["tts"]

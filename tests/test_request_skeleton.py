@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.fake_servers import FakeVllm
-from proxy.request_ids import RequestIdFilter
+from proxy.observability.request_ids import RequestIdFilter
 from tests.conftest import ProxyFactory
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]

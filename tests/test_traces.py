@@ -12,7 +12,7 @@ import pytest
 
 from experiments.store import ExperimentStore
 from harness.fake_servers import FakeVllm
-from proxy.traces import SearchTrace, TraceStore
+from proxy.observability.traces import SearchTrace, TraceStore
 from tests.conftest import ProxyFactory
 from tests.eventually import eventually
 

@@ -15,7 +15,7 @@ from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings
-from proxy.verifier import p_yes
+from proxy.upstream.verifier import p_yes
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 

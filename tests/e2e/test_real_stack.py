@@ -26,7 +26,7 @@ from harness.servers import free_port, serve
 from prm_server.app import create_app as create_prm_app
 from prm_server.settings import PrmServerSettings
 from proxy.app import create_app
-from proxy.profiles import load_rules
+from proxy.search.profiles import load_rules
 from proxy.settings import ProxySettings
 from tests.e2e.conftest import Relay
 from tts_eval.__main__ import main as tts_eval

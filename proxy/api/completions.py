@@ -1,0 +1,198 @@
+"""``POST /v1/completions`` (legacy): passed through to the policy server unchanged by default,
+so log-likelihood evaluation, ``echo`` and ``logprobs`` reach vLLM untouched whatever the
+server's default strategy. A plain prompt string is searched when a strategy is asked for
+(``X-TTS-Strategy``, ``tts.strategy``, a model alias) or ``best_of`` > 1 (served as Best-of-N
+with the configured scorer; vLLM's V1 engine dropped ``best_of``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from proxy.api.deps import (
+    ERROR_RESPONSES,
+    admitted,
+    control_headers,
+    disconnected,
+    get_state,
+    require_key,
+)
+from proxy.api.endpoint import Call, large_api_answer, result_headers, serve
+from proxy.api.sse import DONE, KEEPALIVE, keepalive_events, sse
+from proxy.errors import InvalidRequestError
+from proxy.search.job import SearchJob
+from proxy.search.plan import Plan, resolve_plan, split_alias
+from proxy.settings import ProxySettings
+from proxy.state import AppState
+from proxy.wire.chat import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    CompletionRequest,
+    TextChoice,
+    TextCompletion,
+)
+
+__all__ = ["CompletionsEndpoint", "router"]
+
+router = APIRouter()
+_PASS_REASON = (
+    "legacy completions pass through unless a strategy is asked for "
+    "(X-TTS-Strategy, tts.strategy, a model alias, or best_of > 1)"
+)
+_UNUSED_BY_SEARCH = ("echo", "logprobs", "suffix")
+
+
+@router.post(
+    "/v1/completions", dependencies=[Depends(require_key)], response_model=TextCompletion,
+    responses=ERROR_RESPONSES, openapi_extra=control_headers(),
+)  # fmt: skip
+async def completions(
+    request: Request,
+    body: CompletionRequest,
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> Response:
+    return await admitted(state, lambda: serve(request, state, CompletionsEndpoint(body)))
+
+
+@dataclass
+class CompletionsEndpoint:
+    """``POST /v1/completions`` on the request skeleton."""
+
+    body: CompletionRequest
+    chat: ChatCompletionRequest | None = field(default=None, init=False)  # set by ``plan``
+    id_prefix: ClassVar[str] = "cmpl-"
+    upstream_path: ClassVar[str] = "/completions"
+
+    @property
+    def is_stream(self) -> bool:
+        return self.body.stream
+
+    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
+        body = self.body
+        _, alias_strategy, _ = split_alias(body.model)
+        asked = headers.get("x-tts-strategy") or (body.tts and body.tts.strategy)
+        asked = asked or alias_strategy
+        is_best_of = body.best_of is not None and body.best_of > 1
+        self.chat = _as_chat(body, is_best_of and not asked)
+        plan = resolve_plan(self.chat, headers, settings)
+        if (not asked and not is_best_of) or plan.strategy == "none":
+            why = plan.reason if asked else _PASS_REASON
+            return dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
+        ignored = (*plan.ignored_params, *_ignored(body, plan))
+        return dataclasses.replace(plan, ignored_params=ignored)
+
+    def passthrough_payload(self) -> dict[str, Any]:
+        return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
+
+    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
+        """Large APIs speak chat: the prompt goes as one user message, the answer comes back
+        as a text completion."""
+        _one_prompt(self.body)
+        assert self.chat is not None, "planned first"
+        return await large_api_answer(call, plan, route, self.chat, shape=_as_text,
+                                      shape_chunk=_as_text)  # fmt: skip
+
+    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
+        assert self.chat is not None, "planned first"
+        return self.chat, _one_prompt(self.body)
+
+    async def answer(self, call: Call, job: SearchJob) -> Response:
+        body, state = self.body, call.state
+        if not body.stream:
+            completion = await call.until_disconnect(job.run())
+            call.headers.update(result_headers(completion))
+            done = _text_completion(completion).model_dump(exclude_none=False)
+            return JSONResponse(done, headers=call.headers)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = keepalive_events(
+            job.run, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE,
+            finish=lambda c: _chunks(_text_completion(c), include_usage),
+            fail=call.tally.failing(lambda exc: [sse(exc.body()), DONE]),
+            keepalive_s=state.settings.keepalive_interval_s,
+            request_id=call.request_id, disconnected=lambda: disconnected(call.request),
+        )  # fmt: skip
+        return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
+
+
+def _as_chat(body: CompletionRequest, best_of_asks: bool) -> ChatCompletionRequest:
+    """The prompt as one user message: what planning, the scorer and comparisons read."""
+    tts = body.tts.model_dump(exclude_none=True) if body.tts else {}
+    if best_of_asks:
+        tts = {"strategy": "best_of_n", "budget": body.best_of} | tts
+    if body.best_of is not None and body.best_of < body.n:
+        raise InvalidRequestError(
+            f"best_of ({body.best_of}) must be at least n ({body.n})", param="best_of"
+        )
+    text = body.prompt if isinstance(body.prompt, str) else ""
+    fields = body.model_dump(
+        exclude={"prompt", "best_of", "tts", *_UNUSED_BY_SEARCH}, exclude_none=True
+    )
+    return ChatCompletionRequest.model_validate(
+        fields | {"messages": [{"role": "user", "content": text}], "tts": tts or None}
+    )
+
+
+def _as_text(data: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion (or chunk) from a large API as a legacy text completion (or chunk)."""
+    choices = [
+        {"index": c.get("index", 0),
+         "text": ((c.get("message") or c.get("delta") or {}).get("content") or ""),
+         "logprobs": None, "finish_reason": c.get("finish_reason")}
+        for c in data.get("choices") or []
+    ]  # fmt: skip
+    shaped = {k: data.get(k) for k in ("id", "created", "model", "system_fingerprint")}
+    shaped |= {"object": "text_completion", "choices": choices}
+    if data.get("usage") is not None:
+        shaped["usage"] = data["usage"]
+    return shaped
+
+
+def _one_prompt(body: CompletionRequest) -> str:
+    prompt = body.prompt
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise InvalidRequestError(
+            "a search needs one non-empty prompt string; token ids and prompt lists are passed "
+            "through only (drop the strategy to pass this request through)", param="prompt",
+        )  # fmt: skip
+    return prompt
+
+
+def _ignored(body: CompletionRequest, plan: Plan) -> list[str]:
+    names = [name for name in _UNUSED_BY_SEARCH if getattr(body, name) not in (None, False)]
+    if body.best_of is not None and plan.strategy != "best_of_n":
+        names.append("best_of")
+    return names
+
+
+def _text_completion(completion: ChatCompletion) -> TextCompletion:
+    return TextCompletion(
+        id=completion.id, created=completion.created,
+        model=completion.model, usage=completion.usage, tts=completion.tts,
+        choices=[TextChoice(index=c.index, text=c.message.content or "",
+                            finish_reason=c.finish_reason) for c in completion.choices],
+    )  # fmt: skip
+
+
+def _chunks(done: TextCompletion, include_usage: bool) -> Iterator[bytes]:
+    """OpenAI's legacy stream: one chunk per choice, ``tts`` on the last, usage if asked."""
+    for i, choice in enumerate(done.choices):
+        last = i == len(done.choices) - 1
+        chunk: dict[str, Any] = done.model_dump(exclude={"usage", "tts"})
+        chunk["choices"] = [choice.model_dump()]
+        if last and done.tts is not None:
+            chunk["tts"] = done.tts.model_dump()
+        if include_usage:
+            chunk["usage"] = None
+        yield sse(chunk)
+    if include_usage:
+        final = done.model_dump(exclude={"tts"}) | {"choices": []}
+        yield sse(final)
+    yield DONE

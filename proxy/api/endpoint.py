@@ -1,0 +1,226 @@
+"""The one request skeleton behind every generating endpoint (chat, legacy completions, Responses).
+
+``serve`` holds the steps every endpoint shares, once: an id and a start time, the plan, its
+headers, a large-API route, the model check, pass-through (with one seed rule), the search, and
+the outcome counted once in ``tts_requests_total`` — for JSON answers, error responses and
+streams alike. Each endpoint supplies a small ``Endpoint`` adapter: how its body plans, what it
+passes through, how it asks a large API, and how it renders a finished search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from proxy.api.deps import until_disconnect
+from proxy.api.passthrough import (
+    StreamEnd,
+    open_policy_stream,
+    policy_json,
+    tts_note,
+    with_tts_note,
+)
+from proxy.api.sse import DONE, sse
+from proxy.errors import ProxyError
+from proxy.observability.metrics import RequestTally
+from proxy.observability.request_ids import REQUEST_ID
+from proxy.search.job import SearchJob, prepare_search
+from proxy.search.plan import Plan
+from proxy.search.run import check_model
+from proxy.server.drain import until_drained
+from proxy.settings import ProxySettings
+from proxy.state import AppState
+from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
+from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, TtsReport
+
+__all__ = ["Call", "Endpoint", "large_api_answer", "relay", "result_headers", "serve"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request at the edge, as the skeleton hands it to an endpoint's adapter."""
+
+    request: Request
+    state: AppState
+    request_id: str
+    started: float
+    headers: dict[str, str]  # the response's headers (X-Request-Id, X-TTS-*)
+    tally: RequestTally
+
+    async def until_disconnect(self, work: Any) -> Any:
+        return await until_disconnect(self.request, work)
+
+
+class Endpoint(Protocol):
+    """What one endpoint adds to the skeleton."""
+
+    id_prefix: ClassVar[str]  # "chatcmpl-", "cmpl-", "resp_"
+    upstream_path: ClassVar[str]  # where a pass-through goes on the policy server
+
+    @property
+    def is_stream(self) -> bool: ...
+
+    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
+        """The request's final plan; strategy ``none`` passes it through (reason in the plan)."""
+        ...
+
+    def passthrough_payload(self) -> dict[str, Any]:
+        """The body relayed unchanged (``model`` and ``seed`` are the skeleton's)."""
+        ...
+
+    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
+        """The answer from a large-API route (``litellm_routes``)."""
+        ...
+
+    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
+        """What the search reads: the messages, and a legacy prompt's raw text if any."""
+        ...
+
+    async def answer(self, call: Call, job: SearchJob) -> Response:
+        """Run the planned search and render it (JSON or events)."""
+        ...
+
+
+async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Response:
+    started = time.perf_counter()
+    tally = RequestTally(state.metrics)
+    request.state.tally = tally  # the error handler counts through it
+    request_id = f"{endpoint.id_prefix}{uuid.uuid4().hex}"
+    REQUEST_ID.set(request_id)  # on every log line from here on, and in 5xx bodies
+    plan = endpoint.plan(request.headers, state.settings)
+    tally.strategy = plan.strategy
+    call = Call(request, state, request_id, started, _strategy_headers(request_id, plan), tally)
+    route = state.settings.litellm_routes.get(plan.model)
+    if route is not None:
+        tally.strategy = "litellm"
+        call.headers["X-TTS-Strategy"] = "none"
+        response = await endpoint.large_api(call, plan, route)
+    else:
+        model = await check_model(state, plan.model)
+        if plan.strategy == "none":
+            payload = endpoint.passthrough_payload() | {"model": model}
+            if not state.settings.forward_seed:
+                payload.pop("seed", None)  # said in tts.ignored_params (the plan's)
+            response = await relay(call, endpoint.upstream_path, payload, plan,
+                                   is_stream=endpoint.is_stream)  # fmt: skip
+        else:
+            chat, raw_prompt = endpoint.search_input()
+            job = prepare_search(state, chat, plan, model, request_id=request_id,
+                                 started=started, raw_prompt=raw_prompt)  # fmt: skip
+            tally.strategy = job.plan.strategy
+            response = await endpoint.answer(call, job)
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = _tallied(response.body_iterator, tally)
+    else:
+        tally.ok()
+    return response
+
+
+async def _tallied(events: AsyncIterable[Any], tally: RequestTally) -> AsyncIterator[Any]:
+    """A stream's events; ``ok`` once sent in full (unless an error event was counted), 499 when
+    the client went away first."""
+    finished = False
+    try:
+        async for event in events:
+            yield event
+        finished = True
+    finally:
+        tally.count("ok" if finished else "499")
+
+
+def _strategy_headers(request_id: str, plan: Plan) -> dict[str, str]:
+    """What is known before the search runs. ``auto`` decides its method while searching, so a
+    streamed ``auto`` response names only the requested strategy here; the method that ran is in
+    the ``tts`` object of its last chunk (and in ``X-TTS-Strategy`` of non-streamed responses)."""
+    headers = {"X-Request-Id": request_id, "X-TTS-Requested-Strategy": plan.requested}
+    if plan.strategy != "auto":
+        headers["X-TTS-Strategy"] = plan.strategy
+    return headers
+
+
+def result_headers(completion: ChatCompletion) -> dict[str, str]:
+    """The outcome of a finished search as headers (non-streamed responses)."""
+    tts = completion.tts
+    if tts is None:
+        return {}
+    return {
+        "X-TTS-Strategy": tts.strategy,
+        "X-TTS-Budget-Spent": str(tts.budget_spent or 0),
+        "X-TTS-Overhead-Ms": str(tts.latency_ms.proxy if tts.latency_ms else 0),
+    }
+
+
+async def relay(
+    call: Call, path: str, payload: dict[str, Any], plan: Plan, *, is_stream: bool
+) -> Response:
+    """A pass-through answer from the policy server, JSON or SSE, with the ``tts`` note."""
+    state, headers = call.state, call.headers
+    headers["X-TTS-Strategy"] = "none"
+    if not is_stream:
+        data = await call.until_disconnect(policy_json(state, path, payload, plan))
+        return JSONResponse(data, headers=headers)
+    stack = contextlib.AsyncExitStack()
+    # Until the upstream's first byte nothing has been sent: a client gone by then cancels it.
+    lines = await call.until_disconnect(
+        stack.enter_async_context(open_policy_stream(state, path, payload, call.tally))
+    )
+    end = StreamEnd(path)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with stack:
+            relayed = end.watch(with_tts_note(lines, tts_note(plan)))
+            async for line in until_drained(relayed, state.drain, call.tally.failing(end.fail)):
+                yield line
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _same(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+async def large_api_answer(
+    call: Call,
+    plan: Plan,
+    route: str,
+    chat: ChatCompletionRequest,
+    *,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] = _same,
+    shape_chunk: Callable[[dict[str, Any]], dict[str, Any]] = _same,
+) -> Response:
+    """A large API's chat answer, in the client's endpoint's shape (``shape``, ``shape_chunk``),
+    with the ``tts`` note; a stream that breaks midway ends with an error event and ``[DONE]``,
+    like every stream of ours."""
+    state = call.state
+    note = TtsReport(
+        strategy="none", requested_strategy=plan.requested,
+        reason=f"large-API route {route!r} via litellm",
+        ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
+    ).model_dump()  # fmt: skip
+    params = litellm_params(state.settings, chat)
+    response = await call.until_disconnect(litellm_call(route, params, state.telemetry))
+    if not chat.stream:
+        return JSONResponse(shape(response.model_dump()) | {"tts": note}, headers=call.headers)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in litellm_chunks(route, response):
+                if shape_chunk is _same:  # litellm's own JSON, as it serialises it
+                    yield f"data: {chunk.model_dump_json()}\n\n".encode()
+                else:
+                    yield sse(shape_chunk(chunk.model_dump()))
+        except ProxyError as error:
+            call.tally.error(error)
+            yield sse(error.body())
+        yield DONE
+
+    fail = call.tally.failing(StreamEnd("/chat/completions").fail)
+    return StreamingResponse(until_drained(chunks(), state.drain, fail),
+                             media_type="text/event-stream", headers=call.headers)  # fmt: skip

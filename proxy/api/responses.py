@@ -1,0 +1,146 @@
+"""``POST /v1/responses``: the Responses API, searched like chat (same headers, ``tts`` body
+object and model aliases), or passed through to the policy server's ``/v1/responses`` unchanged
+for tools, structured output and non-text input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from proxy.api.deps import (
+    ERROR_RESPONSES,
+    admitted,
+    control_headers,
+    disconnected,
+    get_state,
+    require_key,
+)
+from proxy.api.endpoint import Call, result_headers, serve
+from proxy.api.responses_mapping import (
+    EventWriter,
+    check_stateless,
+    ignored_fields,
+    passthrough_reason,
+    pending_response,
+    response_object,
+    to_chat,
+)
+from proxy.api.sse import keepalive_events
+from proxy.errors import InvalidRequestError
+from proxy.search.job import SearchJob
+from proxy.search.plan import Plan, resolve_plan
+from proxy.settings import ProxySettings
+from proxy.state import AppState
+from proxy.upstream.litellm import as_completion, litellm_call, litellm_params
+from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, ChatMessage, TtsReport
+from proxy.wire.responses import ResponseObject, ResponsesRequest
+
+__all__ = ["ResponsesEndpoint", "router"]
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/responses", dependencies=[Depends(require_key)], response_model=ResponseObject,
+    responses=ERROR_RESPONSES, openapi_extra=control_headers(),
+)  # fmt: skip
+async def create_response(
+    request: Request,
+    body: ResponsesRequest,
+    state: AppState = Depends(get_state),  # noqa: B008
+) -> Response:
+    return await admitted(state, lambda: serve(request, state, ResponsesEndpoint(body)))
+
+
+@dataclass
+class ResponsesEndpoint:
+    """``POST /v1/responses`` on the request skeleton."""
+
+    body: ResponsesRequest
+    chat: ChatCompletionRequest | None = field(default=None, init=False)  # set by ``plan``
+    reason: str | None = field(default=None, init=False)  # why it cannot be searched, if so
+    id_prefix: ClassVar[str] = "resp_"
+    upstream_path: ClassVar[str] = "/responses"
+
+    @property
+    def is_stream(self) -> bool:
+        return self.body.stream
+
+    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
+        body = self.body
+        check_stateless(body)
+        self.reason = passthrough_reason(body)
+        self.chat = to_chat(body) if self.reason is None else _stand_in(body)
+        plan = resolve_plan(self.chat, headers, settings)
+        plan = dataclasses.replace(plan, ignored_params=(*plan.ignored_params,
+                                                         *ignored_fields(body)))  # fmt: skip
+        if self.reason is not None or plan.strategy == "none":
+            why = self.reason or plan.reason
+            return dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
+        return plan
+
+    def passthrough_payload(self) -> dict[str, Any]:
+        return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
+
+    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
+        if self.reason is not None or self.chat is None:
+            raise InvalidRequestError(
+                f"large-API route {route!r} takes text requests on /v1/responses ({self.reason}); "
+                "send tools and structured output through /v1/chat/completions", param="model",
+            )  # fmt: skip
+        note = TtsReport(
+            strategy="none", requested_strategy=plan.requested,
+            reason=f"large-API route {route!r} via litellm",
+            ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
+        )  # fmt: skip
+        once = self.chat.model_copy(update={"stream": False})
+        settings, telemetry = call.state.settings, call.state.telemetry
+
+        async def routed() -> ChatCompletion:
+            answer = await litellm_call(route, litellm_params(settings, once), telemetry)
+            return as_completion(answer, note)
+
+        return await self._answer(call, routed)
+
+    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
+        assert self.chat is not None, "planned first"
+        return self.chat, None
+
+    async def answer(self, call: Call, job: SearchJob) -> Response:
+        return await self._answer(call, job.run)
+
+    async def _answer(self, call: Call, work: Callable[[], Awaitable[ChatCompletion]]) -> Response:
+        body, headers, response_id = self.body, call.headers, call.request_id
+        created_at = int(time.time())
+        if not body.stream:
+            completion: ChatCompletion = await call.until_disconnect(work())
+            headers.update(result_headers(completion))
+            done = response_object(body, completion, response_id, created_at)
+            return JSONResponse(done.model_dump(exclude_none=False), headers=headers)
+        writer = EventWriter(pending_response(body, response_id, created_at))
+
+        def finish(completion: ChatCompletion) -> Iterator[bytes]:
+            return writer.finished(response_object(body, completion, response_id, created_at))
+
+        events = keepalive_events(
+            work, opening=lambda: writer.created() + writer.in_progress(),
+            keepalive=writer.in_progress, finish=finish, fail=call.tally.failing(writer.failed),
+            keepalive_s=call.state.settings.keepalive_interval_s, request_id=response_id,
+            disconnected=lambda: disconnected(call.request),
+        )  # fmt: skip
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+def _stand_in(body: ResponsesRequest) -> ChatCompletionRequest:
+    """A chat request that carries only what planning reads (model, ``tts``) for a request that
+    is passed through unchanged."""
+    return ChatCompletionRequest(
+        model=body.model, messages=[ChatMessage(role="user", content="")], tts=body.tts
+    )

@@ -1,0 +1,255 @@
+"""Per-request search control: ``X-TTS-*`` headers > body ``tts`` > model alias > server default.
+
+Turns one chat request into a frozen ``Plan`` (which method, which scorer, the ``SearchConfig``),
+or raises ``InvalidRequestError`` naming the parameter. No I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from pydantic import ValidationError
+
+from proxy.errors import InvalidRequestError
+from proxy.settings import ProxySettings, ScorerKind, StrategyChoice
+from proxy.wire.chat import ChatCompletionRequest, TtsOptions
+from strategies import ConfigError, SearchConfig, StrategyName, check
+
+__all__ = ["Plan", "PlannedStrategy", "resolve_plan", "split_alias"]
+
+PlannedStrategy = StrategyName | Literal["none"]
+
+_ALIAS = re.compile(r"^(?P<strategy>[a-z_]+)(?:-(?P<budget>\d+))?/(?P<model>.+)$")
+_FIELDS = ("strategy", "budget", "beam_width", "scoring", "voting", "scorer", "max_steps")
+_EXTRA_FIELDS = (
+    "timeout_ms", "trace", "max_total_tokens", "keep_percent", "deepconf_mode", "warmup",
+    "confidence_window", "particle_iterations", "compare", "reference",
+)  # fmt: skip
+_HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
+# Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
+_NOT_FORWARDED = {
+    "logprobs", "top_logprobs", "parallel_tool_calls", "functions", "function_call", "store",
+    "metadata", "modalities", "audio", "prediction", "service_tier", "reasoning_effort",
+    "web_search_options", "stream_options", "user", "logit_bias",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with one request."""
+
+    strategy: PlannedStrategy
+    requested: StrategyChoice
+    reason: str
+    model: str
+    scorer: ScorerKind
+    config: SearchConfig
+    timeout_s: float | None
+    enable_trace: bool
+    passthrough_reason: str | None = None
+    ignored_params: tuple[str, ...] = ()
+    forwarded: dict[str, Any] = field(default_factory=dict)
+    compare: str | None = None  # shadow this request with that baseline model (X-TTS-Compare)
+    reference: str | None = None  # the known correct answer (X-TTS-Reference)
+    has_request_sampling: bool = False  # the request set temperature/top_p (family defaults off)
+    temperature_note: str | None = None  # why the request's temperature was not used
+
+
+def split_alias(model: str) -> tuple[str, str | None, int | None]:
+    """``"beam_search-16/qwen"`` -> ``("qwen", "beam_search", 16)``; other names pass unchanged."""
+    match = _ALIAS.match(model)
+    if match is None or match["strategy"] not in get_args(StrategyChoice):
+        return model, None, None
+    budget = int(match["budget"]) if match["budget"] else None
+    return match["model"], match["strategy"], budget
+
+
+def _options(
+    request: ChatCompletionRequest, headers: Mapping[str, str], alias: dict[str, Any]
+) -> TtsOptions:
+    """Headers > body ``tts`` > alias, validated in one place (``TtsOptions``)."""
+    body = request.tts.model_dump(exclude_none=True) if request.tts else {}
+    given = {name: headers[h] for name, h in _HEADER.items() if h in headers}
+    merged = {k: v for k, v in alias.items() if v is not None} | body | given
+    try:
+        return TtsOptions.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "tts"
+        source = f" (header X-TTS-{name.replace('_', '-').title()})" if name in given else ""
+        raise InvalidRequestError(f"{name}: {first['msg']}{source}", param=name) from exc
+
+
+def resolve_plan(
+    request: ChatCompletionRequest, headers: Mapping[str, str], settings: ProxySettings
+) -> Plan:
+    """Merge the four sources of control and validate every value against the server's caps."""
+    model, alias_strategy, alias_budget = split_alias(request.model)
+    options = _options(request, headers, {"strategy": alias_strategy, "budget": alias_budget})
+    requested: StrategyChoice = options.strategy or settings.default_strategy
+    passthrough = _passthrough_reason(request)
+    has_prm = settings.prm_url is not None
+    strategy, reason = _strategy(requested, passthrough)
+    strategy, reason, greedy_note = _greedy(request, strategy, reason, options.strategy is not None)
+    scorer = options.scorer or settings.scorer_default
+    if scorer == "prm" and not has_prm:
+        raise InvalidRequestError("scorer 'prm' needs a PRM server (PROXY_PRM_URL)", param="scorer")
+    config = _search_config(request, options, settings, use_request_temperature=not greedy_note)
+    if strategy != "none" and strategy != "auto":  # auto's rules come once the model is known
+        try:
+            check(strategy, config, has_scorer=scorer != "none")
+        except ConfigError as exc:
+            raise config_error(exc) from exc
+    ignored = tuple(sorted(k for k in (request.model_extra or {}) if k in _NOT_FORWARDED))
+    if request.seed is not None and not settings.forward_seed:
+        ignored = (*ignored, "seed")
+    if greedy_note:
+        ignored = (*ignored, "temperature")
+    return Plan(
+        strategy=strategy,
+        requested=requested,
+        reason=reason,
+        model=model,
+        scorer=scorer,
+        config=config,
+        timeout_s=options.timeout_ms / 1000 if options.timeout_ms is not None else None,
+        enable_trace=bool(options.trace),
+        passthrough_reason=passthrough,
+        ignored_params=ignored,
+        forwarded={k: v for k, v in (request.model_extra or {}).items() if k not in _NOT_FORWARDED},
+        compare=options.compare,
+        reference=options.reference,
+        has_request_sampling=(request.temperature is not None and not greedy_note)
+        or request.top_p is not None,
+        temperature_note=greedy_note,
+    )
+
+
+def _greedy(
+    request: ChatCompletionRequest, strategy: PlannedStrategy, reason: str, is_asked: bool
+) -> tuple[PlannedStrategy, str, str | None]:
+    """``temperature: 0`` asks for one greedy answer. N greedy samples are N copies of it, so
+    no search pays for them: without an explicit strategy the request gets ``cot`` at
+    temperature 0; with one, the search runs at the search temperature (said in ``tts``)."""
+    if request.temperature != 0 or strategy in ("none", "cot"):
+        return strategy, reason, None
+    if not is_asked:
+        return "cot", "temperature 0 asks for one greedy answer: cot, no search", None
+    note = (
+        f"temperature 0 cannot be honoured by {strategy} (its samples would all be the same "
+        "answer): the search ran at the server's search temperature"
+    )
+    return strategy, reason, note
+
+
+def _strategy(requested: StrategyChoice, passthrough: str | None) -> tuple[PlannedStrategy, str]:
+    if passthrough is not None:
+        return "none", passthrough
+    if requested == "none":
+        return "none", "pass-through requested"
+    if requested == "auto":
+        return "auto", "auto: difficulty estimated online, method from the rules file"
+    return requested, "requested"
+
+
+def _passthrough_reason(request: ChatCompletionRequest) -> str | None:
+    if request.tools or request.tool_choice not in (None, "none"):
+        return "tools cannot be searched over: passed through unchanged"
+    extra = request.model_extra or {}
+    if "functions" in extra:
+        return "functions cannot be searched over: passed through unchanged"
+    if request.response_format and request.response_format.get("type") not in (None, "text"):
+        return "response_format cannot be searched over: passed through unchanged"
+    for message in request.messages:
+        if isinstance(message.content, list) and any(
+            not (isinstance(part, dict) and part.get("type") == "text") for part in message.content
+        ):
+            return "non-text content cannot be searched over: passed through unchanged"
+    return None
+
+
+def _search_config(
+    request: ChatCompletionRequest,
+    options: TtsOptions,
+    settings: ProxySettings,
+    *,
+    use_request_temperature: bool,
+) -> SearchConfig:
+    budget = _capped(options.budget, "budget", settings.max_budget) or settings.default_budget
+    width = (
+        _capped(options.beam_width, "beam_width", settings.max_beam_width)
+        or settings.default_beam_width
+    )
+    max_steps = (
+        _capped(options.max_steps, "max_steps", settings.max_max_steps)
+        or settings.default_max_steps
+    )
+    cap = request.max_completion_tokens or request.max_tokens
+    temperature = request.temperature if use_request_temperature else None
+    try:
+        config = _build_config(request, settings, budget, width, max_steps, options, cap)
+    except ConfigError as exc:
+        raise config_error(exc) from exc
+    if temperature is None:
+        config = dataclasses.replace(config, temperature=settings.temperature)
+    return dataclasses.replace(config, enable_trace=bool(options.trace))
+
+
+def _build_config(
+    request: ChatCompletionRequest,
+    settings: ProxySettings,
+    budget: int,
+    width: int,
+    max_steps: int,
+    options: TtsOptions,
+    cap: int | None,
+) -> SearchConfig:
+    temperature = request.temperature
+    return SearchConfig(
+        budget=budget,
+        beam_width=width,
+        max_steps=max_steps,
+        scoring=options.scoring or "last",
+        voting=options.voting,
+        step_delimiter=settings.step_delimiter,
+        answer_markers=tuple(settings.answer_markers),
+        temperature=temperature if temperature is not None else settings.temperature,
+        top_p=request.top_p if request.top_p is not None else settings.top_p,
+        max_step_tokens=min(settings.max_step_tokens, cap or settings.max_step_tokens),
+        max_answer_tokens=min(settings.max_answer_tokens, cap or settings.max_answer_tokens),
+        top_candidates=settings.top_candidates_in_response,
+        max_total_tokens=options.max_total_tokens,
+        particle_iterations=options.particle_iterations or 1,
+        top_logprobs=settings.deepconf_top_logprobs,
+        **{k: v for k, v in _deepconf_fields(options, settings).items() if v is not None},
+    )
+
+
+def _deepconf_fields(options: TtsOptions, settings: ProxySettings) -> dict[str, Any]:
+    return {
+        "keep_percent": options.keep_percent or settings.deepconf_keep_percent,
+        "deepconf_mode": options.deepconf_mode or settings.default_deepconf_mode,
+        "warmup": options.warmup, "confidence_window": options.confidence_window,
+    }  # fmt: skip
+
+
+def _capped(value: int | None, name: str, high: int) -> int | None:
+    """``value`` within the server's cap for ``name`` (the type was checked by TtsOptions)."""
+    if value is not None and value > high:
+        raise InvalidRequestError(
+            f"{name} must be an integer in [1, {high}] on this server, got {value}", param=name
+        )
+    return value
+
+
+# SearchConfig fields that the request spells differently.
+_PARAM_OF_FIELD = {"max_answer_tokens": "max_tokens", "max_step_tokens": "max_tokens"}
+
+
+def config_error(exc: ConfigError) -> InvalidRequestError:
+    """The 400 for a search setting that does not suit the method, naming the request field."""
+    return InvalidRequestError(str(exc), param=_PARAM_OF_FIELD.get(exc.field, exc.field))

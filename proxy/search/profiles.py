@@ -1,0 +1,368 @@
+"""Knowing the setup: the policy's size class and family, the scorer's strength, and the rules
+file that maps them (and the estimated difficulty) to a method for ``auto``.
+
+The rules live in ``auto_rules.toml`` (shipped; ``PROXY_AUTO_RULES_FILE`` overrides), not in code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from proxy.search.plan import Plan
+from proxy.settings import ProxySettings
+from strategies import AutoCell, AutoConfig, CellMethod, MethodName
+
+__all__ = [
+    "FITTED_SCORERS", "AutoRules", "Family", "Profile", "RulesError", "apply_profile",
+    "default_rules", "load_rules", "profile_of",
+]  # fmt: skip
+
+SizeClass = Literal["small", "mid", "large"]
+ScorerClass = Literal["strong", "weak", "none"]
+DIFFICULTIES = ("easy", "medium", "hard")
+M = TypeVar("M", MethodName, CellMethod)
+FITTED_SCORERS = ("prm", "verifier", "confidence", "none")  # the request's scorer, as named
+_CELL_KEYS = frozenset({"method", "budget", "confidence", "chunk", "mode", "evidence"})
+
+
+class RulesError(ValueError):
+    """A rules file that cannot be used; the message names the file and the cell or field."""
+
+
+_PARAMS = re.compile(r"(\d+(?:\.\d+)?)\s*([bm])(?![a-z])")
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str
+    match: tuple[str, ...]
+    system_prompt: str
+    user_suffix: str
+    temperature: float | None
+    top_p: float | None
+    methods: tuple[MethodName, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AutoRules:
+    pilots: int
+    confidence: float
+    chunk: int
+    table: dict[str, dict[str, dict[str, MethodName]]]  # size -> scorer -> difficulty -> method
+    small_below_b: float
+    large_from_b: float
+    families: tuple[Family, ...]
+    strong: tuple[str, ...]
+    weak: tuple[str, ...]
+    # Fitted cells (``tts-eval calibrate``): the request's scorer -> difficulty -> cell. They win
+    # over ``table`` for the model they were fitted for.
+    fitted: dict[str, dict[str, AutoCell]] = dataclasses.field(default_factory=dict)
+    fitted_pilots: dict[str, int] = dataclasses.field(default_factory=dict)  # per scorer
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    name: str = "auto_rules.toml"  # the file's name, reported in tts.auto
+
+    @property
+    def model(self) -> str | None:
+        """The served model the fitted cells were measured on (None: any)."""
+        value = self.provenance.get("model")
+        return str(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What ``auto`` knows about this request's setup."""
+
+    model: str
+    params_b: float | None
+    size: SizeClass
+    family: Family | None
+    scorer: ScorerClass
+    scorer_kind: str = "confidence"  # the request's scorer as named: prm, verifier, confidence
+
+
+def default_rules() -> Traversable:
+    """The shipped rules file, read as package data (it is inside the wheel)."""
+    return resources.files("proxy") / "auto_rules.toml"
+
+
+def load_rules(path: Path | None = None) -> AutoRules:
+    """Read and validate a rules file; a bad file fails at start-up, naming the cell or field.
+
+    A user's file is laid over the shipped one: the sections it has replace the shipped ones
+    (each ``rules.<size>.<scorer>`` it holds must map all three bins), so a file fitted by
+    ``tts-eval calibrate`` may hold only its ``[fitted.<scorer>.<bin>]`` cells and provenance."""
+    shipped = _parse(default_rules(), "auto_rules.toml")
+    if path is None:
+        return _rules(shipped, {}, "auto_rules.toml")
+    return _rules(shipped, _parse(path, str(path)), path.name)
+
+
+def _parse(source: Path | Traversable, name: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(source.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError(f"{name}: cannot read the rules file ({type(exc).__name__})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{name}: not valid TOML ({exc})") from exc
+
+
+def _rules(shipped: dict[str, Any], user: dict[str, Any], name: str) -> AutoRules:
+    table = {size: dict(scorers) for size, scorers in shipped["rules"].items()}
+    for size, scorers in (user.get("rules") or {}).items():
+        table.setdefault(size, {}).update(scorers)
+    methods = set(get_args(MethodName))
+    for size in get_args(SizeClass):
+        for scorer in get_args(ScorerClass):
+            cell = table.get(size, {}).get(scorer)
+            if cell is None or set(cell) != set(DIFFICULTIES) or not set(cell.values()) <= methods:
+                raise RulesError(f"{name}: rules.{size}.{scorer} must map easy/medium/hard "
+                                 f"to one of {sorted(methods)}")  # fmt: skip
+    merged = {**shipped, **{k: v for k, v in user.items() if k != "rules"}}
+    auto, sizes = merged.get("auto", {}), merged.get("sizes", {})
+    pilots = int(auto.get("pilots", 4))
+    provenance = user.get("provenance") or {}
+    if not isinstance(provenance, dict):
+        raise RulesError(f"{name}: [provenance] must be a table")
+    fitted, fitted_pilots = _fitted(user.get("fitted") or {}, pilots, provenance, name)
+    return AutoRules(
+        pilots=pilots,
+        confidence=float(auto.get("confidence", 0.95)),
+        chunk=int(auto.get("chunk", 4)),
+        table=table,
+        small_below_b=float(sizes.get("small_below_b", 7)),
+        large_from_b=float(sizes.get("large_from_b", 72)),
+        families=tuple(_family(n, spec) for n, spec in merged.get("families", {}).items()),
+        strong=tuple(merged.get("scorers", {}).get("strong", ())),
+        weak=tuple(merged.get("scorers", {}).get("weak", ())),
+        fitted=fitted,
+        fitted_pilots=fitted_pilots,
+        provenance=provenance,
+        name=name,
+    )
+
+
+def _fitted(
+    data: dict[str, Any], pilots: int, provenance: dict[str, Any], name: str
+) -> tuple[dict[str, dict[str, AutoCell]], dict[str, int]]:
+    """Each scorer's cells, and its pilots (``[fitted.<scorer>] pilots``, else ``[auto]``'s)."""
+    fitted: dict[str, dict[str, AutoCell]] = {}
+    pilots_of: dict[str, int] = {}
+    for scorer, cells in data.items():
+        if scorer not in FITTED_SCORERS or not isinstance(cells, dict):
+            raise RulesError(
+                f"{name}: fitted.{scorer}: the scorer must be one of "
+                f"{list(FITTED_SCORERS)}, each holding bins"
+            )
+        fitted[scorer] = {}
+        scorer_pilots = cells.get("pilots", pilots)
+        if not isinstance(scorer_pilots, int) or scorer_pilots < 1:
+            raise RulesError(f"{name}: fitted.{scorer}.pilots must be an integer >= 1")
+        pilots_of[scorer] = scorer_pilots
+        for difficulty, spec in cells.items():
+            if difficulty == "pilots":
+                continue
+            where = f"{name}: fitted.{scorer}.{difficulty}"
+            if difficulty not in DIFFICULTIES or not isinstance(spec, dict):
+                raise RulesError(f"{where}: cells are easy, medium or hard, each a table")
+            fitted[scorer][difficulty] = _cell(
+                spec, scorer_pilots, provenance, where, f"fitted.{scorer}.{difficulty}"
+            )
+    return fitted, pilots_of
+
+
+def _cell(
+    spec: dict[str, Any], pilots: int, provenance: dict[str, Any], where: str, cell_name: str
+) -> AutoCell:
+    unknown = set(spec) - _CELL_KEYS
+    if unknown:
+        raise RulesError(
+            f"{where}: unknown field {sorted(unknown)[0]!r} (a cell has {sorted(_CELL_KEYS)})"
+        )
+    method = spec.get("method")
+    if method not in get_args(CellMethod):
+        raise RulesError(
+            f"{where}.method must be one of {list(get_args(CellMethod))}, got {method!r}"
+        )
+    budget = spec.get("budget")
+    if budget is not None and (not isinstance(budget, int) or budget < pilots):
+        raise RulesError(
+            f"{where}.budget must be an integer >= the pilots ({pilots}): it is "
+            f"the total, pilots included; got {budget!r}"
+        )
+    confidence = spec.get("confidence")
+    if confidence is not None and (
+        not isinstance(confidence, int | float) or not 0.5 < confidence <= 1.0
+    ):
+        raise RulesError(f"{where}.confidence must be in (0.5, 1], got {confidence!r}")
+    chunk = spec.get("chunk")
+    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+        raise RulesError(f"{where}.chunk must be an integer >= 1, got {chunk!r}")
+    mode = spec.get("mode", "sequential")
+    if mode != "sequential":
+        raise RulesError(
+            f"{where}.mode: only 'sequential' sampling is supported so far, got {mode!r}"
+        )
+    evidence = spec.get("evidence") or {}
+    if not isinstance(evidence, dict):
+        raise RulesError(f"{where}.evidence must be a table")
+    return AutoCell(
+        method=cast("CellMethod", method),
+        budget=budget,
+        confidence=float(confidence) if confidence is not None else None,
+        chunk=chunk,
+        mode=mode,
+        name=cell_name,
+        evidence=_evidence_text(evidence, provenance),
+    )
+
+
+def _evidence_text(evidence: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """One line for ``tts.auto.evidence``: what the cell was chosen on."""
+    if not evidence:
+        return ""
+    parts = []
+    if "problems" in evidence:
+        parts.append(f"{float(evidence['problems']):.1f} problems")
+    if "accuracy" in evidence:
+        low, high = evidence.get("ci_low"), evidence.get("ci_high")
+        interval = (
+            f" [{float(low):.1%}, {float(high):.1%}]"
+            if low is not None and high is not None
+            else ""
+        )
+        parts.append(f"accuracy {float(evidence['accuracy']):.1%}{interval}")
+    if "tokens" in evidence:
+        parts.append(f"{float(evidence['tokens']):,.0f} generated tokens")
+    source = " ".join(str(provenance[k]) for k in ("dataset", "fold") if provenance.get(k))
+    objective = provenance.get("objective")
+    text = ", ".join(parts)
+    if source:
+        text += f" on {source}"
+    if objective:
+        text += f"; objective {objective}"
+    return text
+
+
+def _family(name: str, spec: dict[str, Any]) -> Family:
+    methods = spec.get("methods")
+    return Family(
+        name=name,
+        match=tuple(m.lower() for m in spec.get("match", (name,))),
+        system_prompt=str(spec.get("system_prompt", "")),
+        user_suffix=str(spec.get("user_suffix", "")),
+        temperature=spec.get("temperature"),
+        top_p=spec.get("top_p"),
+        methods=tuple(methods) if methods else None,
+    )
+
+
+def profile_of(model: str, scorer_kind: str, settings: ProxySettings, rules: AutoRules) -> Profile:
+    """Size and family from settings, else from the served model's name; scorer strength."""
+    name = model.lower()
+    params_b = settings.policy_params_b if settings.policy_params_b else _params_from_name(name)
+    if params_b is None or params_b < rules.small_below_b:
+        size: SizeClass = "small"  # unknown sizes count as small: the proxy's target setting
+    elif params_b < rules.large_from_b:
+        size = "mid"
+    else:
+        size = "large"
+    wanted = settings.policy_family
+    family = next(
+        (
+            f
+            for f in rules.families
+            if (f.name == wanted if wanted else any(m in name for m in f.match))
+        ),
+        None,
+    )
+    scorer = _scorer_class(scorer_kind, settings, rules)
+    return Profile(model, params_b, size, family, scorer, scorer_kind)
+
+
+def _params_from_name(name: str) -> float | None:
+    match = _PARAMS.search(name)
+    if match is None:
+        return None
+    value = float(match[1])
+    return value / 1000 if match[2] == "m" else value
+
+
+def _scorer_class(kind: str, settings: ProxySettings, rules: AutoRules) -> ScorerClass:
+    if kind == "verifier":
+        if settings.verifier_strength is not None:
+            return settings.verifier_strength
+        return "strong" if settings.verifier_format == "genprm" else "weak"
+    if kind != "prm":
+        return "none"
+    if settings.prm_strength is not None:
+        return settings.prm_strength
+    name = (settings.prm_model or "").lower()
+    if any(w in name for w in rules.weak):
+        return "weak"
+    return "strong"  # a configured PRM is assumed capable unless named as a weak one
+
+
+def apply_profile(
+    plan: Plan, profile: Profile, rules: AutoRules, *, request_has_sampling: bool
+) -> Plan:
+    """The plan with the family's sampling defaults and, for ``auto``, the resolved rules."""
+    config = plan.config
+    family = profile.family
+    if family is not None and not request_has_sampling:
+        config = dataclasses.replace(
+            config,
+            temperature=family.temperature
+            if family.temperature is not None
+            else config.temperature,
+            top_p=family.top_p if family.top_p is not None else config.top_p,
+        )
+    if plan.strategy == "auto":
+        config = dataclasses.replace(config, auto=_auto_config(profile, rules))
+    return dataclasses.replace(plan, config=config)
+
+
+def _auto_config(profile: Profile, rules: AutoRules) -> AutoConfig:
+    """The rules resolved for this setup: the table's cell of (size, scorer class), with the
+    fitted cells for the request's scorer laid over it, each named for ``tts.auto``."""
+    family = profile.family
+    table = rules.table[profile.size][profile.scorer]
+    allowed = family.methods if family and family.methods else None
+    methods = {d: _allowed(table[d], allowed) for d in DIFFICULTIES}
+    cells = {
+        d: AutoCell(methods[d], name=f"rules.{profile.size}.{profile.scorer}.{d}")
+        for d in DIFFICULTIES
+    }
+    fitted = rules.fitted.get(profile.scorer_kind, {})
+    for difficulty, cell in fitted.items():
+        cells[difficulty] = dataclasses.replace(cell, method=_allowed(cell.method, allowed))
+    reason = f"policy {profile.size} ({_size_text(profile)}), {profile.scorer} scorer, "
+    reason += f"family {family.name if family else 'unknown'}"
+    if fitted:
+        reason += f", cells fitted for {profile.scorer_kind} ({rules.name})"
+    return AutoConfig(
+        methods=methods,  # type: ignore[arg-type]
+        pilots=rules.fitted_pilots.get(profile.scorer_kind, rules.pilots),
+        confidence=rules.confidence,
+        chunk=rules.chunk,
+        reason=reason,
+        cells=cells,  # type: ignore[arg-type]
+        rules=rules.name,
+    )
+
+
+def _allowed(method: M, allowed: tuple[MethodName, ...] | None) -> M:
+    """The family's first allowed method where the cell's is not allowed ("pilots" always is)."""
+    if allowed is None or method in allowed or method == "pilots":
+        return method
+    return allowed[0]
+
+
+def _size_text(profile: Profile) -> str:
+    return f"{profile.params_b:g}B" if profile.params_b is not None else "size unknown"

@@ -1,0 +1,247 @@
+"""Search result -> exact OpenAI ``chat.completion`` / ``chat.completion.chunk`` objects, with
+honest usage and the ``tts`` extension object. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from proxy.search.plan import Plan
+from proxy.search.run import SearchOutcome
+from proxy.wire.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    CompletionTokensDetails,
+    Delta,
+    PromptTokensDetails,
+    ResponseMessage,
+    Usage,
+)
+from proxy.wire.tts import BudgetUnit, TtsAnswer, TtsCandidate, TtsLatency, TtsReport
+from strategies import SearchResult
+
+__all__ = ["build_completion", "completion_chunks", "cut_at_stop", "tts_extension", "usage_of"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Returned:
+    """One returned choice: its text (cut at the request's stop strings) and its token count."""
+
+    text: str
+    tokens: int
+    finish_reason: Any
+
+
+def cut_at_stop(text: str, stop: str | Sequence[str] | None) -> str | None:
+    """``text`` up to the first of the ``stop`` strings (excluded), as vLLM cuts; None if none."""
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    found = [pos for pos in (text.find(s) for s in stops if s) if pos >= 0]
+    return text[: min(found)] if found else None
+
+
+def _returned(
+    result: SearchResult, n: int, stop: str | Sequence[str] | None = None
+) -> list[_Returned]:
+    """The top-``n`` distinct answers (fewer when fewer exist), each cut at a stop string.
+
+    A cut answer's token count is its share of the candidate's tokens by characters: the tokens
+    after the stop were generated (and are counted as reasoning) but not returned.
+    """
+    out = []
+    for choice in result.choices[:n]:
+        candidate = result.candidates[choice.candidate_index].candidate
+        finish = "length" if candidate.is_truncated else "stop"
+        text, tokens = choice.text, candidate.completion_tokens
+        cut = cut_at_stop(text, stop)
+        if cut is not None:
+            tokens = round(tokens * len(cut) / max(len(text), 1))
+            text, finish = cut, "stop"
+        out.append(_Returned(text, tokens, finish))
+    return out
+
+
+def usage_of(
+    result: SearchResult,
+    n: int,
+    stop: str | Sequence[str] | None = None,
+    cached_tokens: int | None = None,
+) -> Usage:
+    """Tokens summed over every policy call; reasoning = generated tokens not returned."""
+    returned = sum(r.tokens for r in _returned(result, n, stop))
+    # A verifier is a chat model too: what it read and wrote is part of the request's cost.
+    completion = result.usage.completion_tokens + result.usage.scorer_completion_tokens
+    prompt = result.usage.prompt_tokens + result.usage.scorer_prompt_tokens
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=(
+            PromptTokensDetails(cached_tokens=cached_tokens) if cached_tokens is not None else None
+        ),
+        completion_tokens_details=CompletionTokensDetails(
+            reasoning_tokens=max(completion - returned, 0)
+        ),
+    )
+
+
+_UNIT: dict[str, BudgetUnit] = {
+    "cot": "unused", "majority": "samples", "best_of_n": "samples",
+    "beam_search": "samples_per_depth", "dvts": "samples_per_depth",
+    "particle_filtering": "particles", "deepconf": "samples", "auto": "samples_cap",
+}  # fmt: skip
+
+
+def _max_generations(strategy: str, cfg: Any) -> int:
+    """The most generations the plan's budget allows."""
+    unit = _UNIT.get(strategy, "samples")
+    if unit == "unused":
+        return 1
+    if unit in ("samples_per_depth", "particles"):
+        return int(cfg.budget * cfg.max_steps)
+    return int(cfg.budget)
+
+
+def tts_extension(
+    plan: Plan, outcome: SearchOutcome, *, total_s: float, ignored: tuple[str, ...]
+) -> TtsReport:
+    """The ``tts`` object: what was searched, what it cost, what it saw."""
+    result, stats, usage = outcome.result, outcome.stats, outcome.result.usage
+    proxy_s = max(total_s - outcome.upstream_s, 0.0)
+    cfg = plan.config
+    is_prm = bool(result.scorer and result.scorer.startswith("prm"))
+    is_verifier = bool(result.scorer and result.scorer.startswith("verifier"))
+    return TtsReport(
+        strategy=result.strategy,
+        requested_strategy=plan.requested,
+        reason=plan.reason,
+        budget=cfg.budget,
+        budget_unit=_UNIT.get(plan.strategy, "samples"),
+        max_generations=_max_generations(plan.strategy, cfg),
+        budget_spent=usage.generations,
+        beam_width=cfg.beam_width if result.strategy in ("beam_search", "dvts", "auto") else None,
+        particle_iterations=(
+            cfg.particle_iterations
+            if result.strategy == "particle_filtering" and cfg.particle_iterations > 1
+            else None
+        ),
+        scoring=result.scoring,
+        voting=result.voting,
+        scorer=result.scorer,
+        scorer_note=_scorer_note(result.scorer),
+        is_partial=result.is_partial,
+        generations_per_depth=list(usage.generations_per_depth),
+        policy_calls=usage.policy_calls,
+        prm_calls=usage.scorer_calls if is_prm else 0,
+        prm_tokens=usage.scored_tokens if is_prm else 0,
+        verifier_calls=usage.scorer_calls if is_verifier else None,
+        verifier_tokens=(
+            usage.scorer_prompt_tokens + usage.scorer_completion_tokens if is_verifier else None
+        ),
+        candidates=[
+            TtsCandidate(
+                answer=c.answer,
+                score=c.score,
+                is_finished=c.candidate.is_finished,
+                is_truncated=c.candidate.is_truncated,
+                steps=len(c.candidate.steps),
+            )
+            for c in _top_candidates(result, cfg.top_candidates)
+        ],
+        answers=[
+            TtsAnswer(answer=c.answer, votes=c.votes, weight=c.weight) for c in result.choices
+        ][: cfg.top_candidates],
+        latency_ms=TtsLatency(
+            total=round(total_s * 1000, 3),
+            policy=round(stats.policy_s * 1000, 3),
+            prm=round(stats.prm_s * 1000, 3),
+            render=round(stats.render_s * 1000, 3),
+            proxy=round(proxy_s * 1000, 3),
+        ),
+        replica=outcome.replica,
+        reasoning_prompt=outcome.reasoning_prompt,
+        ignored_params=list(ignored),
+        temperature_note=plan.temperature_note,
+        seed=cfg.seed if result.strategy == "particle_filtering" else None,
+        deepconf=dataclasses.asdict(result.deepconf) if result.deepconf else None,
+        max_total_tokens=cfg.max_total_tokens,
+        is_token_capped=result.is_token_capped if cfg.max_total_tokens else None,
+        auto=dataclasses.asdict(result.decision) if result.decision is not None else None,
+        trace=([dataclasses.asdict(n) for n in result.trace or ()] if cfg.enable_trace else None),
+    )
+
+
+def _scorer_note(scorer: str | None) -> str | None:
+    if scorer == "confidence":
+        return "no PRM: steps scored by the policy's own token confidence (weaker than a PRM)"
+    if scorer and scorer.startswith("verifier"):
+        return (
+            "steps scored by a chat model's P(yes) to 'is this step correct?'; its tokens "
+            "are in usage and verifier_tokens"
+        )
+    return None
+
+
+def _top_candidates(result: SearchResult, k: int) -> list[Any]:
+    def key(c: Any) -> tuple[float, int]:
+        return (-(c.score if c.score is not None else 0.0), c.index)
+
+    return sorted(result.candidates, key=key)[:k]
+
+
+def build_completion(
+    *,
+    result: SearchResult,
+    n: int,
+    request_id: str,
+    created: int,
+    model: str,
+    tts: TtsReport,
+    stop: str | Sequence[str] | None = None,
+    cached_tokens: int | None = None,
+) -> ChatCompletion:
+    choices = [
+        Choice(index=i, message=ResponseMessage(content=r.text), finish_reason=r.finish_reason)
+        for i, r in enumerate(_returned(result, n, stop))
+    ]
+    return ChatCompletion(
+        id=request_id,
+        created=created,
+        model=model,
+        choices=choices,
+        usage=usage_of(result, n, stop, cached_tokens),
+        tts=tts,
+    )
+
+
+def completion_chunks(completion: ChatCompletion, include_usage: bool) -> list[ChatCompletionChunk]:
+    """The same answer as SSE chunks: role, content, finish per choice; then usage if asked.
+
+    ``tts`` rides on the last chunk that carries choices.
+    """
+
+    def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=completion.id,
+            created=completion.created,
+            model=completion.model,
+            choices=choices,
+            usage=usage,
+        )
+
+    chunks: list[ChatCompletionChunk] = []
+    for choice in completion.choices:
+        i = choice.index
+        chunks.append(chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))]))
+        chunks.append(chunk([ChunkChoice(index=i, delta=Delta(content=choice.message.content))]))
+        chunks.append(
+            chunk([ChunkChoice(index=i, delta=Delta(), finish_reason=choice.finish_reason)])
+        )
+    if chunks:
+        chunks[-1] = chunks[-1].model_copy(update={"tts": completion.tts})
+    if include_usage:
+        chunks.append(chunk([], completion.usage))
+    return chunks

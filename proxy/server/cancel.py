@@ -1,0 +1,52 @@
+"""The one cancellation core: work raced against what ends it early.
+
+Every race in the proxy — a request against its client going away, a stream against the
+shutdown grace period, a search's keep-alive beats — is ``until_stopped(work, stop)`` on an
+``asyncio.TaskGroup``: whichever finishes first, the other is cancelled and awaited to the end of
+its cleanup (so an upstream connection is closed, not leaked), and errors come out as themselves,
+never wrapped in an exception group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+__all__ = ["Stopped", "until_stopped"]
+
+_T = TypeVar("_T")
+
+
+class Stopped(Exception):
+    """``stop`` finished first without naming an error of its own."""
+
+
+async def until_stopped(work: Awaitable[_T], stop: Awaitable[BaseException | None]) -> _T:
+    """``work``'s result; unless ``stop`` finishes first: then ``work`` is cancelled (its cleanup
+    runs to the end) and the error ``stop`` returned or raised is raised (``Stopped`` if none)."""
+
+    async def finishing() -> _T:
+        return await work
+
+    async def stopping() -> None:
+        reason = await stop
+        raise reason if reason is not None else Stopped()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            worker = group.create_task(finishing())
+            watcher = group.create_task(stopping())
+            worker.add_done_callback(lambda _: watcher.cancel())
+    except BaseExceptionGroup as errors:
+        raise errors.exceptions[0] from None
+    finally:
+        _close(work, stop)  # either may have been cancelled before it started
+    return worker.result()
+
+
+def _close(*awaitables: Awaitable[Any]) -> None:
+    for awaitable in awaitables:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()  # a no-op for one that ran

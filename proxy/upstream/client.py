@@ -1,0 +1,309 @@
+"""One pooled HTTP client per upstream server, with bounded jittered retries and the single place
+where httpx exceptions become ``ProxyError``s.
+
+Retries (tenacity): connect errors, 429 and 5xx only, at most ``max_retries`` extra attempts,
+honouring ``Retry-After`` and never past the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from proxy.errors import (
+    InvalidRequestError,
+    ProxyError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from proxy.observability.metrics import Metrics
+from proxy.observability.telemetry import Telemetry, record_usage
+
+__all__ = ["Health", "Upstream", "UpstreamConfig"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_RETRY_AFTER_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """How to reach one upstream; ``timeout_setting`` names the setting for error messages."""
+
+    kind: str  # "policy" | "prm" (metrics label)
+    base_url: str
+    api_key: str | None
+    connect_timeout_s: float
+    timeout_s: float
+    max_connections: int
+    max_retries: int
+    timeout_setting: str
+    eject_s: float = 10.0  # how long a failing upstream is skipped (passive ejection)
+
+
+@dataclass(slots=True)
+class Health:
+    """Passive health: a transport error, a timeout or a 5xx (after retries) ejects the upstream
+    for ``eject_s``; any success, or a good active probe, brings it back."""
+
+    eject_s: float
+    failures: int = 0
+    ejected_until: float = 0.0
+    last_error: str | None = None
+
+    @property
+    def is_available(self) -> bool:
+        return time.monotonic() >= self.ejected_until
+
+    def failure(self, why: str) -> None:
+        self.failures += 1
+        self.last_error = why
+        self.ejected_until = time.monotonic() + self.eject_s
+
+    def success(self) -> None:
+        self.failures = 0
+        self.last_error = None
+        self.ejected_until = 0.0
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+class Upstream:
+    """A pooled ``httpx.AsyncClient`` for one base URL, created and closed in the lifespan."""
+
+    def __init__(
+        self, config: UpstreamConfig, metrics: Metrics, telemetry: Telemetry | None = None
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.telemetry = telemetry if telemetry is not None else Telemetry(None)
+        self.in_flight = 0
+        self.health = Health(config.eject_s)
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=config.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
+        )
+
+    @property
+    def root_url(self) -> str:
+        """The server root (vLLM serves ``/tokenize`` and ``/health`` outside ``/v1``)."""
+        base = self.config.base_url
+        return base[: -len("/v1")] if base.endswith("/v1") else base
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._request_json("POST", path, payload)
+
+    async def get_json(self, path: str) -> dict[str, Any]:
+        return await self._request_json("GET", path, None)
+
+    async def _request_json(
+        self, method: str, path: str, payload: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        url = self._url(path)
+        started = time.perf_counter()
+        outcome = "error"
+        self.in_flight += 1
+        span_of = self.telemetry.client_span(self.config.kind, method, path, payload)
+        try:
+            with span_of as (span, trace_headers), self._translate(path):
+                # A total deadline, not only httpx's idle timeouts: a trickling upstream ends too.
+                async with asyncio.timeout(self.config.timeout_s):
+                    response = await self._with_retries(method, url, payload, trace_headers)
+                data: dict[str, Any] = response.json()
+                if not isinstance(data, dict):
+                    raise UpstreamError(f"the {self.config.kind} server's answer on {path} "
+                                        "is not a JSON object")  # fmt: skip
+                record_usage(span, data)
+            outcome = "ok"
+            self.health.success()
+            return data
+        finally:
+            self.in_flight -= 1
+            self.metrics.upstream_calls.labels(self.config.kind, path, outcome).inc()
+            self.metrics.upstream_latency.labels(self.config.kind).observe(
+                time.perf_counter() - started
+            )
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """An open streaming response (status already checked); closed on exit or cancellation."""
+        self.in_flight += 1
+        try:
+            with self.telemetry.client_span(self.config.kind, "POST", path, payload) as (_, th):
+                with self._translate(path):
+                    request = self._client.build_request(
+                        "POST", self._url(path), json=payload, headers=th
+                    )
+                    response = await self._client.send(request, stream=True)
+                try:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        with self._translate(path):
+                            _raise_for_status(response)
+                    self.health.success()
+                    yield response
+                finally:
+                    await response.aclose()
+        finally:
+            self.in_flight -= 1
+            self.metrics.upstream_calls.labels(self.config.kind, path, "stream").inc()
+
+    async def probe(self) -> str:
+        """Active health probe of the server root's ``/health``: its status only (vLLM answers
+        200 with an empty body). Updates the health; returns "ok" or what went wrong."""
+        try:
+            response = await self._client.get(self.root_url + "/health", timeout=5.0)
+        except httpx.HTTPError as exc:
+            why = f"unreachable ({type(exc).__name__})"
+        else:
+            if response.status_code < 400:
+                self.health.success()
+                return "ok"
+            why = f"HTTP {response.status_code}"
+        self.health.failure(why)
+        return why
+
+    def _url(self, path: str) -> str:
+        # Paths starting with "//" are relative to the server root, not to /v1.
+        return self.root_url + path[1:] if path.startswith("//") else self.config.base_url + path
+
+    async def _with_retries(
+        self, method: str, url: str, payload: dict[str, Any] | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=_wait,
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                response = await self._client.request(method, url, json=payload, headers=headers)
+                if response.status_code == 429 or response.status_code >= 500:
+                    await response.aread()
+                    raise _RetryableStatus(response)
+                _raise_for_status(response)
+                return response
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _translate(self, path: str) -> Iterator[None]:
+        cfg = self.config
+        where = f"{cfg.kind} server at {cfg.base_url}"
+        try:
+            yield
+        except ProxyError:  # the upstream answered (4xx): it works, the request did not
+            raise
+        except _RetryableStatus as exc:
+            if exc.response.status_code != 429:  # busy is not broken
+                self.health.failure(f"HTTP {exc.response.status_code}")
+            # Its text stays out of the body and the WARNING line: it may quote the request.
+            logger.debug("%s HTTP %d on %s: %s", where, exc.response.status_code, path,
+                         _upstream_message(exc.response))  # fmt: skip
+            raise UpstreamError(
+                f"{where} answered HTTP {exc.response.status_code} on {path}"
+            ) from exc
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            self.health.failure("timed out")
+            raise UpstreamTimeoutError(
+                f"{where} timed out after {cfg.timeout_s:g} s ({cfg.timeout_setting})"
+            ) from exc
+        except (httpx.TransportError, ValueError) as exc:
+            # The exception's text can hold the request (a prompt): its type only.
+            self.health.failure(f"transport error ({type(exc).__name__})")
+            raise UpstreamError(f"could not talk to {where} ({type(exc).__name__})") from exc
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    if status in (400, 413, 422):  # the client's request: said in our words, never the upstream's
+        logger.debug("upstream HTTP %d: %s", status, _upstream_message(response))
+        raise _rejection(status, _upstream_message(response))
+    if status == 429 or status >= 500:
+        raise _RetryableStatus(response)
+    logger.debug("upstream HTTP %d: %s", status, _upstream_message(response))
+    raise UpstreamError(f"the upstream server answered HTTP {status}")
+
+
+_CONTEXT = re.compile(r"maximum context length is (\d+) tokens.*?requested (\d+) tokens", re.S)
+
+
+def _rejection(status: int, upstream_message: str) -> InvalidRequestError:
+    """A 4xx from the upstream as our own message: its text may quote the request (a prompt),
+    so only what we recognise is told back — the context length, in numbers."""
+    match = _CONTEXT.search(upstream_message)
+    if match is not None:
+        limit, asked = match.groups()
+        return InvalidRequestError(
+            f"the request needs {asked} tokens, more than the policy model's context length of "
+            f"{limit}; shorten the messages or lower max_tokens", param="messages",
+            code="context_length_exceeded",
+        )  # fmt: skip
+    return InvalidRequestError(
+        f"the upstream server rejected the request (HTTP {status}); its own message is in the "
+        "proxy's debug log"
+    )
+
+
+def _upstream_message(response: httpx.Response) -> str:
+    """An OpenAI-style error's ``message`` (at most 300 characters); never raw body text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"(a non-JSON body of {len(response.content)} bytes)"
+    error = body.get("error", body) if isinstance(body, dict) else body
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str):
+        return f"(no error message; HTTP {response.status_code})"
+    return message if len(message) <= 300 else message[:300] + "…"
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    # RemoteProtocolError: a pooled connection the server had closed, no response received.
+    retryable = _RetryableStatus | httpx.ConnectError | httpx.ConnectTimeout
+    return isinstance(exc, retryable | httpx.RemoteProtocolError)
+
+
+_jitter = wait_random_exponential(multiplier=0.25, max=4.0)
+
+
+def _wait(state: RetryCallState) -> float:
+    """Retry-After when the upstream sent one (capped), else jittered exponential backoff."""
+    outcome = state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    if isinstance(exc, _RetryableStatus):
+        header = exc.response.headers.get("retry-after")
+        if header is not None:
+            with contextlib.suppress(ValueError):
+                return min(max(float(header), 0.0), _MAX_RETRY_AFTER_S)
+    return float(_jitter(state))

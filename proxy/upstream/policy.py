@@ -1,0 +1,359 @@
+"""Adapters that implement the search library's Protocols over HTTP: ``VllmPolicy`` (a vLLM
+OpenAI-compatible server) and ``PrmScorer`` (our PRM server's ``/v1/score``).
+
+Partial answers are continued with the model's own chat template: the conversation is rendered once
+per request through vLLM's ``/tokenize`` + ``/detokenize``, then every depth sends one
+``/v1/completions`` call whose prompt list holds one entry per live beam (``n`` samples each).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.errors import UpstreamError
+from proxy.upstream.client import Upstream
+from proxy.upstream.replicas import PolicyPool
+from strategies import (
+    Finish,
+    Generation,
+    PolicyBatch,
+    Sampling,
+    ScoreBatch,
+    ScoreRequest,
+    Streamed,
+    token_confidence,
+)
+
+__all__ = ["CallStats", "PrmScorer", "PromptRenderer", "VllmPolicy"]
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Per-request accounting of upstream time (for the latency split)."""
+
+    policy_s: float = 0.0
+    prm_s: float = 0.0
+    render_s: float = 0.0
+    cached_prompt_tokens: int | None = None  # None: the policy server reports no cache hits
+    upstream_models: set[str] = field(default_factory=set)
+
+
+class PromptRenderer:
+    """Renders a conversation to the policy's prompt text with its own chat template, keeping
+    the most recent renderings within a byte budget (key and prompt text counted)."""
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self._cache: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._max_bytes = max_bytes
+        self.size_bytes = 0
+
+    async def render(
+        self, upstream: Upstream, model: str, messages: list[dict[str, Any]], key: str
+    ) -> str:
+        cache_key = (upstream.config.base_url, model, key)
+        if cache_key in self._cache:
+            self._cache.move_to_end(cache_key)
+            return self._cache[cache_key]
+        continues = messages[-1].get("role") == "assistant"
+        tokenized = await upstream.post_json(
+            "//tokenize",
+            {
+                "model": model,
+                "messages": messages,
+                "add_generation_prompt": not continues,
+                "continue_final_message": continues,
+            },
+        )
+        tokens = tokenized.get("tokens")
+        if not isinstance(tokens, list):
+            raise UpstreamError("the policy server's /tokenize answer has no 'tokens' list")
+        detok = await upstream.post_json("//detokenize", {"model": model, "tokens": tokens})
+        prompt = detok.get("prompt")
+        if not isinstance(prompt, str):
+            raise UpstreamError("the policy server's /detokenize answer has no 'prompt' text")
+        cost = _cost(cache_key, prompt)
+        if cost <= self._max_bytes:
+            self._cache[cache_key] = prompt
+            self.size_bytes += cost
+        while self.size_bytes > self._max_bytes:
+            old_key, old_prompt = self._cache.popitem(last=False)
+            self.size_bytes -= _cost(old_key, old_prompt)
+        return prompt
+
+
+def _cost(key: tuple[str, str, str], prompt: str) -> int:
+    """Bytes an entry holds (UTF-8 lengths; Python's own overhead aside)."""
+    return sum(len(part.encode()) for part in (*key, prompt))
+
+
+class VllmPolicy:
+    """``strategies.Policy`` over vLLM's ``/v1/completions``, bound to one rendered prompt."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        model: str,
+        prompt: str,
+        stats: CallStats,
+        extra: dict[str, Any] | None = None,
+        *,
+        is_templated: bool = True,
+        pool: PolicyPool | None = None,
+    ) -> None:
+        self._is_templated = is_templated
+        self._pool = pool
+        self._upstream = upstream
+        self._model = model
+        self._prompt = prompt
+        self._stats = stats
+        self._extra = extra or {}
+
+    @property
+    def upstream(self) -> Upstream:
+        """The replica serving this request now."""
+        return self._upstream
+
+    def _payload(self, prompt: str | list[str], n: int, sampling: Sampling) -> dict[str, Any]:
+        """The ``/v1/completions`` body for ``sampling`` (one call, streamed or not)."""
+        payload: dict[str, Any] = {
+            **self._extra,
+            "model": self._model,
+            "prompt": prompt,
+            "n": n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            # The sampled token's log-prob (per-sample token counts and confidence), or the top k
+            # for DeepConf's token confidence.
+            "logprobs": sampling.top_logprobs,
+            # A rendered chat template already holds BOS etc.; a client's raw prompt does not.
+            "add_special_tokens": not self._is_templated,
+        }
+        if sampling.stop:
+            payload["stop"] = list(sampling.stop)
+            payload["include_stop_str_in_output"] = True
+        return payload
+
+    async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
+        payload = self._payload([self._prompt + prefix for prefix in prefixes], n, sampling)
+        started = time.perf_counter()
+        try:
+            if self._pool is None:
+                data = await self._upstream.post_json("/completions", payload)
+            else:  # a failed replica: the same call on another, which serves the rest
+                data, self._upstream = await self._pool.with_failover(
+                    self._upstream, lambda u: u.post_json("/completions", payload)
+                )
+        finally:
+            self._stats.policy_s += time.perf_counter() - started
+        details = (data.get("usage") or {}).get("prompt_tokens_details") or {}
+        if isinstance(details.get("cached_tokens"), int):
+            self._stats.cached_prompt_tokens = (self._stats.cached_prompt_tokens or 0) + details[
+                "cached_tokens"
+            ]
+        try:
+            return _parse_completions(data, len(prefixes), n, sampling)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # its fault, not ours
+            raise UpstreamError(
+                f"the policy server's /v1/completions answer is malformed ({type(exc).__name__})"
+            ) from exc
+
+    async def stream(
+        self, prefix: str, sampling: Sampling, keep_going: Callable[[Sequence[float]], bool]
+    ) -> Streamed:
+        """One sample streamed from ``/v1/completions``; closed (vLLM aborts it) as soon as
+        ``keep_going`` says so. Usage comes with every chunk (``continuous_usage_stats``)."""
+        payload = self._payload(self._prompt + prefix, 1, sampling) | {
+            "logprobs": max(sampling.top_logprobs, 1), "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }  # fmt: skip
+        started = time.perf_counter()
+        try:
+            return await self._stream(payload, sampling, keep_going)
+        finally:
+            self._stats.policy_s += time.perf_counter() - started
+
+    async def _stream(
+        self, payload: dict[str, Any], sampling: Sampling,
+        keep_going: Callable[[Sequence[float]], bool],
+    ) -> Streamed:  # fmt: skip
+        text: list[str] = []
+        confidences: list[float] = []
+        usage: dict[str, Any] = {}
+        finish_reason: str | None = None
+        async with self._upstream.stream("/completions", payload) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                try:
+                    event = json.loads(line[6:])
+                    usage = event.get("usage") or usage
+                    for choice in event.get("choices") or []:
+                        text.append(str(choice.get("text") or ""))
+                        confidences += _confidences(choice.get("logprobs"), sampling.top_logprobs)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise UpstreamError(
+                        f"the policy server's completions stream is malformed "
+                        f"({type(exc).__name__})"
+                    ) from exc
+                if finish_reason is None and not keep_going(confidences):
+                    break  # leaving the block closes the stream: vLLM aborts the request
+        sent = int(usage.get("completion_tokens", len(confidences)))
+        if finish_reason is None:
+            finish = Finish.STOPPED
+        else:
+            finish = _generation({"text": "", "finish_reason": finish_reason}, sampling).finish
+        generation = Generation(text="".join(text), finish=finish, completion_tokens=sent,
+                                token_confidences=tuple(confidences))  # fmt: skip
+        return Streamed(generation, int(usage.get("prompt_tokens", 0)))
+
+
+def _parse_completions(
+    data: dict[str, Any], prompts: int, n: int, sampling: Sampling
+) -> PolicyBatch:
+    choices = data.get("choices")
+    usage = data.get("usage") or {}
+    if not isinstance(choices, list) or len(choices) != prompts * n:
+        got = len(choices) if isinstance(choices, list) else 0
+        raise UpstreamError(
+            f"the policy server returned {got} choices where {prompts * n} were due"
+        )
+    groups: list[list[Generation]] = [[] for _ in range(prompts)]
+    for position, choice in enumerate(sorted(choices, key=lambda c: int(c.get("index", 0)))):
+        groups[position // n].append(_generation(choice, sampling))
+    completion_tokens = int(usage.get("completion_tokens", 0))
+    flat = [g for group in groups for g in group]
+    if completion_tokens and not any(g.completion_tokens for g in flat):
+        groups = _spread_usage(groups, completion_tokens)  # a server without logprobs
+    return PolicyBatch(
+        generations=tuple(tuple(group) for group in groups),
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=completion_tokens,
+    )
+
+
+def _spread_usage(groups: list[list[Generation]], total: int) -> list[list[Generation]]:
+    count = sum(len(group) for group in groups)
+    share, extra = divmod(total, count)
+    out: list[list[Generation]] = []
+    position = 0
+    for group in groups:
+        row = []
+        for g in group:
+            tokens = share + (1 if position < extra else 0)
+            row.append(Generation(g.text, g.finish, tokens, g.token_logprobs, g.token_ends))
+            position += 1
+        out.append(row)
+    return out
+
+
+def _generation(choice: dict[str, Any], sampling: Sampling) -> Generation:
+    text = str(choice.get("text") or "")
+    finish_reason = choice.get("finish_reason")
+    stop_reason = choice.get("stop_reason")
+    if finish_reason == "length":
+        finish = Finish.LENGTH
+    elif sampling.stop and (stop_reason in sampling.stop or _ends_with_stop(text, sampling)):
+        finish = Finish.STEP
+    else:
+        finish = Finish.EOS
+    logprobs, ends = _token_logprobs(choice.get("logprobs"), len(text))
+    confidences = _confidences(choice.get("logprobs"), sampling.top_logprobs)
+    keep_ends = sampling.want_logprobs or bool(sampling.top_logprobs)
+    return Generation(
+        text=text,
+        finish=finish,
+        completion_tokens=len(logprobs),
+        token_logprobs=logprobs if sampling.want_logprobs else (),
+        token_ends=ends if keep_ends else (),
+        token_confidences=confidences,
+    )
+
+
+def _confidences(raw: Any, k: int) -> tuple[float, ...]:
+    """DeepConf's token confidence per token from vLLM's ``top_logprobs`` (a dict per token;
+    vLLM may add the sampled token as a k+1-th entry: the k highest count)."""
+    if k <= 0 or not isinstance(raw, dict):
+        return ()
+    rows = raw.get("top_logprobs") or []
+    return tuple(
+        token_confidence(sorted((float(v) for v in row.values()), reverse=True)[:k])
+        if isinstance(row, dict) and row else 0.0
+        for row in rows
+    )  # fmt: skip
+
+
+def _ends_with_stop(text: str, sampling: Sampling) -> bool:
+    # Servers without ``stop_reason`` (llama.cpp) still include the stop string when asked to.
+    return any(text.endswith(stop) for stop in sampling.stop)
+
+
+def _token_logprobs(raw: Any, text_len: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Legacy completions logprobs -> (per-token log-probs, per-token end offsets)."""
+    if not isinstance(raw, dict):
+        return (), ()
+    values = raw.get("token_logprobs") or []
+    offsets = raw.get("text_offset") or []
+    logprobs = tuple(float(v) if v is not None else 0.0 for v in values)
+    if len(offsets) != len(logprobs) or not offsets:
+        return logprobs, ()
+    base = int(offsets[0])
+    ends = [min(max(int(o) - base, 0), text_len) for o in offsets[1:]] + [text_len]
+    for i in range(1, len(ends)):  # keep offsets monotone whatever the server's token strings
+        ends[i] = max(ends[i], ends[i - 1])
+    return logprobs, tuple(ends)
+
+
+class PrmScorer:
+    """``strategies.StepScorer`` over ``POST {prm_url}/v1/score``."""
+
+    def __init__(self, upstream: Upstream, model: str | None, stats: CallStats) -> None:
+        self._upstream = upstream
+        self._model = model
+        self._stats = stats
+
+    @property
+    def name(self) -> str:
+        return f"prm:{self._model}" if self._model else "prm"
+
+    @property
+    def needs_logprobs(self) -> bool:
+        return False
+
+    async def score(self, problem: str, requests: Sequence[ScoreRequest]) -> ScoreBatch:
+        payload = {
+            "model": self._model,
+            "problem": problem,
+            "candidates": [[step.text.strip() for step in r.steps] for r in requests],
+        }
+        started = time.perf_counter()
+        try:
+            data = await self._upstream.post_json("/score", payload)
+        finally:
+            self._stats.prm_s += time.perf_counter() - started
+        try:
+            return self._parse(data, requests)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # its fault, not ours
+            raise UpstreamError(
+                f"the PRM server's /v1/score answer is malformed ({type(exc).__name__})"
+            ) from exc
+
+    def _parse(self, data: dict[str, Any], requests: Sequence[ScoreRequest]) -> ScoreBatch:
+        scores = data.get("scores")
+        if not isinstance(scores, list) or len(scores) != len(requests):
+            raise UpstreamError("the PRM server returned a malformed 'scores' list")
+        if isinstance(data.get("model"), str) and self._model is None:
+            self._model = data["model"]
+        rows = []
+        for request, row in zip(requests, scores, strict=True):
+            if not isinstance(row, list) or len(row) != len(request.steps):
+                raise UpstreamError("the PRM server returned a score list of the wrong length")
+            rows.append(tuple(float(v) for v in row[request.first_new :]))
+        tokens = int((data.get("usage") or {}).get("prompt_tokens", 0))
+        return ScoreBatch(scores=tuple(rows), scored_tokens=tokens)
