@@ -138,7 +138,7 @@ def calibrate(args: argparse.Namespace, out: Path) -> int:
 
 # The shipped table's cells for a small policy with the confidence scorer, replayed as auto
 # runs them at a cap of 16 (voting methods only: every one of them replays from the bank).
-STATIC = {
+STATIC: dict[Bin, Cell] = {
     "easy": Cell("majority", BANK_BUDGET, 0.95, 4),
     "medium": Cell("best_of_n", BANK_BUDGET, 0.95, 4),
     "hard": Cell("best_of_n", BANK_BUDGET, 0.95, 4),
@@ -305,8 +305,16 @@ def throughput(args: argparse.Namespace, policy_url: str, out: Path) -> str:
                     reply.raise_for_status()
                     return int(reply.json()["usage"]["completion_tokens"])
 
-                with ThreadPoolExecutor(in_flight) as pool:
+                pool = ThreadPoolExecutor(in_flight)
+                try:
                     tokens = sum(pool.map(one, problems))
+                except KeyboardInterrupt:
+                    # Ctrl-C: end the calls in flight (closing the client does) instead of
+                    # waiting minutes for them; vLLM is then stopped as on any exit.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    client.close()
+                    raise
+                pool.shutdown()
                 rates.append(tokens / (time.perf_counter() - started))
                 entry = {
                     "model": args.model,
