@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -179,13 +180,26 @@ def _running(vllm_url: str) -> float:
 
 
 def test_a_disconnect_leaves_nothing_running_in_vllm(vllm_url: str, stack: ExitStack) -> None:
-    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=400, max_step_tokens=200,
-                             default_max_steps=4, request_timeout_s=300)  # fmt: skip
+    """A plain (non-streamed) client that hangs up mid-search: the proxy notices and aborts its
+    vLLM calls. Synchronised on vLLM reporting the search's requests running, not on a timeout
+    (a fast machine finishes a small search before any fixed timeout)."""
+    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=1500, max_step_tokens=200,
+                             default_max_steps=8, request_timeout_s=300)  # fmt: skip
     url = stack.enter_context(serve(create_app(settings)))
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(url + "/v1/chat/completions", timeout=3,
-                   json={"model": "smollm2", "messages": QUESTION},
-                   headers={"X-TTS-Strategy": "majority", "X-TTS-Budget": "8"})  # fmt: skip
+    body = json.dumps({"model": "smollm2", "messages": QUESTION}).encode()
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Content-Type: application/json\r\nX-TTS-Strategy: majority\r\nX-TTS-Budget: 16\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((host, port), timeout=30) as client:
+        client.sendall(request)
+        began, running = time.monotonic(), 0.0
+        while running == 0 and time.monotonic() - began < 60:
+            running = _running(vllm_url)
+            time.sleep(0.05)
+        assert running > 0, "the search never reached vLLM"
     gone = time.monotonic()
     while _running(vllm_url) > 0 and time.monotonic() - gone < 5:
         time.sleep(0.1)
