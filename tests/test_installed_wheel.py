@@ -94,6 +94,13 @@ def test_wheel_ships_its_data_and_nothing_of_the_checkout(installed: Installed) 
         assert data in names, f"{data} missing from {installed.wheel.name}"
     leaked = {n.split("/")[0] for n in names} & {"tests", "harness", "bench", "requirements"}
     assert not leaked, leaked
+    # The import names the wheel installs are a decision (README, Development): no new one
+    # slips in, above all no other generic one.
+    roots = {n.split("/")[0] for n in names} - {n.split("/")[0] for n in names if ".dist-info" in n}
+    assert roots == set(IMPORT_ROOTS), roots
+
+
+IMPORT_ROOTS = ("strategies", "proxy", "prm_server", "cpu_stack", "experiments", "tts_eval")
 
 
 def test_installed_versions_are_the_locked_ones(installed: Installed) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from harness.fake_servers import FakeVllm
 from proxy.search.plan import resolve_plan
-from proxy.search.profiles import apply_profile, default_rules, load_rules, profile_of
+from proxy.search.profiles import default_rules, load_rules, profile_of
+from proxy.search.request import SearchRequest
 from proxy.settings import ProxySettings
-from proxy.wire.chat import ChatCompletionRequest
 from tests.conftest import ProxyFactory
 
 RULES = load_rules()
@@ -53,12 +53,10 @@ def test_scorer_strength_from_the_prm_name(prm_model: str | None, strength: str)
 
 def plan_for(model: str, scorer: str, **kw: Any) -> Any:
     s = settings(prm_url="http://prm", **kw)
-    request = ChatCompletionRequest.model_validate(
-        {"model": model, "messages": [{"role": "user", "content": "q"}]}
+    request = SearchRequest(model=model, messages=({"role": "user", "content": "q"},))
+    return resolve_plan(
+        request, {"x-tts-scorer": scorer}, s, RULES, served=model, request_id="chatcmpl-1"
     )
-    plan = resolve_plan(request, {"x-tts-scorer": scorer}, s)
-    return apply_profile(plan, profile_of(model, scorer, s, RULES), RULES,
-                         request_has_sampling=False)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,9 @@ from proxy.api.deps import (
 from proxy.api.endpoint import Call, large_api_answer, result_headers, serve
 from proxy.api.sse import search_events
 from proxy.search.job import SearchJob
-from proxy.search.plan import Plan, resolve_plan, split_alias
+from proxy.search.plan import Plan, split_alias
+from proxy.search.request import SearchRequest
 from proxy.search.run import model_not_found
-from proxy.settings import ProxySettings
 from proxy.state import AppState
 from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 
@@ -129,17 +129,15 @@ class ChatEndpoint:
     def is_stream(self) -> bool:
         return self.body.stream
 
-    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
-        return resolve_plan(self.body, headers, settings)
+    def search_request(self, headers: Mapping[str, str]) -> SearchRequest:
+        return search_request(self.body)
 
     def passthrough_payload(self) -> dict[str, Any]:
         return self.body.model_dump(exclude={"tts"}, exclude_none=True)
 
-    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
-        return await large_api_answer(call, plan, route, self.body)
-
-    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
-        return self.body, None
+    async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
+        chat = self.body.model_dump(exclude={"tts", "model"}, exclude_none=True)
+        return await large_api_answer(call, plan, chat)
 
     async def answer(self, call: Call, job: SearchJob) -> Response:
         chat, state = self.body, call.state
@@ -154,3 +152,36 @@ class ChatEndpoint:
         completion = await call.until_disconnect(job.run())
         call.headers.update(result_headers(completion))
         return JSONResponse(completion.model_dump(exclude_none=False), headers=call.headers)
+
+
+def search_request(body: ChatCompletionRequest) -> SearchRequest:
+    """A chat body as the search reads it."""
+    return SearchRequest(
+        model=body.model,
+        messages=tuple(m.model_dump(exclude_none=True) for m in body.messages),
+        tts=body.tts.model_dump(exclude_none=True) if body.tts else {},
+        n=body.n,
+        stop=tuple(body.stop) if isinstance(body.stop, list) else body.stop,
+        seed=body.seed,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        extra=body.model_extra or {},
+        passthrough_reason=_passthrough_reason(body),
+    )
+
+
+def _passthrough_reason(body: ChatCompletionRequest) -> str | None:
+    """Why this chat request goes to the policy server unchanged, or None."""
+    if body.tools or body.tool_choice not in (None, "none"):
+        return "tools cannot be searched over: passed through unchanged"
+    if "functions" in (body.model_extra or {}):
+        return "functions cannot be searched over: passed through unchanged"
+    if body.response_format and body.response_format.get("type") not in (None, "text"):
+        return "response_format cannot be searched over: passed through unchanged"
+    for message in body.messages:
+        if isinstance(message.content, list) and any(
+            not (isinstance(part, dict) and part.get("type") == "text") for part in message.content
+        ):
+            return "non-text content cannot be searched over: passed through unchanged"
+    return None

@@ -7,9 +7,8 @@ with the configured scorer; vLLM's V1 engine dropped ``best_of``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
@@ -27,12 +26,11 @@ from proxy.api.endpoint import Call, large_api_answer, result_headers, serve
 from proxy.api.sse import DONE, KEEPALIVE, keepalive_events, sse
 from proxy.errors import InvalidRequestError
 from proxy.search.job import SearchJob
-from proxy.search.plan import Plan, resolve_plan, split_alias
-from proxy.settings import ProxySettings
+from proxy.search.plan import Plan, split_alias
+from proxy.search.request import SearchRequest
 from proxy.state import AppState
 from proxy.wire.chat import (
     ChatCompletion,
-    ChatCompletionRequest,
     CompletionRequest,
     TextChoice,
     TextCompletion,
@@ -60,12 +58,11 @@ async def completions(
     return await admitted(state, lambda: serve(request, state, CompletionsEndpoint(body)))
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class CompletionsEndpoint:
     """``POST /v1/completions`` on the request skeleton."""
 
     body: CompletionRequest
-    chat: ChatCompletionRequest | None = field(default=None, init=False)  # set by ``plan``
     id_prefix: ClassVar[str] = "cmpl-"
     upstream_path: ClassVar[str] = "/completions"
 
@@ -73,34 +70,56 @@ class CompletionsEndpoint:
     def is_stream(self) -> bool:
         return self.body.stream
 
-    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
+    def search_request(self, headers: Mapping[str, str]) -> SearchRequest:
+        """The prompt as one user message (what planning, the scorer and comparisons read) and
+        as the raw text the search continues. A plain prompt passes through unless a strategy
+        is asked for or ``best_of`` > 1 asks for Best-of-N."""
         body = self.body
-        _, alias_strategy, _ = split_alias(body.model)
+        if body.best_of is not None and body.best_of < body.n:
+            raise InvalidRequestError(
+                f"best_of ({body.best_of}) must be at least n ({body.n})", param="best_of"
+            )
         asked = headers.get("x-tts-strategy") or (body.tts and body.tts.strategy)
-        asked = asked or alias_strategy
+        asked = asked or split_alias(body.model)[1]
         is_best_of = body.best_of is not None and body.best_of > 1
-        self.chat = _as_chat(body, is_best_of and not asked)
-        plan = resolve_plan(self.chat, headers, settings)
-        if (not asked and not is_best_of) or plan.strategy == "none":
-            why = plan.reason if asked else _PASS_REASON
-            return dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
-        ignored = (*plan.ignored_params, *_ignored(body, plan))
-        return dataclasses.replace(plan, ignored_params=ignored)
+        tts = body.tts.model_dump(exclude_none=True) if body.tts else {}
+        if is_best_of and not asked:
+            tts = {"strategy": "best_of_n", "budget": body.best_of} | tts
+        ignored = [name for name in _UNUSED_BY_SEARCH if getattr(body, name) not in (None, False)]
+        if body.best_of is not None and (asked or "best_of_n") != "best_of_n":
+            ignored.append("best_of")
+        is_searched = bool(asked or is_best_of) and asked != "none"
+        prompt = _one_prompt(body) if is_searched else None
+        return SearchRequest(
+            model=body.model,
+            messages=({"role": "user", "content": prompt or ""},),
+            tts=tts,
+            n=body.n,
+            stop=tuple(body.stop) if isinstance(body.stop, list) else body.stop,
+            seed=body.seed,
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            extra=body.model_extra or {},
+            raw_prompt=prompt,
+            default_strategy=None if asked or is_best_of else ("none", _PASS_REASON),
+            ignored=tuple(ignored),
+        )
 
     def passthrough_payload(self) -> dict[str, Any]:
         return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
 
-    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
+    async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
         """Large APIs speak chat: the prompt goes as one user message, the answer comes back
         as a text completion."""
-        _one_prompt(self.body)
-        assert self.chat is not None, "planned first"
-        return await large_api_answer(call, plan, route, self.chat, shape=_as_text,
-                                      shape_chunk=_as_text)  # fmt: skip
-
-    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
-        assert self.chat is not None, "planned first"
-        return self.chat, _one_prompt(self.body)
+        body = self.body
+        prompt = _one_prompt(body)
+        chat = request.chat_params() | {"messages": [{"role": "user", "content": prompt}]}
+        if body.stream:
+            chat["stream"] = True
+            if body.stream_options is not None:
+                chat["stream_options"] = body.stream_options.model_dump()
+        return await large_api_answer(call, plan, chat, shape=_as_text, shape_chunk=_as_text)
 
     async def answer(self, call: Call, job: SearchJob) -> Response:
         body, state = self.body, call.state
@@ -118,24 +137,6 @@ class CompletionsEndpoint:
             request_id=call.request_id, disconnected=lambda: disconnected(call.request),
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
-
-
-def _as_chat(body: CompletionRequest, best_of_asks: bool) -> ChatCompletionRequest:
-    """The prompt as one user message: what planning, the scorer and comparisons read."""
-    tts = body.tts.model_dump(exclude_none=True) if body.tts else {}
-    if best_of_asks:
-        tts = {"strategy": "best_of_n", "budget": body.best_of} | tts
-    if body.best_of is not None and body.best_of < body.n:
-        raise InvalidRequestError(
-            f"best_of ({body.best_of}) must be at least n ({body.n})", param="best_of"
-        )
-    text = body.prompt if isinstance(body.prompt, str) else ""
-    fields = body.model_dump(
-        exclude={"prompt", "best_of", "tts", *_UNUSED_BY_SEARCH}, exclude_none=True
-    )
-    return ChatCompletionRequest.model_validate(
-        fields | {"messages": [{"role": "user", "content": text}], "tts": tts or None}
-    )
 
 
 def _as_text(data: dict[str, Any]) -> dict[str, Any]:
@@ -163,13 +164,6 @@ def _one_prompt(body: CompletionRequest) -> str:
             "through only (drop the strategy to pass this request through)", param="prompt",
         )  # fmt: skip
     return prompt
-
-
-def _ignored(body: CompletionRequest, plan: Plan) -> list[str]:
-    names = [name for name in _UNUSED_BY_SEARCH if getattr(body, name) not in (None, False)]
-    if body.best_of is not None and plan.strategy != "best_of_n":
-        names.append("best_of")
-    return names
 
 
 def _text_completion(completion: ChatCompletion) -> TextCompletion:

@@ -31,14 +31,13 @@ from proxy.api.sse import DONE, sse
 from proxy.errors import ProxyError
 from proxy.observability.metrics import RequestTally
 from proxy.observability.request_ids import REQUEST_ID
-from proxy.search.job import SearchJob, prepare_search
+from proxy.search.job import SearchJob, plan_request, prepare_search
 from proxy.search.plan import Plan
-from proxy.search.run import check_model
+from proxy.search.request import SearchRequest
 from proxy.server.drain import until_drained
-from proxy.settings import ProxySettings
 from proxy.state import AppState
 from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
-from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, TtsReport
+from proxy.wire.chat import ChatCompletion, TtsReport
 
 __all__ = ["Call", "Endpoint", "large_api_answer", "relay", "result_headers", "serve"]
 
@@ -67,20 +66,17 @@ class Endpoint(Protocol):
     @property
     def is_stream(self) -> bool: ...
 
-    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
-        """The request's final plan; strategy ``none`` passes it through (reason in the plan)."""
+    def search_request(self, headers: Mapping[str, str]) -> SearchRequest:
+        """The body as the search layer reads it (planned once, by the skeleton); raises
+        ``InvalidRequestError`` for a body this endpoint cannot take."""
         ...
 
     def passthrough_payload(self) -> dict[str, Any]:
         """The body relayed unchanged (``model`` and ``seed`` are the skeleton's)."""
         ...
 
-    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
-        """The answer from a large-API route (``litellm_routes``)."""
-        ...
-
-    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
-        """What the search reads: the messages, and a legacy prompt's raw text if any."""
+    async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
+        """The answer from the large-API route ``plan.route`` (``litellm_routes``)."""
         ...
 
     async def answer(self, call: Call, job: SearchJob) -> Response:
@@ -94,28 +90,23 @@ async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Respon
     request.state.tally = tally  # the error handler counts through it
     request_id = f"{endpoint.id_prefix}{uuid.uuid4().hex}"
     REQUEST_ID.set(request_id)  # on every log line from here on, and in 5xx bodies
-    plan = endpoint.plan(request.headers, state.settings)
+    search = endpoint.search_request(request.headers)
+    plan = await plan_request(state, search, request.headers, request_id)
     tally.strategy = plan.strategy
     call = Call(request, state, request_id, started, _strategy_headers(request_id, plan), tally)
-    route = state.settings.litellm_routes.get(plan.model)
-    if route is not None:
+    if plan.route is not None:
         tally.strategy = "litellm"
         call.headers["X-TTS-Strategy"] = "none"
-        response = await endpoint.large_api(call, plan, route)
+        response = await endpoint.large_api(call, plan, search)
+    elif plan.strategy == "none":
+        payload = endpoint.passthrough_payload() | {"model": plan.model}
+        if not state.settings.forward_seed:
+            payload.pop("seed", None)  # said in tts.ignored_params (the plan's)
+        response = await relay(call, endpoint.upstream_path, payload, plan,
+                               is_stream=endpoint.is_stream)  # fmt: skip
     else:
-        model = await check_model(state, plan.model)
-        if plan.strategy == "none":
-            payload = endpoint.passthrough_payload() | {"model": model}
-            if not state.settings.forward_seed:
-                payload.pop("seed", None)  # said in tts.ignored_params (the plan's)
-            response = await relay(call, endpoint.upstream_path, payload, plan,
-                                   is_stream=endpoint.is_stream)  # fmt: skip
-        else:
-            chat, raw_prompt = endpoint.search_input()
-            job = prepare_search(state, chat, plan, model, request_id=request_id,
-                                 started=started, raw_prompt=raw_prompt)  # fmt: skip
-            tally.strategy = job.plan.strategy
-            response = await endpoint.answer(call, job)
+        job = prepare_search(state, search, plan, request_id=request_id, started=started)
+        response = await endpoint.answer(call, job)
     if isinstance(response, StreamingResponse):
         response.body_iterator = _tallied(response.body_iterator, tally)
     else:
@@ -189,16 +180,17 @@ def _same(data: dict[str, Any]) -> dict[str, Any]:
 async def large_api_answer(
     call: Call,
     plan: Plan,
-    route: str,
-    chat: ChatCompletionRequest,
+    chat: dict[str, Any],
     *,
     shape: Callable[[dict[str, Any]], dict[str, Any]] = _same,
     shape_chunk: Callable[[dict[str, Any]], dict[str, Any]] = _same,
 ) -> Response:
-    """A large API's chat answer, in the client's endpoint's shape (``shape``, ``shape_chunk``),
-    with the ``tts`` note; a stream that breaks midway ends with an error event and ``[DONE]``,
-    like every stream of ours."""
-    state = call.state
+    """A large API's answer to one chat call (``chat``: its parameters, ``stream`` included),
+    in the client's endpoint's shape (``shape``, ``shape_chunk``), with the ``tts`` note; a
+    stream that breaks midway ends with an error event and ``[DONE]``, like every stream of
+    ours."""
+    state, route = call.state, plan.route
+    assert route is not None, "a large-API plan"
     note = TtsReport(
         strategy="none", requested_strategy=plan.requested,
         reason=f"large-API route {route!r} via litellm",
@@ -206,7 +198,7 @@ async def large_api_answer(
     ).model_dump()  # fmt: skip
     params = litellm_params(state.settings, chat)
     response = await call.until_disconnect(litellm_call(route, params, state.telemetry))
-    if not chat.stream:
+    if not chat.get("stream"):
         return JSONResponse(shape(response.model_dump()) | {"tts": note}, headers=call.headers)
 
     async def chunks() -> AsyncIterator[bytes]:

@@ -38,9 +38,11 @@ def tts_note(plan: Plan) -> dict[str, Any]:
     ignored = ["seed"] if "seed" in plan.ignored_params else []
     if plan.compare:  # shadow comparisons are made for searched requests only
         ignored.append("compare")
-    reason = plan.passthrough_reason or plan.reason
     return TtsReport(
-        strategy="none", requested_strategy=plan.requested, reason=reason, ignored_params=ignored
+        strategy="none",
+        requested_strategy=plan.requested,
+        reason=plan.reason,
+        ignored_params=ignored,
     ).model_dump()
 
 

@@ -5,10 +5,9 @@ for tools, structured output and non-text input.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
@@ -26,20 +25,18 @@ from proxy.api.endpoint import Call, result_headers, serve
 from proxy.api.responses_mapping import (
     EventWriter,
     check_stateless,
-    ignored_fields,
-    passthrough_reason,
     pending_response,
     response_object,
-    to_chat,
+    to_search,
 )
 from proxy.api.sse import keepalive_events
 from proxy.errors import InvalidRequestError
 from proxy.search.job import SearchJob
-from proxy.search.plan import Plan, resolve_plan
-from proxy.settings import ProxySettings
+from proxy.search.plan import Plan
+from proxy.search.request import SearchRequest
 from proxy.state import AppState
 from proxy.upstream.litellm import as_completion, litellm_call, litellm_params
-from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, ChatMessage, TtsReport
+from proxy.wire.chat import ChatCompletion, TtsReport
 from proxy.wire.responses import ResponseObject, ResponsesRequest
 
 __all__ = ["ResponsesEndpoint", "router"]
@@ -59,13 +56,11 @@ async def create_response(
     return await admitted(state, lambda: serve(request, state, ResponsesEndpoint(body)))
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ResponsesEndpoint:
     """``POST /v1/responses`` on the request skeleton."""
 
     body: ResponsesRequest
-    chat: ChatCompletionRequest | None = field(default=None, init=False)  # set by ``plan``
-    reason: str | None = field(default=None, init=False)  # why it cannot be searched, if so
     id_prefix: ClassVar[str] = "resp_"
     upstream_path: ClassVar[str] = "/responses"
 
@@ -73,26 +68,18 @@ class ResponsesEndpoint:
     def is_stream(self) -> bool:
         return self.body.stream
 
-    def plan(self, headers: Mapping[str, str], settings: ProxySettings) -> Plan:
-        body = self.body
-        check_stateless(body)
-        self.reason = passthrough_reason(body)
-        self.chat = to_chat(body) if self.reason is None else _stand_in(body)
-        plan = resolve_plan(self.chat, headers, settings)
-        plan = dataclasses.replace(plan, ignored_params=(*plan.ignored_params,
-                                                         *ignored_fields(body)))  # fmt: skip
-        if self.reason is not None or plan.strategy == "none":
-            why = self.reason or plan.reason
-            return dataclasses.replace(plan, strategy="none", reason=why, passthrough_reason=why)
-        return plan
+    def search_request(self, headers: Mapping[str, str]) -> SearchRequest:
+        check_stateless(self.body)
+        return to_search(self.body)
 
     def passthrough_payload(self) -> dict[str, Any]:
         return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
 
-    async def large_api(self, call: Call, plan: Plan, route: str) -> Response:
-        if self.reason is not None or self.chat is None:
+    async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
+        route, reason = plan.route, request.passthrough_reason
+        if reason is not None:
             raise InvalidRequestError(
-                f"large-API route {route!r} takes text requests on /v1/responses ({self.reason}); "
+                f"large-API route {route!r} takes text requests on /v1/responses ({reason}); "
                 "send tools and structured output through /v1/chat/completions", param="model",
             )  # fmt: skip
         note = TtsReport(
@@ -100,18 +87,14 @@ class ResponsesEndpoint:
             reason=f"large-API route {route!r} via litellm",
             ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
         )  # fmt: skip
-        once = self.chat.model_copy(update={"stream": False})
-        settings, telemetry = call.state.settings, call.state.telemetry
+        params = litellm_params(call.state.settings, request.chat_params())
+        telemetry = call.state.telemetry
 
         async def routed() -> ChatCompletion:
-            answer = await litellm_call(route, litellm_params(settings, once), telemetry)
+            answer = await litellm_call(str(route), params, telemetry)
             return as_completion(answer, note)
 
         return await self._answer(call, routed)
-
-    def search_input(self) -> tuple[ChatCompletionRequest, str | None]:
-        assert self.chat is not None, "planned first"
-        return self.chat, None
 
     async def answer(self, call: Call, job: SearchJob) -> Response:
         return await self._answer(call, job.run)
@@ -136,11 +119,3 @@ class ResponsesEndpoint:
             disconnected=lambda: disconnected(call.request),
         )  # fmt: skip
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-
-
-def _stand_in(body: ResponsesRequest) -> ChatCompletionRequest:
-    """A chat request that carries only what planning reads (model, ``tts``) for a request that
-    is passed through unchanged."""
-    return ChatCompletionRequest(
-        model=body.model, messages=[ChatMessage(role="user", content="")], tts=body.tts
-    )

@@ -1,6 +1,6 @@
-"""The Responses API over the search: a ``ResponsesRequest`` becomes a chat request (when it can
-be searched), and the search's ``chat.completion`` becomes a ``response`` object or its event
-stream. Pure functions, no I/O.
+"""The Responses API over the search: a ``ResponsesRequest`` becomes a ``SearchRequest`` (chat
+messages, when it can be searched), and the search's ``chat.completion`` becomes a ``response``
+object or its event stream. Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from proxy.errors import InvalidRequestError, OverloadedError, ProxyError
-from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, ChatMessage
+from proxy.search.request import SearchRequest
+from proxy.wire.chat import ChatCompletion, ChatMessage
 from proxy.wire.responses import (
     ContentPartEvent,
     ErrorEvent,
@@ -35,7 +36,7 @@ __all__ = [
     "passthrough_reason",
     "pending_response",
     "response_object",
-    "to_chat",
+    "to_search",
 ]
 
 _TEXT_PARTS = {"input_text", "output_text", "text"}
@@ -83,8 +84,13 @@ def passthrough_reason(request: ResponsesRequest) -> str | None:
     return None
 
 
-def to_chat(request: ResponsesRequest) -> ChatCompletionRequest:
-    """The equivalent chat request (text-only input, no tools; see ``passthrough_reason``)."""
+def to_search(request: ResponsesRequest) -> SearchRequest:
+    """The request as the search reads it: text-only input as chat messages, or, for a request
+    that cannot be searched (see ``passthrough_reason``), only what planning reads."""
+    tts = request.tts.model_dump(exclude_none=True) if request.tts else {}
+    reason = passthrough_reason(request)
+    if reason is not None:
+        return SearchRequest(model=request.model, messages=(), tts=tts, passthrough_reason=reason)
     messages: list[ChatMessage] = []
     if request.instructions:
         messages.append(ChatMessage(role="system", content=request.instructions))
@@ -95,18 +101,15 @@ def to_chat(request: ResponsesRequest) -> ChatCompletionRequest:
             messages.append(_message(item, i))
     if not messages:
         raise InvalidRequestError("input must hold at least one message", param="input")
-    extra = request.model_extra or {}
-    return ChatCompletionRequest.model_validate(
-        {
-            **extra,
-            "model": request.model,
-            "messages": [m.model_dump(exclude_none=True) for m in messages],
-            "max_completion_tokens": request.max_output_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "stream": request.stream,
-            "tts": request.tts.model_dump(exclude_none=True) if request.tts else None,
-        }
+    return SearchRequest(
+        model=request.model,
+        messages=tuple(m.model_dump(exclude_none=True) for m in messages),
+        tts=tts,
+        max_tokens=request.max_output_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        extra=request.model_extra or {},
+        ignored=ignored_fields(request),
     )
 
 

@@ -1,28 +1,39 @@
-"""One searched request, whatever endpoint it came in on: profile the model, apply ``auto``'s
-rules, start a shadow comparison if asked, run the search and build the ``chat.completion`` that
-the chat, Responses and legacy-completions handlers each map to their own wire shape.
+"""One request, whatever endpoint it came in on: its plan (``plan_request``: the model checked,
+then ``resolve_plan`` once), and for a searched one a ``SearchJob`` that starts a shadow
+comparison if asked, runs the search and builds the ``chat.completion`` that the chat, Responses
+and legacy-completions adapters each map to their own wire shape.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from proxy.observability.metrics import record_search
 from proxy.observability.traces import trace_of
-from proxy.search.plan import Plan
-from proxy.search.profiles import Profile, apply_profile, profile_of
+from proxy.search.plan import Plan, resolve_plan, split_alias
 from proxy.search.report import build_completion, tts_extension
-from proxy.search.run import SearchDeps, problem_text, run_search
+from proxy.search.request import SearchRequest
+from proxy.search.run import SearchDeps, check_model, run_search
 from proxy.shadow.comparisons import Searched, ShadowTicket
-from proxy.wire.chat import ChatCompletion, ChatCompletionRequest
-from proxy.wire.tts import TtsCompare, TtsProfile
+from proxy.wire.chat import ChatCompletion
+from proxy.wire.tts import TtsCompare
 
-__all__ = ["SearchJob", "prepare_search"]
+__all__ = ["SearchJob", "plan_request", "prepare_search"]
+
+
+async def plan_request(
+    deps: SearchDeps, request: SearchRequest, headers: Mapping[str, str], request_id: str
+) -> Plan:
+    """The request's final plan: a large-API route, or the policy's model checked by name."""
+    model = split_alias(request.model)[0]
+    is_routed = model in deps.settings.litellm_routes
+    served = None if is_routed else await check_model(deps, model)
+    return resolve_plan(
+        request, headers, deps.settings, deps.rules, served=served, request_id=request_id
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,27 +41,21 @@ class SearchJob:
     """A planned search, ready to run once (``run``)."""
 
     state: SearchDeps
-    chat: ChatCompletionRequest
+    request: SearchRequest
     plan: Plan
-    model: str
-    profile: Profile
     request_id: str
     started: float
     target: str | None
     ticket: ShadowTicket | None
-    raw_prompt: str | None = None  # legacy completions: the client's prompt text, not a chat
 
     async def run(self) -> ChatCompletion:
-        state, plan, ticket = self.state, self.plan, self.ticket
-        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": self.model,
+        state, plan, ticket, model = self.state, self.plan, self.ticket, self.plan.model
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
                       "tts.strategy": plan.strategy, "tts.budget": plan.config.budget}  # fmt: skip
-        with state.telemetry.internal_span(f"chat {self.model}", **attributes) as span:
+        with state.telemetry.internal_span(f"chat {model}", **attributes) as span:
             observer = state.telemetry.search_observer()
             try:
-                outcome = await run_search(
-                    state, plan, self.chat, self.model, self.profile, raw_prompt=self.raw_prompt,
-                    observer=observer,
-                )  # fmt: skip
+                outcome = await run_search(state, plan, self.request, observer=observer)
             except BaseException:
                 if ticket is not None:
                     state.shadow.abandon(ticket)
@@ -66,26 +71,21 @@ class SearchJob:
                     "tts.method": outcome.result.strategy, "tts.request_id": self.request_id,
                 })  # fmt: skip
         total_s = time.perf_counter() - self.started
-        tts = tts_extension(plan, outcome, total_s=total_s, ignored=plan.ignored_params)
-        profile = self.profile
-        tts.profile = TtsProfile(
-            size=profile.size, params_b=profile.params_b,
-            family=profile.family.name if profile.family else None, scorer=profile.scorer,
-        )  # fmt: skip
+        compare = None
         if self.target is not None:
-            status: Any = "recording" if ticket else "skipped"
-            tts.compare = TtsCompare(model=self.target, status=status)
+            compare = TtsCompare(model=self.target, status="recording" if ticket else "skipped")
+        tts = tts_extension(plan, outcome, total_s=total_s, compare=compare)
         completion = build_completion(
-            result=outcome.result, n=self.chat.n, request_id=self.request_id,
-            created=int(time.time()), model=self.model, tts=tts, stop=self.chat.stop,
+            result=outcome.result, n=self.request.n, request_id=self.request_id,
+            created=int(time.time()), model=model, tts=tts, stop=self.request.stop,
             cached_tokens=outcome.stats.cached_prompt_tokens,
         )  # fmt: skip
         _record(state, plan, completion, total_s, outcome.upstream_s)
         record_search(state.metrics, outcome.result)
         trace = trace_of(
-            outcome.result, request_id=self.request_id, model=self.model,
+            outcome.result, request_id=self.request_id, model=model,
             requested=plan.requested, budget=plan.config.budget,
-            question=problem_text(self.chat), latency_s=total_s,
+            question=self.request.question, latency_s=total_s,
             has_text=state.settings.store_text, max_nodes=state.settings.trace_max_nodes,
         )  # fmt: skip
         state.traces.put(trace)
@@ -94,9 +94,7 @@ class SearchJob:
         state.metrics.trace_store.set(len(state.traces))
         state.metrics.trace_store_bytes.set(state.traces.bytes)
         if ticket is not None:
-            prompt = json.dumps(
-                [m.model_dump(exclude_none=True) for m in self.chat.messages], ensure_ascii=False
-            )
+            prompt = json.dumps([dict(m) for m in self.request.messages], ensure_ascii=False)
             state.shadow.finish(
                 ticket, request_id=self.request_id, completion=completion,
                 searched=Searched(plan.strategy, plan.config.budget, plan.reference),
@@ -106,30 +104,12 @@ class SearchJob:
 
 
 def prepare_search(
-    state: SearchDeps,
-    chat: ChatCompletionRequest,
-    plan: Plan,
-    model: str,
-    *,
-    request_id: str,
-    started: float,
-    raw_prompt: str | None = None,
+    state: SearchDeps, request: SearchRequest, plan: Plan, *, request_id: str, started: float
 ) -> SearchJob:
-    """Fix the method (``auto``'s rules read the model's profile) and start a comparison."""
-    profile = profile_of(model, plan.scorer, state.settings, state.rules)
-    plan = apply_profile(plan, profile, state.rules, request_has_sampling=plan.has_request_sampling)
-    seed = chat.seed if chat.seed is not None else search_seed(request_id)
-    plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, seed=seed))
+    """A searched request ready to run, its shadow comparison started if asked."""
     target = state.shadow.target(plan.compare)
-    ticket = state.shadow.start(target, chat) if target else None
-    return SearchJob(state, chat, plan, model, profile, request_id, started, target, ticket,
-                     raw_prompt)  # fmt: skip
-
-
-def search_seed(request_id: str) -> int:
-    """The seed of a search's own randomness when the request sets none: from its id, so the
-    reported ``tts.seed`` replays it."""
-    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big")
+    ticket = state.shadow.start(target, request.chat_params()) if target else None
+    return SearchJob(state, request, plan, request_id, started, target, ticket)
 
 
 def _record(

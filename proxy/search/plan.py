@@ -1,25 +1,30 @@
 """Per-request search control: ``X-TTS-*`` headers > body ``tts`` > model alias > server default.
 
-Turns one chat request into a frozen ``Plan`` (which method, which scorer, the ``SearchConfig``),
-or raises ``InvalidRequestError`` naming the parameter. No I/O.
+Turns one ``SearchRequest`` into its final, frozen ``Plan`` in one place: the alias, the
+controls, the model's profile (family sampling defaults, ``auto``'s rules), the seed, and one
+``check`` of the method against its settings; or raises ``InvalidRequestError`` naming the
+parameter. No I/O: the served model's name comes in already checked (``search.job``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from pydantic import ValidationError
 
 from proxy.errors import InvalidRequestError
+from proxy.search.profiles import AutoRules, Profile, auto_config, profile_of
+from proxy.search.request import SearchRequest
 from proxy.settings import ProxySettings, ScorerKind, StrategyChoice
-from proxy.wire.chat import ChatCompletionRequest, TtsOptions
+from proxy.wire.tts import TtsOptions
 from strategies import ConfigError, SearchConfig, StrategyName, check
 
-__all__ = ["Plan", "PlannedStrategy", "resolve_plan", "split_alias"]
+__all__ = ["Plan", "PlannedStrategy", "resolve_plan", "search_seed", "split_alias"]
 
 PlannedStrategy = StrategyName | Literal["none"]
 
@@ -30,12 +35,6 @@ _EXTRA_FIELDS = (
     "confidence_window", "particle_iterations", "compare", "reference",
 )  # fmt: skip
 _HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
-# Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
-_NOT_FORWARDED = {
-    "logprobs", "top_logprobs", "parallel_tool_calls", "functions", "function_call", "store",
-    "metadata", "modalities", "audio", "prediction", "service_tier", "reasoning_effort",
-    "web_search_options", "stream_options", "user", "logit_bias",
-}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +49,13 @@ class Plan:
     config: SearchConfig
     timeout_s: float | None
     enable_trace: bool
-    passthrough_reason: str | None = None
     ignored_params: tuple[str, ...] = ()
     forwarded: dict[str, Any] = field(default_factory=dict)
     compare: str | None = None  # shadow this request with that baseline model (X-TTS-Compare)
     reference: str | None = None  # the known correct answer (X-TTS-Reference)
-    has_request_sampling: bool = False  # the request set temperature/top_p (family defaults off)
     temperature_note: str | None = None  # why the request's temperature was not used
+    route: str | None = None  # a large-API route (litellm) answers instead of the policy
+    profile: Profile | None = None  # the served model's size, family and scorer class
 
 
 def split_alias(model: str) -> tuple[str, str | None, int | None]:
@@ -69,12 +68,11 @@ def split_alias(model: str) -> tuple[str, str | None, int | None]:
 
 
 def _options(
-    request: ChatCompletionRequest, headers: Mapping[str, str], alias: dict[str, Any]
+    request: SearchRequest, headers: Mapping[str, str], alias: dict[str, Any]
 ) -> TtsOptions:
     """Headers > body ``tts`` > alias, validated in one place (``TtsOptions``)."""
-    body = request.tts.model_dump(exclude_none=True) if request.tts else {}
     given = {name: headers[h] for name, h in _HEADER.items() if h in headers}
-    merged = {k: v for k, v in alias.items() if v is not None} | body | given
+    merged = {k: v for k, v in alias.items() if v is not None} | dict(request.tts) | given
     try:
         return TtsOptions.model_validate(merged)
     except ValidationError as exc:
@@ -85,52 +83,101 @@ def _options(
 
 
 def resolve_plan(
-    request: ChatCompletionRequest, headers: Mapping[str, str], settings: ProxySettings
+    request: SearchRequest,
+    headers: Mapping[str, str],
+    settings: ProxySettings,
+    rules: AutoRules,
+    *,
+    served: str | None,
+    request_id: str,
 ) -> Plan:
-    """Merge the four sources of control and validate every value against the server's caps."""
+    """The request's final plan. ``served`` is the policy's model name (checked against the
+    request's), or None when a large-API route answers instead (``settings.litellm_routes``)."""
     model, alias_strategy, alias_budget = split_alias(request.model)
+    route = settings.litellm_routes.get(model) if served is None else None
     options = _options(request, headers, {"strategy": alias_strategy, "budget": alias_budget})
-    requested: StrategyChoice = options.strategy or settings.default_strategy
-    passthrough = _passthrough_reason(request)
-    has_prm = settings.prm_url is not None
-    strategy, reason = _strategy(requested, passthrough)
+    default, default_reason = request.default_strategy or (settings.default_strategy, None)
+    requested: StrategyChoice = options.strategy or cast(StrategyChoice, default)
+    strategy, reason = _strategy(requested, request.passthrough_reason)
+    if options.strategy is None and default_reason is not None:
+        reason = default_reason
     strategy, reason, greedy_note = _greedy(request, strategy, reason, options.strategy is not None)
     scorer = options.scorer or settings.scorer_default
-    if scorer == "prm" and not has_prm:
+    if scorer == "prm" and settings.prm_url is None:
         raise InvalidRequestError("scorer 'prm' needs a PRM server (PROXY_PRM_URL)", param="scorer")
     config = _search_config(request, options, settings, use_request_temperature=not greedy_note)
-    if strategy != "none" and strategy != "auto":  # auto's rules come once the model is known
+    profile = profile_of(served, scorer, settings, rules) if served is not None else None
+    if profile is not None:
+        is_sampling_asked = (request.temperature is not None and not greedy_note) or (
+            request.top_p is not None
+        )
+        config = _with_profile(config, strategy, profile, rules, is_sampling_asked)
+    seed = request.seed if request.seed is not None else search_seed(request_id)
+    config = dataclasses.replace(config, seed=seed)
+    if strategy != "none" and strategy != "auto":  # auto's pick is checked when it is made
         try:
             check(strategy, config, has_scorer=scorer != "none")
         except ConfigError as exc:
             raise config_error(exc) from exc
-    ignored = tuple(sorted(k for k in (request.model_extra or {}) if k in _NOT_FORWARDED))
-    if request.seed is not None and not settings.forward_seed:
-        ignored = (*ignored, "seed")
-    if greedy_note:
-        ignored = (*ignored, "temperature")
     return Plan(
         strategy=strategy,
         requested=requested,
         reason=reason,
-        model=model,
+        model=served or model,
         scorer=scorer,
         config=config,
         timeout_s=options.timeout_ms / 1000 if options.timeout_ms is not None else None,
         enable_trace=bool(options.trace),
-        passthrough_reason=passthrough,
-        ignored_params=ignored,
-        forwarded={k: v for k, v in (request.model_extra or {}).items() if k not in _NOT_FORWARDED},
+        ignored_params=_ignored(request, settings, strategy, greedy_note),
+        forwarded=request.forwarded,
         compare=options.compare,
         reference=options.reference,
-        has_request_sampling=(request.temperature is not None and not greedy_note)
-        or request.top_p is not None,
         temperature_note=greedy_note,
+        route=route,
+        profile=profile,
     )
 
 
+def _with_profile(
+    config: SearchConfig,
+    strategy: PlannedStrategy,
+    profile: Profile,
+    rules: AutoRules,
+    is_sampling_asked: bool,
+) -> SearchConfig:
+    """The family's sampling defaults (unless the request set its own) and ``auto``'s rules."""
+    family = profile.family
+    if family is not None and not is_sampling_asked:
+        temperature = family.temperature if family.temperature is not None else config.temperature
+        top_p = family.top_p if family.top_p is not None else config.top_p
+        config = dataclasses.replace(config, temperature=temperature, top_p=top_p)
+    if strategy == "auto":
+        config = dataclasses.replace(config, auto=auto_config(profile, rules))
+    return config
+
+
+def _ignored(
+    request: SearchRequest, settings: ProxySettings, strategy: str, greedy_note: str | None
+) -> tuple[str, ...]:
+    """What the request set that is not honoured, for ``tts.ignored_params``."""
+    ignored = request.not_forwarded
+    if request.seed is not None and not settings.forward_seed:
+        ignored = (*ignored, "seed")
+    if greedy_note:
+        ignored = (*ignored, "temperature")
+    if strategy != "none":  # a pass-through relays the wire's own fields
+        ignored = (*ignored, *request.ignored)
+    return ignored
+
+
+def search_seed(request_id: str) -> int:
+    """The seed of a search's own randomness when the request sets none: from its id, so the
+    reported ``tts.seed`` replays it."""
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big")
+
+
 def _greedy(
-    request: ChatCompletionRequest, strategy: PlannedStrategy, reason: str, is_asked: bool
+    request: SearchRequest, strategy: PlannedStrategy, reason: str, is_asked: bool
 ) -> tuple[PlannedStrategy, str, str | None]:
     """``temperature: 0`` asks for one greedy answer. N greedy samples are N copies of it, so
     no search pays for them: without an explicit strategy the request gets ``cot`` at
@@ -146,34 +193,21 @@ def _greedy(
     return strategy, reason, note
 
 
+_ASKED_NONE = "pass-through requested"
+
+
 def _strategy(requested: StrategyChoice, passthrough: str | None) -> tuple[PlannedStrategy, str]:
     if passthrough is not None:
         return "none", passthrough
     if requested == "none":
-        return "none", "pass-through requested"
+        return "none", _ASKED_NONE
     if requested == "auto":
         return "auto", "auto: difficulty estimated online, method from the rules file"
     return requested, "requested"
 
 
-def _passthrough_reason(request: ChatCompletionRequest) -> str | None:
-    if request.tools or request.tool_choice not in (None, "none"):
-        return "tools cannot be searched over: passed through unchanged"
-    extra = request.model_extra or {}
-    if "functions" in extra:
-        return "functions cannot be searched over: passed through unchanged"
-    if request.response_format and request.response_format.get("type") not in (None, "text"):
-        return "response_format cannot be searched over: passed through unchanged"
-    for message in request.messages:
-        if isinstance(message.content, list) and any(
-            not (isinstance(part, dict) and part.get("type") == "text") for part in message.content
-        ):
-            return "non-text content cannot be searched over: passed through unchanged"
-    return None
-
-
 def _search_config(
-    request: ChatCompletionRequest,
+    request: SearchRequest,
     options: TtsOptions,
     settings: ProxySettings,
     *,
@@ -188,7 +222,7 @@ def _search_config(
         _capped(options.max_steps, "max_steps", settings.max_max_steps)
         or settings.default_max_steps
     )
-    cap = request.max_completion_tokens or request.max_tokens
+    cap = request.max_tokens
     temperature = request.temperature if use_request_temperature else None
     try:
         config = _build_config(request, settings, budget, width, max_steps, options, cap)
@@ -200,7 +234,7 @@ def _search_config(
 
 
 def _build_config(
-    request: ChatCompletionRequest,
+    request: SearchRequest,
     settings: ProxySettings,
     budget: int,
     width: int,

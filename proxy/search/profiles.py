@@ -15,12 +15,11 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args
 
-from proxy.search.plan import Plan
 from proxy.settings import ProxySettings
 from strategies import AutoCell, AutoConfig, CellMethod, MethodName
 
 __all__ = [
-    "FITTED_SCORERS", "AutoRules", "Family", "Profile", "RulesError", "apply_profile",
+    "FITTED_SCORERS", "AutoRules", "Family", "Profile", "RulesError", "auto_config",
     "default_rules", "load_rules", "profile_of",
 ]  # fmt: skip
 
@@ -309,26 +308,7 @@ def _scorer_class(kind: str, settings: ProxySettings, rules: AutoRules) -> Score
     return "strong"  # a configured PRM is assumed capable unless named as a weak one
 
 
-def apply_profile(
-    plan: Plan, profile: Profile, rules: AutoRules, *, request_has_sampling: bool
-) -> Plan:
-    """The plan with the family's sampling defaults and, for ``auto``, the resolved rules."""
-    config = plan.config
-    family = profile.family
-    if family is not None and not request_has_sampling:
-        config = dataclasses.replace(
-            config,
-            temperature=family.temperature
-            if family.temperature is not None
-            else config.temperature,
-            top_p=family.top_p if family.top_p is not None else config.top_p,
-        )
-    if plan.strategy == "auto":
-        config = dataclasses.replace(config, auto=_auto_config(profile, rules))
-    return dataclasses.replace(plan, config=config)
-
-
-def _auto_config(profile: Profile, rules: AutoRules) -> AutoConfig:
+def auto_config(profile: Profile, rules: AutoRules) -> AutoConfig:
     """The rules resolved for this setup: the table's cell of (size, scorer class), with the
     fitted cells for the request's scorer laid over it, each named for ``tts.auto``."""
     family = profile.family

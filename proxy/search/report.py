@@ -21,7 +21,15 @@ from proxy.wire.chat import (
     ResponseMessage,
     Usage,
 )
-from proxy.wire.tts import BudgetUnit, TtsAnswer, TtsCandidate, TtsLatency, TtsReport
+from proxy.wire.tts import (
+    BudgetUnit,
+    TtsAnswer,
+    TtsCandidate,
+    TtsCompare,
+    TtsLatency,
+    TtsProfile,
+    TtsReport,
+)
 from strategies import SearchResult
 
 __all__ = ["build_completion", "completion_chunks", "cut_at_stop", "tts_extension", "usage_of"]
@@ -106,10 +114,12 @@ def _max_generations(strategy: str, cfg: Any) -> int:
 
 
 def tts_extension(
-    plan: Plan, outcome: SearchOutcome, *, total_s: float, ignored: tuple[str, ...]
+    plan: Plan, outcome: SearchOutcome, *, total_s: float, compare: TtsCompare | None = None
 ) -> TtsReport:
-    """The ``tts`` object: what was searched, what it cost, what it saw."""
+    """The ``tts`` object, built once: what was searched, what it cost, what it saw, the model's
+    profile and the shadow comparison (``compare``) if one was asked for."""
     result, stats, usage = outcome.result, outcome.stats, outcome.result.usage
+    profile = plan.profile
     proxy_s = max(total_s - outcome.upstream_s, 0.0)
     cfg = plan.config
     is_prm = bool(result.scorer and result.scorer.startswith("prm"))
@@ -163,7 +173,7 @@ def tts_extension(
         ),
         replica=outcome.replica,
         reasoning_prompt=outcome.reasoning_prompt,
-        ignored_params=list(ignored),
+        ignored_params=list(plan.ignored_params),
         temperature_note=plan.temperature_note,
         seed=cfg.seed if result.strategy == "particle_filtering" else None,
         deepconf=dataclasses.asdict(result.deepconf) if result.deepconf else None,
@@ -171,6 +181,15 @@ def tts_extension(
         is_token_capped=result.is_token_capped if cfg.max_total_tokens else None,
         auto=dataclasses.asdict(result.decision) if result.decision is not None else None,
         trace=([dataclasses.asdict(n) for n in result.trace or ()] if cfg.enable_trace else None),
+        profile=TtsProfile(
+            size=profile.size,
+            params_b=profile.params_b,
+            family=profile.family.name if profile.family else None,
+            scorer=profile.scorer,
+        )
+        if profile is not None
+        else None,
+        compare=compare,
     )
 
 

@@ -25,13 +25,13 @@ from proxy.observability.trace_archive import TraceArchive
 from proxy.observability.traces import TraceStore
 from proxy.search.plan import Plan, config_error
 from proxy.search.profiles import AutoRules, Profile
+from proxy.search.request import SearchRequest
 from proxy.settings import ProxySettings, StrategyChoice
 from proxy.shadow.comparisons import Shadow
 from proxy.upstream.client import Upstream
 from proxy.upstream.policy import CallStats, PrmScorer, PromptRenderer, VllmPolicy
 from proxy.upstream.replicas import PolicyPool
 from proxy.upstream.verifier import VerifierScorer
-from proxy.wire.chat import ChatCompletionRequest
 from strategies import (
     AnswerGrouper,
     ConfidenceScorer,
@@ -81,20 +81,6 @@ class SearchOutcome:
     reasoning_prompt: str | None = None
 
 
-def problem_text(request: ChatCompletionRequest) -> str:
-    """The question the scorer sees: the last user message's text."""
-    for message in reversed(request.messages):
-        if message.role == "user":
-            return _text(message.content)
-    return _text(request.messages[-1].content)
-
-
-def _text(content: str | list[Any] | None) -> str:
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return content or ""
-
-
 def with_reasoning_prompt(
     messages: list[dict[str, Any]], profile: Profile, settings: ProxySettings
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -121,26 +107,24 @@ def with_reasoning_prompt(
 async def run_search(
     state: SearchDeps,
     plan: Plan,
-    request: ChatCompletionRequest,
-    model: str,
-    profile: Profile,
+    request: SearchRequest,
     *,
-    raw_prompt: str | None = None,
     observer: SearchObserver | None = None,
 ) -> SearchOutcome:
     """Run ``plan`` (a search strategy) for ``request``; raises ``ProxyError``s only.
 
-    ``raw_prompt`` (legacy completions) is continued as the client wrote it, without a chat
-    template; otherwise the conversation is rendered with the model's own template.
+    A legacy prompt (``request.raw_prompt``) is continued as the client wrote it, without a
+    chat template; otherwise the conversation is rendered with the model's own template.
     """
-    if plan.strategy == "none":  # pragma: no cover - routed elsewhere
+    if plan.strategy == "none" or plan.profile is None:  # pragma: no cover - routed elsewhere
         raise InvalidRequestError("pass-through requests are not searched")
     strategy: StrategyName = plan.strategy
+    model, raw_prompt = plan.model, request.raw_prompt
     settings = state.settings
     stats = CallStats()
     upstream = state.policy.pick()
     messages, prompt_family = with_reasoning_prompt(
-        [m.model_dump(exclude_none=True) for m in request.messages], profile, settings
+        [dict(m) for m in request.messages], plan.profile, settings
     )
     started = time.perf_counter()
     try:
@@ -164,7 +148,7 @@ async def run_search(
             scorer = _scorer(state, plan, stats, policy, model)
             deadline = _deadline(plan)
             result = await search(
-                strategy, problem_text(request), policy, scorer, plan.config, deadline=deadline,
+                strategy, request.question, policy, scorer, plan.config, deadline=deadline,
                 observer=observer, grouper=state.answers,
             )  # fmt: skip
     except TimeoutError as exc:

@@ -24,7 +24,7 @@ from proxy.settings import ProxySettings
 from proxy.shadow.records import Primary, Searched, baseline_side, comparison
 from proxy.store import StoreLink
 from proxy.upstream.litellm import litellm_call, litellm_params
-from proxy.wire.chat import ChatCompletion, ChatCompletionRequest
+from proxy.wire.chat import ChatCompletion
 
 __all__ = ["Searched", "Shadow", "ShadowTicket"]
 
@@ -68,8 +68,9 @@ class Shadow:
             return s.shadow_model
         return None
 
-    def start(self, target: str, request: ChatCompletionRequest) -> ShadowTicket | None:
-        """Send ``request`` to the baseline now; None (and counted) when too many are pending."""
+    def start(self, target: str, request: dict[str, Any]) -> ShadowTicket | None:
+        """Send ``request`` (one chat call's parameters, no model) to the baseline now; None
+        (and counted) when too many are pending."""
         if any(importlib.util.find_spec(m) is None for m in ("litellm", "sqlalchemy")):
             raise InvalidRequestError(
                 "comparisons need the litellm and store extras: pip install "
@@ -86,7 +87,7 @@ class Shadow:
         task.add_done_callback(self._tasks.discard)
         return ticket
 
-    async def _compare(self, ticket: ShadowTicket, request: ChatCompletionRequest) -> None:
+    async def _compare(self, ticket: ShadowTicket, request: dict[str, Any]) -> None:
         call = asyncio.create_task(self._baseline(ticket, request))
         try:
             # Bounded: a request cancelled before its search even started never reports back.
@@ -116,9 +117,10 @@ class Shadow:
         ).inc()
 
     async def _baseline(
-        self, ticket: ShadowTicket, request: ChatCompletionRequest
+        self, ticket: ShadowTicket, request: dict[str, Any]
     ) -> tuple[Any, float, ProxyError | None]:
-        plain = request.model_copy(update={"stream": False, "stream_options": None, "n": 1})
+        plain = request | {"stream": False, "n": 1}
+        plain.pop("stream_options", None)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._settings.shadow_timeout_s):

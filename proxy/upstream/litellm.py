@@ -15,7 +15,6 @@ from proxy.observability.telemetry import Telemetry, record_usage
 from proxy.settings import ProxySettings
 from proxy.wire.chat import (
     ChatCompletion,
-    ChatCompletionRequest,
     Choice,
     CompletionTokensDetails,
     ResponseMessage,
@@ -60,9 +59,10 @@ def as_completion(response: Any, tts: TtsReport) -> ChatCompletion:
     )  # fmt: skip
 
 
-def litellm_params(settings: ProxySettings, request: ChatCompletionRequest) -> dict[str, Any]:
-    """The request's parameters for litellm, with the configured base URL, key and retries."""
-    params = request.model_dump(exclude={"tts", "model"}, exclude_none=True)
+def litellm_params(settings: ProxySettings, request: dict[str, Any]) -> dict[str, Any]:
+    """One chat call's parameters (no ``model``) for litellm, with the configured base URL, key
+    and retries."""
+    params = dict(request)
     if settings.litellm_api_base:
         params["api_base"] = settings.litellm_api_base
     if settings.litellm_api_key is not None:
