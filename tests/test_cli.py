@@ -21,6 +21,7 @@ from cpu_stack.process import server_process
 from harness.fake_servers import FakeVllm
 from harness.prm_models import build_checkpoint
 from harness.servers import free_port, serve
+from tests.eventually import eventually
 
 
 def test_proxy_serve_command(tmp_path: Path) -> None:
@@ -84,7 +85,7 @@ def test_sigterm_fails_what_is_left_after_the_grace_with_clean_errors() -> None:
                    for name in _CLIENTS]  # fmt: skip
         for thread in threads:
             thread.start()
-        time.sleep(1.0)  # all five in flight (the streams have sent their first events)
+        eventually(lambda: _all_in_flight(slow), "all five requests reached the policy server")
         assert not answers
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -107,6 +108,14 @@ def test_sigterm_fails_what_is_left_after_the_grace_with_clean_errors() -> None:
 
 
 _GRACE_S = 2
+
+
+def _all_in_flight(fake: FakeVllm) -> bool:
+    """Each of ``_CLIENTS`` has reached the fake: the chat pass-through stream, the legacy
+    pass-through (its raw prompt), and the three searches' samples (2 each, the budget)."""
+    raw = [c for c in fake.completion_calls if c.get("prompt") == "2+2?"]
+    samples = sum(int(c.get("n") or 1) for c in fake.completion_calls if c not in raw)
+    return bool(fake.chat_calls) and bool(raw) and samples >= 3 * 2
 
 
 @contextlib.contextmanager
