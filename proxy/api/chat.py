@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.api.deps import (
     ERROR_RESPONSES,
     admitted,
     control_headers,
-    disconnected,
     get_state,
     has_key,
     require_key,
 )
 from proxy.api.endpoint import Call, large_api_answer, result_headers, serve
-from proxy.api.sse import search_events
+from proxy.api.sse import DONE, chunk_dict, sse
 from proxy.search.job import SearchJob
 from proxy.search.plan import Plan, split_alias
+from proxy.search.report import completion_chunks
 from proxy.search.request import SearchRequest
 from proxy.search.run import model_not_found
 from proxy.state import AppState
@@ -140,18 +140,20 @@ class ChatEndpoint:
         return await large_api_answer(call, plan, chat)
 
     async def answer(self, call: Call, job: SearchJob) -> Response:
-        chat, state = self.body, call.state
+        chat = self.body
         if chat.stream:
             include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-            events = search_events(
-                job.run, tally=call.tally, include_usage=include_usage,
-                keepalive_s=state.settings.keepalive_interval_s, request_id=call.request_id,
-                disconnected=lambda: disconnected(call.request),
-            )  # fmt: skip
-            return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
+            return call.events(job.run, finish=lambda c: _chunk_events(c, include_usage))
         completion = await call.until_disconnect(job.run())
         call.headers.update(result_headers(completion))
         return JSONResponse(completion.model_dump(exclude_none=False), headers=call.headers)
+
+
+def _chunk_events(completion: ChatCompletion, include_usage: bool) -> Iterator[bytes]:
+    """A finished search as ``chat.completion.chunk`` events."""
+    for chunk in completion_chunks(completion, include_usage):
+        yield sse(chunk_dict(chunk, include_usage))
+    yield DONE
 
 
 def search_request(body: ChatCompletionRequest) -> SearchRequest:

@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from proxy.api.deps import (
     ERROR_RESPONSES,
     admitted,
     control_headers,
-    disconnected,
     get_state,
     require_key,
 )
 from proxy.api.endpoint import Call, large_api_answer, result_headers, serve
-from proxy.api.sse import DONE, KEEPALIVE, keepalive_events, sse
+from proxy.api.sse import DONE, sse
 from proxy.errors import InvalidRequestError
 from proxy.search.job import SearchJob
 from proxy.search.plan import Plan, split_alias
@@ -122,21 +121,14 @@ class CompletionsEndpoint:
         return await large_api_answer(call, plan, chat, shape=_as_text, shape_chunk=_as_text)
 
     async def answer(self, call: Call, job: SearchJob) -> Response:
-        body, state = self.body, call.state
+        body = self.body
         if not body.stream:
             completion = await call.until_disconnect(job.run())
             call.headers.update(result_headers(completion))
             done = _text_completion(completion).model_dump(exclude_none=False)
             return JSONResponse(done, headers=call.headers)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = keepalive_events(
-            job.run, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE,
-            finish=lambda c: _chunks(_text_completion(c), include_usage),
-            fail=call.tally.failing(lambda exc: [sse(exc.body()), DONE]),
-            keepalive_s=state.settings.keepalive_interval_s,
-            request_id=call.request_id, disconnected=lambda: disconnected(call.request),
-        )  # fmt: skip
-        return StreamingResponse(events, media_type="text/event-stream", headers=call.headers)
+        return call.events(job.run, finish=lambda c: _chunks(_text_completion(c), include_usage))
 
 
 def _as_text(data: dict[str, Any]) -> dict[str, Any]:

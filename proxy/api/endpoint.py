@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from proxy.api.deps import until_disconnect
+from proxy.api.deps import disconnected, until_disconnect
 from proxy.api.passthrough import (
     StreamEnd,
     open_policy_stream,
@@ -27,7 +27,7 @@ from proxy.api.passthrough import (
     tts_note,
     with_tts_note,
 )
-from proxy.api.sse import DONE, sse
+from proxy.api.sse import DONE, KEEPALIVE, keepalive_events, sse
 from proxy.errors import ProxyError
 from proxy.observability.metrics import RequestTally
 from proxy.observability.request_ids import REQUEST_ID
@@ -40,6 +40,8 @@ from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
 from proxy.wire.chat import ChatCompletion, TtsReport
 
 __all__ = ["Call", "Endpoint", "large_api_answer", "relay", "result_headers", "serve"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,30 @@ class Call:
 
     async def until_disconnect(self, work: Any) -> Any:
         return await until_disconnect(self.request, work)
+
+    def events(
+        self,
+        work: Callable[[], Awaitable[_T]],
+        *,
+        finish: Callable[[_T], Iterable[bytes]],
+        fail: Callable[[ProxyError], Iterable[bytes]] | None = None,
+        opening: Callable[[], bytes] = lambda: b": searching\n\n",
+        keepalive: Callable[[], bytes] = lambda: KEEPALIVE,
+    ) -> StreamingResponse:
+        """A long answer as an event stream: ``opening``, a ``keepalive`` every interval while
+        ``work`` runs, then its ``finish`` events, or the ``fail`` events of its error (counted
+        once; by default an error event and ``[DONE]``). The client leaving cancels the work."""
+        events = keepalive_events(
+            work,
+            opening=opening,
+            keepalive=keepalive,
+            finish=finish,
+            fail=self.tally.failing(fail or (lambda exc: [sse(exc.body()), DONE])),
+            keepalive_s=self.state.settings.keepalive_interval_s,
+            request_id=self.request_id,
+            disconnected=lambda: disconnected(self.request),
+        )
+        return StreamingResponse(events, media_type="text/event-stream", headers=self.headers)
 
 
 class Endpoint(Protocol):

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from proxy.api.deps import (
     ERROR_RESPONSES,
     admitted,
     control_headers,
-    disconnected,
     get_state,
     require_key,
 )
@@ -29,7 +28,6 @@ from proxy.api.responses_mapping import (
     response_object,
     to_search,
 )
-from proxy.api.sse import keepalive_events
 from proxy.errors import InvalidRequestError
 from proxy.search.job import SearchJob
 from proxy.search.plan import Plan
@@ -112,10 +110,10 @@ class ResponsesEndpoint:
         def finish(completion: ChatCompletion) -> Iterator[bytes]:
             return writer.finished(response_object(body, completion, response_id, created_at))
 
-        events = keepalive_events(
-            work, opening=lambda: writer.created() + writer.in_progress(),
-            keepalive=writer.in_progress, finish=finish, fail=call.tally.failing(writer.failed),
-            keepalive_s=call.state.settings.keepalive_interval_s, request_id=response_id,
-            disconnected=lambda: disconnected(call.request),
-        )  # fmt: skip
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return call.events(
+            work,
+            finish=finish,
+            fail=writer.failed,
+            opening=lambda: writer.created() + writer.in_progress(),
+            keepalive=writer.in_progress,
+        )

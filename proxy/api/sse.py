@@ -8,20 +8,17 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
 
 from proxy.errors import ClientDisconnectedError, InternalError, ProxyError
-from proxy.observability.metrics import RequestTally
-from proxy.search.report import completion_chunks
 from proxy.server.cancel import until_stopped
-from proxy.wire.chat import ChatCompletion
 
 __all__ = [
-    "DONE", "KEEPALIVE", "chunk_dict", "keepalive_events", "search_events", "sse",
+    "DONE", "KEEPALIVE", "chunk_dict", "keepalive_events", "sse",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -99,30 +96,6 @@ async def _beats(
         await until_stopped(asyncio.wait({task}, timeout=every_s), client_gone())
         if not task.done():
             yield
-
-
-def search_events(
-    work: Callable[[], Awaitable[ChatCompletion]],
-    *,
-    tally: RequestTally,
-    include_usage: bool,
-    keepalive_s: float,
-    request_id: str,
-    disconnected: Callable[[], Awaitable[None]],
-) -> AsyncIterator[bytes]:
-    """A chat search as ``chat.completion.chunk`` events, comment keep-alives while it runs."""
-
-    def finish(completion: ChatCompletion) -> Iterator[bytes]:
-        for chunk in completion_chunks(completion, include_usage):
-            yield sse(chunk_dict(chunk, include_usage))
-        yield DONE
-
-    return keepalive_events(
-        work, opening=lambda: b": searching\n\n", keepalive=lambda: KEEPALIVE, finish=finish,
-        fail=tally.failing(lambda exc: [sse(exc.body()), DONE]),
-        keepalive_s=keepalive_s,
-        request_id=request_id, disconnected=disconnected,
-    )  # fmt: skip
 
 
 def chunk_dict(chunk: BaseModel, include_usage: bool) -> dict[str, Any]:
