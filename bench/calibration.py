@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from bench.ab import versus_larger
 from bench.eval_cpu import USD_PER_HOUR
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
@@ -56,6 +57,7 @@ from tts_eval.stats import sign_test, wilson
 
 OUT = Path("bench/results/calibration")
 BANK_BUDGET = 16
+LARGER = "qwen2.5-coder-1.5b"  # the A/B's larger model: its pass1/ rows are paired with ours
 CALIBRATE_ON, EVALUATE_ON = "0/2", "1/2"  # halves by a hash of each problem's id
 
 
@@ -203,6 +205,10 @@ def evaluate_part(args: argparse.Namespace, out: Path) -> str:
             f"{tokens:,.0f} | {tokens / base_tokens:.0%} | {latency:.1f} | "
             f"{' | ' if name == 'auto, calibrated' else versus} |"
         )
+    larger = out.parent / LARGER
+    if larger != out:
+        text = versus_larger(out, larger, banks, figures, USD_PER_HOUR)
+        lines += ["", text] if text else []
     text = "\n".join(lines) + "\n"
     (out / "evaluation.md").write_text(text, "utf-8")
     return text
