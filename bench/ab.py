@@ -55,9 +55,11 @@ def versus_larger(
     large_usd = large_tokens / large_rate * usd_per_hour / 3600
     large_latency = statistics.fmean(r.latency_s for r in rows)
     n = len(shared)
+    label = larger.name if larger != small else "one greedy sample"
     low, high = wilson(round(sum(large_right)), n)
     lines = [
-        f"### Against {larger.name} at one greedy sample ({n} held-out problems both have)",
+        f"### Against {larger.name} at one greedy sample ({n} held-out problems both have)"
+        + (" — the same model: search against none" if larger == small else ""),
         "",
         f"$ per problem at ${usd_per_hour:g}/hour for the machine, each model's tokens at its own "
         f"measured rate with the machine full of concurrent calls ({small.name} "
@@ -90,7 +92,7 @@ def versus_larger(
             f"| {name} | {accuracy * 100:.1f} | {tokens:,.0f} | {usd:.6f} | "
             f"{usd / large_usd:.0%} | {latency:.0f} | {mean * 100:+.1f} ({(mean - half) * 100:+.1f}"
             f" to {(mean + half) * 100:+.1f}) | {won}-{lost} (p {p:.2g}) | "
-            f"{_verdict(mean, half, usd / large_usd, larger.name)} |"
+            f"{_verdict(mean, half, usd / large_usd, label)} |"
         )
     return "\n".join(lines) + "\n"
 
