@@ -5,6 +5,7 @@ that caused it (502/504 for the upstream, 400 for the client), with no request t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from contextlib import ExitStack
@@ -17,7 +18,10 @@ from fastapi import FastAPI, Request
 from harness.fake_servers import FakeVllm, render_chat
 from harness.servers import serve
 from proxy.app import create_app
+from proxy.errors import InvalidRequestError
+from proxy.observability.metrics import Metrics
 from proxy.settings import ProxySettings
+from proxy.upstream.client import Upstream, UpstreamConfig
 from tests.conftest import ProxyFactory
 from tests.eventually import eventually
 
@@ -120,6 +124,70 @@ def test_invalid_unicode_from_the_client_is_its_400(start_proxy: ProxyFactory) -
                           headers={"content-type": "application/json"})  # fmt: skip
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "messages.0.content"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "param"),
+    [
+        ("user", "a\\ud800", "user"),
+        ("stop", ["ok", "\\ud800"], "stop.1"),
+        ("top_k_note", {"k\\udfff": 1}, "top_k_note"),
+        ("tts", {"reference": "\\ud800"}, "tts.reference"),
+    ],
+)
+@pytest.mark.parametrize("strategy", ["none", "best_of_n"])
+def test_invalid_unicode_in_any_field_is_a_400_and_no_replica_s_fault(
+    stack: ExitStack, field: str, value: Any, param: str, strategy: str
+) -> None:
+    """A lone surrogate anywhere in the body (a forwarded field, a key, a tts field) is the
+    client's 400 naming the field, sent to no replica; both replicas stay in service."""
+    replicas = [FakeVllm(), FakeVllm()]
+    urls = [stack.enter_context(serve(r.app())) + "/v1" for r in replicas]
+    url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=urls))))
+    raw = json.dumps(value).replace("\\\\", "\\")  # the escape itself, not an escaped backslash
+    body = (
+        '{"model": "fake-policy", "messages": [{"role": "user", "content": "hi"}], '
+        f'"{field}": {raw}}}'
+    )
+    for _ in range(3):
+        response = httpx.post(url + "/v1/chat/completions", content=body, timeout=30,
+                              headers={"content-type": "application/json",
+                                       "X-TTS-Strategy": strategy})  # fmt: skip
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == param and "surrogate" in error["message"]
+    assert httpx.get(url + "/health/ready", timeout=30).json()["policy_replicas_available"] == 2
+    assert not replicas[0].chat_calls and not replicas[1].chat_calls
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", '{"model": "fake-policy", "prompt": "hi", "user": "a\\ud800"}'),
+        ("/v1/responses", '{"model": "fake-policy", "input": "hi", "user": "a\\ud800"}'),
+    ],
+)
+def test_every_endpoint_checks_every_field(start_proxy: ProxyFactory, path: str, body: str) -> None:
+    url = start_proxy()
+    response = httpx.post(url + path, content=body, timeout=30,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400 and response.json()["error"]["param"] == "user"
+    assert httpx.get(url + "/health/ready", timeout=30).status_code == 200
+
+
+async def test_text_no_upstream_can_encode_is_a_client_error_not_a_replica_s() -> None:
+    """At the upstream client's depth too: an encode error is the request's, never a failure."""
+    vllm = FakeVllm()
+    with serve(vllm.app()) as vllm_url:
+        config = UpstreamConfig("policy", vllm_url + "/v1", None, 2.0, 10.0, 4, 1,
+                                "PROXY_POLICY_TIMEOUT_S")  # fmt: skip
+        upstream = Upstream(config, Metrics())
+        try:
+            with pytest.raises(InvalidRequestError):
+                await upstream.post_json("/completions", {"prompt": "a\ud800"})
+            assert upstream.health.is_available and upstream.health.failures == 0
+        finally:
+            await upstream.aclose()
 
 
 def test_upstream_errors_carry_no_request_text(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
@@ -242,8 +310,6 @@ async def _answer_once(reader: Any, writer: Any, drops: list[int]) -> None:
 @pytest.mark.parametrize("retries", [1, 0])
 async def test_a_pooled_connection_the_upstream_dropped_is_retried(retries: int) -> None:
     from proxy.errors import UpstreamError
-    from proxy.observability.metrics import Metrics
-    from proxy.upstream.client import Upstream, UpstreamConfig
 
     drops: list[int] = []
     server = await asyncio.start_server(

@@ -28,7 +28,7 @@ from proxy.api.passthrough import (
     with_tts_note,
 )
 from proxy.api.sse import DONE, KEEPALIVE, keepalive_events, sse
-from proxy.errors import ProxyError
+from proxy.errors import InvalidRequestError, ProxyError
 from proxy.observability.metrics import RequestTally
 from proxy.observability.request_ids import REQUEST_ID
 from proxy.search.job import SearchJob, plan_request, prepare_search
@@ -37,11 +37,12 @@ from proxy.search.request import SearchRequest
 from proxy.server.drain import until_drained
 from proxy.state import AppState
 from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
-from proxy.wire.chat import ChatCompletion, TtsReport
+from proxy.wire.chat import ChatCompletion, TtsReport, invalid_text_at
 
 __all__ = ["Call", "Endpoint", "large_api_answer", "relay", "result_headers", "serve"]
 
 _T = TypeVar("_T")
+INVALID_TEXT = "holds a lone UTF-16 surrogate: not valid Unicode text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,9 @@ async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Respon
     request.state.tally = tally  # the error handler counts through it
     request_id = f"{endpoint.id_prefix}{uuid.uuid4().hex}"
     REQUEST_ID.set(request_id)  # on every log line from here on, and in 5xx bodies
+    bad = invalid_text_at(endpoint.passthrough_payload())
+    if bad is not None:  # no upstream could be sent it: the client's 400, no replica's fault
+        raise InvalidRequestError(f"{bad}: {INVALID_TEXT}", param=bad)
     search = endpoint.search_request(request.headers)
     plan = await plan_request(state, search, request.headers, request_id)
     tally.strategy = plan.strategy

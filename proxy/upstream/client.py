@@ -236,6 +236,10 @@ class Upstream:
             raise UpstreamTimeoutError(
                 f"{where} timed out after {cfg.timeout_s:g} s ({cfg.timeout_setting})"
             ) from exc
+        except UnicodeEncodeError as exc:  # the request's text, not the upstream: no failure
+            raise InvalidRequestError(
+                "the request holds text that is not valid Unicode (a lone UTF-16 surrogate)"
+            ) from exc
         except (httpx.TransportError, ValueError) as exc:
             # The exception's text can hold the request (a prompt): its type only.
             self.health.failure(f"transport error ({type(exc).__name__})")

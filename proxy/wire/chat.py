@@ -35,6 +35,7 @@ __all__ = [
     "TtsOptions",
     "TtsReport",
     "Usage",
+    "invalid_text_at",
 ]
 
 JSONValue = Any
@@ -51,6 +52,36 @@ def valid_text(value: Any) -> Any:
     except UnicodeEncodeError as exc:
         raise ValueError("holds a lone UTF-16 surrogate: not valid Unicode text") from exc
     return value
+
+
+def invalid_text_at(value: Any, path: str = "") -> str | None:
+    """The dotted path (``stop.0``, ``metadata.key``) of the first string in ``value`` — keys
+    included — that is not valid Unicode, or None. JSON can carry a lone UTF-16 surrogate; no
+    upstream request holding one can be encoded, whichever field it is in."""
+    if isinstance(value, str):
+        return None if _encodes(value) else path or "body"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if not _encodes(str(key)):
+                return path or "body"
+            found = invalid_text_at(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = invalid_text_at(item, f"{path}.{i}" if path else str(i))
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class ChatMessage(BaseModel):

@@ -89,7 +89,12 @@ class TtsOptions(BaseModel):
     def _text(cls, value: Any) -> Any:
         if value is None:
             return None
-        return str(value).strip() or None
+        text = str(value).strip()
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("holds a lone UTF-16 surrogate: not valid Unicode text") from exc
+        return text or None
 
 
 class TtsCandidate(BaseModel):
