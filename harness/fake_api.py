@@ -33,6 +33,7 @@ class FakeChatApi:
     gate: threading.Event | None = None
     gate_after: int = 0  # this many calls pass before the gate applies
     fail_statuses: list[int] = field(default_factory=list)
+    quote_request_in_errors: bool = False  # as some providers do: the messages in the error text
     delay_s: float = 0.0  # before each reply, without blocking other requests
     calls: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)  # each call's, names lower-case
@@ -52,7 +53,10 @@ class FakeChatApi:
         self.headers.append(dict(request.headers))
         if self.fail_statuses:
             status = self.fail_statuses.pop(0)
-            return JSONResponse({"error": {"message": f"injected {status}", "type": "x"}}, status)
+            said = f"injected {status}"
+            if self.quote_request_in_errors:
+                said += f": could not process {body.get('messages')!r}"
+            return JSONResponse({"error": {"message": said, "type": "x"}}, status)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:

@@ -5,6 +5,7 @@ experiment store whatever the baseline does."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -137,6 +138,35 @@ def test_a_broken_baseline_is_recorded_as_such(
     assert record.baseline.status == ("timeout" if fault == "timeout" else "error")
     assert record.baseline.error and record.agree is None
     assert record.primary.answer == "4"
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_large_api_error_quoting_the_prompt_reaches_no_body_log_or_store(
+    start_proxy: ProxyFactory,
+    big: tuple[FakeChatApi, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    fake, api_url = big
+    fake.quote_request_in_errors = True
+    fake.fail_statuses = [status] * 10
+    db = tmp_path / "exp.sqlite"
+    url = shadow_proxy(start_proxy, api_url, db, store_text=False, policy_max_retries=0)
+    secret = [{"role": "user", "content": "my card number is 4111-1111"}]
+    with caplog.at_level(logging.DEBUG):
+        chat = url + "/v1/chat/completions"
+        routed = httpx.post(chat, timeout=30, json={"model": "big", "messages": secret})
+        headers = {"X-TTS-Strategy": "majority", "X-TTS-Compare": "big"}
+        body = {"model": "fake-policy", "messages": secret}
+        compared = httpx.post(chat, timeout=30, json=body, headers=headers)
+        [record] = stored(db)
+    assert routed.status_code == (400 if status == 400 else 502)
+    assert "4111" not in routed.text and compared.status_code == 200
+    assert record.baseline.status == "error" and "4111" not in (record.baseline.error or "")
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not any("4111" in line for line in loud)
+    assert any("4111" in r.getMessage() for r in caplog.records)  # it did reach debug: a real test
 
 
 def test_configured_sampling_and_the_pending_bound(

@@ -30,6 +30,7 @@ from proxy.app import create_app
 from proxy.search.profiles import load_rules
 from proxy.settings import ProxySettings
 from tests.e2e.conftest import Relay
+from tests.eventually import eventually
 from tts_eval.__main__ import main as tts_eval
 from tts_eval.rows import read_rows
 
@@ -200,10 +201,9 @@ def test_a_disconnect_leaves_nothing_running_in_vllm(vllm_url: str, stack: ExitS
             running = _running(vllm_url)
             time.sleep(0.05)
         assert running > 0, "the search never reached vLLM"
-    gone = time.monotonic()
-    while _running(vllm_url) > 0 and time.monotonic() - gone < 5:
-        time.sleep(0.1)
-    assert _running(vllm_url) == 0 and time.monotonic() - gone < 1.5
+    # Aborted, not left to run: 16 samples of up to 1,500 tokens take SmolLM2 on 2 cores well
+    # over a minute; no tighter bound, CI machines under load notice the hang-up in seconds.
+    eventually(lambda: _running(vllm_url) == 0, "vLLM's running requests stopped", timeout_s=10)
 
 
 def test_concurrent_seeded_requests_do_not_kill_vllm(proxy_url: str) -> None:
