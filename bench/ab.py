@@ -56,6 +56,7 @@ def versus_larger(
     large_latency = statistics.fmean(r.latency_s for r in rows)
     n = len(shared)
     label = larger.name if larger != small else "one greedy sample"
+    side = "the small model" if larger != small else "the search"
     low, high = wilson(round(sum(large_right)), n)
     lines = [
         f"### Against {larger.name} at one greedy sample ({n} held-out problems both have)"
@@ -92,7 +93,7 @@ def versus_larger(
             f"| {name} | {accuracy * 100:.1f} | {tokens:,.0f} | {usd:.6f} | "
             f"{usd / large_usd:.0%} | {latency:.0f} | {mean * 100:+.1f} ({(mean - half) * 100:+.1f}"
             f" to {(mean + half) * 100:+.1f}) | {won}-{lost} (p {p:.2g}) | "
-            f"{_verdict(mean, half, usd / large_usd, label)} |"
+            f"{_verdict(mean, half, usd / large_usd, label, side)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -103,7 +104,7 @@ def _interval(values: Sequence[float]) -> tuple[float, float]:
     return mean, half
 
 
-def _verdict(gap: float, half: float, cost_ratio: float, larger: str) -> str:
+def _verdict(gap: float, half: float, cost_ratio: float, larger: str, ours: str) -> str:
     """Who wins at equal $: the side that is more accurate for no more $, when the paired gap's
     interval excludes 0; otherwise what the $ ratio says."""
     significant = abs(gap) > half
@@ -111,12 +112,12 @@ def _verdict(gap: float, half: float, cost_ratio: float, larger: str) -> str:
         return f"{larger} wins: more accurate and cheaper"
     if gap > 0 and significant:
         return (
-            f"{larger} is more accurate; the small model costs {cost_ratio:.0%} of it "
+            f"{larger} is more accurate; {ours} costs {cost_ratio:.0%} of it "
             "but does not buy the accuracy back"
         )
     if gap < 0 and significant and cost_ratio <= 1:
-        return "the small model wins: more accurate and cheaper"
+        return f"{ours} wins: more accurate and cheaper"
     if gap < 0 and significant:
-        return f"the small model is more accurate at {cost_ratio:.1f}× the $"
-    cheaper = "the small model" if cost_ratio < 1 else larger
+        return f"{ours} is more accurate at {cost_ratio:.1f}× the $"
+    cheaper = ours if cost_ratio < 1 else larger
     return f"no significant gap; {cheaper} is cheaper"
