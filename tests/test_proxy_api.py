@@ -112,6 +112,19 @@ def test_max_total_tokens_caps_what_the_search_generates(
     assert "max_total_tokens" not in unbounded.model_extra["tts"]
 
 
+@pytest.mark.parametrize("strategy", ["best_of_n", "auto"])
+def test_a_token_cap_spent_before_any_answer_is_a_400_not_a_deadline(
+    start_proxy: ProxyFactory, strategy: str
+) -> None:
+    url = start_proxy()
+    headers = {"X-TTS-Strategy": strategy, "X-TTS-Max-Total-Tokens": "1"}
+    response = httpx.post(url + "/v1/chat/completions", headers=headers, timeout=30,
+                          json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "max_total_tokens"
+    assert "max_total_tokens (1)" in error["message"] and "Timeout" not in error["message"]
+
+
 def test_beam_search_sends_one_policy_call_per_depth(
     start_proxy: ProxyFactory, vllm: FakeVllm, prm: FakePrm
 ) -> None:

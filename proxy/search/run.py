@@ -16,6 +16,7 @@ from proxy.errors import (
     DeadlineExceededError,
     InvalidRequestError,
     ModelNotFoundError,
+    ProxyError,
     UpstreamError,
     UpstreamTimeoutError,
 )
@@ -127,6 +128,7 @@ async def run_search(
         [dict(m) for m in request.messages], plan.profile, settings
     )
     started = time.perf_counter()
+    deadline: float | None = None
     try:
         async with asyncio.timeout(settings.request_timeout_s):
             if raw_prompt is None:
@@ -156,12 +158,8 @@ async def run_search(
             f"the search did not finish in {settings.request_timeout_s:g} s "
             "(PROXY_REQUEST_TIMEOUT_S); set X-TTS-Timeout-Ms to get the best answer so far"
         ) from exc
-    except NoCandidatesError as exc:  # the client's deadline, not the upstream's fault
-        wait_ms = round((plan.timeout_s or 0) * 1000)
-        raise DeadlineExceededError(
-            f"nothing was generated within this request's X-TTS-Timeout-Ms ({wait_ms} ms), so "
-            "there is no best-so-far answer to return; raise it", param="timeout_ms",
-        ) from exc  # fmt: skip
+    except NoCandidatesError as exc:  # the client's deadline or token cap, not the upstream's
+        raise _nothing_generated(plan, deadline) from exc
     except SearchError as exc:
         raise UpstreamError(f"the policy server (or PRM server) broke its contract: {exc}") from exc
     except ConfigError as exc:  # e.g. the method auto chose does not suit the request's caps
@@ -188,6 +186,25 @@ def _scorer(
             settings.verifier_format, settings.verifier_analysis_tokens,
         )  # fmt: skip
     return ConfidenceScorer(window=settings.confidence_window)
+
+
+def _nothing_generated(plan: Plan, deadline: float | None) -> ProxyError:
+    """Why a search ended without one candidate: the request's deadline, or its token cap
+    spent before any answer was finished (the client's 400, not a deadline)."""
+    cap = plan.config.max_total_tokens
+    is_late = deadline is not None and asyncio.get_running_loop().time() >= deadline
+    if cap is not None and not is_late:
+        return InvalidRequestError(
+            f"max_total_tokens ({cap}) was spent before any answer was finished, so there is no "
+            "best-so-far answer to return; raise it",
+            param="max_total_tokens",
+        )
+    wait_ms = round((plan.timeout_s or 0) * 1000)
+    return DeadlineExceededError(
+        f"nothing was generated within this request's X-TTS-Timeout-Ms ({wait_ms} ms), so "
+        "there is no best-so-far answer to return; raise it",
+        param="timeout_ms",
+    )
 
 
 def _deadline(plan: Plan) -> float | None:
