@@ -11,10 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.api.chat import router
 from proxy.api.completions import router as completions_router
@@ -36,9 +36,8 @@ from proxy.observability.trace_archive import TraceArchive
 from proxy.observability.traces import TraceStore
 from proxy.search.answers import AnswerPool
 from proxy.search.profiles import AutoRules, RulesError, load_rules
-from proxy.server.admission import Admission
-from proxy.server.drain import Drain
-from proxy.server.limits import BodyLimit, DocsGuard
+from proxy.server.cancel import Drain
+from proxy.server.limits import Admission, BodyLimit, DocsGuard
 from proxy.settings import ProxySettings
 from proxy.shadow.comparisons import Shadow
 from proxy.state import AppState
@@ -101,6 +100,38 @@ def _log(request: Request, exc: ProxyError) -> None:
                     request.method, request.url.path)  # fmt: skip
     elif exc.status_code >= 500:
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
+
+
+class LastResort:
+    """ASGI: an error no handler took is answered here with the typed 500 and not raised on.
+    Raised past the app (as Starlette's own last handler does after answering), uvicorn would
+    close the connection without ``Connection: close``, so a client's next request on it fails.
+    After the response has started nothing can be answered: the error goes on, as it must."""
+
+    def __init__(
+        self, app: ASGIApp, respond: Callable[[Request, Exception], Awaitable[Response]]
+    ) -> None:
+        self._app = app
+        self._respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, sending)
+        except Exception as exc:
+            if started:
+                raise
+            response = await self._respond(Request(scope, receive), exc)
+            await response(scope, receive, send)
 
 
 def _keyed(app: FastAPI, scope: Scope) -> bool:
@@ -235,12 +266,6 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
     app.include_router(responses_router)
     app.include_router(completions_router)
     app.include_router(traces_router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
-                       read_timeout_s=settings.body_read_timeout_s)  # fmt: skip
-    app.add_middleware(RequestSpans, telemetry=telemetry)
-
-    if settings.protect_docs and settings.api_keys:
-        app.add_middleware(DocsGuard, paths=_DOCS, allowed=lambda scope: _keyed(app, scope))
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
@@ -257,10 +282,18 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return await _proxy_error(request, http_error(request.method, request.url.path, exc))
 
-    @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         path, request_id = request.url.path, REQUEST_ID.get()
-        logger.exception("unhandled error on %s (request id %s)", path, request_id)
+        logger.error("unhandled error on %s (request id %s)", path, request_id, exc_info=exc)
         return await _proxy_error(request, InternalError("internal error; see the proxy's logs"))
+
+    # Innermost of the middleware, so spans and limits see the typed 500 as any other answer.
+    app.add_middleware(LastResort, respond=_unexpected)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
+                       read_timeout_s=settings.body_read_timeout_s)  # fmt: skip
+    app.add_middleware(RequestSpans, telemetry=telemetry)
+
+    if settings.protect_docs and settings.api_keys:
+        app.add_middleware(DocsGuard, paths=_DOCS, allowed=lambda scope: _keyed(app, scope))
 
     return app

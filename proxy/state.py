@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.search.run import SearchDeps
-from proxy.server.admission import Admission
-from proxy.server.drain import Drain
+from proxy.search.job import SearchDeps
+from proxy.server.cancel import Drain
+from proxy.server.limits import Admission
 
 __all__ = ["AppState"]
 

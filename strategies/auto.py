@@ -148,15 +148,17 @@ async def run_auto(run: SearchRun) -> SearchResult:
         early = dataclasses.replace(result.decision, stopped_early=result.deepconf.settled)
         return dataclasses.replace(result, decision=early)
     ran: StrategyName
+    cut = ""
     if method in _STEP_SEARCHES and remaining >= run.config.beam_width:
         ran = cast("StrategyName", method)
-        extra = await _search(run, ran, remaining)
+        extra, cut = await _search(run, ran, remaining)
     else:
         ran = "majority" if method == "majority" else "best_of_n"
         tally = (leader, runner_up, rest)
         extra, confidence = await _sample_until_settled(run, cell, pilots, tally, remaining)
     candidates = [*pilots, *extra]
-    reason = f"{difficulty} (pilot agreement {agreement:.0%}): {ran}; {auto.reason}".rstrip("; ")
+    reason = f"{difficulty} (pilot agreement {agreement:.0%}): {ran}{cut}; {auto.reason}"
+    reason = reason.rstrip("; ")
     stopped = len(candidates) < cell.limit and ran in ("majority", "best_of_n")
     decision = decide(ran, reason, stopped, confidence)
     if (await _tally(run, candidates))[0] == 0:
@@ -193,15 +195,23 @@ def _voter(run: SearchRun) -> SearchRun:
     return run.fork("auto", config, with_scorer=False)
 
 
-async def _search(run: SearchRun, method: StrategyName, remaining: int) -> list[Candidate]:
+async def _search(
+    run: SearchRun, method: StrategyName, remaining: int
+) -> tuple[list[Candidate], str]:
     """The search with N = half the remaining budget (so at least two depths fit), never less
-    than one beam, and every generation across its depths counted against the cap."""
+    than one beam, and every generation across its depths counted against the cap; particle
+    Gibbs sweeps cut to what N fits (2 particles each), with a note saying so."""
     width = run.config.beam_width
     per_depth = max(width, (remaining // 2) // width * width)
     cap = run.usage.generations + remaining
     config = dataclasses.replace(run.config, budget=per_depth, max_generations=cap)
+    note = ""
+    sweeps = max(per_depth // 2, 1)
+    if method == "particle_filtering" and config.particle_iterations > sweeps:
+        note = f" (particle_iterations {config.particle_iterations} cut to {sweeps}: N={per_depth})"
+        config = dataclasses.replace(config, particle_iterations=sweeps)
     result = await _STEP_SEARCHES[method](run.fork(method, config))
-    return [c.candidate for c in result.candidates]
+    return [c.candidate for c in result.candidates], note
 
 
 _STEP_SEARCHES = {

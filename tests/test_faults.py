@@ -78,6 +78,8 @@ def garbage_policy(completions: dict[str, Any]) -> FastAPI:
         {"choices": [{"text": "x"}] * 2, "usage": {"completion_tokens": "many"}},
         {"choices": None, "usage": None},
         {"choices": [None, None]},
+        {"choices": [{"text": "x"}] * 2, "usage": "lots"},
+        {"choices": [{"text": "x"}] * 2, "usage": {"prompt_tokens_details": ["cached"]}},
     ],
 )
 def test_malformed_policy_answers_are_502(stack: ExitStack, answer: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -263,3 +264,41 @@ async def test_prm_client_speaks_the_golden_contract() -> None:
     assert [list(row) for row in batch.scores] == GOLDEN["response"]["scores"]
     assert batch.scored_tokens == GOLDEN["response"]["usage"]["prompt_tokens"]
     assert scorer.name == "prm:fake-prm"
+
+
+def test_an_unexpected_error_is_a_typed_500_and_the_connection_stays_usable(
+    stack: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from proxy.app import create_app
+    from proxy.settings import ProxySettings
+
+    vllm_url = stack.enter_context(serve(FakeVllm().app()))
+    app = create_app(ProxySettings(policy_urls=[vllm_url + "/v1"]))
+
+    @app.get("/v1/boom")  # a route of this test's own: a bug in a handler, not a client's fault
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    url = stack.enter_context(serve(app))
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        replies = conn.makefile("rb")
+        conn.sendall(b"GET /v1/boom HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        status, headers, body = _read_reply(replies)
+        assert status == 500 and b"connection: close" not in headers.lower()
+        error = json.loads(body)["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "internal_error" and "a bug" not in error["message"]
+        conn.sendall(b"GET /health/live HTTP/1.1\r\nHost: proxy\r\n\r\n")  # the same connection
+        assert _read_reply(replies)[0] == 200
+    assert any("unhandled error on /v1/boom" in r.getMessage() for r in caplog.records)
+
+
+def _read_reply(replies: Any) -> tuple[int, bytes, bytes]:
+    status = int(replies.readline().split()[1])
+    headers = b""
+    while (line := replies.readline()) not in (b"\r\n", b""):
+        headers += line
+    length = next(int(h.split(b":")[1]) for h in headers.lower().splitlines()
+                  if h.startswith(b"content-length"))  # fmt: skip
+    return status, headers, replies.read(length)

@@ -5,6 +5,7 @@ handlers it replaced)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -20,9 +21,20 @@ MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]
 ROUTE = {"litellm_routes": {"big-model": "openai/upstream-big"}, "litellm_via_policy": True}
 
 
-def strict(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
-                         _strict_response_validation=True)  # fmt: skip
+@pytest.fixture
+def strict() -> Iterator[Callable[[str], openai.OpenAI]]:
+    """Strict SDK clients, closed after the test (a client left open leaks its sockets into a
+    later test's unraisable-warning check)."""
+    clients: list[openai.OpenAI] = []
+
+    def client(url: str) -> openai.OpenAI:
+        clients.append(openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
+                                     _strict_response_validation=True))  # fmt: skip
+        return clients[-1]
+
+    yield client
+    for each in clients:
+        each.close()
 
 
 def counted(url: str) -> dict[tuple[str, str], float]:
@@ -62,7 +74,7 @@ def test_a_pass_through_is_counted_once_under_none(
 
 
 def test_a_plain_legacy_prompt_passes_through_counted_under_none(
-    start_proxy: ProxyFactory, vllm: FakeVllm
+    start_proxy: ProxyFactory, vllm: FakeVllm, strict: Callable[[str], openai.OpenAI]
 ) -> None:
     # No strategy asked for: passed through; with the server's default strategy cot it was
     # counted under cot when it failed, and not at all when it succeeded.
@@ -94,7 +106,7 @@ def test_a_large_api_stream_breaking_midway_ends_with_an_error_event(
 
 
 def test_a_large_api_route_answers_legacy_completions_too(
-    start_proxy: ProxyFactory, vllm: FakeVllm
+    start_proxy: ProxyFactory, vllm: FakeVllm, strict: Callable[[str], openai.OpenAI]
 ) -> None:
     url = start_proxy(**ROUTE)
     done = strict(url).completions.create(model="big-model", prompt="What is 2 + 2?")

@@ -3,6 +3,7 @@ and the budget is a hard cap."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -140,6 +141,19 @@ async def test_the_rules_table_picks_the_method(method: str) -> None:
     policy = FakePolicy(boxed([1, 2, 3, 5]))
     result = await search("auto", "q", policy, FakeScorer(), config(hard=method))
     assert result.decision is not None and result.decision.method == method
+
+
+@pytest.mark.parametrize("iterations", [2, 14])
+async def test_particle_sweeps_are_fitted_to_the_budget_auto_leaves(iterations: int) -> None:
+    # 12 samples left after the pilots: a particle search of 4 per depth fits 2 sweeps at most
+    # (2 particles each); more sweeps asked for are cut to that, and the cut is said
+    policy = FakePolicy(boxed([1, 2, 3, 5]))
+    cfg = dataclasses.replace(config(hard="particle_filtering"), particle_iterations=iterations)
+    result = await search("auto", "q", policy, FakeScorer(), cfg)
+    decision = result.decision
+    assert decision is not None and decision.method == "particle_filtering"
+    assert result.usage.generations <= 16
+    assert ("particle_iterations" in decision.reason) == (iterations > 2)
 
 
 async def test_sampling_continues_in_chunks_until_settled() -> None:

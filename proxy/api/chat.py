@@ -22,11 +22,10 @@ from proxy.api.deps import (
 )
 from proxy.api.endpoint import Call, large_api_answer, result_headers, serve
 from proxy.api.sse import DONE, chunk_dict, sse
-from proxy.search.job import SearchJob
+from proxy.search.job import SearchJob, model_not_found
 from proxy.search.plan import Plan, split_alias
 from proxy.search.report import completion_chunks
 from proxy.search.request import SearchRequest
-from proxy.search.run import model_not_found
 from proxy.state import AppState
 from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 

@@ -22,10 +22,10 @@ __all__ = [
     "admitted",
     "control_headers",
     "disconnected",
+    "ended",
     "get_state",
     "has_key",
     "require_key",
-    "until_disconnect",
 ]
 
 # Documented in /openapi.json for every endpoint: the OpenAI error shape.
@@ -110,13 +110,6 @@ async def admitted(state: AppState, respond: Callable[[], Awaitable[Response]]) 
         return _HeldStream(response, slot.release)
     slot.release()
     return response
-
-
-async def until_disconnect(request: Request, work: Awaitable[_T]) -> _T:
-    """``work``'s result, unless the client goes away first (``ClientDisconnectedError``) or the
-    shutdown grace period ends (``ShuttingDownError``): then it is cancelled, and with it every
-    upstream call."""
-    return await until_stopped(work, ended(request))
 
 
 async def disconnected(request: Request) -> None:

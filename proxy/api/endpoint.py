@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from proxy.api.deps import disconnected, until_disconnect
+from proxy.api.deps import disconnected, ended
 from proxy.api.passthrough import (
     StreamEnd,
     open_policy_stream,
@@ -34,7 +34,7 @@ from proxy.observability.request_ids import REQUEST_ID
 from proxy.search.job import SearchJob, plan_request, prepare_search
 from proxy.search.plan import Plan
 from proxy.search.request import SearchRequest
-from proxy.server.drain import until_drained
+from proxy.server.cancel import until_drained, until_stopped
 from proxy.state import AppState
 from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
 from proxy.wire.chat import ChatCompletion, TtsReport, invalid_text_at
@@ -56,8 +56,11 @@ class Call:
     headers: dict[str, str]  # the response's headers (X-Request-Id, X-TTS-*)
     tally: RequestTally
 
-    async def until_disconnect(self, work: Any) -> Any:
-        return await until_disconnect(self.request, work)
+    async def until_disconnect(self, work: Awaitable[_T]) -> _T:
+        """``work``'s result, unless the client goes away first (``ClientDisconnectedError``)
+        or the shutdown grace period ends (``ShuttingDownError``): then it is cancelled, and
+        with it every upstream call."""
+        return await until_stopped(work, ended(self.request))
 
     def events(
         self,

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from proxy.search.plan import Plan
-from proxy.search.run import SearchOutcome
+from proxy.upstream.policy import CallStats
 from proxy.wire.chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -32,7 +33,14 @@ from proxy.wire.tts import (
 )
 from strategies import SearchResult
 
-__all__ = ["build_completion", "completion_chunks", "cut_at_stop", "tts_extension", "usage_of"]
+__all__ = [
+    "SearchOutcome",
+    "build_completion",
+    "completion_chunks",
+    "cut_at_stop",
+    "tts_extension",
+    "usage_of",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,6 +50,17 @@ class _Returned:
     text: str
     tokens: int
     finish_reason: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOutcome:
+    """A finished search and what it cost upstream (the report's input)."""
+
+    result: SearchResult
+    stats: CallStats
+    replica: str
+    upstream_s: float
+    reasoning_prompt: str | None = None
 
 
 def cut_at_stop(text: str, stop: str | Sequence[str] | None) -> str | None:

@@ -5,16 +5,22 @@ shutdown grace period, a search's keep-alive beats — is ``until_stopped(work, 
 ``asyncio.TaskGroup``: whichever finishes first, the other is cancelled and awaited to the end of
 its cleanup (so an upstream connection is closed, not leaked), and errors come out as themselves,
 never wrapped in an exception group.
+
+Graceful shutdown is one such race: after SIGTERM the server stops accepting; requests still
+running when the grace period (``Drain``) ends fail with a clean ``503 server_shutting_down``
+(streams: their error events) instead of a dropped connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["Stopped", "until_stopped"]
+from proxy.errors import ShuttingDownError
+
+__all__ = ["Drain", "Stopped", "until_drained", "until_stopped"]
 
 _T = TypeVar("_T")
 
@@ -50,3 +56,39 @@ def _close(*awaitables: Awaitable[Any]) -> None:
     for awaitable in awaitables:
         if inspect.iscoroutine(awaitable):
             awaitable.close()  # a no-op for one that ran
+
+
+class Drain:
+    """Set once the grace period after a shutdown signal has passed."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def begin(self, grace_s: float) -> None:
+        """Start the grace period (on the server's event loop)."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(grace_s, self.event.set)
+
+    async def wait(self) -> ShuttingDownError:
+        await self.event.wait()
+        return ShuttingDownError(
+            "the server is shutting down and its grace period ended before this request "
+            "finished; retry it (another replica will answer)"
+        )
+
+
+async def until_drained(
+    lines: AsyncIterator[bytes], drain: Drain, fail: Callable[[ShuttingDownError], Iterable[bytes]]
+) -> AsyncIterator[bytes]:
+    """Relay ``lines``; when the grace period ends first, stop and send ``fail``'s events."""
+    while True:
+        try:
+            line = await until_stopped(anext(lines), drain.wait())
+        except StopAsyncIteration:
+            return
+        except ShuttingDownError as error:
+            for event in fail(error):
+                yield event
+            return
+        yield line

@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from proxy.server.drain import Drain
+from proxy.server.cancel import Drain
 from proxy.server.limits import error_body
 from proxy.settings import ProxySettings
 

@@ -103,13 +103,19 @@ async def litellm_call(route: str, params: dict[str, Any], telemetry: Telemetry)
 
 
 async def litellm_chunks(route: str, stream: Any) -> AsyncIterator[Any]:
-    """A streamed litellm answer's chunks; a stream that breaks midway raises a ``ProxyError``."""
+    """A streamed litellm answer's chunks; a stream that breaks midway raises a ``ProxyError``.
+    However it ends (in full, broken, or the client gone), the provider's stream is closed, so
+    its connection goes back to the pool instead of waiting for the garbage collector."""
     litellm = await load_litellm()
     try:
         async for chunk in stream:
             yield chunk
     except Exception as exc:
         raise _translate(litellm, route, exc) from exc
+    finally:
+        closing = getattr(stream, "aclose", None)
+        if closing is not None:
+            await closing()
 
 
 def _translate(litellm: Any, route: str, exc: Exception) -> Exception:

@@ -8,10 +8,11 @@ per request through vLLM's ``/tokenize`` + ``/detokenize``, then every depth sen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,17 +152,13 @@ class VllmPolicy:
                 )
         finally:
             self._stats.policy_s += time.perf_counter() - started
-        details = (data.get("usage") or {}).get("prompt_tokens_details") or {}
-        if isinstance(details.get("cached_tokens"), int):
-            self._stats.cached_prompt_tokens = (self._stats.cached_prompt_tokens or 0) + details[
-                "cached_tokens"
-            ]
-        try:
-            return _parse_completions(data, len(prefixes), n, sampling)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # its fault, not ours
-            raise UpstreamError(
-                f"the policy server's /v1/completions answer is malformed ({type(exc).__name__})"
-            ) from exc
+        with _malformed("/v1/completions answer"):
+            batch = _parse_completions(data, len(prefixes), n, sampling)
+            details = (data.get("usage") or {}).get("prompt_tokens_details") or {}
+            cached = details.get("cached_tokens")
+        if isinstance(cached, int):
+            self._stats.cached_prompt_tokens = (self._stats.cached_prompt_tokens or 0) + cached
+        return batch
 
     async def stream(
         self, prefix: str, sampling: Sampling, keep_going: Callable[[Sequence[float]], bool]
@@ -190,28 +187,37 @@ class VllmPolicy:
             async for line in response.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
-                try:
+                with _malformed("completions stream"):
                     event = json.loads(line[6:])
                     usage = event.get("usage") or usage
                     for choice in event.get("choices") or []:
                         text.append(str(choice.get("text") or ""))
                         confidences += _confidences(choice.get("logprobs"), sampling.top_logprobs)
                         finish_reason = choice.get("finish_reason") or finish_reason
-                except (ValueError, TypeError, AttributeError) as exc:
-                    raise UpstreamError(
-                        f"the policy server's completions stream is malformed "
-                        f"({type(exc).__name__})"
-                    ) from exc
                 if finish_reason is None and not keep_going(confidences):
                     break  # leaving the block closes the stream: vLLM aborts the request
-        sent = int(usage.get("completion_tokens", len(confidences)))
+        with _malformed("completions stream"):
+            sent = int(usage.get("completion_tokens", len(confidences)))
+            prompt_tokens = int(usage.get("prompt_tokens", 0))
         if finish_reason is None:
             finish = Finish.STOPPED
         else:
             finish = _generation({"text": "", "finish_reason": finish_reason}, sampling).finish
         generation = Generation(text="".join(text), finish=finish, completion_tokens=sent,
                                 token_confidences=tuple(confidences))  # fmt: skip
-        return Streamed(generation, int(usage.get("prompt_tokens", 0)))
+        return Streamed(generation, prompt_tokens)
+
+
+@contextlib.contextmanager
+def _malformed(what: str, server: str = "policy") -> Iterator[None]:
+    """An upstream answer that breaks its contract (a field of the wrong type anywhere) is the
+    upstream's fault: a 502, never the proxy's 500."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise UpstreamError(
+            f"the {server} server's {what} is malformed ({type(exc).__name__})"
+        ) from exc
 
 
 def _parse_completions(
@@ -337,12 +343,8 @@ class PrmScorer:
             data = await self._upstream.post_json("/score", payload)
         finally:
             self._stats.prm_s += time.perf_counter() - started
-        try:
+        with _malformed("/v1/score answer", server="PRM"):
             return self._parse(data, requests)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # its fault, not ours
-            raise UpstreamError(
-                f"the PRM server's /v1/score answer is malformed ({type(exc).__name__})"
-            ) from exc
 
     def _parse(self, data: dict[str, Any], requests: Sequence[ScoreRequest]) -> ScoreBatch:
         scores = data.get("scores")
