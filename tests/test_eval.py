@@ -342,6 +342,10 @@ def test_wilson_interval() -> None:
     low, high = wilson(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
     assert wilson(0, 5)[0] == 0.0 and wilson(5, 5)[1] == 1.0
+    for trials in range(1, 60):  # the plots draw p - low and high - p as error bars
+        for successes in range(trials + 1):
+            low, high = wilson(successes, trials)
+            assert low <= successes / trials <= high, (successes, trials)
 
 
 def test_folds_split_problems_into_disjoint_stable_halves(dataset: Path) -> None:

@@ -26,7 +26,8 @@ def wilson(successes: int, trials: int, z: float = _Z95) -> tuple[float, float]:
     denominator = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 % and 100 % one end is p itself; rounding must not put it on the wrong side of p
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
