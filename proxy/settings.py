@@ -47,6 +47,9 @@ class ProxySettings(BaseSettings):
     body_read_timeout_s: float = Field(default=30.0, gt=0)  # a stalled body: 408
     header_read_timeout_s: float = Field(default=10.0, gt=0)  # unfinished headers: 408, closed
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)  # larger bodies: 413
+    # A request's line and headers: more bytes or more fields is a 431, the connection closed.
+    max_header_bytes: int = Field(default=64 * 2**10, ge=1024)
+    max_header_count: int = Field(default=100, ge=8)
     prompt_cache_bytes: int = Field(default=64 * 2**20, ge=0)  # rendered prompts kept (LRU)
     # Final answers are compared (sympy) in worker processes, off the event loop; 0: in place.
     answer_workers: int = Field(default=1, ge=0, le=64)

@@ -184,3 +184,34 @@ def _read_all(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_request_headers_are_bounded_in_bytes_and_fields() -> None:
+    with serve(FakeVllm().app()) as vllm_url:
+        env = {"PROXY_MAX_HEADER_BYTES": "16384", "PROXY_MAX_HEADER_COUNT": "20"}
+        with _proxy_process(vllm_url, env) as (_, base):
+            port = int(base.rsplit(":", 1)[1])
+            huge = b"X-Big: " + b"a" * 4 * 2**20 + b"\r\n"  # 4 MB in one header
+            many = b"".join(b"X-F%d: 1\r\n" % i for i in range(30))
+            one_read = b"X-Mid: " + b"a" * 40_000 + b"\r\n"  # whole headers in a single read
+            cases = [(huge, b"PROXY_MAX_HEADER_BYTES"), (one_read, b"PROXY_MAX_HEADER_BYTES")]
+            for extra, what in [*cases, (many, b"PROXY_MAX_HEADER_COUNT")]:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    with contextlib.suppress(OSError):  # it may close before all is sent
+                        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+                    answer = _read_all(sock)
+                assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+                head, body = answer.split(b"\r\n\r\n", 1)
+                assert b"connection: close" in head
+                error = json.loads(body)["error"]
+                assert error["code"] == "request_header_fields_too_large"
+                assert what.decode() in error["message"]
+            # A body far over the header bound is not headers; a keep-alive connection starts
+            # each request's count afresh.
+            text = "x " * 40_000
+            body = {"model": "fake-policy", "messages": [{"role": "user", "content": text}]}
+            with httpx.Client(base_url=base, timeout=60) as client:
+                for _ in range(3):
+                    none = {"X-TTS-Strategy": "none"}
+                    reply = client.post("/v1/chat/completions", json=body, headers=none)
+                    assert reply.status_code == 200, reply.text

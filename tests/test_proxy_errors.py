@@ -220,11 +220,23 @@ def test_stream_disconnect_cancels_upstream_calls(
     vllm.delay_s = 5.0
     url = start_proxy()
     body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=10) as response:
+    majority = {"X-TTS-Strategy": "majority"}
+    path = url + "/v1/chat/completions"
+    with httpx.stream("POST", path, json=body, headers=majority, timeout=10) as response:
         assert vllm.started.wait(5)
         assert next(response.iter_lines()) == ": searching"
     eventually(lambda: vllm.cancelled >= 1, "the upstream call cancelled", 3)
     assert vllm.cancelled == 1
+    strategy = 'strategy="majority"'
+    eventually(lambda: _requests_line(url, strategy, 'status="499"'), "a 499 counted", 5)
+    assert not _requests_line(url, strategy, 'status="ok"')  # counted once, as the 499
+
+
+def _requests_line(url: str, *labels: str) -> bool:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("tts_requests_total{") and all(label in line for label in labels):
+            return True
+    return False
 
 
 def test_failure_mid_stream_is_one_error_event_then_done(

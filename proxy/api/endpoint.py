@@ -82,9 +82,15 @@ class Call:
             fail=self.tally.failing(fail or (lambda exc: [sse(exc.body()), DONE])),
             keepalive_s=self.state.settings.keepalive_interval_s,
             request_id=self.request_id,
-            disconnected=lambda: disconnected(self.request),
+            disconnected=self._disconnected,
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=self.headers)
+
+    async def _disconnected(self) -> None:
+        """Returns once the client is gone, counted as its 499 (the stream then ends without
+        error, which would otherwise count as sent in full)."""
+        await disconnected(self.request)
+        self.tally.count("499")
 
 
 class Endpoint(Protocol):

@@ -1,5 +1,6 @@
 """How ``tts-proxy serve`` runs uvicorn: a connection that never completes its request headers
-is closed after ``header_read_timeout_s`` (slow-loris), and SIGTERM drains with a bounded grace.
+is closed after ``header_read_timeout_s`` (slow-loris), request headers are bounded in bytes and
+count (a 431 before they are buffered), and SIGTERM drains with a bounded grace.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def server_for(app: FastAPI, settings: ProxySettings) -> uvicorn.Server:
 
     class Protocol(_HeaderDeadline):
         header_read_timeout_s = timeout_s
+        max_header_bytes = settings.max_header_bytes
+        max_header_count = settings.max_header_count
 
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
@@ -55,27 +58,86 @@ class _DrainingServer(uvicorn.Server):
 
 
 class _HeaderDeadline(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline on reading a request's headers.
+    """uvicorn's httptools protocol with a deadline on reading a request's headers, and bounds
+    on their size.
 
     A new connection must start a request, and a started request must finish its headers,
     within ``header_read_timeout_s``; otherwise the connection is closed (with a 408 if a
     request had begun). Idle keep-alive connections stay uvicorn's ``timeout_keep_alive``.
+    A request line plus headers over ``max_header_bytes``, or more than ``max_header_count``
+    fields, is a 431 and the connection is closed: counted as the bytes arrive, so no more
+    than the bound and one read are ever held.
     """
 
     header_read_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 2**10
+    max_header_count: int = 100
     _header_timer: asyncio.TimerHandle | None = None
+    _in_head = True  # between requests: reading a request line and headers, or waiting
+    _heads_done = 0  # requests whose headers ended on this connection
+    _head_bytes = 0
+    _head_fields = 0
+    _field_bytes = 0
+    _rejected = False  # answered 431: the rest of what the parser holds is ignored
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm(begun=False)
 
+    def data_received(self, data: bytes) -> None:
+        if self._rejected or self.transport.is_closing():
+            return
+        in_head, heads = self._in_head, self._heads_done
+        super().data_received(data)
+        # Between requests and no headers ended in this read: all of it was request line and
+        # headers (a read that ends them is let through: one read past the bound at most).
+        if in_head and heads == self._heads_done and not self._rejected:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._too_large(f"over {self.max_header_bytes} bytes (PROXY_MAX_HEADER_BYTES)")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm(begun=True)
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_fields += 1
+        if self._rejected:
+            return
+        self._field_bytes += len(name) + len(value)  # a read that also ends the headers
+        if self._head_fields > self.max_header_count:
+            self._too_large(f"more than {self.max_header_count} fields (PROXY_MAX_HEADER_COUNT)")
+            return
+        if self._field_bytes > self.max_header_bytes:
+            self._too_large(f"over {self.max_header_bytes} bytes (PROXY_MAX_HEADER_BYTES)")
+            return
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._disarm()
-        super().on_headers_complete()
+        self._in_head, self._heads_done = False, self._heads_done + 1
+        if not self._rejected:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._rejected:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._rejected:
+            super().on_message_complete()
+        self._in_head, self._head_bytes, self._head_fields, self._field_bytes = True, 0, 0, 0
+
+    def _too_large(self, what: str) -> None:
+        self._rejected = True
+        self._disarm()
+        message = f"the request's headers are too large: {what}"
+        body = error_body(message, "invalid_request_error", "request_header_fields_too_large")
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json"
+            b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
