@@ -198,9 +198,12 @@ def test_admission_limit_answers_429_fast(start_proxy: ProxyFactory, vllm: FakeV
     holder.start()
     assert vllm.started.wait(10)
     started = time.monotonic()
-    error = assert_error(post(url, headers={"X-TTS-Strategy": "cot"}), 429)
+    error = assert_error(post(url, headers={"X-TTS-Strategy": "majority"}), 429)
     assert time.monotonic() - started < 1.0 and error["code"] == "overloaded"
     holder.join()
+    # counted under the strategy it asked for, like every other outcome (was "-")
+    assert _requests_line(url, 'strategy="majority"', 'status="429"')
+    assert not _requests_line(url, 'strategy="-"')
 
 
 def test_client_disconnect_cancels_upstream_calls(

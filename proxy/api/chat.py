@@ -14,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.api.deps import (
     ERROR_RESPONSES,
-    admitted,
     control_headers,
     get_state,
     has_key,
@@ -113,7 +112,7 @@ async def chat_completions(
     chat: ChatCompletionRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
-    return await admitted(state, lambda: serve(request, state, ChatEndpoint(chat)))
+    return await serve(request, state, ChatEndpoint(chat))
 
 
 @dataclass(frozen=True, slots=True)

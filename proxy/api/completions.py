@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse, Response
 
 from proxy.api.deps import (
     ERROR_RESPONSES,
-    admitted,
     control_headers,
     get_state,
     require_key,
@@ -54,7 +53,7 @@ async def completions(
     body: CompletionRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
-    return await admitted(state, lambda: serve(request, state, CompletionsEndpoint(body)))
+    return await serve(request, state, CompletionsEndpoint(body))
 
 
 @dataclass(frozen=True, slots=True)

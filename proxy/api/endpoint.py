@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from proxy.api.deps import disconnected, ended
+from proxy.api.deps import admitted, disconnected, ended
 from proxy.api.passthrough import (
     StreamEnd,
     open_policy_stream,
@@ -131,10 +131,17 @@ async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Respon
         raise InvalidRequestError(f"{bad}: {INVALID_TEXT}", param=bad)
     search = endpoint.search_request(request.headers)
     plan = await plan_request(state, search, request.headers, request_id)
-    tally.strategy = plan.strategy
+    tally.strategy = "litellm" if plan.route is not None else plan.strategy
     call = Call(request, state, request_id, started, _strategy_headers(request_id, plan), tally)
+    # Admitted once planned, before the response starts: a 429 is counted under its strategy.
+    return await admitted(state, lambda: _answer(call, endpoint, plan, search))
+
+
+async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequest) -> Response:
+    """The planned request's answer (large-API route, pass-through or search), its outcome
+    counted once: JSON now, a stream when it ends."""
+    state, tally = call.state, call.tally
     if plan.route is not None:
-        tally.strategy = "litellm"
         call.headers["X-TTS-Strategy"] = "none"
         response = await endpoint.large_api(call, plan, search)
     elif plan.strategy == "none":
@@ -144,7 +151,7 @@ async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Respon
         response = await relay(call, endpoint.upstream_path, payload, plan,
                                is_stream=endpoint.is_stream)  # fmt: skip
     else:
-        job = prepare_search(state, search, plan, request_id=request_id, started=started)
+        job = prepare_search(state, search, plan, request_id=call.request_id, started=call.started)
         response = await endpoint.answer(call, job)
     if isinstance(response, StreamingResponse):
         response.body_iterator = _tallied(response.body_iterator, tally)

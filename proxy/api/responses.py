@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse, Response
 
 from proxy.api.deps import (
     ERROR_RESPONSES,
-    admitted,
     control_headers,
     get_state,
     require_key,
@@ -51,7 +50,7 @@ async def create_response(
     body: ResponsesRequest,
     state: AppState = Depends(get_state),  # noqa: B008
 ) -> Response:
-    return await admitted(state, lambda: serve(request, state, ResponsesEndpoint(body)))
+    return await serve(request, state, ResponsesEndpoint(body))
 
 
 @dataclass(frozen=True, slots=True)
