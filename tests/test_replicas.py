@@ -94,3 +94,21 @@ def test_every_replica_down_is_a_502_naming_the_policy_server(stack: ExitStack) 
     assert response.status_code == 502
     assert "policy server" in response.json()["error"]["message"]
     assert httpx.get(url + "/health/ready").status_code == 503
+
+
+def test_a_replica_whose_generations_hang_is_failed_over_and_kept_out(stack: ExitStack) -> None:
+    # Its /health answers, its completions never do: a probe must not bring it back.
+    hung, steady = FakeVllm(delay_s=60.0), FakeVllm()
+    urls = [stack.enter_context(serve(v.app())) + "/v1" for v in (hung, steady)]
+    limits = {"policy_timeout_s": 1.0, "policy_eject_s": 60, "policy_probe_interval_s": 0.1}
+    url = proxy(stack, urls, policy_model="fake-policy", **limits)
+    first = [chat(url, "cot") for _ in range(2)]
+    # The request sent to it timed out there and moved on, well within its own deadline.
+    assert [a.status_code for a in first] == [200, 200], first[0].text
+    assert len(hung.completion_calls) == 1
+    assert max(a.elapsed.total_seconds() for a in first) < 5
+    health = httpx.get(url + "/health", headers={"Authorization": "Bearer unused"})
+    assert health.json()["upstreams"]["policy[0]"] == "ok, but a request timed out"
+    later = [chat(url, "cot") for _ in range(4)]  # after that probe: still kept out
+    assert [a.status_code for a in later] == [200] * 4 and len(hung.completion_calls) == 1
+    assert httpx.get(url + "/health/ready").json()["policy_replicas_available"] == 1

@@ -59,12 +59,16 @@ class UpstreamConfig:
 @dataclass(slots=True)
 class Health:
     """Passive health: a transport error, a timeout or a 5xx (after retries) ejects the upstream
-    for ``eject_s``; any success, or a good active probe, brings it back."""
+    for ``eject_s``; any success brings it back, and so does a good active probe unless a
+    request timed out there: a server whose ``/health`` answers while its generations hang
+    stays out until its ejection lapses and a request succeeds again (each timeout in a row
+    doubles the ejection, up to 8 x ``eject_s``)."""
 
     eject_s: float
     failures: int = 0
     ejected_until: float = 0.0
     last_error: str | None = None
+    timeouts: int = 0  # in a row; a probe cannot vouch for generations
 
     @property
     def is_available(self) -> bool:
@@ -75,8 +79,18 @@ class Health:
         self.last_error = why
         self.ejected_until = time.monotonic() + self.eject_s
 
+    def timed_out(self) -> None:
+        self.timeouts += 1
+        self.failure("timed out")
+        self.ejected_until += self.eject_s * (min(2 ** (self.timeouts - 1), 8) - 1)
+
+    def probed_ok(self) -> None:
+        if not self.timeouts:
+            self.success()
+
     def success(self) -> None:
         self.failures = 0
+        self.timeouts = 0
         self.last_error = None
         self.ejected_until = 0.0
 
@@ -185,8 +199,8 @@ class Upstream:
             why = f"unreachable ({type(exc).__name__})"
         else:
             if response.status_code < 400:
-                self.health.success()
-                return "ok"
+                self.health.probed_ok()
+                return "ok" if self.health.timeouts == 0 else "ok, but a request timed out"
             why = f"HTTP {response.status_code}"
         self.health.failure(why)
         return why
@@ -232,7 +246,7 @@ class Upstream:
                 f"{where} answered HTTP {exc.response.status_code} on {path}"
             ) from exc
         except (httpx.TimeoutException, TimeoutError) as exc:
-            self.health.failure("timed out")
+            self.health.timed_out()
             raise UpstreamTimeoutError(
                 f"{where} timed out after {cfg.timeout_s:g} s ({cfg.timeout_setting})"
             ) from exc

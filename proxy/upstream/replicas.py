@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from proxy.errors import UpstreamError, UpstreamTimeoutError
+from proxy.errors import UpstreamError
 from proxy.upstream.client import Upstream
 
 __all__ = ["PolicyPool"]
@@ -50,17 +50,16 @@ class PolicyPool:
     async def with_failover(
         self, first: Upstream, call: Callable[[Upstream], Awaitable[_T]]
     ) -> tuple[_T, Upstream]:
-        """``call(first)``; if that replica fails (transport error or 5xx after its retries),
-        the same call on each other healthy replica in turn. Timeouts are not retried: the
-        request's deadline is already spent. Returns the result and the replica that served."""
+        """``call(first)``; if that replica fails (transport error, 5xx after its retries, or
+        its call timeout ``PROXY_POLICY_TIMEOUT_S``), the same call on each other healthy
+        replica in turn, within the request's own deadline (which cancels it all). Returns the
+        result and the replica that served."""
         tried = [first]
         upstream = first
         while True:
             try:
                 return await call(upstream), upstream
-            except UpstreamTimeoutError:
-                raise
-            except UpstreamError as exc:
+            except UpstreamError as exc:  # a timeout too
                 other = self.alternative(tried)
                 if other is None:
                     raise
