@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import struct
 import time
 from contextlib import ExitStack
 from typing import Any
@@ -283,11 +285,18 @@ def test_a_pass_through_stream_meets_a_total_deadline(
     assert '"upstream_timeout"' in text and text.rstrip().endswith("data: [DONE]")
 
 
-async def drop_every_second_request(reader: Any, writer: Any, drops: list[int]) -> None:
+async def drop_every_second_request(
+    reader: Any, writer: Any, drops: list[int], reset: bool = False
+) -> None:
     """Answer the first request on a connection, then close it on the next without answering:
-    the pooled keep-alive connection a server dropped, which clients meet as a protocol error."""
+    the pooled keep-alive connection a server dropped, which clients meet as a protocol error
+    (closed) or a read error (``reset``: a TCP reset, as a restarting server or a proxy's idle
+    timeout sends)."""
     try:
         await _answer_once(reader, writer, drops)
+        if reset:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except asyncio.IncompleteReadError:
         pass  # the client went first
     finally:
@@ -309,13 +318,15 @@ async def _answer_once(reader: Any, writer: Any, drops: list[int]) -> None:
         await writer.drain()
 
 
-@pytest.mark.parametrize("retries", [1, 0])
-async def test_a_pooled_connection_the_upstream_dropped_is_retried(retries: int) -> None:
+@pytest.mark.parametrize(("retries", "reset"), [(1, False), (0, False), (1, True), (0, True)])
+async def test_a_pooled_connection_the_upstream_dropped_is_retried(
+    retries: int, reset: bool
+) -> None:
     from proxy.errors import UpstreamError
 
     drops: list[int] = []
     server = await asyncio.start_server(
-        lambda r, w: drop_every_second_request(r, w, drops), "127.0.0.1", 0
+        lambda r, w: drop_every_second_request(r, w, drops, reset), "127.0.0.1", 0
     )
     port = server.sockets[0].getsockname()[1]
     config = UpstreamConfig("policy", f"http://127.0.0.1:{port}/v1", None, 2.0, 10.0, 4,
@@ -327,8 +338,11 @@ async def test_a_pooled_connection_the_upstream_dropped_is_retried(retries: int)
             answers += [await upstream.post_json("/completions", {"i": i}) for i in range(1, 10)]
             assert answers == [{"ok": True}] * 10 and len(drops) == 9
         else:  # the same fault without a retry: the client would have got a 502
-            with pytest.raises(UpstreamError, match="RemoteProtocolError"):
+            error = "ReadError" if reset else "RemoteProtocolError"
+            with pytest.raises(UpstreamError, match=error):
                 await upstream.post_json("/completions", {"i": 1})
+        # a dropped keep-alive that a retry mends is no fault of the server's
+        assert upstream.health.failures == (0 if retries else 1)
     finally:
         await upstream.aclose()
         server.close()

@@ -1,8 +1,8 @@
 """One pooled HTTP client per upstream server, with bounded jittered retries and the single place
 where httpx exceptions become ``ProxyError``s.
 
-Retries (tenacity): connect errors, 429 and 5xx only, at most ``max_retries`` extra attempts,
-honouring ``Retry-After`` and never past the caller's deadline.
+Retries (tenacity): connect errors, dropped keep-alive connections, 429 and 5xx only, at most
+``max_retries`` extra attempts, honouring ``Retry-After`` and never past the caller's deadline.
 """
 
 from __future__ import annotations
@@ -307,9 +307,11 @@ def _upstream_message(response: httpx.Response) -> str:
 
 
 def _is_retryable(exc: BaseException) -> bool:
-    # RemoteProtocolError: a pooled connection the server had closed, no response received.
+    # A pooled keep-alive connection the server had closed (RemoteProtocolError) or reset
+    # (ReadError, WriteError), no response received: a generation is safe to ask again.
     retryable = _RetryableStatus | httpx.ConnectError | httpx.ConnectTimeout
-    return isinstance(exc, retryable | httpx.RemoteProtocolError)
+    dropped = httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError
+    return isinstance(exc, retryable | dropped)
 
 
 _jitter = wait_random_exponential(multiplier=0.25, max=4.0)
