@@ -11,13 +11,14 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prm_server.batcher import Batcher, QueueFullError
 from prm_server.metrics import Metrics
@@ -31,16 +32,29 @@ logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
+    """The service's one error type, answered in OpenAI's shape."""
+
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = dict(headers or {})
 
     def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        kind = _KINDS.get(
+            self.status, "invalid_request_error" if self.status < 500 else "server_error"
+        )
         body = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status)
+        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
+
+
+_KINDS = {401: "authentication_error"}
 
 
 def _load_scorer(settings: PrmServerSettings) -> Scorer:
@@ -84,18 +98,16 @@ def create_app(settings: PrmServerSettings, scorer: Scorer | None = None) -> Fas
             if scorer is None and close is not None:
                 close()
 
-    app = FastAPI(title="tts-prm", lifespan=lifespan)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        metrics.requests.labels(str(exc.status)).inc()
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return await _api_error(request, ApiError(400, str(first["msg"]), param))
+    # With keys, the schema and its pages are closed too (they list what the keys guard).
+    is_open = not settings.api_keys
+    app = FastAPI(
+        title="tts-prm",
+        lifespan=lifespan,
+        docs_url="/docs" if is_open else None,
+        redoc_url="/redoc" if is_open else None,
+        openapi_url="/openapi.json" if is_open else None,
+    )
+    _answer_errors(app, metrics)
 
     require_key = _key_check(settings)
 
@@ -121,6 +133,33 @@ def create_app(settings: PrmServerSettings, scorer: Scorer | None = None) -> Fas
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _answer_errors(app: FastAPI, metrics: Metrics) -> None:
+    """Every error in OpenAI's shape: ours, validation, routing (404, 405 with ``Allow``), and
+    anything unexpected."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        metrics.requests.labels(str(exc.status)).inc()
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return await _api_error(request, ApiError(400, str(first["msg"]), param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        what = {404: "no such endpoint", 405: "method not allowed on this endpoint"}
+        message = f"{request.method} {request.url.path}: {what.get(exc.status_code, exc.detail)}"
+        return await _api_error(request, ApiError(exc.status_code, message, headers=exc.headers))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s", request.url.path, exc_info=exc)
+        return await _api_error(request, ApiError(500, "internal error; see the server's logs"))
 
 
 def _key_check(settings: PrmServerSettings) -> Any:

@@ -3,17 +3,31 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = ["ScoreRequest", "ScoreResponse", "ScoreUsage"]
+
+
+def _unicode(text: str) -> str:
+    """Text a tokenizer can take: no lone UTF-16 surrogate (JSON can carry one, UTF-8 cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("holds a lone UTF-16 surrogate: not valid Unicode text") from exc
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    problem: str
-    candidates: list[list[str]] = Field(min_length=1)
+    problem: Text
+    candidates: list[list[Text]] = Field(min_length=1)
 
 
 class ScoreUsage(BaseModel):

@@ -165,7 +165,10 @@ def http_error(method: str, path: str, exc: Exception) -> ProxyError:
     if status == 404:
         return NotFoundError(f"unknown endpoint {method} {path}{endpoints}")
     if status == 405:
-        return MethodNotAllowedError(f"method {method} is not allowed on {path}{endpoints}")
+        error = MethodNotAllowedError(f"method {method} is not allowed on {path}{endpoints}")
+        allow = (getattr(exc, "headers", None) or {}).get("Allow")
+        error.headers = {"Allow": allow} if allow else None  # HTTP requires it with a 405
+        return error
     if status == 400:  # the body did not parse (invalid, or nested too deeply)
         return InvalidRequestError(
             "the request body could not be parsed as JSON (invalid, or nested too deeply); "

@@ -145,6 +145,8 @@ def test_unknown_routes_are_openai_shaped_and_list_the_endpoints(
     assert error["code"] == code and error["type"] == "invalid_request_error"
     for endpoint in ("/v1/chat/completions", "/v1/responses", "/v1/completions"):
         assert endpoint in error["message"]
+    if status == 405:  # HTTP requires the methods that would have been allowed
+        assert response.headers["allow"] == "POST"
 
 
 def test_alias_with_an_unknown_strategy_says_so(start_proxy: ProxyFactory, sdk: Sdk) -> None:

@@ -337,6 +337,38 @@ def test_api_keys_guard_scoring_but_not_health(scorers: dict[FamilyName, HfScore
     with serve(app) as url:
         refused = httpx.post(url + "/v1/score", json=body)
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        assert refused.json()["error"]["type"] == "authentication_error"
         key = {"Authorization": "Bearer prm-key"}
         assert httpx.post(url + "/v1/score", json=body, headers=key).status_code == 200
+        assert httpx.get(url + "/health").status_code == 200
+        # with keys, the schema and its pages are not open either
+        for page in ("/docs", "/redoc", "/openapi.json"):
+            assert httpx.get(url + page).status_code in (401, 404), page
+
+
+def _openai_error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error
+
+
+def test_every_error_is_openai_shaped(scorers: dict[FamilyName, HfScorer]) -> None:
+    app = create_app(settings(), scorer=scorers["qwen_prm"])
+    with serve(app) as url:
+        _openai_error(httpx.get(url + "/v1/nowhere"), 404)
+        wrong_method = httpx.get(url + "/v1/score")
+        _openai_error(wrong_method, 405)
+        assert wrong_method.headers["allow"] == "POST"
+        broken = httpx.post(url + "/v1/score", content=b'{"problem": ',
+                            headers={"content-type": "application/json"})  # fmt: skip
+        _openai_error(broken, 400)
+        # a lone surrogate anywhere in the text is the client's 400 naming the field, not a 500
+        for body, param in (
+            ('{"problem": "q\\ud800", "candidates": [["a"]]}', "problem"),
+            ('{"problem": "q", "candidates": [["a", "b\\udfff"]]}', "candidates.0.1"),
+        ):
+            sent = httpx.post(url + "/v1/score", content=body.encode(),
+                              headers={"content-type": "application/json"})  # fmt: skip
+            assert _openai_error(sent, 400)["param"] == param
         assert httpx.get(url + "/health").status_code == 200
