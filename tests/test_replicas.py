@@ -14,6 +14,7 @@ from harness.fake_servers import FakeVllm
 from harness.servers import free_port, serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings
+from tests.eventually import eventually
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 
@@ -112,3 +113,19 @@ def test_a_replica_whose_generations_hang_is_failed_over_and_kept_out(stack: Exi
     later = [chat(url, "cot") for _ in range(4)]  # after that probe: still kept out
     assert [a.status_code for a in later] == [200] * 4 and len(hung.completion_calls) == 1
     assert httpx.get(url + "/health/ready").json()["policy_replicas_available"] == 1
+
+
+def test_a_streamed_search_during_an_outage_gets_a_status_not_a_200(stack: ExitStack) -> None:
+    dead = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]
+    url = proxy(stack, dead, policy_model="fake-policy", policy_eject_s=60)
+    body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
+    path, cot = url + "/v1/chat/completions", {"X-TTS-Strategy": "cot"}
+    eventually(lambda: _unready(url), "both replicas ejected by their probes", 10)
+    # Neither answers a probe: refused before the 200, with a status the SDKs retry on.
+    refused = httpx.post(path, json=body, headers=cot, timeout=30)
+    assert refused.status_code == 502, refused.text
+    assert "every policy replica is failing" in refused.json()["error"]["message"]
+
+
+def _unready(url: str) -> bool:
+    return httpx.get(url + "/health/ready").status_code == 503

@@ -28,7 +28,7 @@ from proxy.api.passthrough import (
     with_tts_note,
 )
 from proxy.api.sse import DONE, KEEPALIVE, keepalive_events, sse
-from proxy.errors import InvalidRequestError, ProxyError
+from proxy.errors import InvalidRequestError, ProxyError, UpstreamError
 from proxy.observability.metrics import RequestTally
 from proxy.observability.request_ids import REQUEST_ID
 from proxy.search.job import SearchJob, plan_request, prepare_search
@@ -151,6 +151,13 @@ async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequ
         response = await relay(call, endpoint.upstream_path, payload, plan,
                                is_stream=endpoint.is_stream)  # fmt: skip
     else:
+        if endpoint.is_stream and not await state.policy.any_available():
+            # Before the 200, where it costs nothing: a stream that could only fail gets a status
+            # the SDKs retry on, not an error event after a 200.
+            raise UpstreamError(
+                "every policy replica is failing (each was ejected and none answers its health "
+                "probe); retry shortly"
+            )
         job = prepare_search(state, search, plan, request_id=call.request_id, started=call.started)
         response = await endpoint.answer(call, job)
     if isinstance(response, StreamingResponse):

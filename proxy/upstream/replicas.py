@@ -69,6 +69,14 @@ class PolicyPool:
                 tried.append(other)
                 upstream = other
 
+    async def any_available(self) -> bool:
+        """Whether a replica is available, probing them all first when none is (an outage: a
+        stream can then be refused with a status instead of a 200 and an error event)."""
+        if any(u.health.is_available for u in self.upstreams):
+            return True
+        await asyncio.gather(*(u.probe() for u in self.upstreams))
+        return any(u.health.is_available for u in self.upstreams)
+
     async def model(self) -> str:
         """The served policy model's name (configured, else the first one a replica lists)."""
         if self._configured_model:
