@@ -186,7 +186,7 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_request_headers_are_bounded_in_bytes_and_fields() -> None:
+def test_request_heads_too_large_or_unparsable_get_openai_shaped_errors() -> None:
     with serve(FakeVllm().app()) as vllm_url:
         env = {"PROXY_MAX_HEADER_BYTES": "16384", "PROXY_MAX_HEADER_COUNT": "20"}
         with _proxy_process(vllm_url, env) as (_, base):
@@ -206,6 +206,14 @@ def test_request_headers_are_bounded_in_bytes_and_fields() -> None:
                 error = json.loads(body)["error"]
                 assert error["code"] == "request_header_fields_too_large"
                 assert what.decode() in error["message"]
+            # What cannot be parsed as HTTP is answered in OpenAI's shape too, not plain text.
+            for garbage in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nX-Nul: a\x00b\r\n\r\n"):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(garbage)
+                    answer = _read_all(sock)
+                assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+                error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+                assert error["type"] == "invalid_request_error" and error["code"] == "invalid_http"
             # A body far over the header bound is not headers; a keep-alive connection starts
             # each request's count afresh.
             text = "x " * 40_000

@@ -18,7 +18,7 @@ from proxy.observability.metrics import Metrics
 __all__ = ["Admission", "BodyLimit", "DocsGuard", "Slot", "error_body"]
 
 
-def error_body(message: str, kind: str, code: str) -> bytes:
+def error_body(message: str, kind: str, code: str | None) -> bytes:
     """OpenAI's error shape, for answers sent before the app (and its handlers) runs."""
     error = {"message": message, "type": kind, "param": None, "code": code}
     return json.dumps({"error": error}).encode()

@@ -128,14 +128,28 @@ class _HeaderDeadline(HttpToolsProtocol):
             super().on_message_complete()
         self._in_head, self._head_bytes, self._head_fields, self._field_bytes = True, 0, 0, 0
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse (a malformed request line, a NUL in a
+        header), in OpenAI's shape instead of plain text."""
+        self._rejected = True
+        self._disarm()
+        message = f"the request could not be parsed as HTTP/1.1 ({msg.rstrip('.')})"
+        self._close_with(
+            b"400 Bad Request", error_body(message, "invalid_request_error", "invalid_http")
+        )
+
     def _too_large(self, what: str) -> None:
         self._rejected = True
         self._disarm()
         message = f"the request's headers are too large: {what}"
         body = error_body(message, "invalid_request_error", "request_header_fields_too_large")
+        self._close_with(b"431 Request Header Fields Too Large", body)
+
+    def _close_with(self, status: bytes, body: bytes) -> None:
+        """An answer sent before the app runs (OpenAI's shape), then the connection closed."""
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json"
-            b"\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, len(body), body)
         )
         self.transport.close()
 
