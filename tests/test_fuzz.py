@@ -4,10 +4,12 @@ operation and reproducibly (derandomized). None may be a 5xx, and every error is
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -83,3 +85,55 @@ def test_prm_server_never_answers_5xx(prm_url: str, label: str) -> None:
         _check(case.call(base_url=prm_url, timeout=60))
 
     check()
+
+
+PROXY_SPEC = create_app(ProxySettings(policy_urls=["http://127.0.0.1:1/v1"], **PROXY)).openapi()
+BASES: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
+    "/v1/completions": {"prompt": "hi"},
+    "/v1/responses": {"input": "hi"},
+}
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        schema = PROXY_SPEC["components"]["schemas"][name]
+    return schema
+
+
+def _takes_text(schema: dict[str, Any]) -> bool:
+    schema = _resolve(schema)
+    options = [_resolve(s) for s in schema.get("anyOf", [schema])]
+    return any(o.get("type") == "string" or o.get("items", {}).get("type") == "string"
+               for o in options)  # fmt: skip
+
+
+def _text_fields() -> list[tuple[str, str]]:
+    """Every top-level field of each searched endpoint's body, and of its ``tts`` object, that
+    takes text (a string, or a list of strings)."""
+    fields = []
+    for path in BASES:
+        body = PROXY_SPEC["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        properties = _resolve(body["schema"])["properties"]
+        fields += [(path, name) for name, spec in properties.items() if _takes_text(spec)]
+        tts = _resolve(PROXY_SPEC["components"]["schemas"]["TtsOptions"])["properties"]
+        fields += [(path, f"tts.{name}") for name, spec in tts.items() if _takes_text(spec)]
+    return fields
+
+
+@pytest.mark.parametrize(("path", "field"), _text_fields())
+def test_a_lone_surrogate_in_any_text_field_is_a_400_naming_it(
+    proxy_url: str, path: str, field: str
+) -> None:
+    body: dict[str, Any] = {"model": "fake-policy", **BASES[path]}
+    if field.startswith("tts."):
+        body["tts"] = {field[4:]: "SURROGATE"}
+    else:
+        body[field] = "SURROGATE"
+    raw = json.dumps(body).replace('"SURROGATE"', '"a\\ud800"')
+    response = httpx.post(proxy_url + path, content=raw, timeout=60,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400, (field, response.status_code, response.text[:300])
+    error = response.json()["error"]
+    assert error["param"] is not None and error["param"].startswith(field), (field, error)
