@@ -37,12 +37,12 @@ from proxy.search.request import SearchRequest
 from proxy.server.cancel import until_drained, until_stopped
 from proxy.state import AppState
 from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
-from proxy.wire.chat import ChatCompletion, TtsReport, invalid_text_at
+from proxy.wire.chat import ChatCompletion, TtsReport
+from proxy.wire.text import INVALID_TEXT, invalid_text_at
 
 __all__ = ["Call", "Endpoint", "large_api_answer", "relay", "result_headers", "serve"]
 
 _T = TypeVar("_T")
-INVALID_TEXT = "holds a lone UTF-16 surrogate: not valid Unicode text"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,11 @@ beyond its public names.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from proxy.wire.text import valid_text
 from proxy.wire.tts import TtsOptions, TtsReport
 
 __all__ = [
@@ -35,53 +35,12 @@ __all__ = [
     "TtsOptions",
     "TtsReport",
     "Usage",
-    "invalid_text_at",
 ]
 
 JSONValue = Any
 
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
-
-
-def valid_text(value: Any) -> Any:
-    """``value`` if all its text is valid Unicode (JSON allows lone surrogates; UTF-8 does not,
-    and the upstream request could not be sent)."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("holds a lone UTF-16 surrogate: not valid Unicode text") from exc
-    return value
-
-
-def invalid_text_at(value: Any, path: str = "") -> str | None:
-    """The dotted path (``stop.0``, ``metadata.key``) of the first string in ``value`` — keys
-    included — that is not valid Unicode, or None. JSON can carry a lone UTF-16 surrogate; no
-    upstream request holding one can be encoded, whichever field it is in."""
-    if isinstance(value, str):
-        return None if _encodes(value) else path or "body"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if not _encodes(str(key)):
-                return path or "body"
-            found = invalid_text_at(item, where)
-            if found is not None:
-                return found
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            found = invalid_text_at(item, f"{path}.{i}" if path else str(i))
-            if found is not None:
-                return found
-    return None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class ChatMessage(BaseModel):

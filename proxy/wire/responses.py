@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from proxy.wire.chat import valid_text
+from proxy.wire.text import valid_text
 from proxy.wire.tts import TtsOptions, TtsReport
 
 __all__ = [

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from proxy.settings import ScorerKind, StrategyChoice
+from proxy.wire.text import valid_text
 from strategies import ScoringMode, VotingMode
 
 __all__ = [
@@ -89,11 +90,7 @@ class TtsOptions(BaseModel):
     def _text(cls, value: Any) -> Any:
         if value is None:
             return None
-        text = str(value).strip()
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError("holds a lone UTF-16 surrogate: not valid Unicode text") from exc
+        text = valid_text(str(value).strip())
         return text or None
 
 
