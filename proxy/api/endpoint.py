@@ -24,6 +24,7 @@ from proxy.api.passthrough import (
     StreamEnd,
     open_policy_stream,
     policy_json,
+    route_note,
     tts_note,
     with_tts_note,
 )
@@ -37,7 +38,7 @@ from proxy.search.request import SearchRequest
 from proxy.server.cancel import until_drained, until_stopped
 from proxy.state import AppState
 from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
-from proxy.wire.chat import ChatCompletion, TtsReport
+from proxy.wire.chat import ChatCompletion
 from proxy.wire.text import INVALID_TEXT, invalid_text_at
 
 __all__ = ["Call", "Endpoint", "large_api_answer", "relay", "result_headers", "serve"]
@@ -244,11 +245,7 @@ async def large_api_answer(
     ours."""
     state, route = call.state, plan.route
     assert route is not None, "a large-API plan"
-    note = TtsReport(
-        strategy="none", requested_strategy=plan.requested,
-        reason=f"large-API route {route!r} via litellm",
-        ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
-    ).model_dump()  # fmt: skip
+    note = route_note(plan).model_dump()
     params = litellm_params(state.settings, chat)
     response = await call.until_disconnect(litellm_call(route, params, state.telemetry))
     if not chat.get("stream"):

@@ -26,6 +26,7 @@ __all__ = [
     "StreamEnd",
     "open_policy_stream",
     "policy_json",
+    "route_note",
     "tts_note",
     "with_tts_note",
 ]
@@ -44,6 +45,16 @@ def tts_note(plan: Plan) -> dict[str, Any]:
         reason=plan.reason,
         ignored_params=ignored,
     ).model_dump()
+
+
+def route_note(plan: Plan) -> TtsReport:
+    """What a large API's answer (``plan.route``, via litellm) says about itself."""
+    return TtsReport(
+        strategy="none",
+        requested_strategy=plan.requested,
+        reason=f"large-API route {plan.route!r} via litellm",
+        ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
+    )
 
 
 async def policy_json(

@@ -20,6 +20,7 @@ from proxy.api.deps import (
     require_key,
 )
 from proxy.api.endpoint import Call, result_headers, serve
+from proxy.api.passthrough import route_note
 from proxy.api.responses_mapping import (
     EventWriter,
     check_stateless,
@@ -33,7 +34,7 @@ from proxy.search.plan import Plan
 from proxy.search.request import SearchRequest
 from proxy.state import AppState
 from proxy.upstream.litellm import as_completion, litellm_call, litellm_params
-from proxy.wire.chat import ChatCompletion, TtsReport
+from proxy.wire.chat import ChatCompletion
 from proxy.wire.responses import ResponseObject, ResponsesRequest
 
 __all__ = ["ResponsesEndpoint", "router"]
@@ -79,11 +80,7 @@ class ResponsesEndpoint:
                 f"large-API route {route!r} takes text requests on /v1/responses ({reason}); "
                 "send tools and structured output through /v1/chat/completions", param="model",
             )  # fmt: skip
-        note = TtsReport(
-            strategy="none", requested_strategy=plan.requested,
-            reason=f"large-API route {route!r} via litellm",
-            ignored_params=["compare"] if plan.compare else [],  # comparisons: searches only
-        )  # fmt: skip
+        note = route_note(plan)
         params = litellm_params(call.state.settings, request.chat_params())
         telemetry = call.state.telemetry
 
