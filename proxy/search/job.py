@@ -241,7 +241,7 @@ async def run_search(
                 stats.render_s = time.perf_counter() - render_started
             else:
                 prompt = raw_prompt
-            extra = dict(plan.forwarded)
+            extra = dict(request.forwarded)
             if request.seed is not None and settings.forward_seed:
                 extra["seed"] = request.seed
             policy = VllmPolicy(

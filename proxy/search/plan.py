@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
 from pydantic import ValidationError
@@ -50,7 +50,6 @@ class Plan:
     timeout_s: float | None
     enable_trace: bool
     ignored_params: tuple[str, ...] = ()
-    forwarded: dict[str, Any] = field(default_factory=dict)
     compare: str | None = None  # shadow this request with that baseline model (X-TTS-Compare)
     reference: str | None = None  # the known correct answer (X-TTS-Reference)
     temperature_note: str | None = None  # why the request's temperature was not used
@@ -129,7 +128,6 @@ def resolve_plan(
         timeout_s=options.timeout_ms / 1000 if options.timeout_ms is not None else None,
         enable_trace=bool(options.trace),
         ignored_params=_ignored(request, settings, strategy, greedy_note),
-        forwarded=request.forwarded,
         compare=options.compare,
         reference=options.reference,
         temperature_note=greedy_note,
