@@ -64,6 +64,30 @@ def test_sigterm_with_a_hung_upstream_ends_within_the_grace_period() -> None:
     assert hung.in_flight == 0 or hung.cancelled >= 1
 
 
+def test_after_sigterm_new_requests_get_a_503_while_in_flight_ones_finish() -> None:
+    hung = FakeVllm(delay_s=120.0)
+    with serve(hung.app()) as vllm_url, _proxy_process(vllm_url) as (process, base):
+        client = threading.Thread(target=_post_quietly, args=(base,), daemon=True)
+        client.start()
+        assert hung.started.wait(10)
+        process.send_signal(signal.SIGTERM)
+        # The listener stays open while a request is in flight: readiness turns 503 (out of
+        # the load balancer), and a new request is answered with a 503, not refused.
+        eventually(lambda: _shutting_down(base), "readiness saying shutting_down", 5)
+        body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
+        refused = httpx.post(base + "/v1/chat/completions", json=body, timeout=5)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["connection"] == "close"
+        assert refused.json()["error"]["code"] == "server_shutting_down"
+        process.wait(timeout=_GRACE_S + 5)
+
+
+def _shutting_down(base: str) -> bool:
+    ready = httpx.get(base + "/health/ready", timeout=5)
+    return ready.status_code == 503 and ready.json()["status"] == "shutting_down"
+
+
 # What each client asks while a SIGTERM arrives: searches and pass-through, streamed or not.
 _CLIENTS: dict[str, tuple[str, dict[str, object], str]] = {
     "search": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "2+2?"}]},

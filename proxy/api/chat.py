@@ -68,11 +68,14 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 async def ready(state: AppState = Depends(get_state)) -> JSONResponse:  # noqa: B008
-    """Readiness: 200 while at least one policy replica can serve (not ejected), else 503."""
+    """Readiness: 200 while at least one policy replica can serve (not ejected) and the server
+    is not shutting down, else 503."""
     available = sum(u.health.is_available for u in state.policy.upstreams)
     status = "ok" if available else "unavailable"
+    if state.admission.is_closed:
+        status = "shutting_down"  # out of the load balancer while in-flight requests finish
     body = {"status": status, "policy_replicas_available": available}
-    return JSONResponse(body, status_code=200 if available else 503)
+    return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
 
 @router.get("/health")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import OverloadedError
+from proxy.errors import OverloadedError, ShuttingDownError
 from proxy.observability.metrics import Metrics
 
 __all__ = ["Admission", "BodyLimit", "DocsGuard", "Slot", "error_body"]
@@ -146,8 +146,25 @@ class Admission:
         self._count = 0
         self._metrics = metrics
         self._retry_after_s = retry_after_s
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.is_closed = False  # shutting down: new requests are refused with a 503
+
+    def close(self) -> None:
+        """Refuse every new request from now on (a 503 that closes its connection)."""
+        self.is_closed = True
+
+    async def idle(self) -> None:
+        """Return once no admitted request is left."""
+        await self._idle.wait()
 
     def admit(self) -> Slot:
+        if self.is_closed:
+            error = ShuttingDownError(
+                "the server is shutting down; retry (another replica answers)"
+            )
+            error.headers = (error.headers or {}) | {"Connection": "close"}
+            raise error
         if self._count >= self._limit:
             raise OverloadedError(
                 f"too many requests in flight ({self._limit}, PROXY_MAX_CONCURRENT_SEARCHES); "
@@ -155,9 +172,12 @@ class Admission:
                 retry_after_s=self._retry_after_s,
             )
         self._count += 1
+        self._idle.clear()
         self._metrics.in_flight.inc()
         return Slot(self)
 
     def give_back(self) -> None:
         self._count -= 1
         self._metrics.in_flight.dec()
+        if self._count == 0:
+            self._idle.set()

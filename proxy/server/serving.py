@@ -6,6 +6,7 @@ count (a 431 before they are buffered), and SIGTERM drains with a bounded grace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from typing import Any
 
@@ -54,6 +55,15 @@ class _DrainingServer(uvicorn.Server):
         drain: Drain | None = getattr(self._app.state, "drain", None)
         if drain is not None:
             drain.begin(self._grace_s)
+        state = getattr(self._app.state, "tts", None)
+        if state is not None:
+            # Lame duck: the listener stays open while requests are in flight, so a connection
+            # a load balancer still sends here gets a 503 it retries elsewhere (and readiness
+            # turns 503), not a refused connection; closed once idle or at the grace's end.
+            state.admission.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._grace_s):
+                    await state.admission.idle()
         await super().shutdown(sockets)
 
 
