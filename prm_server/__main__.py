@@ -7,10 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from prm_server.app import create_app
 from prm_server.families import FAMILIES
+from prm_server.serving import server_for
 from prm_server.settings import PrmServerSettings
 
 __all__ = ["main"]
@@ -40,8 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     values.pop("command")
     settings = PrmServerSettings(**values)
     logging.basicConfig(level=settings.log_level.upper())
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower())  # fmt: skip
+    server = server_for(
+        create_app(settings),
+        settings.host,
+        settings.port,
+        settings.log_level.lower(),
+        settings.header_read_timeout_s,
+    )
+    server.run()
 
 
 if __name__ == "__main__":

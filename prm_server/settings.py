@@ -33,4 +33,5 @@ class PrmServerSettings(BaseSettings):
     cache_entries: int = 200_000
     kv_cache_tokens: int = 65536  # tokens of step key/value caches kept (0: no reuse)
     log_level: str = "info"
+    header_read_timeout_s: float = Field(default=10.0, gt=0)  # unfinished headers: closed
     api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no auth; else Bearer keys

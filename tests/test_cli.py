@@ -247,3 +247,23 @@ def test_request_heads_too_large_or_unparsable_get_openai_shaped_errors() -> Non
                     none = {"X-TTS-Strategy": "none"}
                     reply = client.post("/v1/chat/completions", json=body, headers=none)
                     assert reply.status_code == 200, reply.text
+
+
+def test_prm_server_closes_connections_that_never_finish_their_headers(tmp_path: Path) -> None:
+    checkpoint = build_checkpoint("skywork", tmp_path / "skywork")
+    port = free_port()
+    command = [sys.executable, "-m", "prm_server", "serve", "--model", str(checkpoint),
+               "--family", "skywork", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    env = dict(os.environ, PRM_SERVER_HEADER_READ_TIMEOUT_S="1")
+    with server_process(command, f"http://127.0.0.1:{port}/health", env=env):
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        loris = socket.create_connection(("127.0.0.1", port))
+        loris.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        for sock in (*idle, loris):
+            sock.settimeout(5)
+        answer = _read_all(loris)  # returns once the server closes it
+        assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer
+        assert all(_read_all(sock) == b"" for sock in idle)  # closed without a byte
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        for sock in (*idle, loris):
+            sock.close()
