@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,14 +16,29 @@ from tests.conftest import ProxyFactory
 MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]
 
 
+_OPEN: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Each test's SDK clients closed after it (an open one leaks its sockets into a later
+    test's unraisable-warning check)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def client(url: str, **kwargs: Any) -> openai.OpenAI:
-    return openai.OpenAI(
-        _strict_response_validation=True,
-        max_retries=0,
-        base_url=url + "/v1",
-        api_key=kwargs.pop("api_key", "unused"),
-        **kwargs,
+    _OPEN.append(
+        openai.OpenAI(
+            _strict_response_validation=True,
+            max_retries=0,
+            base_url=url + "/v1",
+            api_key=kwargs.pop("api_key", "unused"),
+            **kwargs,
+        )
     )
+    return _OPEN[-1]
 
 
 def ask(url: str, strategy: str | None = None, **kwargs: Any) -> Any:

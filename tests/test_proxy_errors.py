@@ -109,13 +109,11 @@ def test_invalid_json_is_400(start_proxy: ProxyFactory) -> None:
 
 def test_unknown_model_is_404(start_proxy: ProxyFactory) -> None:
     url = start_proxy()
-    with pytest.raises(openai.NotFoundError) as info:
-        openai.OpenAI(
-            _strict_response_validation=True, max_retries=0, base_url=url + "/v1", api_key="x"
-        ).chat.completions.create(
-            model="gpt-9",
-            messages=MESSAGES,  # type: ignore[arg-type]
-        )
+    client = openai.OpenAI(
+        _strict_response_validation=True, max_retries=0, base_url=url + "/v1", api_key="x"
+    )
+    with client, pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-9", messages=MESSAGES)  # type: ignore[arg-type]
     assert info.value.code == "model_not_found"
 
 

@@ -25,8 +25,10 @@ def test_beam_search_through_a_real_prm_server(tmp_path: Path, stack: ExitStack)
     vllm_url = stack.enter_context(serve(FakeVllm().app()))
     settings = ProxySettings(policy_urls=[vllm_url + "/v1"], prm_url=prm_url)
     url = stack.enter_context(serve(create_app(settings)))
-    client = openai.OpenAI(
-        _strict_response_validation=True, max_retries=0, base_url=url + "/v1", api_key="unused"
+    client = stack.enter_context(
+        openai.OpenAI(
+            _strict_response_validation=True, max_retries=0, base_url=url + "/v1", api_key="unused"
+        )
     )
     completion = client.chat.completions.create(
         model="fake-policy",
