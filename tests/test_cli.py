@@ -231,11 +231,11 @@ def test_request_heads_too_large_or_unparsable_get_openai_shaped_errors() -> Non
             # A body far over the header bound is not headers; a keep-alive connection starts
             # each request's count afresh.
             text = "x " * 40_000
-            body = {"model": "fake-policy", "messages": [{"role": "user", "content": text}]}
+            chat = {"model": "fake-policy", "messages": [{"role": "user", "content": text}]}
             with httpx.Client(base_url=base, timeout=60) as client:
                 for _ in range(3):
                     none = {"X-TTS-Strategy": "none"}
-                    reply = client.post("/v1/chat/completions", json=body, headers=none)
+                    reply = client.post("/v1/chat/completions", json=chat, headers=none)
                     assert reply.status_code == 200, reply.text
 
 
