@@ -157,11 +157,19 @@ def test_online_deepconf_stops_streams_in_real_vllm(vllm_url: str, stack: ExitSt
     # keep 1 %: the threshold is about the best warm-up trace, so later traces stop early. The
     # text is sampled: 14 later traces and groups of 8 tokens make a dip below it near certain
     # (with 6 traces and groups of 32, short answers sometimes all finished first).
+    # Still a draw of sampled text (the seed comes from the request id): one CI run in a few
+    # had no later trace dip, so up to three requests are asked; one must stop a stream.
     headers = {"X-TTS-Budget": "16", "X-TTS-Keep-Percent": "1", "X-TTS-Confidence-Window": "8"}
-    completion = ask(url, "deepconf", headers)
-    report = completion.model_extra["tts"]["deepconf"]
-    assert report["mode"] == "online" and report["threshold"] > 0
-    assert report["stopped"] >= 1 and completion.choices[0].message.content
+    stopped = []
+    for _ in range(3):
+        completion = ask(url, "deepconf", headers)
+        report = completion.model_extra["tts"]["deepconf"]
+        assert report["mode"] == "online" and report["threshold"] > 0
+        assert completion.choices[0].message.content
+        stopped.append(report["stopped"])
+        if report["stopped"] >= 1:
+            break
+    assert max(stopped) >= 1, stopped
     gone = time.monotonic()
     while _running(vllm_url) > 0 and time.monotonic() - gone < 5:
         time.sleep(0.1)
