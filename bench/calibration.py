@@ -4,12 +4,15 @@ Parts, each resumable (run the same command again) and Ctrl-C safe; rows land un
 ``--out/<model>/``:
 
 - ``bank``: the sample bank ``tts-eval calibrate`` replays voting methods and stopping rules from:
-  ``best_of_n`` at N = 16 with the trace on (every sample's answer, confidence score and
-  generated tokens) over the first ``--problems`` problems of MATH-500, all levels, both halves;
-- ``calibrate``: ``tts-eval calibrate --fit-only`` on half 0/2 of the bank, writing
-  ``auto_rules.toml`` (pilot counts 3, 4 and 6 tried);
-- ``evaluate``: replays on half 1/2 (never the problems calibrated on): the fitted ``auto``
-  against the shipped table, majority and best-of-N, paired on the same problems and orders;
+  ``best_of_n`` at N = 16 with the trace on (every sample's answer, score and generated tokens)
+  over the first ``--problems`` problems of MATH-500, all levels, both halves; one bank per
+  ``--scorer`` (``confidence``, or ``verifier``: the policy judging each step), under
+  ``bank-<scorer>/``;
+- ``calibrate``: ``tts-eval calibrate --fit-only`` on half 0/2 of each scorer's bank, writing
+  one ``auto_rules.toml`` with every scorer's cells (pilot counts 3, 4 and 6 tried);
+- ``evaluate``: replays ``--scorer``'s bank on half 1/2 (never the problems calibrated on): the
+  fitted ``auto`` against the shipped table, majority and best-of-N, paired on the same problems
+  and orders (``evaluation.md``; ``evaluation-<scorer>.md`` for another scorer);
 - ``live``: the fitted ``auto`` for real, through a proxy that loads ``auto_rules.toml``, on the
   first ``--live-problems`` problems of half 1/2 (rows under ``live/``);
 - ``pass1``: the model at one greedy sample through ``--provider litellm`` (as a large API is
@@ -49,6 +52,7 @@ from harness.servers import free_port, serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings
 from tts_eval.__main__ import main as tts_eval
+from tts_eval.calibrate import bank_dir
 from tts_eval.calibration import Bin, Cell, banks_of, evaluate
 from tts_eval.datasets import in_fold, load_problems, parse_fold
 from tts_eval.rows import read_rows
@@ -59,6 +63,7 @@ OUT = Path("bench/results/calibration")
 BANK_BUDGET = 16
 LARGER = "qwen2.5-coder-1.5b"  # the A/B's larger model: its greedy pass1/ rows, paired
 CALIBRATE_ON, EVALUATE_ON = "0/2", "1/2"  # halves by a hash of each problem's id
+SCORERS = ("confidence", "verifier")  # each has its own bank, bank-<scorer>/
 
 
 def _settings(policy_url: str, max_tokens: int, rules: Path | None = None) -> ProxySettings:
@@ -98,6 +103,8 @@ def _log_machine(out: Path, model: str, dtype: str, part: str) -> None:
 
 def bank(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
     flags = [
+        "--header",
+        f"X-TTS-Scorer: {args.scorer}",
         "--endpoint",
         proxy_url + "/v1",
         "--model",
@@ -111,13 +118,15 @@ def bank(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
         "--limit",
         str(args.problems),
         "--out",
-        str(out / "bank"),
+        str(bank_dir(out, args.scorer)),
     ]
     return tts_eval(_run_args(args, *flags))
 
 
 def calibrate(args: argparse.Namespace, out: Path) -> int:
-    """Fit on half 0/2 of the bank (no request: the bank part drew the samples)."""
+    """Fit on half 0/2 of every scorer's bank drawn (no request: the bank part drew the
+    samples); one rules file with each scorer's cells."""
+    scorers = [s for s in SCORERS if bank_dir(out, s).exists()]
     return tts_eval(
         [
             "calibrate",
@@ -132,6 +141,7 @@ def calibrate(args: argparse.Namespace, out: Path) -> int:
             "--pilots",
             "3,4,6",
             "--fit-only",
+            *(flag for s in scorers for flag in ("--scorer", s)),
             "--out",
             str(out),
         ]
@@ -167,11 +177,11 @@ def evaluate_part(args: argparse.Namespace, out: Path) -> str:
     majority and best-of-N, paired on the same problems and orders."""
     fold = parse_fold(EVALUATE_ON)
     problems = {p.id for p in load_problems("math500") if in_fold(p, fold)}
-    rows = [r for r in read_rows([out / "bank"]) if r.id in problems]
+    rows = [r for r in read_rows([bank_dir(out, args.scorer)]) if r.id in problems]
     banks = banks_of(rows, BANK_BUDGET)
     if not (out / "auto_rules.toml").exists():
         raise SystemExit(f"{out / 'auto_rules.toml'}: run --part calibrate first")
-    pilots, cells = fitted_cells(out / "auto_rules.toml")
+    pilots, cells = fitted_cells(out / "auto_rules.toml", args.scorer)
     policies: dict[str, Any] = {
         "auto, calibrated": (pilots, cells),
         "auto, static table": (4, STATIC),
@@ -209,7 +219,8 @@ def evaluate_part(args: argparse.Namespace, out: Path) -> str:
     text = versus_larger(out, out.parent / LARGER, banks, figures, USD_PER_HOUR)
     lines += ["", text] if text else []
     text = "\n".join(lines) + "\n"
-    (out / "evaluation.md").write_text(text, "utf-8")
+    name = "evaluation.md" if args.scorer == "confidence" else f"evaluation-{args.scorer}.md"
+    (out / name).write_text(text, "utf-8")
     return text
 
 
@@ -346,6 +357,7 @@ def main() -> None:
     parser.add_argument("--live-problems", type=int, default=40)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", choices=sorted(MODELS))
     parser.add_argument("--problems", type=int, default=240)
+    parser.add_argument("--scorer", choices=SCORERS, default="confidence")
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--orders", type=int, default=200)
