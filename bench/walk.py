@@ -9,12 +9,14 @@ step), so the figures follow calls, not the event loop's scheduling:
 - re-entries: a call into a module already on the call stack below its caller (a callback, or
   ping-pong between modules).
 
-Run: ``.venv/bin/python -m bench.walk`` (about 5 s). To compare with an older layout, run it
+Run: ``.venv/bin/python -m bench.walk [--stops]`` (about 5 s; ``--stops`` prints the module
+sequence and the functions, in order). To compare with an older layout, run it
 from a worktree of that commit with ``PYTHONPATH`` pointing there.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from contextlib import ExitStack
 from pathlib import Path
@@ -38,7 +40,7 @@ class Walk:
         self.started: dict[int, FrameType] = {}  # kept alive, so ids stay unique
         self.stops: list[str] = []
         self.functions: list[str] = []
-        self.reentries = 0
+        self.reentries: list[str] = []
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
         if not self.active or event != "call" or id(frame) in self.started:
@@ -58,7 +60,8 @@ class Walk:
             if (outer := _module(back)) is not None and (not below or below[-1] != outer):
                 below.append(outer)
             back = back.f_back
-        self.reentries += bool(below) and below[0] != module and module in below[1:]
+        if below and below[0] != module and module in below[1:]:
+            self.reentries.append(f"{' → '.join(reversed(below))} → {name}")
 
 
 def _module(frame: FrameType) -> str | None:
@@ -86,8 +89,12 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(
         f"| {files} | {len(set(walk.stops))} | {len(walk.functions)} | {len(walk.stops)} | "
-        f"{walk.reentries} |"
+        f"{len(walk.reentries)} |"
     )
+    if "--stops" in sys.argv:
+        print("\n" + " → ".join(walk.stops))
+        print("\nfunctions, in order:\n" + "\n".join(walk.functions))
+        print("\nre-entries:\n" + "\n".join(walk.reentries))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ import httpx
 import pytest
 
 from harness.fake_servers import FakeVllm
-from proxy.search.plan import resolve_plan
+from proxy.search.plan import SearchRequest, resolve_plan
 from proxy.search.profiles import default_rules, load_rules, profile_of
-from proxy.search.request import SearchRequest
 from proxy.settings import ProxySettings
 from tests.conftest import ProxyFactory
 

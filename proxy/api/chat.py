@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.api.deps import (
-    ERROR_RESPONSES,
-    control_headers,
     get_state,
     has_key,
     require_key,
 )
-from proxy.api.endpoint import Call, large_api_answer, result_headers, serve
+from proxy.api.endpoint import Call, add_route, large_api_answer
 from proxy.api.sse import DONE, chunk_dict, sse
-from proxy.search.job import SearchJob, model_not_found
-from proxy.search.plan import Plan, split_alias
+from proxy.search.plan import Plan, SearchRequest, model_not_found, split_alias
 from proxy.search.report import completion_chunks
-from proxy.search.request import SearchRequest
 from proxy.state import AppState
 from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 
@@ -57,7 +53,7 @@ async def get_model(model: str, state: AppState = Depends(get_state)) -> ModelCa
     for card in cards:
         if model == card.id or (strategy is not None and base == card.id):
             return card.model_copy(update={"id": model})
-    raise model_not_found(state, cards[0].id, model)
+    raise model_not_found(cards[0].id, model, state.settings.litellm_routes)
 
 
 @router.get("/health/live")
@@ -106,18 +102,6 @@ async def metrics(request: Request, state: AppState = Depends(get_state)) -> Res
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post(
-    "/v1/chat/completions", dependencies=[Depends(require_key)], response_model=ChatCompletion,
-    responses=ERROR_RESPONSES, openapi_extra=control_headers(),
-)  # fmt: skip
-async def chat_completions(
-    request: Request,
-    chat: ChatCompletionRequest,
-    state: AppState = Depends(get_state),  # noqa: B008
-) -> Response:
-    return await serve(request, state, ChatEndpoint(chat))
-
-
 @dataclass(frozen=True, slots=True)
 class ChatEndpoint:
     """``POST /v1/chat/completions`` on the request skeleton."""
@@ -140,14 +124,25 @@ class ChatEndpoint:
         chat = self.body.model_dump(exclude={"tts", "model"}, exclude_none=True)
         return await large_api_answer(call, plan, chat)
 
-    async def answer(self, call: Call, job: SearchJob) -> Response:
-        chat = self.body
-        if chat.stream:
-            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-            return call.events(job.run, finish=lambda c: _chunk_events(c, include_usage))
-        completion = await call.until_disconnect(job.run())
-        call.headers.update(result_headers(completion))
-        return JSONResponse(completion.model_dump(exclude_none=False), headers=call.headers)
+    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+        return completion.model_dump(exclude_none=False)
+
+    def stream(
+        self, call: Call, work: Callable[[], Awaitable[ChatCompletion]]
+    ) -> StreamingResponse:
+        options = self.body.stream_options
+        include_usage = bool(options and options.include_usage)
+        return call.events(work, finish=lambda done: _chunk_events(done, include_usage))
+
+
+add_route(
+    router,
+    "/v1/chat/completions",
+    ChatEndpoint,
+    ChatCompletionRequest,
+    name="chat_completions",
+    response_model=ChatCompletion,
+)
 
 
 def _chunk_events(completion: ChatCompletion, include_usage: bool) -> Iterator[bytes]:

@@ -7,26 +7,17 @@ with the configured scorer; vLLM's V1 engine dropped ``best_of``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
 
-from proxy.api.deps import (
-    ERROR_RESPONSES,
-    control_headers,
-    get_state,
-    require_key,
-)
-from proxy.api.endpoint import Call, large_api_answer, result_headers, serve
+from proxy.api.endpoint import Call, add_route, large_api_answer
 from proxy.api.sse import DONE, sse
 from proxy.errors import InvalidRequestError
-from proxy.search.job import SearchJob
-from proxy.search.plan import Plan, split_alias
-from proxy.search.request import SearchRequest
-from proxy.state import AppState
+from proxy.search.plan import Plan, SearchRequest, split_alias
 from proxy.wire.chat import (
     ChatCompletion,
     CompletionRequest,
@@ -42,18 +33,6 @@ _PASS_REASON = (
     "(X-TTS-Strategy, tts.strategy, a model alias, or best_of > 1)"
 )
 _UNUSED_BY_SEARCH = ("echo", "logprobs", "suffix")
-
-
-@router.post(
-    "/v1/completions", dependencies=[Depends(require_key)], response_model=TextCompletion,
-    responses=ERROR_RESPONSES, openapi_extra=control_headers(),
-)  # fmt: skip
-async def completions(
-    request: Request,
-    body: CompletionRequest,
-    state: AppState = Depends(get_state),  # noqa: B008
-) -> Response:
-    return await serve(request, state, CompletionsEndpoint(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +98,25 @@ class CompletionsEndpoint:
                 chat["stream_options"] = body.stream_options.model_dump()
         return await large_api_answer(call, plan, chat, shape=_as_text, shape_chunk=_as_text)
 
-    async def answer(self, call: Call, job: SearchJob) -> Response:
-        body = self.body
-        if not body.stream:
-            completion = await call.until_disconnect(job.run())
-            call.headers.update(result_headers(completion))
-            done = _text_completion(completion).model_dump(exclude_none=False)
-            return JSONResponse(done, headers=call.headers)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return call.events(job.run, finish=lambda c: _chunks(_text_completion(c), include_usage))
+    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+        return _text_completion(completion).model_dump(exclude_none=False)
+
+    def stream(
+        self, call: Call, work: Callable[[], Awaitable[ChatCompletion]]
+    ) -> StreamingResponse:
+        options = self.body.stream_options
+        include_usage = bool(options and options.include_usage)
+        return call.events(work, finish=lambda done: _chunks(_text_completion(done), include_usage))
+
+
+add_route(
+    router,
+    "/v1/completions",
+    CompletionsEndpoint,
+    CompletionRequest,
+    name="completions",
+    response_model=TextCompletion,
+)
 
 
 def _as_text(data: dict[str, Any]) -> dict[str, Any]:

@@ -10,16 +10,19 @@ passes through, how it asks a large API, and how it renders a finished search.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
-from proxy.api.deps import admitted, disconnected, ended
+from proxy.api.deps import ERROR_RESPONSES, control_headers, get_state, require_key
 from proxy.api.passthrough import (
     StreamEnd,
     open_policy_stream,
@@ -32,18 +35,18 @@ from proxy.api.sse import DONE, KEEPALIVE, keepalive_events, sse
 from proxy.errors import InvalidRequestError, ProxyError, UpstreamError
 from proxy.observability.metrics import RequestTally
 from proxy.observability.request_ids import REQUEST_ID
-from proxy.search.job import SearchJob, plan_request, prepare_search
-from proxy.search.plan import Plan
-from proxy.search.request import SearchRequest
-from proxy.server.cancel import until_drained, until_stopped
+from proxy.search.job import prepare_search
+from proxy.search.plan import Plan, SearchRequest, plan_request
+from proxy.server.cancel import client_gone, until_drained, until_stopped
 from proxy.state import AppState
 from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
 from proxy.wire.chat import ChatCompletion
 from proxy.wire.text import INVALID_TEXT, invalid_text_at
 
-__all__ = ["Call", "Endpoint", "large_api_answer", "relay", "result_headers", "serve"]
+__all__ = ["Call", "Endpoint", "add_route", "large_api_answer", "relay", "result_headers", "serve"]
 
 _T = TypeVar("_T")
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,8 @@ class Call:
     request: Request
     state: AppState
     request_id: str
-    started: float
+    started: float  # time.perf_counter() when the request came in
+    created: int  # its Unix time, in seconds
     headers: dict[str, str]  # the response's headers (X-Request-Id, X-TTS-*)
     tally: RequestTally
 
@@ -61,7 +65,17 @@ class Call:
         """``work``'s result, unless the client goes away first (``ClientDisconnectedError``)
         or the shutdown grace period ends (``ShuttingDownError``): then it is cancelled, and
         with it every upstream call."""
-        return await until_stopped(work, ended(self.request))
+        return await until_stopped(work, client_gone(self.request.receive), self.state.drain.wait())
+
+    async def json(
+        self,
+        work: Callable[[], Awaitable[ChatCompletion]],
+        render: Callable[[ChatCompletion], dict[str, Any]],
+    ) -> JSONResponse:
+        """A finished search as one JSON body (``render``), with its outcome in the headers."""
+        completion = await self.until_disconnect(work())
+        self.headers.update(result_headers(completion))
+        return JSONResponse(render(completion), headers=self.headers)
 
     def events(
         self,
@@ -90,7 +104,7 @@ class Call:
     async def _disconnected(self) -> None:
         """Returns once the client is gone, counted as its 499 (the stream then ends without
         error, which would otherwise count as sent in full)."""
-        await disconnected(self.request)
+        await until_stopped(client_gone(self.request.receive), self.state.drain.wait())
         self.tally.count("499")
 
 
@@ -116,9 +130,57 @@ class Endpoint(Protocol):
         """The answer from the large-API route ``plan.route`` (``litellm_routes``)."""
         ...
 
-    async def answer(self, call: Call, job: SearchJob) -> Response:
-        """Run the planned search and render it (JSON or events)."""
+    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+        """A finished search as this endpoint's JSON body."""
         ...
+
+    def stream(
+        self, call: Call, work: Callable[[], Awaitable[ChatCompletion]]
+    ) -> StreamingResponse:
+        """A search running (``work``) as this endpoint's events (through ``call.events``)."""
+        ...
+
+
+def add_route(
+    router: APIRouter,
+    path: str,
+    adapter: Callable[[_Body], Endpoint],
+    body: type[_Body],
+    *,
+    name: str,
+    response_model: type[BaseModel],
+) -> None:
+    """``POST path`` on the skeleton: the body parsed as ``body``, then ``serve``d through its
+    ``adapter`` (the API key checked, the error responses and ``X-TTS-*`` headers documented)."""
+
+    async def handle(request: Request, body: Any, state: AppState) -> Response:
+        return await serve(request, state, adapter(body))
+
+    # FastAPI reads the parameters from the signature: the body's model is the adapter's.
+    parameter = inspect.Parameter
+    handle.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            parameter("request", parameter.POSITIONAL_OR_KEYWORD, annotation=Request),
+            parameter("body", parameter.POSITIONAL_OR_KEYWORD, annotation=body),
+            parameter(
+                "state",
+                parameter.POSITIONAL_OR_KEYWORD,
+                annotation=AppState,
+                default=Depends(get_state),
+            ),
+        ],
+        return_annotation=Response,
+    )
+    router.add_api_route(
+        path,
+        handle,
+        methods=["POST"],
+        name=name,
+        dependencies=[Depends(require_key)],
+        response_model=response_model,
+        responses=ERROR_RESPONSES,
+        openapi_extra=control_headers(),
+    )
 
 
 async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Response:
@@ -131,17 +193,56 @@ async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Respon
     if bad is not None:  # no upstream could be sent it: the client's 400, no replica's fault
         raise InvalidRequestError(f"{bad}: {INVALID_TEXT}", param=bad)
     search = endpoint.search_request(request.headers)
-    plan = await plan_request(state, search, request.headers, request_id)
+    plan = await plan_request(
+        search,
+        request.headers,
+        state.settings,
+        state.rules,
+        served_model=state.policy.model,
+        request_id=request_id,
+    )
     tally.strategy = "litellm" if plan.route is not None else plan.strategy
-    call = Call(request, state, request_id, started, _strategy_headers(request_id, plan), tally)
-    # Admitted once planned, before the response starts: a 429 is counted under its strategy.
-    return await admitted(state, lambda: _answer(call, endpoint, plan, search))
+    headers = _strategy_headers(request_id, plan)
+    call = Call(request, state, request_id, started, int(time.time()), headers, tally)
+    # Admitted once planned, before the response starts: a 429 (with Retry-After, streams
+    # included) is counted under its strategy. The place is held until the response, streamed
+    # or not, is finished.
+    slot = state.admission.admit()
+    try:
+        response = await _answer(call, endpoint, plan, search)
+    except BaseException:
+        slot.release()
+        raise
+    if isinstance(response, StreamingResponse):
+        return _HeldStream(response, slot.release)
+    slot.release()
+    return response
+
+
+class _HeldStream(StreamingResponse):
+    """A streaming response that gives its admission slot back when it is done (sent in full,
+    failed, or cut by a client disconnect)."""
+
+    def __init__(self, source: StreamingResponse, release: Callable[[], None]) -> None:
+        super().__init__(
+            source.body_iterator,
+            status_code=source.status_code,
+            headers=dict(source.headers),
+            media_type=source.media_type,
+        )
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequest) -> Response:
     """The planned request's answer (large-API route, pass-through or search), its outcome
     counted once: JSON now, a stream when it ends."""
-    state, tally = call.state, call.tally
+    state, tally, is_stream = call.state, call.tally, endpoint.is_stream
     if plan.route is not None:
         call.headers["X-TTS-Strategy"] = "none"
         response = await endpoint.large_api(call, plan, search)
@@ -149,10 +250,9 @@ async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequ
         payload = endpoint.passthrough_payload() | {"model": plan.model}
         if not state.settings.forward_seed:
             payload.pop("seed", None)  # said in tts.ignored_params (the plan's)
-        response = await relay(call, endpoint.upstream_path, payload, plan,
-                               is_stream=endpoint.is_stream)  # fmt: skip
+        response = await relay(call, endpoint.upstream_path, payload, plan, is_stream=is_stream)
     else:
-        if endpoint.is_stream and not await state.policy.any_available():
+        if is_stream and not await state.policy.any_available():
             # Before the 200, where it costs nothing: a stream that could only fail gets a status
             # the SDKs retry on, not an error event after a 200.
             raise UpstreamError(
@@ -160,7 +260,10 @@ async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequ
                 "probe); retry shortly"
             )
         job = prepare_search(state, search, plan, request_id=call.request_id, started=call.started)
-        response = await endpoint.answer(call, job)
+        if is_stream:
+            response = endpoint.stream(call, job.run)
+        else:
+            response = await call.json(job.run, lambda done: endpoint.render(call, done))
     if isinstance(response, StreamingResponse):
         response.body_iterator = _tallied(response.body_iterator, tally)
     else:

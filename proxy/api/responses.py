@@ -5,21 +5,14 @@ for tools, structured output and non-text input.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
 
-from proxy.api.deps import (
-    ERROR_RESPONSES,
-    control_headers,
-    get_state,
-    require_key,
-)
-from proxy.api.endpoint import Call, result_headers, serve
+from proxy.api.endpoint import Call, add_route
 from proxy.api.passthrough import route_note
 from proxy.api.responses_mapping import (
     EventWriter,
@@ -29,10 +22,7 @@ from proxy.api.responses_mapping import (
     to_search,
 )
 from proxy.errors import InvalidRequestError
-from proxy.search.job import SearchJob
-from proxy.search.plan import Plan
-from proxy.search.request import SearchRequest
-from proxy.state import AppState
+from proxy.search.plan import Plan, SearchRequest
 from proxy.upstream.litellm import as_completion, litellm_call, litellm_params
 from proxy.wire.chat import ChatCompletion
 from proxy.wire.responses import ResponseObject, ResponsesRequest
@@ -40,18 +30,6 @@ from proxy.wire.responses import ResponseObject, ResponsesRequest
 __all__ = ["ResponsesEndpoint", "router"]
 
 router = APIRouter()
-
-
-@router.post(
-    "/v1/responses", dependencies=[Depends(require_key)], response_model=ResponseObject,
-    responses=ERROR_RESPONSES, openapi_extra=control_headers(),
-)  # fmt: skip
-async def create_response(
-    request: Request,
-    body: ResponsesRequest,
-    state: AppState = Depends(get_state),  # noqa: B008
-) -> Response:
-    return await serve(request, state, ResponsesEndpoint(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +66,18 @@ class ResponsesEndpoint:
             answer = await litellm_call(str(route), params, telemetry)
             return as_completion(answer, note)
 
-        return await self._answer(call, routed)
+        if self.body.stream:
+            return self.stream(call, routed)
+        return await call.json(routed, lambda done: self.render(call, done))
 
-    async def answer(self, call: Call, job: SearchJob) -> Response:
-        return await self._answer(call, job.run)
+    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+        done = response_object(self.body, completion, call.request_id, call.created)
+        return done.model_dump(exclude_none=False)
 
-    async def _answer(self, call: Call, work: Callable[[], Awaitable[ChatCompletion]]) -> Response:
-        body, headers, response_id = self.body, call.headers, call.request_id
-        created_at = int(time.time())
-        if not body.stream:
-            completion: ChatCompletion = await call.until_disconnect(work())
-            headers.update(result_headers(completion))
-            done = response_object(body, completion, response_id, created_at)
-            return JSONResponse(done.model_dump(exclude_none=False), headers=headers)
+    def stream(
+        self, call: Call, work: Callable[[], Awaitable[ChatCompletion]]
+    ) -> StreamingResponse:
+        body, response_id, created_at = self.body, call.request_id, call.created
         writer = EventWriter(pending_response(body, response_id, created_at))
 
         def finish(completion: ChatCompletion) -> Iterator[bytes]:
@@ -113,3 +90,13 @@ class ResponsesEndpoint:
             opening=lambda: writer.created() + writer.in_progress(),
             keepalive=writer.in_progress,
         )
+
+
+add_route(
+    router,
+    "/v1/responses",
+    ResponsesEndpoint,
+    ResponsesRequest,
+    name="create_response",
+    response_model=ResponseObject,
+)

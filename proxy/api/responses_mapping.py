@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from proxy.errors import InvalidRequestError, OverloadedError, ProxyError
-from proxy.search.request import SearchRequest
+from proxy.search.plan import SearchRequest
 from proxy.wire.chat import ChatCompletion, ChatMessage
 from proxy.wire.responses import (
     ContentPartEvent,

@@ -1,5 +1,4 @@
-"""One request, whatever endpoint it came in on: its plan (``plan_request``: the model checked,
-then ``resolve_plan`` once), and for a searched one a ``SearchJob`` that starts a shadow
+"""One planned search, whatever endpoint it came in on: a ``SearchJob`` that starts a shadow
 comparison if asked, runs the search against the upstreams (replica choice, prompt rendering,
 scorer choice, deadlines, search-library errors mapped to proxy errors) and builds the
 ``chat.completion`` that the chat, Responses and legacy-completions adapters each map to their
@@ -11,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
 from proxy.errors import (
     DeadlineExceededError,
     InvalidRequestError,
-    ModelNotFoundError,
     ProxyError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -29,11 +25,10 @@ from proxy.observability.metrics import Metrics, record_search
 from proxy.observability.telemetry import Telemetry
 from proxy.observability.trace_archive import TraceArchive
 from proxy.observability.traces import TraceStore, trace_of
-from proxy.search.plan import Plan, config_error, resolve_plan, split_alias
+from proxy.search.plan import Plan, SearchRequest, config_error
 from proxy.search.profiles import AutoRules, Profile
 from proxy.search.report import SearchOutcome, build_completion, tts_extension
-from proxy.search.request import SearchRequest
-from proxy.settings import ProxySettings, StrategyChoice
+from proxy.settings import ProxySettings
 from proxy.shadow.comparisons import Searched, Shadow, ShadowTicket
 from proxy.upstream.client import Upstream
 from proxy.upstream.policy import CallStats, PrmScorer, PromptRenderer, VllmPolicy
@@ -54,10 +49,7 @@ from strategies import (
     search,
 )
 
-__all__ = [
-    "PolicyPool", "SearchDeps", "SearchJob", "check_model", "model_not_found", "plan_request",
-    "prepare_search", "run_search",
-]  # fmt: skip
+__all__ = ["PolicyPool", "SearchDeps", "SearchJob", "prepare_search", "run_search"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,18 +71,6 @@ class SearchDeps:
     archive: TraceArchive | None = None  # PROXY_TRACE_PERSIST
     verifier: Upstream | None = None  # PROXY_VERIFIER_URL; None: the policy serves as verifier
     answers: AnswerGrouper = group_inline  # the proxy's AnswerPool (worker processes)
-
-
-async def plan_request(
-    deps: SearchDeps, request: SearchRequest, headers: Mapping[str, str], request_id: str
-) -> Plan:
-    """The request's final plan: a large-API route, or the policy's model checked by name."""
-    model = split_alias(request.model)[0]
-    is_routed = model in deps.settings.litellm_routes
-    served = None if is_routed else await check_model(deps, model)
-    return resolve_plan(
-        request, headers, deps.settings, deps.rules, served=served, request_id=request_id
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +204,10 @@ async def run_search(
     model, raw_prompt = plan.model, request.raw_prompt
     settings = state.settings
     stats = CallStats()
-    upstream = state.policy.pick()
     messages, prompt_family = with_reasoning_prompt(
         [dict(m) for m in request.messages], plan.profile, settings
     )
+    upstream = state.policy.pick()
     started = time.perf_counter()
     deadline: float | None = None
     try:
@@ -312,30 +292,3 @@ def _deadline(plan: Plan) -> float | None:
     if plan.timeout_s is None:
         return None
     return asyncio.get_running_loop().time() + plan.timeout_s
-
-
-async def check_model(state: SearchDeps, model: str) -> str:
-    """The policy model's name if ``model`` names it; 404 otherwise."""
-    served = await state.policy.model()
-    if model != served:
-        raise model_not_found(state, served, model)
-    return served
-
-
-_ALIAS_LIKE = re.compile(r"^(?P<name>[a-z_]+?)(?:-(?P<budget>\d+))?/(?P<rest>.+)$")
-
-
-def model_not_found(state: SearchDeps, served: str, model: str) -> ModelNotFoundError:
-    """The 404 for ``model``: the known models, and when the name looks like a strategy alias
-    (``foo-8/<model>``) whose strategy is unknown, the strategies there are. Model names with a
-    ``/`` (``Qwen/Qwen2.5-7B-Instruct``) stay plain names."""
-    known = [served, *state.settings.litellm_routes]
-    message = f"model {model!r} is not served here; known models: {', '.join(known)}"
-    match = _ALIAS_LIKE.match(model)
-    if match and (match["budget"] is not None or match["rest"] in known):
-        strategies = ", ".join(get_args(StrategyChoice))
-        message += (
-            f". {match['name']!r} is not a known strategy; an alias is "
-            f"<strategy>[-<budget>]/<model> with a strategy among {strategies}"
-        )
-    return ModelNotFoundError(message, param="model")

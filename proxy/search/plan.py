@@ -1,9 +1,13 @@
-"""Per-request search control: ``X-TTS-*`` headers > body ``tts`` > model alias > server default.
+"""One request as the search layer sees it (``SearchRequest``), and its plan: ``X-TTS-*``
+headers > body ``tts`` > model alias > server default.
 
-Turns one ``SearchRequest`` into its final, frozen ``Plan`` in one place: the alias, the
-controls, the model's profile (family sampling defaults, ``auto``'s rules), the seed, and one
-``check`` of the method against its settings; or raises ``InvalidRequestError`` naming the
-parameter. No I/O: the served model's name comes in already checked (``search.job``).
+Each endpoint's adapter (``proxy.api``) turns its own wire body into a ``SearchRequest`` once;
+planning, the search, the trace and a shadow comparison read only that, never a wire model.
+``plan_request`` turns it into its final, frozen ``Plan`` in one place: the alias, the model
+checked against the served one (or a large-API route), the controls, the model's profile
+(family sampling defaults, ``auto``'s rules), the seed, and one ``check`` of the method against
+its settings; or raises ``InvalidRequestError`` (``ModelNotFoundError``) naming the parameter.
+Its one I/O is the served model's name, asked through the function it is given.
 """
 
 from __future__ import annotations
@@ -11,22 +15,100 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 from pydantic import ValidationError
 
-from proxy.errors import InvalidRequestError
+from proxy.errors import InvalidRequestError, ModelNotFoundError
 from proxy.search.profiles import AutoRules, Profile, auto_config, profile_of
-from proxy.search.request import SearchRequest
 from proxy.settings import ProxySettings, ScorerKind, StrategyChoice
 from proxy.wire.tts import TtsOptions
 from strategies import ConfigError, SearchConfig, StrategyName, check
 
-__all__ = ["Plan", "PlannedStrategy", "resolve_plan", "search_seed", "split_alias"]
+__all__ = [
+    "Plan",
+    "PlannedStrategy",
+    "SearchRequest",
+    "model_not_found",
+    "plan_request",
+    "resolve_plan",
+    "search_seed",
+    "split_alias",
+]
 
 PlannedStrategy = StrategyName | Literal["none"]
+
+# Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
+NOT_FORWARDED = frozenset({
+    "logprobs", "top_logprobs", "parallel_tool_calls", "functions", "function_call", "store",
+    "metadata", "modalities", "audio", "prediction", "service_tier", "reasoning_effort",
+    "web_search_options", "stream_options", "user", "logit_bias",
+})  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """What a search reads from one request.
+
+    ``messages`` are plain chat messages (the shape a chat template and a large API take);
+    ``raw_prompt`` is a legacy prompt continued as written, without a template. ``tts`` holds
+    the body's search controls (headers win over them). ``extra`` holds body fields outside the
+    wire schema: forwarded to the policy server, or listed in ``tts.ignored_params``.
+    ``passthrough_reason`` says why this request cannot be searched (tools, non-text input);
+    ``default_strategy`` overrides the server's default when none is asked (a plain legacy
+    prompt passes through). ``ignored`` names wire fields a search does not use.
+    """
+
+    model: str
+    messages: tuple[Mapping[str, Any], ...]
+    tts: Mapping[str, Any] = field(default_factory=dict)
+    n: int = 1
+    stop: str | tuple[str, ...] | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    raw_prompt: str | None = None
+    passthrough_reason: str | None = None
+    default_strategy: tuple[str, str] | None = None  # (strategy, reason)
+    ignored: tuple[str, ...] = ()
+    # Read from the fields above once, at construction:
+    question: str = field(init=False)  # what the scorer sees: the last user message's text
+    forwarded: Mapping[str, Any] = field(init=False)  # ``extra`` the policy server receives
+    not_forwarded: tuple[str, ...] = field(init=False)  # ``extra`` names a search cannot honour
+
+    def __post_init__(self) -> None:
+        users = [m for m in self.messages if m.get("role") == "user"] or self.messages[-1:]
+        question = _text(users[-1].get("content")) if users else ""
+        forwarded = {k: v for k, v in self.extra.items() if k not in NOT_FORWARDED}
+        not_forwarded = tuple(sorted(k for k in self.extra if k in NOT_FORWARDED))
+        object.__setattr__(self, "question", question)
+        object.__setattr__(self, "forwarded", forwarded)
+        object.__setattr__(self, "not_forwarded", not_forwarded)
+
+    def chat_params(self) -> dict[str, Any]:
+        """The request as one chat call's parameters, without ``model`` (a large API's, a
+        comparison's baseline): the body's other fields included, as the client sent them."""
+        params: dict[str, Any] = dict(self.extra) | {"messages": [dict(m) for m in self.messages]}
+        if self.n != 1:
+            params["n"] = self.n
+        for name in ("stop", "seed", "temperature", "top_p"):
+            value = getattr(self, name)
+            if value is not None:
+                params[name] = list(value) if isinstance(value, tuple) else value
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        return params
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
+
 
 _ALIAS = re.compile(r"^(?P<strategy>[a-z_]+)(?:-(?P<budget>\d+))?/(?P<model>.+)$")
 _FIELDS = ("strategy", "budget", "beam_width", "scoring", "voting", "scorer", "max_steps")
@@ -79,6 +161,45 @@ def _options(
         name = str(first["loc"][0]) if first["loc"] else "tts"
         source = f" (header X-TTS-{name.replace('_', '-').title()})" if name in given else ""
         raise InvalidRequestError(f"{name}: {first['msg']}{source}", param=name) from exc
+
+
+async def plan_request(
+    request: SearchRequest,
+    headers: Mapping[str, str],
+    settings: ProxySettings,
+    rules: AutoRules,
+    *,
+    served_model: Callable[[], Awaitable[str]],
+    request_id: str,
+) -> Plan:
+    """The request's final plan: a large-API route, or the policy's model (``served_model``)
+    checked by name (404 otherwise)."""
+    model = split_alias(request.model)[0]
+    served = None
+    if model not in settings.litellm_routes:
+        served = await served_model()
+        if model != served:
+            raise model_not_found(served, model, settings.litellm_routes)
+    return resolve_plan(request, headers, settings, rules, served=served, request_id=request_id)
+
+
+_ALIAS_LIKE = re.compile(r"^(?P<name>[a-z_]+?)(?:-(?P<budget>\d+))?/(?P<rest>.+)$")
+
+
+def model_not_found(served: str, model: str, routes: Iterable[str]) -> ModelNotFoundError:
+    """The 404 for ``model``: the known models, and when the name looks like a strategy alias
+    (``foo-8/<model>``) whose strategy is unknown, the strategies there are. Model names with a
+    ``/`` (``Qwen/Qwen2.5-7B-Instruct``) stay plain names."""
+    known = [served, *routes]
+    message = f"model {model!r} is not served here; known models: {', '.join(known)}"
+    match = _ALIAS_LIKE.match(model)
+    if match and (match["budget"] is not None or match["rest"] in known):
+        strategies = ", ".join(get_args(StrategyChoice))
+        message += (
+            f". {match['name']!r} is not a known strategy; an alias is "
+            f"<strategy>[-<budget>]/<model> with a strategy among {strategies}"
+        )
+    return ModelNotFoundError(message, param="model")
 
 
 def resolve_plan(

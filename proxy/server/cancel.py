@@ -1,7 +1,8 @@
 """The one cancellation core: work raced against what ends it early.
 
-Every race in the proxy — a request against its client going away, a stream against the
-shutdown grace period, a search's keep-alive beats — is ``until_stopped(work, stop)`` on an
+Every race in the proxy — a request against its client going away and the shutdown grace
+period, a stream against the grace period, a search's keep-alive beats — is
+``until_stopped(work, *stops)`` on an
 ``asyncio.TaskGroup``: whichever finishes first, the other is cancelled and awaited to the end of
 its cleanup (so an upstream connection is closed, not leaked), and errors come out as themselves,
 never wrapped in an exception group.
@@ -18,9 +19,11 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from proxy.errors import ShuttingDownError
+from starlette.types import Receive
 
-__all__ = ["Drain", "Stopped", "until_drained", "until_stopped"]
+from proxy.errors import ClientDisconnectedError, ShuttingDownError
+
+__all__ = ["Drain", "Stopped", "client_gone", "until_drained", "until_stopped"]
 
 _T = TypeVar("_T")
 
@@ -29,27 +32,35 @@ class Stopped(Exception):
     """``stop`` finished first without naming an error of its own."""
 
 
-async def until_stopped(work: Awaitable[_T], stop: Awaitable[BaseException | None]) -> _T:
-    """``work``'s result; unless ``stop`` finishes first: then ``work`` is cancelled (its cleanup
-    runs to the end) and the error ``stop`` returned or raised is raised (``Stopped`` if none)."""
+async def until_stopped(work: Awaitable[_T], *stops: Awaitable[BaseException | None]) -> _T:
+    """``work``'s result; unless one of ``stops`` finishes first: then ``work`` and the other
+    stops are cancelled (their cleanup runs to the end) and the error that stop returned or
+    raised is raised (``Stopped`` if none)."""
 
     async def finishing() -> _T:
         return await work
 
-    async def stopping() -> None:
+    async def stopping(stop: Awaitable[BaseException | None]) -> None:
         reason = await stop
         raise reason if reason is not None else Stopped()
 
     try:
         async with asyncio.TaskGroup() as group:
             worker = group.create_task(finishing())
-            watcher = group.create_task(stopping())
-            worker.add_done_callback(lambda _: watcher.cancel())
+            watchers = [group.create_task(stopping(stop)) for stop in stops]
+            worker.add_done_callback(lambda _: [watcher.cancel() for watcher in watchers])
     except BaseExceptionGroup as errors:
         raise errors.exceptions[0] from None
     finally:
-        _close(work, stop)  # either may have been cancelled before it started
+        _close(work, *stops)  # any may have been cancelled before it started
     return worker.result()
+
+
+async def client_gone(receive: Receive) -> ClientDisconnectedError:
+    """Returns once the ASGI client has disconnected (the request's body already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    return ClientDisconnectedError("the client disconnected; its upstream calls were cancelled")
 
 
 def _close(*awaitables: Awaitable[Any]) -> None:

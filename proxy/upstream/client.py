@@ -155,7 +155,8 @@ class Upstream:
                 if not isinstance(data, dict):
                     raise UpstreamError(f"the {self.config.kind} server's answer on {path} "
                                         "is not a JSON object")  # fmt: skip
-                record_usage(span, data)
+                if span is not None:  # tracing on
+                    record_usage(span, data)
             outcome = "ok"
             self.health.success()
             return data
