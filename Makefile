@@ -13,11 +13,13 @@ DEPLOY_VENV := .venv-deploy
 DEPLOY_LOCK := requirements/deploy-lint.lock
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 K8S_OVERLAYS := production-stack llm-d
+# kubectl (its built-in kustomize renders deploy/k8s), pinned in requirements/kubectl.lock.
+KUBECTL := build/tools/kubectl
 # Skipped, with reasons: the image is the one you build (pin its digest in your overlay's
 # `images:`); the store URL and API keys are env vars from Secrets because the proxy reads its
 # settings from the environment.
 CHECKOV_SKIP := CKV_K8S_43,CKV_K8S_35
-SRC := strategies proxy prm_server cpu_stack experiments tts_eval harness tests bench
+SRC := strategies proxy prm_server cpu_stack experiments tts_eval harness tests bench docs/hooks.py
 # pip-tools honours this machine's pip configuration (the local CPU torch wheel); the locks must
 # not record index or find-links locations, each machine's pip configuration supplies them.
 COMPILE := $(BIN)/pip-compile --quiet --upgrade --generate-hashes --strip-extras \
@@ -26,7 +28,7 @@ COMPILE := $(BIN)/pip-compile --quiet --upgrade --generate-hashes --strip-extras
 POLICY_UNSAFE := --unsafe-package torchvision --unsafe-package torchaudio \
 	--unsafe-package torchcodec --unsafe-package triton
 
-.PHONY: install lock fmt lint typecheck deploy-lint unit e2e test check demo clean
+.PHONY: install lock fmt lint typecheck deploy-lint docs system-deps unit e2e test check demo clean
 
 # A changed lock rebuilds the environment from scratch, so nothing outside the lock lingers.
 $(STAMP): $(LOCK) pyproject.toml
@@ -73,18 +75,31 @@ unit: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest -m e2e
 
+$(KUBECTL): requirements/kubectl.lock | $(STAMP)
+	$(BIN)/python -m harness.kubectl $@
+
 # No Docker engine on CI machines: lint the Dockerfile and validate the compose file instead.
-deploy-lint: $(STAMP) $(DEPLOY_STAMP)
+deploy-lint: $(STAMP) $(DEPLOY_STAMP) $(KUBECTL)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/docker-compose -f compose.yaml config -q
 	mkdir -p build/k8s
 	for overlay in $(K8S_OVERLAYS); do \
-		kubectl kustomize deploy/k8s/overlays/$$overlay > build/k8s/$$overlay.yaml || exit 1; \
+		$(KUBECTL) kustomize deploy/k8s/overlays/$$overlay > build/k8s/$$overlay.yaml || exit 1; \
 		$(DEPLOY_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes \
 			--skip-check $(CHECKOV_SKIP) -f build/k8s/$$overlay.yaml || exit 1; \
 	done
 
-test: lint typecheck deploy-lint
+# The docs site (docs/, mkdocs.yml), built offline; --strict fails on a broken link or anchor.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# What the tests need from the system: PostgreSQL (the experiment store is tested against a real
+# server) and Chromium (the trace pages are opened in a headless browser); installed with apt
+# when missing.
+system-deps:
+	./.ci/system-deps
+
+test: system-deps lint typecheck deploy-lint docs
 	$(BIN)/pytest
 
 check: test
@@ -93,4 +108,4 @@ demo: $(STAMP)
 	$(BIN)/tts-demo
 
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) $(DEPLOY_VENV) .pytest_cache .mypy_cache .ruff_cache dist build site

@@ -7,7 +7,7 @@ pass@1 called through litellm's ``openai/`` provider as the stand-in "large API"
 can be served here). Every figure lands in ``--out`` as ``tts-eval`` rows, so the run is resumable:
 run the same command again to continue, ``--parts`` to run only some parts.
 
-Run: ``.venv/bin/python -m bench.eval_cpu [--problems 40] [--out docs/eval-cpu]``
+Run: ``.venv/bin/python -m bench.eval_cpu [--problems 40] [--out bench/results/eval-cpu]``
 (about 70 min of generation on 2 cores; the model is set up on first use).
 """
 
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="4,16")
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("docs/eval-cpu"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/eval-cpu"))
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args()

@@ -19,7 +19,7 @@ same command again, ``--groups`` for some groups only. Problems are taken ``--ch
 time across all groups, so a run cut short leaves every method on the same problems.
 ``tts-eval report`` then makes one table per group, ``bench.methods_table`` the table of all.
 
-Run: ``.venv/bin/python -m bench.methods [--problems 30] [--out docs/methods-cpu]``
+Run: ``.venv/bin/python -m bench.methods [--problems 30] [--out bench/results/methods-cpu]``
 (hours on 2 cores: about 25k generated tokens per problem at ~40 tokens/s; do it in parts).
 """
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1,2")
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("docs/methods-cpu"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/methods-cpu"))
     parser.add_argument("--groups", nargs="+", choices=sorted(GROUPS), default=list(GROUPS))
     parser.add_argument(
         "--chunk",

@@ -6,8 +6,8 @@ targets are about generated tokens across groups (deepconf online at N = 16 agai
 N = 16; a verifier-scored search against majority at N = 8), so this table puts the groups side by
 side on the same problems and gives both counts, with each configuration's spread.
 
-Run: ``.venv/bin/python -m bench.methods_table [docs/methods-cpu]`` (prints the table, writes
-``accuracy_vs_generated_tokens.png`` there).
+Run: ``.venv/bin/python -m bench.methods_table [bench/results/methods-cpu]`` (prints the table,
+writes ``accuracy_vs_generated_tokens.png`` there).
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def report(folder: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("folder", type=Path, nargs="?", default=Path("docs/methods-cpu"))
+    parser.add_argument("folder", type=Path, nargs="?", default=Path("bench/results/methods-cpu"))
     report(parser.parse_args().folder)
 
 

@@ -60,6 +60,8 @@ example below takes about 5-25 s.
       model="{model}", messages=[{{"role": "user", "content": "What is 12+7?"}}],
       extra_headers={{"X-TTS-Strategy": "best_of_n", "X-TTS-Budget": "4"}})
   print(reply.choices[0].message.content, reply.usage, reply.model_extra["tts"])
+
+[tts-proxy] why each answer was chosen: http://127.0.0.1:{port}/ui/traces (every search's tree)
 """
 
 

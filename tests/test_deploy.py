@@ -4,7 +4,7 @@ fail), plus what the README promises of them. The security linter runs in ``make
 
 from __future__ import annotations
 
-import shutil
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from harness.kubectl import install
 from proxy.settings import ProxySettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,12 +25,20 @@ ROUTERS = {
 }
 
 
+@functools.cache
+def _kubectl() -> Path:
+    """The pinned kubectl (requirements/kubectl.lock), as ``make deploy-lint`` installs it."""
+    return install(ROOT / "build" / "tools" / "kubectl")
+
+
 def render(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        raise AssertionError("kubectl (with its built-in kustomize) is needed to render deploy/k8s")
-    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)],
-                         capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [_kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from experiments import Comparison, Side, answers_agree
+from experiments.pricing import api_cost
 from experiments.schema import SCHEMA_VERSION
 from experiments.store import ExperimentStore, StoreError, database_url
 from harness.postgres import postgres_server
@@ -156,3 +157,14 @@ async def test_postgresql_traces(postgres_url: str) -> None:
     await store.add_trace("chatcmpl-pg", T0, "qwen", "dvts", trace)
     assert await store.trace("chatcmpl-pg") == trace
     await store.aclose()
+
+
+def test_price_lookups_are_quiet(capfd: pytest.CaptureFixture[str]) -> None:
+    """A large API's list price: known models priced, unknown ones None, and nothing printed
+    (litellm's "Provider List" banner would otherwise bury tts-eval's progress bar)."""
+    known = api_cost("gpt-4o", 1000, 1000)
+    assert known is not None and known > 0
+    assert api_cost("a-model-no-price-map-knows", 1000, 1000) is None
+    printed = capfd.readouterr()
+    assert "Provider List" not in printed.out + printed.err
+    assert printed.out == ""

@@ -262,17 +262,24 @@ def test_demo_command_serves_and_stops_everything(vllm_url: str) -> None:
                     break
             else:
                 pytest.fail("the demo never became ready:\n" + "".join(said[-30:]))
-            said += [next(process.stdout) for _ in range(2)]
+            while "/ui/traces" not in said[-1]:  # the banner ends with the trace page's URL
+                said.append(next(process.stdout))
             text = "".join(said)
             assert re.search(r"dtype (float32|bfloat16): ", text), text
             assert "demo defaults: budget 4, max_steps 12" in text, text
             url = f"http://127.0.0.1:{port}"
+            traces = re.search(r"(http://\S+/ui/traces)", said[-1])
+            assert traces is not None and traces.group(1) == url + "/ui/traces", said[-1]
             for _ in range(100):
                 with contextlib.suppress(httpx.TransportError):
                     if httpx.get(url + "/metrics").status_code == 200:
                         break
                 time.sleep(0.1)
-            assert ask(url, "majority").choices[0].message.content
+            answered = ask(url, "majority")
+            assert answered.choices[0].message.content
+            assert httpx.get(traces.group(1), timeout=30).status_code == 200
+            listed = httpx.get(url + "/v1/tts/traces", timeout=30).json()  # what the page shows
+            assert answered.id in {t["request_id"] for t in listed["data"]}, listed
             assert httpx.get(url + "/health", timeout=30).status_code == 200
             _kill_vllm_on(policy_port)  # the demo's own vLLM, not the session's
             assert _health_turns_503(url, "/health") and _health_turns_503(url, "/health/ready")
