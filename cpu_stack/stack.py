@@ -193,6 +193,7 @@ class CpuStack:
             "--model", str(self.model_dir), "--served-model-name", self.model.name,
             "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048",
             "--dtype", self.dtype.dtype, "--enforce-eager", "--enable-prompt-tokens-details",
+            "--enable-tokenizer-info-endpoint",  # lm-eval's remote tokenizer asks it
         ]  # fmt: skip
         step(f"dtype {self.dtype.dtype}: {self.dtype.reason}")
         step(f"starting vLLM ({self.model.name}) on 127.0.0.1:{port}; log: {self.log_path}")

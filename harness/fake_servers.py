@@ -125,6 +125,8 @@ class FakeVllm:
     reported_usage: list[dict[str, int]] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
     traceparents: list[str | None] = field(default_factory=list)  # W3C trace context per call
+    tokenizer_info: bool = True
+    tokenizer_calls: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     cancelled: int = 0
     started: threading.Event = field(default_factory=threading.Event)
@@ -135,6 +137,8 @@ class FakeVllm:
         app.get("/health")(self._health)
         app.post("/tokenize")(self._tokenize)
         app.post("/detokenize")(self._detokenize)
+        if self.tokenizer_info:  # vLLM serves it only with --enable-tokenizer-info-endpoint
+            app.get("/tokenizer_info")(self._tokenizer_info)
         app.post("/v1/completions")(self._completions)
         app.post("/v1/chat/completions")(self._chat)
         app.post("/v1/responses")(self._responses)
@@ -146,14 +150,28 @@ class FakeVllm:
     async def _health(self) -> Response:
         return Response(status_code=200)  # as vLLM: 200 with an empty body
 
-    async def _tokenize(self, request: Request) -> dict[str, Any]:
+    async def _tokenize(self, request: Request) -> Any:
         body = await request.json()
-        text = render_chat(
-            body["messages"],
-            body.get("add_generation_prompt", True),
-            body.get("continue_final_message", False),
-        )
+        self.tokenizer_calls.append(body)
+        if body.get("model") not in (None, self.model):
+            return JSONResponse({"error": {"message": "no such model", "code": 404}}, 404)
+        if "prompt" in body:
+            text = body["prompt"]
+        else:
+            text = render_chat(
+                body["messages"],
+                body.get("add_generation_prompt", True),
+                body.get("continue_final_message", False),
+            )
         return {"tokens": [ord(c) for c in text], "count": len(text), "max_model_len": 8192}
+
+    async def _tokenizer_info(self) -> dict[str, Any]:
+        return {
+            "tokenizer_class": "CharacterTokenizer",
+            "model_max_length": 8192,
+            "eos_token": "<|im_end|>",
+            "chat_template": "chatml",
+        }
 
     async def _detokenize(self, request: Request) -> dict[str, Any]:
         body = await request.json()

@@ -20,6 +20,7 @@ from proxy.api.chat import router
 from proxy.api.completions import router as completions_router
 from proxy.api.deps import has_key
 from proxy.api.responses import router as responses_router
+from proxy.api.tokenizer import router as tokenizer_router
 from proxy.api.traces import router as traces_router
 from proxy.errors import (
     ClientDisconnectedError,
@@ -266,6 +267,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
     app.include_router(responses_router)
     app.include_router(completions_router)
     app.include_router(traces_router)
+    app.include_router(tokenizer_router)
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:

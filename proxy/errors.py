@@ -44,7 +44,8 @@ __all__ = [
 ENDPOINTS = (
     "POST /v1/chat/completions", "POST /v1/responses", "POST /v1/completions", "GET /v1/models",
     "GET /v1/models/{model}", "GET /v1/tts/traces", "GET /v1/tts/traces/{request_id}",
-    "GET /ui/traces", "GET /health", "GET /metrics",
+    "GET /ui/traces", "GET /health", "GET /metrics", "POST /tokenize", "POST /detokenize",
+    "GET /tokenizer_info",
 )  # fmt: skip
 
 
@@ -145,6 +146,7 @@ class UpstreamError(ProxyError):
     status_code = 502
     type = "upstream_error"
     code = "upstream_error"
+    upstream_status: int | None = None  # the upstream's own HTTP status, when it answered one
 
 
 class UpstreamTimeoutError(UpstreamError):

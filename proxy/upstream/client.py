@@ -271,7 +271,9 @@ def _raise_for_status(response: httpx.Response) -> None:
     if status == 429 or status >= 500:
         raise _RetryableStatus(response)
     logger.debug("upstream HTTP %d: %s", status, _upstream_message(response))
-    raise UpstreamError(f"the upstream server answered HTTP {status}")
+    error = UpstreamError(f"the upstream server answered HTTP {status}")
+    error.upstream_status = status
+    raise error
 
 
 _CONTEXT = re.compile(r"maximum context length is (\d+) tokens.*?requested (\d+) tokens", re.S)

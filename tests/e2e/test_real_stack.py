@@ -399,3 +399,18 @@ def test_calibrate_on_real_vllm_writes_a_file_the_proxy_runs(
     fitted = rules.fitted["confidence"].get(auto["difficulty"])
     if fitted is not None:  # the bin the pilots saw was fitted: its cell ran, within its budget
         assert auto["cell"] == fitted.name and tts["budget_spent"] <= (fitted.budget or 4)
+
+
+def test_tokenizer_endpoints_reach_real_vllm(proxy_url: str) -> None:
+    """``/tokenize``, ``/detokenize`` and ``/tokenizer_info`` through the proxy, as vLLM (started
+    with ``--enable-tokenizer-info-endpoint``) answers them: what lm-eval's remote tokenizer
+    needs."""
+    tokens = httpx.post(proxy_url + "/tokenize", json={"model": "smollm2", "prompt": "17*23="})
+    assert tokens.status_code == 200, tokens.text
+    ids = tokens.json()["tokens"]
+    assert ids and tokens.json()["count"] == len(ids)
+    text = httpx.post(proxy_url + "/detokenize", json={"model": "smollm2", "tokens": ids})
+    assert text.status_code == 200 and "17*23=" in text.json()["prompt"], text.text
+    info = httpx.get(proxy_url + "/tokenizer_info", timeout=60)
+    assert info.status_code == 200, info.text
+    assert info.json().get("tokenizer_class")

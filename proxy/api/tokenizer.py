@@ -1,0 +1,91 @@
+"""vLLM's tokenizer endpoints, relayed to a policy replica as vLLM serves them, at the server
+root: ``POST /tokenize``, ``POST /detokenize`` and ``GET /tokenizer_info``. Clients count or
+build prompts with the policy's own tokenizer through them; lm-eval's ``local-completions``
+asks ``/tokenizer_info`` and ``/tokenize`` for its remote tokenizer (log-likelihood tasks).
+
+A body's ``model`` (a strategy alias too) must name the served model and is sent as its served
+name; the rest goes as the client wrote it. Not searched, not admitted, not counted as requests:
+the upstream calls are counted in ``tts_upstream_calls_total``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from proxy.api.deps import ERROR_RESPONSES, get_state, require_key
+from proxy.errors import InvalidRequestError, NotFoundError, UpstreamError
+from proxy.search.plan import model_not_found, split_alias
+from proxy.state import AppState
+from proxy.upstream.client import Upstream
+from proxy.wire.text import INVALID_TEXT, invalid_text_at
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+class TokenizerRequest(BaseModel):
+    """A ``/tokenize`` or ``/detokenize`` body as vLLM takes it (``prompt`` or ``messages``;
+    ``tokens``), passed on as written."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+
+
+State = Annotated[AppState, Depends(get_state)]
+_KEYED: dict[str, Any] = {"dependencies": [Depends(require_key)], "responses": ERROR_RESPONSES}
+
+
+@router.post("/tokenize", summary="The policy's tokens for a prompt or chat", **_KEYED)
+async def tokenize(body: TokenizerRequest, state: State) -> JSONResponse:
+    return await _relay(state, "tokenize", body)
+
+
+@router.post("/detokenize", summary="The policy's text for token ids", **_KEYED)
+async def detokenize(body: TokenizerRequest, state: State) -> JSONResponse:
+    return await _relay(state, "detokenize", body)
+
+
+@router.get("/tokenizer_info", summary="The policy's tokenizer configuration", **_KEYED)
+async def tokenizer_info(state: State) -> JSONResponse:
+    return await _relay(state, "tokenizer_info", None)
+
+
+async def _relay(state: AppState, name: str, body: TokenizerRequest | None) -> JSONResponse:
+    payload: dict[str, Any] | None = None
+    if body is not None:
+        payload = body.model_dump(exclude_unset=True)
+        bad = invalid_text_at(payload)
+        if bad is not None:
+            raise InvalidRequestError(f"{bad}: {INVALID_TEXT}", param=bad)
+        if payload.get("model") is not None:
+            payload["model"] = await _served(state, str(payload["model"]))
+
+    async def call(upstream: Upstream) -> dict[str, Any]:
+        path = "//" + name  # at the server root, outside /v1
+        if payload is None:
+            return await upstream.get_json(path)
+        return await upstream.post_json(path, payload)
+
+    try:
+        data, _ = await state.policy.with_failover(state.policy.pick(), call)
+    except UpstreamError as exc:
+        if exc.upstream_status == 404:
+            raise NotFoundError(
+                f"the policy server does not serve /{name} (vLLM serves /tokenizer_info only "
+                "when started with --enable-tokenizer-info-endpoint)"
+            ) from None
+        raise
+    return JSONResponse(data)
+
+
+async def _served(state: AppState, model: str) -> str:
+    served = await state.policy.model()
+    if split_alias(model)[0] != served:
+        raise model_not_found(served, model, state.settings.litellm_routes)
+    return served
