@@ -27,8 +27,10 @@ def main() -> None:
     easy, hard = easy_problems(args.problems - half), multi_step_problems(half)
     problems = [p for pair in zip(easy, hard, strict=False) for p in pair]  # interleaved
     problems += easy[len(hard) :]
-    configs = [(f"majority N={n}", {"X-TTS-Strategy": "majority", "X-TTS-Budget": str(n)})
-               for n in (4, 8, 16)]  # fmt: skip
+    configs = [
+        (f"majority N={n}", {"X-TTS-Strategy": "majority", "X-TTS-Budget": str(n)})
+        for n in (4, 8, 16)
+    ]
     configs.append(("auto, cap 16", {"X-TTS-Strategy": "auto", "X-TTS-Budget": "16"}))
     rows = [Row(label) for label, _ in configs]
     decisions: list[str] = []
@@ -40,8 +42,10 @@ def main() -> None:
                 score(row, data, problem.answer, started)
                 if "auto" in data["tts"]:
                     auto = data["tts"]["auto"]
-                    decisions.append(f"{auto['difficulty']}/{auto['method'] or 'stop'}"
-                                     f"/{data['tts']['budget_spent']}")  # fmt: skip
+                    decisions.append(
+                        f"{auto['difficulty']}/{auto['method'] or 'stop'}"
+                        f"/{data['tts']['budget_spent']}"
+                    )
             print(f"... {rows[0].total}/{len(problems)} problems", flush=True)
             print_table(rows)
     print_table(rows)

@@ -31,15 +31,23 @@ def main() -> None:
     configs = [("cot", {"X-TTS-Strategy": "cot"})]
     for method in METHODS:
         for n in args.budgets:
-            configs.append((f"{method} N={n}", {"X-TTS-Strategy": method, "X-TTS-Budget": str(n),
-                                                "X-TTS-Beam-Width": "4"}))  # fmt: skip
+            configs.append(
+                (
+                    f"{method} N={n}",
+                    {"X-TTS-Strategy": method, "X-TTS-Budget": str(n), "X-TTS-Beam-Width": "4"},
+                )
+            )
     rows = [Row(label) for label, _ in configs]
     with proxy_on_cpu_stack("qwen2.5-coder-0.5b", args.cache_dir, default_max_steps=12) as url:
         for problem in problems:
             for row, (_, headers) in zip(rows, configs, strict=True):
                 started = time.perf_counter()
-                score(row, ask(url, problem.question, headers, args.max_tokens), problem.answer,
-                      started)  # fmt: skip
+                score(
+                    row,
+                    ask(url, problem.question, headers, args.max_tokens),
+                    problem.answer,
+                    started,
+                )
             print(f"... {rows[0].total}/{len(problems)} problems", flush=True)
             print_table(rows)
     print_table(rows)

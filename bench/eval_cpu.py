@@ -42,27 +42,62 @@ def main() -> None:
     args = parser.parse_args()
     stack = CpuStack(args.cache_dir or default_cache_dir(), MODELS[args.model])
     stack.prepare()
-    common = ["--dataset", "math500", "--levels", args.levels, "--limit", str(args.problems),
-              "--max-tokens", str(args.max_tokens), "--concurrency", str(args.concurrency),
-              "--usd-per-gpu-hour", str(USD_PER_HOUR), "--timeout", "3600",
-              "--out", str(args.out)]  # fmt: skip
+    common = [
+        "--dataset",
+        "math500",
+        "--levels",
+        args.levels,
+        "--limit",
+        str(args.problems),
+        "--max-tokens",
+        str(args.max_tokens),
+        "--concurrency",
+        str(args.concurrency),
+        "--usd-per-gpu-hour",
+        str(USD_PER_HOUR),
+        "--timeout",
+        "3600",
+        "--out",
+        str(args.out),
+    ]
     with stack.serve(free_port()) as policy_url:
         settings = ProxySettings(
             # An n=16 call of 512-token samples shares two cores with three others: minutes.
-            policy_urls=[policy_url], request_timeout_s=3600, policy_timeout_s=3600,
+            policy_urls=[policy_url],
+            request_timeout_s=3600,
+            policy_timeout_s=3600,
             top_candidates_in_response=64,
             max_answer_tokens=args.max_tokens,
-        )  # fmt: skip
+        )
         with serve(create_app(settings)) as proxy_url:
             ours = ["--endpoint", proxy_url + "/v1", "--model", args.model]
             cap = args.budgets.split(",")[-1]
             runs = {
-                "search": ["run", *ours, "--strategy", "cot", "majority", "best_of_n",
-                           "--budgets", args.budgets, *common],
+                "search": [
+                    "run",
+                    *ours,
+                    "--strategy",
+                    "cot",
+                    "majority",
+                    "best_of_n",
+                    "--budgets",
+                    args.budgets,
+                    *common,
+                ],
                 "auto": ["run", *ours, "--strategy", "auto", "--budgets", cap, *common],
-                "baseline": ["run", "--provider", "litellm", "--model", f"openai/{args.model}",
-                             "--endpoint", policy_url, "--api-key", "unused", *common],
-            }  # fmt: skip
+                "baseline": [
+                    "run",
+                    "--provider",
+                    "litellm",
+                    "--model",
+                    f"openai/{args.model}",
+                    "--endpoint",
+                    policy_url,
+                    "--api-key",
+                    "unused",
+                    *common,
+                ],
+            }
             for part in args.parts:
                 if tts_eval(runs[part]) == 130:  # Ctrl-C: rows so far are kept
                     raise SystemExit(130)

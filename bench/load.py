@@ -131,8 +131,10 @@ def _row(label: str, pid: int, url: str, work: Workload, args: argparse.Namespac
     )
 
 
-_HEADER = ("| {} | answered/s | p50 s | p99 s | server CPU ms/answer | RSS MiB | peak MiB | "
-           "errors (429s honour Retry-After) |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+_HEADER = (
+    "| {} | answered/s | p50 s | p99 s | server CPU ms/answer | RSS MiB | peak MiB | "
+    "errors (429s honour Retry-After) |\n|---|---|---|---|---|---|---|---|"
+)
 
 
 def main() -> None:
@@ -145,14 +147,18 @@ def main() -> None:
     vllm = FakeVllm(delay_s=UPSTREAM_S)
     with serve(vllm.app()) as upstream:
         print(f"{args.clients} clients x {args.seconds:g} s, N = 16, upstream {UPSTREAM_S}s")
-        print("\nThe proxy, mixed strategies (best_of_n, majority, beam_search, dvts, none), "
-              "admission at 64 searches:")  # fmt: skip
+        print(
+            "\nThe proxy, mixed strategies (best_of_n, majority, beam_search, dvts, none), "
+            "admission at 64 searches:"
+        )
         print(_HEADER.format("run"))
         with _proxy(upstream, max_searches=64) as (url, pid):
             for run in range(1, args.runs + 1):
                 print(_row(str(run), pid, url, MIXED, args), flush=True)
-        print("\nA vote over N = 16 samples, side by side (one run each; the proxy's admission "
-              "above the client count, as the peers have none):")  # fmt: skip
+        print(
+            "\nA vote over N = 16 samples, side by side (one run each; the proxy's admission "
+            "above the client count, as the peers have none):"
+        )
         print(_HEADER.format("server"))
         with _proxy(upstream, max_searches=2 * args.clients) as (url, pid):
             vote = Workload("fake-policy", {}, ("majority",))
@@ -171,9 +177,22 @@ def _proxy(upstream: str, max_searches: int) -> Iterator[tuple[str, int]]:
     port = free_port()
     config = Path(tempfile.mkdtemp()) / "load.toml"
     config.write_text(f"max_concurrent_searches = {max_searches}\ndefault_max_steps = 4\n")
-    command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
-               upstream + "/v1", "--policy-model", "fake-policy", "--config", str(config),
-               "--log-level", "warning"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "--port",
+        str(port),
+        "--policy-url",
+        upstream + "/v1",
+        "--policy-model",
+        "fake-policy",
+        "--config",
+        str(config),
+        "--log-level",
+        "warning",
+    ]
     url = f"http://127.0.0.1:{port}"
     with server_process(command, url + "/health/live") as process:
         yield url, process.pid

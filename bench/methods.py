@@ -42,18 +42,31 @@ from tts_eval.__main__ import main as tts_eval
 
 # group -> (proxy settings, [(strategies, budgets)], extra request headers)
 GROUPS: dict[str, tuple[dict[str, Any], list[tuple[list[str], str]], list[str]]] = {
-    "confidence": ({"default_scorer": "confidence"}, [
-        (["majority", "best_of_n", "beam_search", "particle_filtering", "deepconf", "auto"], "8"),
-        (["majority", "deepconf"], "16"),
-    ], []),
-    "verifier": ({"default_scorer": "verifier"}, [(["beam_search", "particle_filtering"], "8")],
-                 []),
+    "confidence": (
+        {"default_scorer": "confidence"},
+        [
+            (
+                ["majority", "best_of_n", "beam_search", "particle_filtering", "deepconf", "auto"],
+                "8",
+            ),
+            (["majority", "deepconf"], "16"),
+        ],
+        [],
+    ),
+    "verifier": (
+        {"default_scorer": "verifier"},
+        [(["beam_search", "particle_filtering"], "8")],
+        [],
+    ),
     "offline": ({"default_deepconf_mode": "offline"}, [(["deepconf"], "8")], []),
     # the paper's aggressive variant: the top 10 % kept, the rest stopped at the threshold
     "aggressive": ({"deepconf_keep_percent": 10}, [(["deepconf"], "16")], []),
-    "gibbs": ({"default_scorer": "confidence"}, [(["particle_filtering"], "8")],
-              ["X-TTS-Particle-Iterations: 2"]),
-}  # fmt: skip
+    "gibbs": (
+        {"default_scorer": "confidence"},
+        [(["particle_filtering"], "8")],
+        ["X-TTS-Particle-Iterations: 2"],
+    ),
+}
 
 
 def main() -> None:
@@ -76,24 +89,52 @@ def main() -> None:
     stack = CpuStack(args.cache_dir or default_cache_dir(), MODELS[args.model])
     stack.prepare()
     _log_machine(args.out, args.model, stack.dtype.dtype)
-    common = ["--dataset", "math500", "--levels", args.levels, "--max-tokens", str(args.max_tokens),
-              "--concurrency", str(args.concurrency),
-              "--usd-per-gpu-hour", str(USD_PER_HOUR), "--timeout", "3600"]  # fmt: skip
+    common = [
+        "--dataset",
+        "math500",
+        "--levels",
+        args.levels,
+        "--max-tokens",
+        str(args.max_tokens),
+        "--concurrency",
+        str(args.concurrency),
+        "--usd-per-gpu-hour",
+        str(USD_PER_HOUR),
+        "--timeout",
+        "3600",
+    ]
     limits = [*range(args.chunk, args.problems, args.chunk), args.problems]
     with stack.serve(free_port()) as policy_url:
         for limit, group in ((limit, group) for limit in limits for group in args.groups):
             overrides, runs, headers = GROUPS[group]
             settings = ProxySettings(
-                policy_urls=[policy_url], request_timeout_s=3600, policy_timeout_s=3600,
-                top_candidates_in_response=64, max_answer_tokens=args.max_tokens,
-                default_max_steps=12, **overrides,
-            )  # fmt: skip
+                policy_urls=[policy_url],
+                request_timeout_s=3600,
+                policy_timeout_s=3600,
+                top_candidates_in_response=64,
+                max_answer_tokens=args.max_tokens,
+                default_max_steps=12,
+                **overrides,
+            )
             with serve(create_app(settings)) as proxy_url:
                 for strategies, budgets in runs:
-                    command = ["run", "--endpoint", proxy_url + "/v1", "--model", args.model,
-                               "--strategy", *strategies, "--budgets", budgets, *common,
-                               "--limit", str(limit), "--out", str(args.out / group),
-                               *(arg for h in headers for arg in ("--header", h))]  # fmt: skip
+                    command = [
+                        "run",
+                        "--endpoint",
+                        proxy_url + "/v1",
+                        "--model",
+                        args.model,
+                        "--strategy",
+                        *strategies,
+                        "--budgets",
+                        budgets,
+                        *common,
+                        "--limit",
+                        str(limit),
+                        "--out",
+                        str(args.out / group),
+                        *(arg for h in headers for arg in ("--header", h)),
+                    ]
                     if tts_eval(command) == 130:  # Ctrl-C: the rows so far are kept
                         raise SystemExit(130)
     for group in args.groups:  # one table per group: the same method under another scorer
@@ -103,12 +144,22 @@ def main() -> None:
 
 def _log_machine(out: Path, model: str, dtype: str) -> None:
     """Which machine and dtype each part of a run in parts was done on (``machines.jsonl``)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
-                if line.startswith("model name")), "unknown")  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
     out.mkdir(parents=True, exist_ok=True)
-    entry = {"started_at": time.time(), "model": model, "dtype": dtype, "cpu": cpu,
-             "cores": os.cpu_count()}  # fmt: skip
+    entry = {
+        "started_at": time.time(),
+        "model": model,
+        "dtype": dtype,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+    }
     with (out / "machines.jsonl").open("a", encoding="utf-8") as log:
         log.write(json.dumps(entry) + "\n")
 

@@ -74,9 +74,15 @@ def lines(folder: Path) -> tuple[list[Line], list[str]]:
     out = []
     for config, rows in by_config.items():
         chosen = [rows[p] for p in problems]
-        out.append(Line(config, len(chosen), sum(r.correct for r in chosen),
-                        [r.completion_tokens for r in chosen],
-                        [r.prompt_tokens for r in chosen]))  # fmt: skip
+        out.append(
+            Line(
+                config,
+                len(chosen),
+                sum(r.correct for r in chosen),
+                [r.completion_tokens for r in chosen],
+                [r.prompt_tokens for r in chosen],
+            )
+        )
     return sorted(out, key=lambda line: statistics.fmean(line.generated or [0])), problems
 
 
@@ -87,18 +93,32 @@ def _mean_sd(values: list[int]) -> str:
 
 
 def table(found: list[Line], reference: Line | None) -> str:
-    headers = ("configuration", "problems", "accuracy % (95% CI)", "generated tokens/problem",
-               "vs majority@16", "prompt tokens/problem")  # fmt: skip
+    headers = (
+        "configuration",
+        "problems",
+        "accuracy % (95% CI)",
+        "generated tokens/problem",
+        "vs majority@16",
+        "prompt tokens/problem",
+    )
     rows = []
     for line in found:
         low, high = wilson(line.correct, line.problems)
         ratio = (
             f"{sum(line.generated) / sum(reference.generated):.0%}"
-            if reference and sum(reference.generated) else "-"
-        )  # fmt: skip
-        rows.append([line.config.label, str(line.problems),
-                     f"{100 * line.accuracy:.1f} ({100 * low:.1f}-{100 * high:.1f})",
-                     _mean_sd(line.generated), ratio, _mean_sd(line.prompt)])  # fmt: skip
+            if reference and sum(reference.generated)
+            else "-"
+        )
+        rows.append(
+            [
+                line.config.label,
+                str(line.problems),
+                f"{100 * line.accuracy:.1f} ({100 * low:.1f}-{100 * high:.1f})",
+                _mean_sd(line.generated),
+                ratio,
+                _mean_sd(line.prompt),
+            ]
+        )
     return markdown_table(headers, rows)
 
 
@@ -114,8 +134,16 @@ def plot(found: list[Line], path: Path) -> None:
         low, high = wilson(line.correct, line.problems)
         x = statistics.fmean(line.generated)
         spread = [[100 * max(0.0, line.accuracy - low)], [100 * max(0.0, high - line.accuracy)]]
-        ax.errorbar([x], [100 * line.accuracy], yerr=spread, fmt=markers[k % len(markers)],
-                    capsize=3, label=line.config.label, color=f"C{k % 10}", alpha=0.85)  # fmt: skip
+        ax.errorbar(
+            [x],
+            [100 * line.accuracy],
+            yerr=spread,
+            fmt=markers[k % len(markers)],
+            capsize=3,
+            label=line.config.label,
+            color=f"C{k % 10}",
+            alpha=0.85,
+        )
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xlabel("generated tokens per problem (mean)")
     ax.set_ylabel("accuracy % (95% Wilson interval)")

@@ -59,10 +59,13 @@ def chat_app() -> FastAPI:
         await asyncio.sleep(UPSTREAM_S)
         message = {"role": "assistant", "content": "ok"}
         return {
-            "id": "x", "object": "chat.completion", "created": 0, "model": "bench",
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "bench",
             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }  # fmt: skip
+        }
 
     return app
 
@@ -142,9 +145,18 @@ def _proxy_process(upstream: str, *flags: str) -> Iterator[str]:
     """The proxy in its own process, so the client and the fake upstream do not share its GIL."""
     port = free_port()
     command = [
-        sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
-        upstream + "/v1", "--log-level", "warning", *(flags or ("--policy-model", "bench")),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "--port",
+        str(port),
+        "--policy-url",
+        upstream + "/v1",
+        "--log-level",
+        "warning",
+        *(flags or ("--policy-model", "bench")),
+    ]
     url = f"http://127.0.0.1:{port}"
     with server_process(command, url + "/metrics"):
         yield url
@@ -155,11 +167,19 @@ def passthrough_table(with_peers: bool = True) -> list[tuple[str, ...]]:
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(_app_process("chat_app", "/v1/models"))
         servers: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
-            ("pass-through", stack.enter_context(_proxy_process(upstream)),
-             {"X-TTS-Strategy": "none"}, {}),
-            ("minimal forwarder", stack.enter_context(
-                _app_process("forwarder_app", "/", upstream)), {}, {}),
-        ]  # fmt: skip
+            (
+                "pass-through",
+                stack.enter_context(_proxy_process(upstream)),
+                {"X-TTS-Strategy": "none"},
+                {},
+            ),
+            (
+                "minimal forwarder",
+                stack.enter_context(_app_process("forwarder_app", "/", upstream)),
+                {},
+                {},
+            ),
+        ]
         if with_peers:  # their nearest thing to a pass-through
             for name, peer in PEERS.items():
                 url, _ = stack.enter_context(peer_server(name, upstream + "/v1"))
@@ -172,8 +192,14 @@ def passthrough_table(with_peers: bool = True) -> list[tuple[str, ...]]:
                 p50 = (_pct(values, 0.5) - _pct(direct, 0.5)) * 1000
                 p99 = (_pct(values, 0.99) - _pct(direct, 0.99)) * 1000
                 target = {"pass-through": "<= 2 ms p50", "minimal forwarder": "(floor)"}
-                rows.append((f"{name}, {concurrency} clients", f"{p50:+.2f} ms",
-                             f"{p99:+.2f} ms", target.get(name, "(peer)")))  # fmt: skip
+                rows.append(
+                    (
+                        f"{name}, {concurrency} clients",
+                        f"{p50:+.2f} ms",
+                        f"{p99:+.2f} ms",
+                        target.get(name, "(peer)"),
+                    )
+                )
     return rows
 
 
@@ -224,21 +250,35 @@ def beam_table() -> list[tuple[str, ...]]:
         vllm.critical_s = 0.0
         out = subprocess.run(
             [sys.executable, "-c", _BEAM_CLIENT, *args, str(BEAM_REQUESTS)],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     runs = [json.loads(line) for line in out.splitlines()]
     critical = vllm.critical_s / len(runs)  # the same request each time: the same critical path
     ratios = [(critical + r["prm"] / 1000) / r["wall_s"] for r in runs]
     own = [r["proxy"] for r in runs]
     waiting = [(r["policy"] + r["prm"]) / 1000 / r["wall_s"] for r in runs]
     return [
-        ("beam search N=16, M=4: ideal / wall", f"{statistics.median(ratios):.3f}",
-         f"{min(ratios):.3f}", ">= 0.95"),
-        ("beam search N=16, M=4: upstream wait / wall", f"{statistics.median(waiting):.3f}",
-         f"{min(waiting):.3f}", ""),
-        ("beam search N=16, M=4: proxy's own time", f"{statistics.median(own):.1f} ms",
-         f"{max(own):.1f} ms", ""),
-    ]  # fmt: skip
+        (
+            "beam search N=16, M=4: ideal / wall",
+            f"{statistics.median(ratios):.3f}",
+            f"{min(ratios):.3f}",
+            ">= 0.95",
+        ),
+        (
+            "beam search N=16, M=4: upstream wait / wall",
+            f"{statistics.median(waiting):.3f}",
+            f"{min(waiting):.3f}",
+            "",
+        ),
+        (
+            "beam search N=16, M=4: proxy's own time",
+            f"{statistics.median(own):.1f} ms",
+            f"{max(own):.1f} ms",
+            "",
+        ),
+    ]
 
 
 def main() -> None:

@@ -44,11 +44,25 @@ class Peer:
 
 
 PEERS = {
-    "optillm": Peer("optillm", "0.4.0", "majority_voting-fake-policy", {"k": 16},
-                    "majority_voting, k 16", "none-fake-policy", {}),
-    "its_hub": Peer("its_hub", "1.2.0", "fake-policy", {"budget": 16},
-                    "self-consistency, budget 16", "fake-policy", {"budget": 1}),
-}  # fmt: skip
+    "optillm": Peer(
+        "optillm",
+        "0.4.0",
+        "majority_voting-fake-policy",
+        {"k": 16},
+        "majority_voting, k 16",
+        "none-fake-policy",
+        {},
+    ),
+    "its_hub": Peer(
+        "its_hub",
+        "1.2.0",
+        "fake-policy",
+        {"budget": 16},
+        "self-consistency, budget 16",
+        "fake-policy",
+        {"budget": 1},
+    ),
+}
 
 
 def _venv(peer: Peer, cache: Path) -> Path:
@@ -59,8 +73,19 @@ def _venv(peer: Peer, cache: Path) -> Path:
     if stamp.exists() and stamp.read_text() == requirements.read_text():
         return venv
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                    "--no-deps", "-r", str(requirements)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "-r",
+            str(requirements),
+        ],
+        check=True,
+    )
     stamp.write_text(requirements.read_text())
     return venv
 
@@ -78,19 +103,42 @@ def peer_server(
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, OPENAI_API_KEY="sk-bench", PYTHONUNBUFFERED="1")  # noqa: TID251
     if name == "optillm":
-        command = [str(venv / "bin" / "optillm"), "--base-url", upstream_v1, "--port", str(port),
-                   "--host", "127.0.0.1", "--log", "error"]  # fmt: skip
+        command = [
+            str(venv / "bin" / "optillm"),
+            "--base-url",
+            upstream_v1,
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--log",
+            "error",
+        ]
         probe = url + "/health"
     else:
-        command = [str(venv / "bin" / "its-iaas"), "--host", "127.0.0.1", "--port", str(port),
-                   "--log-level", "warning"]  # fmt: skip
+        command = [
+            str(venv / "bin" / "its-iaas"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         probe = url + "/docs"
     with server_process(command, probe, env=env, name=name, log_path=log) as process:
         if name == "its_hub":
-            configured = httpx.post(url + "/configure", timeout=30, json={
-                "endpoint": upstream_v1, "api_key": "sk-bench", "model": "fake-policy",
-                "alg": "self-consistency", "budget": 16,
-                "regex_patterns": [r"(\w+)\W*$"],  # the vote: on the answer's last word
-            })  # fmt: skip
+            configured = httpx.post(
+                url + "/configure",
+                timeout=30,
+                json={
+                    "endpoint": upstream_v1,
+                    "api_key": "sk-bench",
+                    "model": "fake-policy",
+                    "alg": "self-consistency",
+                    "budget": 16,
+                    "regex_patterns": [r"(\w+)\W*$"],  # the vote: on the answer's last word
+                },
+            )
             configured.raise_for_status()
         yield url, process.pid

@@ -66,8 +66,21 @@ async def _run(url: str, clients: int = CLIENTS, first: int = 0) -> float:
 def _server(path: Path, flags: list[str]) -> Iterator[str]:
     """``tts-prm serve`` in its own process (the clients must not share its interpreter)."""
     port = free_port()
-    command = [sys.executable, "-m", "prm_server", "serve", "--model", str(path), "--family",
-               "qwen_prm", "--port", str(port), "--log-level", "warning", *flags]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "prm_server",
+        "serve",
+        "--model",
+        str(path),
+        "--family",
+        "qwen_prm",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *flags,
+    ]
     url = f"http://127.0.0.1:{port}"
     with server_process(command, url + "/health"):
         yield url
@@ -87,12 +100,26 @@ def main() -> None:
         )
 
         configs = {
-            "one at a time, no cache": ["--max-wait-ms", "0", "--max-batch-tokens", "1",
-                                        "--cache-entries", "0", "--kv-cache-tokens", "0"],
-            "batched, no caches": ["--max-wait-ms", "30", "--cache-entries", "0",
-                                   "--kv-cache-tokens", "0"],
+            "one at a time, no cache": [
+                "--max-wait-ms",
+                "0",
+                "--max-batch-tokens",
+                "1",
+                "--cache-entries",
+                "0",
+                "--kv-cache-tokens",
+                "0",
+            ],
+            "batched, no caches": [
+                "--max-wait-ms",
+                "30",
+                "--cache-entries",
+                "0",
+                "--kv-cache-tokens",
+                "0",
+            ],
             "batched + cached + KV": ["--max-wait-ms", "30"],
-        }  # fmt: skip
+        }
         rows = []
         for label, flags in configs.items():
             with _server(path, flags) as url:
@@ -104,8 +131,10 @@ def main() -> None:
     print(f"{'configuration':<26}{'new steps/s':>12}{'speed-up':>10}{'model s':>9}{'model x':>9}")
     print("-" * 66)
     for label, rate, model_s in rows:
-        print(f"{label:<26}{rate:>12.1f}{rate / base:>9.1f}x{model_s:>9.2f}"
-              f"{base_model / model_s:>8.1f}x")  # fmt: skip
+        print(
+            f"{label:<26}{rate:>12.1f}{rate / base:>9.1f}x{model_s:>9.2f}"
+            f"{base_model / model_s:>8.1f}x"
+        )
     print(f"({CLIENTS} clients, depth {DEPTH}, {WIDTH} candidates per request; target >= 5x)")
 
 

@@ -59,15 +59,28 @@ def fake_replicas(count: int, upstream_s: float) -> Iterator[list[tuple[str, int
 def proxies(count: int, policy_urls: list[str]) -> Iterator[list[str]]:
     """``count`` ``tts-proxy serve`` processes over the same policy replicas."""
     config = Path(tempfile.mkdtemp()) / "scale.toml"
-    config.write_text("max_concurrent_searches = 256\ndefault_max_steps = 4\n"
-                      "policy_eject_s = 30\npolicy_probe_interval_s = 1\n")  # fmt: skip
+    config.write_text(
+        "max_concurrent_searches = 256\ndefault_max_steps = 4\n"
+        "policy_eject_s = 30\npolicy_probe_interval_s = 1\n"
+    )
     with contextlib.ExitStack() as stack:
         urls = []
         for _ in range(count):
             port = free_port()
-            command = [sys.executable, "-m", "proxy", "serve", "--port", str(port),
-                       "--policy-model", "fake-policy", "--config", str(config),
-                       "--log-level", "warning"]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "proxy",
+                "serve",
+                "--port",
+                str(port),
+                "--policy-model",
+                "fake-policy",
+                "--config",
+                str(config),
+                "--log-level",
+                "warning",
+            ]
             for policy_url in policy_urls:
                 command += ["--policy-url", policy_url]
             url = f"http://127.0.0.1:{port}"
@@ -119,8 +132,10 @@ def _row(label: str, results: list[tuple[float, float, str]], seconds: float) ->
     errors = collections.Counter(o for _, _, o in results if o != "ok")
     p50 = statistics.median(latencies) if latencies else float("nan")
     p99 = latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan")
-    return (f"| {label} | {len(latencies) / seconds:.1f} | {p50:.3f} | {p99:.3f} | "
-            f"{dict(errors) or '-'} |")  # fmt: skip
+    return (
+        f"| {label} | {len(latencies) / seconds:.1f} | {p50:.3f} | {p99:.3f} | "
+        f"{dict(errors) or '-'} |"
+    )
 
 
 def main() -> None:
@@ -131,8 +146,10 @@ def main() -> None:
     parser.add_argument("--proxies", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
-    print(f"{args.clients} clients x {args.seconds:g} s, mixed strategies at N = 16, "
-          f"every upstream call {args.upstream_s:g} s\n")  # fmt: skip
+    print(
+        f"{args.clients} clients x {args.seconds:g} s, mixed strategies at N = 16, "
+        f"every upstream call {args.upstream_s:g} s\n"
+    )
     print("K proxy processes over 2 policy replicas:\n")
     print("| K (run) | answered/s | p50 s | p99 s | errors |\n|---|---|---|---|---|")
     with fake_replicas(2, args.upstream_s) as replicas:

@@ -41,13 +41,21 @@ class Row:
     def cells(self) -> list[str]:
         accuracy = self.correct / self.total if self.total else 0.0
         per = self.tokens / self.total if self.total else 0
-        return [self.label, f"{accuracy:.2f}", f"{self.correct}/{self.total}", f"{per:.0f}",
-                f"{self.seconds:.0f}"]  # fmt: skip
+        return [
+            self.label,
+            f"{accuracy:.2f}",
+            f"{self.correct}/{self.total}",
+            f"{per:.0f}",
+            f"{self.seconds:.0f}",
+        ]
 
 
 def ask(url: str, question: str, headers: dict[str, str], max_tokens: int) -> dict[str, Any]:
-    body = {"model": "qwen2.5-coder-0.5b", "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": question}]}  # fmt: skip
+    body = {
+        "model": "qwen2.5-coder-0.5b",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": question}],
+    }
     response = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=1800)
     response.raise_for_status()
     data: dict[str, Any] = response.json()

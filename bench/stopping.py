@@ -50,8 +50,14 @@ def collect(
             texts = [node["text"] for node in data["tts"]["trace"]]
             answers = [extract_answer(t) for t in texts]
             tokens = data["usage"]["completion_tokens"]
-            out.append({"question": problem.question, "answer": problem.answer,
-                        "answers": answers, "completion_tokens": tokens})  # fmt: skip
+            out.append(
+                {
+                    "question": problem.question,
+                    "answer": problem.answer,
+                    "answers": answers,
+                    "completion_tokens": tokens,
+                }
+            )
             print(f"... {index + 1}/{len(mixed)} problems", flush=True)
     return out
 
@@ -165,10 +171,14 @@ def evaluate(samples: list[dict[str, Any]]) -> None:
     print("-" * 77)
     for label, (correct, spent, calls) in totals.items():
         mean = spent / runs
-        print(f"{label:<36}{correct / runs:>9.3f}{mean:>9.2f}{mean / CAP:>7.0%}"
-              f"{mean * per_sample:>9.0f}{calls / runs:>7.2f}")  # fmt: skip
-    print(f"({len(samples)} problems x {ORDERS} orders; *completion tokens per problem at "
-          f"{per_sample:.0f} per sample)")  # fmt: skip
+        print(
+            f"{label:<36}{correct / runs:>9.3f}{mean:>9.2f}{mean / CAP:>7.0%}"
+            f"{mean * per_sample:>9.0f}{calls / runs:>7.2f}"
+        )
+    print(
+        f"({len(samples)} problems x {ORDERS} orders; *completion tokens per problem at "
+        f"{per_sample:.0f} per sample)"
+    )
 
 
 def main() -> None:

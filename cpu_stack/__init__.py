@@ -9,6 +9,15 @@ from cpu_stack.process import ServerStartError, free_port, server_process
 from cpu_stack.stack import MODELS, CpuStack, ModelSpec, default_cache_dir
 
 __all__ = [
-    "MODELS", "CpuStack", "DtypeChoice", "ModelSpec", "ServerStartError", "StackError",
-    "choose_dtype", "cpu_flags", "default_cache_dir", "free_port", "server_process",
-]  # fmt: skip
+    "MODELS",
+    "CpuStack",
+    "DtypeChoice",
+    "ModelSpec",
+    "ServerStartError",
+    "StackError",
+    "choose_dtype",
+    "cpu_flags",
+    "default_cache_dir",
+    "free_port",
+    "server_process",
+]

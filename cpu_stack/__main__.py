@@ -34,9 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy-port", type=int, default=8001)
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument(
-        "--dtype", choices=DTYPES, default=None,
+        "--dtype",
+        choices=DTYPES,
+        default=None,
         help="vLLM's compute dtype (default: bfloat16 only where the CPU has AVX512-BF16/AMX)",
-    )  # fmt: skip
+    )
     return parser
 
 

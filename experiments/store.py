@@ -112,12 +112,21 @@ class ExperimentStore:
         return out
 
     async def add_trace(
-        self, request_id: str, created_at: datetime, model: str, strategy: str,
+        self,
+        request_id: str,
+        created_at: datetime,
+        model: str,
+        strategy: str,
         trace: dict[str, Any],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """One search's trace (the proxy's JSON form), under its request id."""
-        row = {"request_id": request_id, "created_at": _utc(created_at), "model": model,
-               "strategy": strategy, "trace": trace}  # fmt: skip
+        row = {
+            "request_id": request_id,
+            "created_at": _utc(created_at),
+            "model": model,
+            "strategy": strategy,
+            "trace": trace,
+        }
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(traces.insert().values(**row))

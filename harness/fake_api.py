@@ -70,10 +70,20 @@ class FakeChatApi:
         completion_tokens = len(text.split())
         self.finished += 1
         return {
-            "id": f"chatcmpl-fake{len(self.calls)}", "object": "chat.completion", "created": 0,
+            "id": f"chatcmpl-fake{len(self.calls)}",
+            "object": "chat.completion",
+            "created": 0,
             "model": body.get("model", self.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }  # fmt: skip
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }

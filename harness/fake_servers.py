@@ -58,9 +58,18 @@ def _verdict(prompt: str, index: int, top: int) -> dict[str, Any]:
     p = min(max(float(tag[1]) if tag else 0.5, 1e-4), 1 - 1e-4)
     token = "Yes" if p >= 0.5 else "No"
     tops = [{"Yes": math.log(p), " No": math.log(1 - p)}] if top >= 2 else None
-    return {"index": index, "text": token, "finish_reason": "length", "stop_reason": None,
-            "logprobs": {"tokens": [token], "token_logprobs": [math.log(max(p, 1 - p))],
-                         "text_offset": [0], "top_logprobs": tops}}  # fmt: skip
+    return {
+        "index": index,
+        "text": token,
+        "finish_reason": "length",
+        "stop_reason": None,
+        "logprobs": {
+            "tokens": [token],
+            "token_logprobs": [math.log(max(p, 1 - p))],
+            "text_offset": [0],
+            "top_logprobs": tops,
+        },
+    }
 
 
 _GENPRM = "Let's analyze the Paragraph "
@@ -78,8 +87,14 @@ def _genprm_turn(prompt: str, index: int, top: int) -> dict[str, Any]:
         number = prompt.rsplit(_GENPRM, 1)[1].split(" ", 1)[0]
         text = f"paragraph {number} looks {'right' if p >= 0.5 else 'wrong'} ({p:g})."
         tokens = tokens_of(text)
-        return {"index": index, "text": text, "finish_reason": "stop", "stop_reason": "</analyze>",
-                "logprobs": None, "n_tokens": len(tokens)}  # fmt: skip
+        return {
+            "index": index,
+            "text": text,
+            "finish_reason": "stop",
+            "stop_reason": "</analyze>",
+            "logprobs": None,
+            "n_tokens": len(tokens),
+        }
     verdict = _verdict(f"New step:\n<{p}>\n\n{_VERIFY}", index, top)
     return verdict | {"n_tokens": 1}
 
@@ -189,8 +204,9 @@ class FakeVllm:
         if body.get("stream"):
             return StreamingResponse(self._stream_completion(body), media_type="text/event-stream")
         if self.trickle_s > 0:
-            return StreamingResponse(self._trickle(json.dumps(self._answer(body))),
-                                     media_type="application/json")  # fmt: skip
+            return StreamingResponse(
+                self._trickle(json.dumps(self._answer(body))), media_type="application/json"
+            )
         return self._answer(body)
 
     def _injected_failure(self) -> JSONResponse:
@@ -240,8 +256,14 @@ class FakeVllm:
         self.reported_usage.append(usage)
         if self.cached_tokens is not None:
             usage = usage | {"prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
-        return {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": self.model,
-                "choices": choices, "usage": usage}  # fmt: skip
+        return {
+            "id": "cmpl-x",
+            "object": "text_completion",
+            "created": 0,
+            "model": self.model,
+            "choices": choices,
+            "usage": usage,
+        }
 
     def _choice(self, text: str, body: dict[str, Any], index: int, sample: int) -> dict[str, Any]:
         finish, stop_reason = "stop", None
@@ -259,11 +281,17 @@ class FakeVllm:
         logprob = -0.05 * (sample + 1)
         top = int(body.get("logprobs") or 0)
         return {
-            "index": index, "text": text, "finish_reason": finish, "stop_reason": stop_reason,
-            "logprobs": {"tokens": tokens, "token_logprobs": [logprob] * len(tokens),
-                         "text_offset": offsets,
-                         "top_logprobs": [_top_logprobs(t, top) for t in tokens] if top else None},
-        }  # fmt: skip
+            "index": index,
+            "text": text,
+            "finish_reason": finish,
+            "stop_reason": stop_reason,
+            "logprobs": {
+                "tokens": tokens,
+                "token_logprobs": [logprob] * len(tokens),
+                "text_offset": offsets,
+                "top_logprobs": [_top_logprobs(t, top) for t in tokens] if top else None,
+            },
+        }
 
     async def _stream_completion(self, body: dict[str, Any]) -> Any:
         """One sample, a token per event with vLLM's continuous usage; counts what was sent
@@ -280,17 +308,32 @@ class FakeVllm:
             for k, token in enumerate(tokens):
                 await asyncio.sleep(self.stream_token_s)
                 last = k == len(tokens) - 1
-                event = {"id": "cmpl-s", "object": "text_completion", "created": 0,
-                         "model": self.model, "choices": [{
-                             "index": 0, "text": token,
-                             "finish_reason": choice["finish_reason"] if last else None,
-                             "logprobs": {"tokens": [token],
-                                          "token_logprobs": [lp["token_logprobs"][k]],
-                                          "text_offset": [lp["text_offset"][k]],
-                                          "top_logprobs": (lp["top_logprobs"] or [None])[k:k + 1]
-                                          if lp["top_logprobs"] else None}}],
-                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": k + 1,
-                                   "total_tokens": prompt_tokens + k + 1}}  # fmt: skip
+                event = {
+                    "id": "cmpl-s",
+                    "object": "text_completion",
+                    "created": 0,
+                    "model": self.model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "text": token,
+                            "finish_reason": choice["finish_reason"] if last else None,
+                            "logprobs": {
+                                "tokens": [token],
+                                "token_logprobs": [lp["token_logprobs"][k]],
+                                "text_offset": [lp["text_offset"][k]],
+                                "top_logprobs": (lp["top_logprobs"] or [None])[k : k + 1]
+                                if lp["top_logprobs"]
+                                else None,
+                            },
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": k + 1,
+                        "total_tokens": prompt_tokens + k + 1,
+                    },
+                }
                 self.stream_tokens_sent += 1
                 sent += 1
                 yield f"data: {json.dumps(event)}\n\n"
@@ -299,9 +342,13 @@ class FakeVllm:
         finally:
             if not finished:
                 self.streams_closed_early += 1
-            self.reported_usage.append({"prompt_tokens": prompt_tokens,
-                                        "completion_tokens": sent,
-                                        "total_tokens": prompt_tokens + sent})  # fmt: skip
+            self.reported_usage.append(
+                {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": sent,
+                    "total_tokens": prompt_tokens + sent,
+                }
+            )
 
     async def _responses(self, request: Request) -> Any:
         return await _responses_endpoint(self, request)
@@ -333,10 +380,21 @@ class FakeVllm:
         if not body.get("stream"):
             n = body.get("n") or 1  # as vLLM: n choices in one answer
             usage = usage | {"completion_tokens": 5 * n, "total_tokens": 7 + 5 * n}
-            return {"id": "chatcmpl-up", "object": "chat.completion", "created": 0,
-                    "model": self.model, "usage": usage,
-                    "choices": [{"index": i, "message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop"} for i in range(n)]}  # fmt: skip
+            return {
+                "id": "chatcmpl-up",
+                "object": "chat.completion",
+                "created": 0,
+                "model": self.model,
+                "usage": usage,
+                "choices": [
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                    for i in range(n)
+                ],
+            }
 
         async def events() -> Any:
             pieces = ("plain ", "answer") if not self.trickle_s else ("more ",) * 10_000
@@ -346,9 +404,13 @@ class FakeVllm:
                 if self.trickle_s:
                     await asyncio.sleep(self.trickle_s)
                 finish = "stop" if k == len(pieces) - 1 else None  # as vLLM: on the last
-                chunk = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 0,
-                         "model": self.model, "choices": [{"index": 0, "delta": {"content": piece},
-                                                           "finish_reason": finish}]}  # fmt: skip
+                chunk = {
+                    "id": "chatcmpl-up",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": self.model,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}],
+                }
                 yield f"data: {json.dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
 
@@ -356,15 +418,33 @@ class FakeVllm:
 
 
 def _response(model: str, text: str) -> dict[str, Any]:
-    item = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+    item = {
+        "id": "msg_up",
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
     cache = {"cached_tokens": 0, "cache_write_tokens": 0}
-    usage = {"input_tokens": 7, "input_tokens_details": cache,
-             "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 0},
-             "total_tokens": 10}  # fmt: skip
-    return {"id": "resp_up", "object": "response", "created_at": 0, "status": "completed",
-            "model": model, "output": [item], "parallel_tool_calls": True, "tool_choice": "auto",
-            "tools": [], "usage": usage}  # fmt: skip
+    usage = {
+        "input_tokens": 7,
+        "input_tokens_details": cache,
+        "output_tokens": 3,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 10,
+    }
+    return {
+        "id": "resp_up",
+        "object": "response",
+        "created_at": 0,
+        "status": "completed",
+        "model": model,
+        "output": [item],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage,
+    }
 
 
 async def _responses_endpoint(fake: FakeVllm, request: Request) -> Any:
@@ -378,10 +458,19 @@ async def _responses_endpoint(fake: FakeVllm, request: Request) -> Any:
 
     async def events() -> Any:
         pending = done | {"status": "in_progress", "output": [], "usage": None}
-        delta = {"type": "response.output_text.delta", "item_id": "msg_up", "output_index": 0,
-                 "content_index": 0, "delta": "plain response", "logprobs": []}  # fmt: skip
-        sequence: list[dict[str, Any]] = [{"type": "response.created", "response": pending}, delta,
-                    {"type": "response.completed", "response": done}]  # fmt: skip
+        delta = {
+            "type": "response.output_text.delta",
+            "item_id": "msg_up",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "plain response",
+            "logprobs": [],
+        }
+        sequence: list[dict[str, Any]] = [
+            {"type": "response.created", "response": pending},
+            delta,
+            {"type": "response.completed", "response": done},
+        ]
         for number, event in enumerate(sequence):
             event["sequence_number"] = number
             yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"

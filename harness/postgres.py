@@ -52,18 +52,60 @@ def postgres_server() -> Iterator[str]:
     port = free_port()
     run = subprocess.run
     try:
-        run(_as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", "tts", "-A", "trust",
-                             "--no-sync", "-E", "UTF8"]),
-            check=True, capture_output=True, timeout=120)  # fmt: skip
+        run(
+            _as_server_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "tts",
+                    "-A",
+                    "trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-        run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w",
-                             "-t", "60", "-l", str(root / "server.log"), "start"]),
-            check=True, capture_output=True, timeout=90)  # fmt: skip
-        run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "tts", "tts"],
-            check=True, capture_output=True, timeout=60)  # fmt: skip
+        run(
+            _as_server_user(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "60",
+                    "-l",
+                    str(root / "server.log"),
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+        run(
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "tts", "tts"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         yield f"postgresql://tts@127.0.0.1:{port}/tts"
     finally:
         if (data / "postmaster.pid").exists():
-            run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-                                 "stop"]), capture_output=True, timeout=60)  # fmt: skip
+            run(
+                _as_server_user(
+                    [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+                ),
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(root, ignore_errors=True)

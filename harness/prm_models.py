@@ -23,10 +23,17 @@ from prm_server.families import FamilyName
 from prm_server.modeling import QwenProcessRewardModel, SkyworkValueModel
 
 SPECIALS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>", "ки",
-    "<|reserved_special_token_0|>", "<|begin_of_text|>", "<|start_header_id|>",
-    "<|end_header_id|>", "<|eot_id|>",
-]  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<extra_0>",
+    "ки",
+    "<|reserved_special_token_0|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -53,9 +60,10 @@ def train_tokenizer(family: FamilyName) -> PreTrainedTokenizerFast:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIALS,
+        vocab_size=600,
+        special_tokens=SPECIALS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )  # fmt: skip
+    )
     core.train_from_iterator(CORPUS, trainer)
     bos = "<|begin_of_text|>" if family == "rlhflow" else "<|endoftext|>"
     tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
@@ -73,9 +81,14 @@ def build_checkpoint(
     tok = train_tokenizer(family)
     vocab = len(tok)
     folder.mkdir(parents=True, exist_ok=True)
-    small: dict[str, Any] = {"hidden_size": hidden, "intermediate_size": 2 * hidden,
-             "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
-             "max_position_embeddings": context}  # fmt: skip
+    small: dict[str, Any] = {
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": context,
+    }
     if family in ("qwen_prm", "skywork"):
         config = Qwen2Config(vocab_size=vocab, **small)
         module = (

@@ -67,10 +67,14 @@ def _load_scorer(settings: PrmServerSettings) -> Scorer:
     from prm_server.scorer import load_hf_scorer
 
     return load_hf_scorer(
-        settings.model, settings.family, name=settings.served_name,
-        device=settings.device, dtype=settings.dtype, kv_cache_tokens=settings.kv_cache_tokens,
+        settings.model,
+        settings.family,
+        name=settings.served_name,
+        device=settings.device,
+        dtype=settings.dtype,
+        kv_cache_tokens=settings.kv_cache_tokens,
         pass_tokens=settings.max_batch_tokens,
-    )  # fmt: skip
+    )
 
 
 def create_app(settings: PrmServerSettings, scorer: Scorer | None = None) -> FastAPI:
@@ -82,10 +86,13 @@ def create_app(settings: PrmServerSettings, scorer: Scorer | None = None) -> Fas
             scorer if scorer is not None else await asyncio.to_thread(_load_scorer, settings)
         )
         batcher = Batcher(
-            loaded, metrics, max_wait_s=settings.max_wait_ms / 1000,
+            loaded,
+            metrics,
+            max_wait_s=settings.max_wait_ms / 1000,
             max_batch_tokens=settings.max_batch_tokens,
-            max_queue_items=settings.max_queue_items, cache_entries=settings.cache_entries,
-        )  # fmt: skip
+            max_queue_items=settings.max_queue_items,
+            cache_entries=settings.cache_entries,
+        )
         app.state.batcher = batcher
         task = asyncio.create_task(batcher.run(), name="prm-batcher")
         try:
@@ -119,9 +126,14 @@ def create_app(settings: PrmServerSettings, scorer: Scorer | None = None) -> Fas
     @app.get("/v1/models", dependencies=[Depends(require_key)])
     async def models(request: Request) -> dict[str, Any]:
         scorer_: Scorer = request.app.state.batcher.scorer
-        card = {"id": scorer_.name, "object": "model", "created": int(time.time()),
-                "owned_by": "tts-prm", "family": scorer_.family,
-                "max_tokens": _limit(settings, scorer_)}  # fmt: skip
+        card = {
+            "id": scorer_.name,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "tts-prm",
+            "family": scorer_.family,
+            "max_tokens": _limit(settings, scorer_),
+        }
         return {"object": "list", "data": [card]}
 
     @app.get("/health")
@@ -172,8 +184,11 @@ def _key_check(settings: PrmServerSettings) -> Any:
         token = header[7:].encode() if header.lower().startswith("bearer ") else b""
         keys = [k.get_secret_value().encode() for k in settings.api_keys]
         if not any([hmac.compare_digest(token, key) for key in keys]):
-            raise ApiError(401, "missing or invalid API key (Authorization: Bearer ...)",
-                           code="invalid_api_key")  # fmt: skip
+            raise ApiError(
+                401,
+                "missing or invalid API key (Authorization: Bearer ...)",
+                code="invalid_api_key",
+            )
 
     return require_key
 
@@ -187,11 +202,18 @@ async def _score(
 ) -> ScoreResponse:
     scorer = batcher.scorer
     if body.model not in (None, scorer.name):
-        raise ApiError(404, f"model {body.model!r} is not served here ({scorer.name!r} is)",
-                       "model", "model_not_found")  # fmt: skip
+        raise ApiError(
+            404,
+            f"model {body.model!r} is not served here ({scorer.name!r} is)",
+            "model",
+            "model_not_found",
+        )
     if len(body.candidates) > settings.max_candidates:
-        raise ApiError(400, f"at most {settings.max_candidates} candidates per request "
-                       "(PRM_SERVER_MAX_CANDIDATES)", "candidates")  # fmt: skip
+        raise ApiError(
+            400,
+            f"at most {settings.max_candidates} candidates per request (PRM_SERVER_MAX_CANDIDATES)",
+            "candidates",
+        )
     encoded = []
     for i, steps in enumerate(body.candidates):
         if not steps or any(not s.strip() for s in steps):
@@ -201,9 +223,13 @@ async def _score(
         except ValueError as exc:
             raise ApiError(400, f"candidate {i}: {exc}", "candidates") from exc
         if len(item.ids) > _limit(settings, scorer):
-            raise ApiError(413, f"candidate {i} is {len(item.ids)} tokens, over the model's limit "
-                           f"of {_limit(settings, scorer)} (PRM_SERVER_MAX_TOKENS)",
-                           "candidates", "context_length_exceeded")  # fmt: skip
+            raise ApiError(
+                413,
+                f"candidate {i} is {len(item.ids)} tokens, over the model's limit "
+                f"of {_limit(settings, scorer)} (PRM_SERVER_MAX_TOKENS)",
+                "candidates",
+                "context_length_exceeded",
+            )
         encoded.append(item)
     try:
         scores = await batcher.score(encoded)

@@ -12,9 +12,11 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         self.requests = Counter("prm_requests", "Score requests", ["status"], registry=r)
         self.batch_items = Histogram(
-            "prm_batch_items", "Sequences per forward pass",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r,
-        )  # fmt: skip
+            "prm_batch_items",
+            "Sequences per forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
         self.queue_seconds = Histogram(
             "prm_queue_seconds", "Time a sequence waited for its batch", registry=r
         )

@@ -60,8 +60,11 @@ class PoolingScorer:
         return len(item.ids)  # vLLM's own prefix cache is not visible from here
 
     def compute(self, batch: Sequence[Encoded]) -> list[list[float]]:
-        payload = {"model": self._name, "input": [list(e.ids) for e in batch],
-                   "task": "token_classify"}  # fmt: skip
+        payload = {
+            "model": self._name,
+            "input": [list(e.ids) for e in batch],
+            "task": "token_classify",
+        }
         response = self._client.post("/pooling", json=payload)
         response.raise_for_status()
         data: list[dict[str, Any]] = sorted(response.json()["data"], key=lambda d: d["index"])

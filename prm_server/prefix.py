@@ -152,8 +152,13 @@ class PrefixRunner:
             fresh = pending.get(keys[depth])
             if fresh is None:
                 start = ends[depth - 1] if depth else 0
-                fresh = _Fresh(keys[depth], parent, start, item.ids[start : ends[depth]],
-                               ends[depth] - 1 in reads)  # fmt: skip
+                fresh = _Fresh(
+                    keys[depth],
+                    parent,
+                    start,
+                    item.ids[start : ends[depth]],
+                    ends[depth] - 1 in reads,
+                )
                 pending[keys[depth]] = fresh
                 if isinstance(parent, _Fresh):
                     parent.children += 1
@@ -253,9 +258,12 @@ class PrefixRunner:
         self.forward_passes += 1
         self.tokens_run += sum(row.tokens for row in rows)
         output = self.network.backbone()(
-            input_ids=ids.to(device), attention_mask=mask.to(device),
-            position_ids=positions.to(device), cache=cache, use_cache=True,
-        )  # fmt: skip
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            cache=cache,
+            use_cache=True,
+        )
         self._keep(output, spans, past_len)
 
     def _past(self, rows: list[_Row], past_len: int) -> DynamicCache:
@@ -266,10 +274,12 @@ class PrefixRunner:
             if row.root is not None and id(row.root) not in joined:
                 chain = [n for n in self._ancestry(row.root) if isinstance(n, _Node)]
                 joined[id(row.root)] = [
-                    (torch.cat([n.kv[layer][0] for n in chain], dim=2),
-                     torch.cat([n.kv[layer][1] for n in chain], dim=2))
+                    (
+                        torch.cat([n.kv[layer][0] for n in chain], dim=2),
+                        torch.cat([n.kv[layer][1] for n in chain], dim=2),
+                    )
                     for layer in range(len(chain[0].kv))
-                ]  # fmt: skip
+                ]
         template = next(iter(joined.values()))
         per_layer = []
         for layer, (keys0, _) in enumerate(template):
@@ -298,8 +308,13 @@ class PrefixRunner:
         for r, row in enumerate(spans):
             for item, begin, stop in row:
                 cols = slice(past_len + begin, past_len + stop)
-                kv = [(layer.keys[r : r + 1, :, cols].clone(),
-                       layer.values[r : r + 1, :, cols].clone()) for layer in layers]  # fmt: skip
+                kv = [
+                    (
+                        layer.keys[r : r + 1, :, cols].clone(),
+                        layer.values[r : r + 1, :, cols].clone(),
+                    )
+                    for layer in layers
+                ]
                 parent = _resolved(item.parent)
                 score = next(scores) if item.reads else None
                 item.node = _Node(item.key, parent, item.start, item.end, kv, score)

@@ -22,9 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument(
-        "--policy-url", action="append", dest="policy_urls",
+        "--policy-url",
+        action="append",
+        dest="policy_urls",
         help="vLLM OpenAI base URL, e.g. http://127.0.0.1:8001/v1 (repeat for replicas)",
-    )  # fmt: skip
+    )
     serve.add_argument("--policy-model", help="served model name (default: discovered)")
     serve.add_argument("--prm-url", help="PRM server base URL (optional)")
     serve.add_argument("--prm-model")

@@ -84,8 +84,9 @@ def _upstreams(
     settings: ProxySettings, metrics: Metrics, telemetry: Telemetry
 ) -> tuple[list[Upstream], Upstream | None, Upstream | None]:
     """The policy replicas' clients, and the PRM's and the verifier's when configured."""
-    policies = [_upstream(settings, "policy", url, metrics, telemetry)
-                for url in settings.policy_urls]  # fmt: skip
+    policies = [
+        _upstream(settings, "policy", url, metrics, telemetry) for url in settings.policy_urls
+    ]
     prm_url, verifier_url = _v1(settings.prm_url), _v1(settings.verifier_url)
     prm = _upstream(settings, "prm", prm_url, metrics, telemetry) if prm_url else None
     verifier = (
@@ -97,8 +98,9 @@ def _upstreams(
 def _log(request: Request, exc: ProxyError) -> None:
     """A disconnect is one INFO line; the proxy's own 5xx a WARNING (no request text)."""
     if isinstance(exc, ClientDisconnectedError):
-        logger.info("%s %s: client disconnected, upstream calls cancelled",
-                    request.method, request.url.path)  # fmt: skip
+        logger.info(
+            "%s %s: client disconnected, upstream calls cancelled", request.method, request.url.path
+        )
     elif exc.status_code >= 500:
         logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
 
@@ -216,8 +218,9 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
     telemetry = Telemetry.create(
         endpoint=settings.otel_exporter_otlp_endpoint,
         traces_endpoint=settings.otel_exporter_otlp_traces_endpoint,
-        service_name=settings.otel_service_name, exporter=span_exporter,
-    )  # fmt: skip
+        service_name=settings.otel_service_name,
+        exporter=span_exporter,
+    )
 
     drain = Drain()  # begun by the server on SIGTERM (proxy.server.serving)
 
@@ -240,14 +243,17 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
             admission=Admission(settings.max_concurrent_searches, metrics),
             rules=rules,
             shadow=shadow,
-            traces=TraceStore(settings.trace_store_max, settings.trace_store_max_age_s,
-                              settings.trace_store_max_bytes),
+            traces=TraceStore(
+                settings.trace_store_max,
+                settings.trace_store_max_age_s,
+                settings.trace_store_max_bytes,
+            ),
             telemetry=telemetry,
             archive=archive,
             verifier=verifier,
             answers=answers,
             drain=drain,
-        )  # fmt: skip
+        )
         try:
             if rules.model is not None and not settings.auto_rules_any_model:
                 await _check_fitted_model(rules, pool)
@@ -291,8 +297,9 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
 
     # Innermost of the middleware, so spans and limits see the typed 500 as any other answer.
     app.add_middleware(LastResort, respond=_unexpected)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
-                       read_timeout_s=settings.body_read_timeout_s)  # fmt: skip
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_request_bytes, read_timeout_s=settings.body_read_timeout_s
+    )
     app.add_middleware(RequestSpans, telemetry=telemetry)
 
     if settings.protect_docs and settings.api_keys:

@@ -42,11 +42,20 @@ __all__ = [
 
 # What this server answers; named in every 404/405 so a client's author sees what to change.
 ENDPOINTS = (
-    "POST /v1/chat/completions", "POST /v1/responses", "POST /v1/completions", "GET /v1/models",
-    "GET /v1/models/{model}", "GET /v1/tts/traces", "GET /v1/tts/traces/{request_id}",
-    "GET /ui/traces", "GET /health", "GET /metrics", "POST /tokenize", "POST /detokenize",
+    "POST /v1/chat/completions",
+    "POST /v1/responses",
+    "POST /v1/completions",
+    "GET /v1/models",
+    "GET /v1/models/{model}",
+    "GET /v1/tts/traces",
+    "GET /v1/tts/traces/{request_id}",
+    "GET /ui/traces",
+    "GET /health",
+    "GET /metrics",
+    "POST /tokenize",
+    "POST /detokenize",
     "GET /tokenizer_info",
-)  # fmt: skip
+)
 
 
 class ProxyError(Exception):

@@ -124,14 +124,16 @@ class ProxySettings(BaseSettings):
     trace_persist: bool = False  # also write every trace to the experiment store (store_url)
     # The SDK's standard variables (no PROXY_ prefix); unset: no spans are recorded.
     otel_exporter_otlp_endpoint: str | None = Field(
-        default=None, validation_alias=AliasChoices(
-            "OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
-    )  # fmt: skip
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint"),
+    )
     # Traces only; overrides the endpoint above.
     otel_exporter_otlp_traces_endpoint: str | None = Field(
-        default=None, validation_alias=AliasChoices(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel_exporter_otlp_traces_endpoint"),
-    )  # fmt: skip
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otel_exporter_otlp_traces_endpoint"
+        ),
+    )
     otel_service_name: str = Field(  # service.name on every span
         default="tts-proxy",
         validation_alias=AliasChoices("OTEL_SERVICE_NAME", "otel_service_name"),
@@ -184,9 +186,11 @@ class ProxySettings(BaseSettings):
         return url.rstrip("/") if url else None
 
     @field_validator(
-        "otel_exporter_otlp_endpoint", "otel_exporter_otlp_traces_endpoint", "verifier_url",
+        "otel_exporter_otlp_endpoint",
+        "otel_exporter_otlp_traces_endpoint",
+        "verifier_url",
         "verifier_model",
-    )  # fmt: skip
+    )
     @classmethod
     def _unset_if_empty(cls, url: str | None) -> str | None:
         return url or None  # OTEL_EXPORTER_OTLP_ENDPOINT="" (e.g. a ConfigMap's blank) is unset

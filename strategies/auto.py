@@ -215,8 +215,10 @@ async def _search(
 
 
 _STEP_SEARCHES = {
-    "beam_search": run_beam_search, "dvts": run_dvts, "particle_filtering": run_particle_filtering,
-}  # fmt: skip
+    "beam_search": run_beam_search,
+    "dvts": run_dvts,
+    "particle_filtering": run_particle_filtering,
+}
 
 
 async def _sample_until_settled(

@@ -35,9 +35,15 @@ from strategies.stopping import keeps_lead
 from strategies.types import Finish, Generation, Sampling
 
 __all__ = [
-    "Warm", "confidence_sampling", "group_confidences", "lowest_group_confidence",
-    "run_deepconf", "tail_confidence", "token_confidence", "window_for",
-]  # fmt: skip
+    "Warm",
+    "confidence_sampling",
+    "group_confidences",
+    "lowest_group_confidence",
+    "run_deepconf",
+    "tail_confidence",
+    "token_confidence",
+    "window_for",
+]
 
 _SETTLED = 0.95  # the stopping rule's confidence, as auto's default
 
@@ -114,9 +120,16 @@ async def _offline(
     keep = max(1, math.ceil(len(traces) * cfg.keep_percent / 100))
     kept = sorted(sorted(range(len(traces)), key=lambda i: -scores[i])[:keep])
     report = DeepConfReport(
-        mode="offline", keep_percent=cfg.keep_percent, window=window, traces=len(traces),
-        kept=len(kept), stopped=0, threshold=None, warmup=None, settled=False,
-    )  # fmt: skip
+        mode="offline",
+        keep_percent=cfg.keep_percent,
+        window=window,
+        traces=len(traces),
+        kept=len(kept),
+        stopped=0,
+        threshold=None,
+        warmup=None,
+        settled=False,
+    )
     chosen = [(traces[i], scores[i], nodes[i]) for i in kept]
     return await _vote(run, chosen, report, decision)
 
@@ -160,9 +173,16 @@ async def _online(
             nodes.append(None)
             scores.append(lowest_group_confidence(trace.token_confidences, window))
     report = DeepConfReport(
-        mode="online", keep_percent=cfg.keep_percent, window=window, traces=traces,
-        kept=len(kept), stopped=stopped, threshold=threshold, warmup=warmup, settled=settled,
-    )  # fmt: skip
+        mode="online",
+        keep_percent=cfg.keep_percent,
+        window=window,
+        traces=traces,
+        kept=len(kept),
+        stopped=stopped,
+        threshold=threshold,
+        warmup=warmup,
+        settled=settled,
+    )
     return await _vote(run, list(zip(kept, scores, nodes, strict=True)), report, decision)
 
 
@@ -192,13 +212,15 @@ async def _vote(
     cfg = run.config
     candidates = [
         Candidate(
-            steps=split_generation(trace, cfg.step_delimiter), is_finished=True,
+            steps=split_generation(trace, cfg.step_delimiter),
+            is_finished=True,
             is_truncated=trace.finish is Finish.LENGTH,
-            node_id=node if node is not None else run.new_node(
-                None, 0, trace.text, trace.call_id, trace.completion_tokens),
+            node_id=node
+            if node is not None
+            else run.new_node(None, 0, trace.text, trace.call_id, trace.completion_tokens),
         )
         for trace, _, node in chosen
-    ]  # fmt: skip
+    ]
     run.mark([c.node_id for c in candidates], "finished")
     weights = [weight for _, weight, _ in chosen]
     return await run.finish(candidates, decision, weights=weights, deepconf=report)

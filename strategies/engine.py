@@ -95,8 +95,16 @@ class SearchRun:
     ) -> SearchRun:
         """A sub-search (another method or budget) whose spending counts in this run's books."""
         scorer = self.scorer if with_scorer else None
-        return SearchRun(strategy, self.problem, self.policy, scorer, config, self.deadline,
-                         self._books, grouper=self.grouper)  # fmt: skip
+        return SearchRun(
+            strategy,
+            self.problem,
+            self.policy,
+            scorer,
+            config,
+            self.deadline,
+            self._books,
+            grouper=self.grouper,
+        )
 
     async def group(self, answers: Sequence[str]) -> tuple[int, ...]:
         """A group id per answer (equal: equivalent), by the run's ``grouper``."""
@@ -151,10 +159,13 @@ class SearchRun:
             ):
                 raise SearchError("policy returned a different number of samples than asked for")
             call.completion_tokens, call.is_completed = batch.completion_tokens, True
-        batch = dataclasses.replace(batch, generations=tuple(
-            tuple(dataclasses.replace(g, call_id=call.call_id) for g in group)
-            for group in batch.generations
-        ))  # fmt: skip
+        batch = dataclasses.replace(
+            batch,
+            generations=tuple(
+                tuple(dataclasses.replace(g, call_id=call.call_id) for g in group)
+                for group in batch.generations
+            ),
+        )
         usage = self._books.usage
         self._books.usage = dataclasses.replace(
             usage,
@@ -222,10 +233,18 @@ class SearchRun:
             with observed if observed is not None else contextlib.nullcontext():
                 yield call
         finally:
-            books.calls.append(TraceCall(
-                call.call_id, kind, round_index, call.started_s, loop.time() - books.origin,
-                samples, call.completion_tokens, call.is_completed,
-            ))  # fmt: skip
+            books.calls.append(
+                TraceCall(
+                    call.call_id,
+                    kind,
+                    round_index,
+                    call.started_s,
+                    loop.time() - books.origin,
+                    samples,
+                    call.completion_tokens,
+                    call.is_completed,
+                )
+            )
 
     async def _before_deadline(self, call: Awaitable[_T]) -> _T | None:
         if self.deadline is None:

@@ -115,9 +115,11 @@ async def _sweep(
         children: list[Candidate] = []
         if live:
             batch = await run.generate([paths[i][-1].text for i in live], 1, sampling)
-            scored = None if batch is None else await run.score(
-                expand(run, [paths[i][-1] for i in live], batch)
-            )  # fmt: skip
+            scored = (
+                None
+                if batch is None
+                else await run.score(expand(run, [paths[i][-1] for i in live], batch))
+            )
             if scored is None:
                 break
             children = list(scored)

@@ -84,8 +84,9 @@ def check(name: StrategyName, config: SearchConfig, has_scorer: bool) -> None:
     if name == "particle_filtering" and sweeps > 1 and config.budget < 2 * sweeps:
         raise ConfigError(
             f"particle Gibbs needs at least 2 particles per sweep: budget {config.budget} is "
-            f"less than 2 x particle_iterations ({sweeps})", "particle_iterations",
-        )  # fmt: skip
+            f"less than 2 x particle_iterations ({sweeps})",
+            "particle_iterations",
+        )
     uses_scores = spec.uses_scorer and has_scorer
     if config.voting in ("prm_max", "prm_vote") and not uses_scores:
         raise ConfigError(

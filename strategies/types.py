@@ -299,18 +299,28 @@ class SearchConfig:
         _require(self.max_step_tokens >= 1, "max_step_tokens", "max_step_tokens must be >= 1")
         _require(self.max_answer_tokens >= 1, "max_answer_tokens", "max_answer_tokens must be >= 1")
         _require(self.top_candidates >= 1, "top_candidates", "top_candidates must be >= 1")
-        _require(self.max_total_tokens is None or self.max_total_tokens >= 1,
-                 "max_total_tokens", "max_total_tokens must be >= 1")  # fmt: skip
+        _require(
+            self.max_total_tokens is None or self.max_total_tokens >= 1,
+            "max_total_tokens",
+            "max_total_tokens must be >= 1",
+        )
         _require(0 < self.keep_percent <= 100, "keep_percent", "keep_percent must be in (0, 100]")
         _require(self.warmup is None or self.warmup >= 1, "warmup", "warmup must be >= 1")
-        _require(self.confidence_window is None or self.confidence_window >= 1,
-                 "confidence_window", "confidence_window must be >= 1")  # fmt: skip
+        _require(
+            self.confidence_window is None or self.confidence_window >= 1,
+            "confidence_window",
+            "confidence_window must be >= 1",
+        )
         _require(1 <= self.top_logprobs <= 20, "top_logprobs", "top_logprobs must be in 1..20")
         _require(self.deepconf_chunk >= 1, "deepconf_chunk", "deepconf_chunk must be >= 1")
-        _require(self.particle_temperature > 0, "particle_temperature",
-                 "particle_temperature must be > 0")  # fmt: skip
-        _require(self.particle_iterations >= 1, "particle_iterations",
-                 "particle_iterations must be >= 1")  # fmt: skip
+        _require(
+            self.particle_temperature > 0,
+            "particle_temperature",
+            "particle_temperature must be > 0",
+        )
+        _require(
+            self.particle_iterations >= 1, "particle_iterations", "particle_iterations must be >= 1"
+        )
 
     def voting_for(self, has_scorer: bool) -> VotingMode:
         """The voting mode in effect: the explicit one, else the paper's default."""

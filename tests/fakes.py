@@ -87,8 +87,12 @@ class FakePolicy:
             if not keep_going(confidences):
                 self.streams.append((sent, True))
                 text = whole.text[: whole.token_ends[sent - 1]] if whole.token_ends else ""
-                cut = Generation(text=text, finish=Finish.STOPPED, completion_tokens=sent,
-                                 token_confidences=tuple(confidences))  # fmt: skip
+                cut = Generation(
+                    text=text,
+                    finish=Finish.STOPPED,
+                    completion_tokens=sent,
+                    token_confidences=tuple(confidences),
+                )
                 return Streamed(cut, self.prompt_tokens_per_prefix)
         self.streams.append((whole.completion_tokens, False))
         return Streamed(whole, self.prompt_tokens_per_prefix)

@@ -14,22 +14,60 @@ ROOT = Path(__file__).resolve().parent.parent
 _DEV_ONLY = {"tests", "harness", "bench"}
 FORBIDDEN = {
     "strategies": {
-        "fastapi", "starlette", "httpx", "uvicorn", "pydantic", "pydantic_settings", "torch",
-        "vllm", "transformers", "litellm", "tenacity", "proxy", "prm_server", "os", "time",
-        "requests", "aiohttp", "socket", "subprocess", "cpu_stack", "experiments", "tts_eval",
-        "sqlalchemy", "matplotlib", *_DEV_ONLY,
+        "fastapi",
+        "starlette",
+        "httpx",
+        "uvicorn",
+        "pydantic",
+        "pydantic_settings",
+        "torch",
+        "vllm",
+        "transformers",
+        "litellm",
+        "tenacity",
+        "proxy",
+        "prm_server",
+        "os",
+        "time",
+        "requests",
+        "aiohttp",
+        "socket",
+        "subprocess",
+        "cpu_stack",
+        "experiments",
+        "tts_eval",
+        "sqlalchemy",
+        "matplotlib",
+        *_DEV_ONLY,
     },
     "prm_server": {"proxy", "strategies", "cpu_stack", "experiments", "tts_eval", *_DEV_ONLY},
     # The proxy reaches the store only through experiments/ (and imports that lazily).
-    "proxy": {"prm_server", "torch", "vllm", "transformers", "cpu_stack", "tts_eval", "sqlalchemy",
-              "matplotlib", *_DEV_ONLY},
+    "proxy": {
+        "prm_server",
+        "torch",
+        "vllm",
+        "transformers",
+        "cpu_stack",
+        "tts_eval",
+        "sqlalchemy",
+        "matplotlib",
+        *_DEV_ONLY,
+    },
     "cpu_stack": {"prm_server", "strategies", "experiments", "tts_eval", *_DEV_ONLY},
-    "experiments": {"proxy", "prm_server", "cpu_stack", "tts_eval", "fastapi", "httpx",
-                    "matplotlib", *_DEV_ONLY},
+    "experiments": {
+        "proxy",
+        "prm_server",
+        "cpu_stack",
+        "tts_eval",
+        "fastapi",
+        "httpx",
+        "matplotlib",
+        *_DEV_ONLY,
+    },
     "tts_eval": {"proxy", "prm_server", "cpu_stack", "fastapi", "uvicorn", *_DEV_ONLY},
     "harness": {"tests", "bench"},
     "bench": {"tests"},
-}  # fmt: skip
+}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -72,11 +110,24 @@ PROXY_ARROWS = {
     "server": {"errors", "observability", "settings"},
     "state": {"search", "server"},
     "api": {"errors", "observability", "search", "server", "settings", "state", "upstream", "wire"},
-    "app": {"api", "errors", "observability", "search", "server", "settings", "shadow", "state",
-            "store", "upstream"},
+    "app": {
+        "api",
+        "errors",
+        "observability",
+        "search",
+        "server",
+        "settings",
+        "shadow",
+        "state",
+        "store",
+        "upstream",
+    },
     "__main__": {"app", "observability", "server", "settings"},
-    "settings": set(), "errors": set(), "store": set(), "__init__": set(),
-}  # fmt: skip
+    "settings": set(),
+    "errors": set(),
+    "store": set(),
+    "__init__": set(),
+}
 # Only the HTTP edge knows the web framework.
 WEB = {"fastapi", "starlette", "uvicorn"}
 WEB_ALLOWED = {"api", "app", "server", "observability"}  # observability: the request spans

@@ -20,11 +20,24 @@ def _throughput(folder: Path, rate: float) -> None:
 def _greedy(folder: Path, right: dict[str, bool]) -> None:
     writer = RowWriter(folder / "pass1")
     writer.write(
-        Row(id=p, model="big", provider="litellm", strategy="none", budget=1, sample=0,
-            answer="", reference="", correct=ok, prompt_tokens=5, completion_tokens=100,
-            hidden_tokens=0, latency_s=2.0, cost_usd=None)
+        Row(
+            id=p,
+            model="big",
+            provider="litellm",
+            strategy="none",
+            budget=1,
+            sample=0,
+            answer="",
+            reference="",
+            correct=ok,
+            prompt_tokens=5,
+            completion_tokens=100,
+            hidden_tokens=0,
+            latency_s=2.0,
+            cost_usd=None,
+        )
         for p, ok in right.items()
-    )  # fmt: skip
+    )
     writer.close()
 
 

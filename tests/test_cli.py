@@ -29,8 +29,20 @@ def test_proxy_serve_command(tmp_path: Path) -> None:
         config = tmp_path / "proxy.toml"
         config.write_text("default_budget = 2\nmax_budget = 4\n")
         port = free_port()
-        command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
-                   vllm_url + "/v1", "--config", str(config), "--log-level", "warning"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            "--port",
+            str(port),
+            "--policy-url",
+            vllm_url + "/v1",
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+        ]
         with server_process(command, f"http://127.0.0.1:{port}/metrics"):
             body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -43,8 +55,20 @@ def test_proxy_serve_command(tmp_path: Path) -> None:
 def test_prm_serve_command(tmp_path: Path) -> None:
     checkpoint = build_checkpoint("skywork", tmp_path / "skywork")
     port = free_port()
-    command = [sys.executable, "-m", "prm_server", "serve", "--model", str(checkpoint),
-               "--family", "skywork", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "prm_server",
+        "serve",
+        "--model",
+        str(checkpoint),
+        "--family",
+        "skywork",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with server_process(command, f"http://127.0.0.1:{port}/health"):
         body = {"problem": "2+2?", "candidates": [["add them", "so 4"]]}
         data = httpx.post(f"http://127.0.0.1:{port}/v1/score", json=body, timeout=30).json()
@@ -80,23 +104,34 @@ def _shutting_down(base: str) -> bool:
 
 # What each client asks while a SIGTERM arrives: searches and pass-through, streamed or not.
 _CLIENTS: dict[str, tuple[str, dict[str, object], str]] = {
-    "search": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "2+2?"}]},
-               "majority"),
-    "search_stream": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "2+2?"}],
-                      "stream": True}, "majority"),
+    "search": (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "2+2?"}]},
+        "majority",
+    ),
+    "search_stream": (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "2+2?"}], "stream": True},
+        "majority",
+    ),
     "passthrough": ("/v1/completions", {"prompt": "2+2?"}, "none"),
-    "passthrough_stream": ("/v1/chat/completions", {"stream": True,
-                           "messages": [{"role": "user", "content": "2+2?"}]}, "none"),
+    "passthrough_stream": (
+        "/v1/chat/completions",
+        {"stream": True, "messages": [{"role": "user", "content": "2+2?"}]},
+        "none",
+    ),
     "responses_stream": ("/v1/responses", {"input": "2+2?", "stream": True}, "majority"),
-}  # fmt: skip
+}
 
 
 def test_sigterm_fails_what_is_left_after_the_grace_with_clean_errors() -> None:
     slow = FakeVllm(trickle_s=0.05)  # every answer takes far longer than the grace period
     answers: dict[str, tuple[int, str]] = {}
     with serve(slow.app()) as vllm_url, _proxy_process(vllm_url) as (process, base):
-        threads = [threading.Thread(target=_ask, args=(base, name, answers), daemon=True)
-                   for name in _CLIENTS]  # fmt: skip
+        threads = [
+            threading.Thread(target=_ask, args=(base, name, answers), daemon=True)
+            for name in _CLIENTS
+        ]
         for thread in threads:
             thread.start()
         eventually(lambda: _all_in_flight(slow), "all five requests reached the policy server")
@@ -137,9 +172,20 @@ def _proxy_process(
     vllm_url: str, env_extra: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
-    command = [sys.executable, "-m", "proxy", "serve", "--port", str(port), "--policy-url",
-               vllm_url + "/v1", "--policy-model", "fake-policy",
-               "--log-level", "warning"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "--port",
+        str(port),
+        "--policy-url",
+        vllm_url + "/v1",
+        "--policy-model",
+        "fake-policy",
+        "--log-level",
+        "warning",
+    ]
     env = dict(os.environ, PROXY_SHUTDOWN_GRACE_S=str(_GRACE_S), PROXY_DEFAULT_BUDGET="2")
     env.update(env_extra or {})
     base = f"http://127.0.0.1:{port}"
@@ -150,8 +196,13 @@ def _proxy_process(
 def _ask(base: str, name: str, answers: dict[str, tuple[int, str]]) -> None:
     path, body, strategy = _CLIENTS[name]
     try:
-        with httpx.stream("POST", base + path, json={"model": "fake-policy"} | body, timeout=60,
-                          headers={"X-TTS-Strategy": strategy}) as response:  # fmt: skip
+        with httpx.stream(
+            "POST",
+            base + path,
+            json={"model": "fake-policy"} | body,
+            timeout=60,
+            headers={"X-TTS-Strategy": strategy},
+        ) as response:
             text = "".join(response.iter_text())
         answers[name] = (response.status_code, text)
     except httpx.HTTPError as exc:
@@ -161,8 +212,9 @@ def _ask(base: str, name: str, answers: dict[str, tuple[int, str]]) -> None:
 def _post_quietly(base: str) -> None:
     body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
     with contextlib.suppress(httpx.HTTPError):
-        httpx.post(base + "/v1/chat/completions", json=body, headers={"X-TTS-Strategy": "cot"},
-                   timeout=60)  # fmt: skip
+        httpx.post(
+            base + "/v1/chat/completions", json=body, headers={"X-TTS-Strategy": "cot"}, timeout=60
+        )
 
 
 def test_connections_that_never_finish_their_headers_are_closed() -> None:
@@ -242,8 +294,20 @@ def test_request_heads_too_large_or_unparsable_get_openai_shaped_errors() -> Non
 def test_prm_server_closes_connections_that_never_finish_their_headers(tmp_path: Path) -> None:
     checkpoint = build_checkpoint("skywork", tmp_path / "skywork")
     port = free_port()
-    command = [sys.executable, "-m", "prm_server", "serve", "--model", str(checkpoint),
-               "--family", "skywork", "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "prm_server",
+        "serve",
+        "--model",
+        str(checkpoint),
+        "--family",
+        "skywork",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     env = dict(os.environ, PRM_SERVER_HEADER_READ_TIMEOUT_S="1")
     with server_process(command, f"http://127.0.0.1:{port}/health", env=env):
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]

@@ -31,9 +31,12 @@ def test_langchain_invoke_and_stream(
 ) -> None:
     url = start_proxy(default_strategy="best_of_n")
     llm = ChatOpenAI(
-        model="fake-policy", base_url=url + "/v1", api_key="unused",  # type: ignore[arg-type]
-        max_retries=0, use_responses_api=use_responses_api,
-    )  # fmt: skip
+        model="fake-policy",
+        base_url=url + "/v1",
+        api_key="unused",  # type: ignore[arg-type]
+        max_retries=0,
+        use_responses_api=use_responses_api,
+    )
     message = llm.invoke(QUESTION)
     assert "\\boxed{4}" in text_of(message.content)
     usage = message.usage_metadata
@@ -53,9 +56,10 @@ def test_agents_sdk_default_responses_model(start_proxy: ProxyFactory, vllm: Fak
             _strict_response_validation=True, base_url=url + "/v1", api_key="unused", max_retries=0
         ) as c:
             agent = Agent(
-                name="solver", instructions="Solve the problem.",
+                name="solver",
+                instructions="Solve the problem.",
                 model=OpenAIResponsesModel(model="fake-policy", openai_client=c),
-            )  # fmt: skip
+            )
             return await Runner.run(agent, QUESTION)
 
     result = asyncio.run(main())

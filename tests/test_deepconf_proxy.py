@@ -29,9 +29,10 @@ def ask(url: str, **headers: str) -> Any:
         _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
     ) as client:
         return client.chat.completions.create(
-            model="fake-policy", messages=MESSAGES,  # type: ignore[arg-type]
+            model="fake-policy",
+            messages=MESSAGES,  # type: ignore[arg-type]
             extra_headers={"X-TTS-Strategy": "deepconf", "X-TTS-Budget": "8"} | headers,
-        )  # fmt: skip
+        )
 
 
 def test_online_deepconf_closes_unsure_streams_and_counts_honestly(stack: ExitStack) -> None:
@@ -66,12 +67,18 @@ def test_deepconf_knobs_are_validated(stack: ExitStack) -> None:
     vllm = FakeVllm(script=script)
     upstream = stack.enter_context(serve(vllm.app())) + "/v1"
     url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=[upstream]))))
-    for header, value in (("X-TTS-Keep-Percent", "0"), ("X-TTS-Warmup", "0"),
-                          ("X-TTS-DeepConf-Mode", "sideways"),
-                          ("X-TTS-Confidence-Window", "9999")):  # fmt: skip
-        response = httpx.post(url + "/v1/chat/completions", timeout=30,
-                              json={"model": "fake-policy", "messages": MESSAGES},
-                              headers={"X-TTS-Strategy": "deepconf", header: value})  # fmt: skip
+    for header, value in (
+        ("X-TTS-Keep-Percent", "0"),
+        ("X-TTS-Warmup", "0"),
+        ("X-TTS-DeepConf-Mode", "sideways"),
+        ("X-TTS-Confidence-Window", "9999"),
+    ):
+        response = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=30,
+            json={"model": "fake-policy", "messages": MESSAGES},
+            headers={"X-TTS-Strategy": "deepconf", header: value},
+        )
         assert response.status_code == 400, (header, response.text)
         param = header.removeprefix("X-TTS-").lower().replace("-", "_")
         assert response.json()["error"]["param"] == param

@@ -123,15 +123,21 @@ def test_the_compose_proxy_starts_from_its_blanks_and_reads_the_verifier(
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXY_")}
     if with_verifier:
-        env |= {"PROXY_VERIFIER_URL": "http://verifier:8003/v1",
-                "PROXY_VERIFIER_MODEL": "genprm-1.5b",
-                "PROXY_VERIFIER_FORMAT": "genprm"}  # fmt: skip
+        env |= {
+            "PROXY_VERIFIER_URL": "http://verifier:8003/v1",
+            "PROXY_VERIFIER_MODEL": "genprm-1.5b",
+            "PROXY_VERIFIER_FORMAT": "genprm",
+        }
     compose = Path(sys.executable).parent / "docker-compose"
     profile = ["--profile", "verifier"] if with_verifier else []
     rendered = subprocess.run(
-        [str(compose), "-f", str(ROOT / "compose.yaml"), *profile, "config"], env=env,
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
+        [str(compose), "-f", str(ROOT / "compose.yaml"), *profile, "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     services = yaml.safe_load(rendered)["services"]
     assert ("verifier" in services) == with_verifier
     for key, value in services["proxy"]["environment"].items():

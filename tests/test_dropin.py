@@ -45,12 +45,24 @@ def test_completions_pass_through_untouched_whatever_the_default(
 ) -> None:
     url = start_proxy(default_strategy="best_of_n")
     done = sdk(url).completions.create(
-        model="fake-policy", prompt=PROMPT, max_tokens=5, logprobs=2, echo=True, temperature=0.0,
+        model="fake-policy",
+        prompt=PROMPT,
+        max_tokens=5,
+        logprobs=2,
+        echo=True,
+        temperature=0.0,
         extra_body={"top_k": 3},
-    )  # fmt: skip
+    )
     sent = vllm.completion_calls[0]
-    assert sent == {"model": "fake-policy", "prompt": PROMPT, "max_tokens": 5, "logprobs": 2,
-                    "echo": True, "temperature": 0.0, "top_k": 3}  # fmt: skip
+    assert sent == {
+        "model": "fake-policy",
+        "prompt": PROMPT,
+        "max_tokens": 5,
+        "logprobs": 2,
+        "echo": True,
+        "temperature": 0.0,
+        "top_k": 3,
+    }
     assert done.object == "text_completion" and done.choices[0].text
     assert tts_of(done)["strategy"] == "none" and "best_of" in tts_of(done)["reason"]
 
@@ -131,10 +143,13 @@ def test_model_cards_for_served_model_aliases_and_routes(
 
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
-    [("GET", "/v1/embeddings", 404, "not_found"), ("POST", "/v2/chat", 404, "not_found"),
-     ("DELETE", "/v1/responses", 405, "method_not_allowed"),
-     ("GET", "/v1/chat/completions", 405, "method_not_allowed")],
-)  # fmt: skip
+    [
+        ("GET", "/v1/embeddings", 404, "not_found"),
+        ("POST", "/v2/chat", 404, "not_found"),
+        ("DELETE", "/v1/responses", 405, "method_not_allowed"),
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
+    ],
+)
 def test_unknown_routes_are_openai_shaped_and_list_the_endpoints(
     start_proxy: ProxyFactory, method: str, path: str, status: int, code: str
 ) -> None:
@@ -177,9 +192,12 @@ def test_openapi_documents_the_typed_tts_surface(start_proxy: ProxyFactory) -> N
 def test_stop_cuts_every_searched_answer(start_proxy: ProxyFactory, sdk: Sdk) -> None:
     url = start_proxy()
     done = sdk(url).chat.completions.create(
-        model="fake-policy", messages=MESSAGES, stop=["Step 2"], n=2,
+        model="fake-policy",
+        messages=MESSAGES,
+        stop=["Step 2"],
+        n=2,
         extra_headers={"X-TTS-Strategy": "best_of_n"},
-    )  # fmt: skip
+    )
     assert len(done.choices) == 2
     for choice in done.choices:
         assert re.fullmatch(r"Step 1: think about it <0\.\d>\.\n\n", choice.message.content or "")
@@ -207,9 +225,11 @@ def test_greedy_request_with_a_strategy_searches_at_the_search_temperature(
 ) -> None:
     url = start_proxy(temperature=0.8)
     done = sdk(url).chat.completions.create(
-        model="fake-policy", messages=MESSAGES, temperature=0,
+        model="fake-policy",
+        messages=MESSAGES,
+        temperature=0,
         extra_headers={"X-TTS-Strategy": "majority"},
-    )  # fmt: skip
+    )
     tts = tts_of(done)
     assert tts["strategy"] == "majority" and "temperature" in tts["ignored_params"]
     assert "search temperature" in tts["temperature_note"]
@@ -254,8 +274,12 @@ def test_pass_through_stream_carries_the_tts_note_on_its_last_chunk(
         )
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "plain answer"
-    note = {"strategy": "none", "requested_strategy": "none", "reason": "pass-through requested",
-            "ignored_params": ["seed"]}  # fmt: skip
+    note = {
+        "strategy": "none",
+        "requested_strategy": "none",
+        "reason": "pass-through requested",
+        "ignored_params": ["seed"],
+    }
     assert tts_of(chunks[-1]) == note
     assert all("tts" not in (c.model_extra or {}) for c in chunks[:-1])
 
@@ -275,9 +299,10 @@ def test_cached_prompt_tokens_reach_the_usage(
 def test_budget_fields_say_what_the_budget_counts(start_proxy: ProxyFactory, sdk: Sdk) -> None:
     url = start_proxy()
     done = sdk(url).chat.completions.create(
-        model="beam_search-8/fake-policy", messages=MESSAGES,
+        model="beam_search-8/fake-policy",
+        messages=MESSAGES,
         extra_headers={"X-TTS-Beam-Width": "2", "X-TTS-Max-Steps": "5"},
-    )  # fmt: skip
+    )
     tts = tts_of(done)
     assert tts["budget"] == 8 and tts["budget_unit"] == "samples_per_depth"
     assert tts["max_generations"] == 40

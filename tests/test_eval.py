@@ -44,15 +44,33 @@ def dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def api(stack: ExitStack) -> Iterator[tuple[FakeChatApi, str]]:
-    fake = FakeChatApi(answer=lambda m: "That is \\boxed{4}." if "+" in m[-1]["content"]
-                       else "It is \\boxed{0.5}")  # fmt: skip
+    fake = FakeChatApi(
+        answer=lambda m: "That is \\boxed{4}." if "+" in m[-1]["content"] else "It is \\boxed{0.5}"
+    )
     yield fake, stack.enter_context(serve(fake.app())) + "/v1"
 
 
 def big_api_run(url: str, dataset: Path, out: Path, *extra: str) -> int:
-    return main(["run", "--dataset", str(dataset), "--provider", "litellm", "--model",
-                 "openai/fake-big", "--endpoint", url, "--api-key", "sk-test", "--retries", "0",
-                 "--out", str(out), *extra])  # fmt: skip
+    return main(
+        [
+            "run",
+            "--dataset",
+            str(dataset),
+            "--provider",
+            "litellm",
+            "--model",
+            "openai/fake-big",
+            "--endpoint",
+            url,
+            "--api-key",
+            "sk-test",
+            "--retries",
+            "0",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_grading_accepts_equivalent_forms_and_survives_free_text() -> None:
@@ -75,8 +93,22 @@ def test_bundled_datasets_and_malformed_lines(tmp_path: Path) -> None:
     bad.write_text('{"problem": "1+1"}\n')
     with pytest.raises(DatasetError, match=r"bad.jsonl:1: missing or empty 'answer'"):
         load_problems(str(bad))
-    assert main(["run", "--dataset", str(bad), "--endpoint", "http://127.0.0.1:9/v1",
-                 "--model", "m", "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "run",
+                "--dataset",
+                str(bad),
+                "--endpoint",
+                "http://127.0.0.1:9/v1",
+                "--model",
+                "m",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_proxy_and_big_api_rows_and_report(
@@ -88,9 +120,29 @@ def test_proxy_and_big_api_rows_and_report(
 ) -> None:
     proxy = start_proxy(with_prm=False)
     out = tmp_path / "run"
-    code = main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model",
-                 "fake-policy", "--strategy", "cot", "majority", "best_of_n", "--budgets", "2,4",
-                 "--concurrency", "3", "--usd-per-mtok", "0.5", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--dataset",
+            str(dataset),
+            "--endpoint",
+            proxy + "/v1",
+            "--model",
+            "fake-policy",
+            "--strategy",
+            "cot",
+            "majority",
+            "best_of_n",
+            "--budgets",
+            "2,4",
+            "--concurrency",
+            "3",
+            "--usd-per-mtok",
+            "0.5",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert big_api_run(api[1], dataset, out) == 0
     rows = read_rows([out])
@@ -147,12 +199,40 @@ def test_headers_reach_the_proxy_and_rows_keep_its_reports(
 ) -> None:
     proxy = start_proxy(with_prm=False)
     out = tmp_path / "run"
-    headers = ["--header", "X-TTS-Keep-Percent: 50", "--header", "X-TTS-Particle-Iterations:2",
-               "--header", "Authorization: Bearer sk-secret", "--header", "X-Api-Key: sk-2",
-               "--header", "X-TTS-Max-Total-Tokens: 100000"]  # fmt: skip
-    assert main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model",
-                 "fake-policy", "--strategy", "deepconf", "particle_filtering", "--budgets", "4",
-                 *headers, "--out", str(out)]) == 0  # fmt: skip
+    headers = [
+        "--header",
+        "X-TTS-Keep-Percent: 50",
+        "--header",
+        "X-TTS-Particle-Iterations:2",
+        "--header",
+        "Authorization: Bearer sk-secret",
+        "--header",
+        "X-Api-Key: sk-2",
+        "--header",
+        "X-TTS-Max-Total-Tokens: 100000",
+    ]
+    assert (
+        main(
+            [
+                "run",
+                "--dataset",
+                str(dataset),
+                "--endpoint",
+                proxy + "/v1",
+                "--model",
+                "fake-policy",
+                "--strategy",
+                "deepconf",
+                "particle_filtering",
+                "--budgets",
+                "4",
+                *headers,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_rows([out])
     assert len(rows) == 2 * len(PROBLEMS)
     for row in rows:
@@ -162,13 +242,30 @@ def test_headers_reach_the_proxy_and_rows_keep_its_reports(
         else:
             assert row.tts["particle_iterations"] == 2
     (logged,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
-    assert logged["headers"] == {"X-TTS-Keep-Percent": "50", "X-TTS-Particle-Iterations": "2",
-                                 "Authorization": "***", "X-Api-Key": "***",
-                                 "X-TTS-Max-Total-Tokens": "100000"}  # fmt: skip
+    assert logged["headers"] == {
+        "X-TTS-Keep-Percent": "50",
+        "X-TTS-Particle-Iterations": "2",
+        "Authorization": "***",
+        "X-Api-Key": "***",
+        "X-TTS-Max-Total-Tokens": "100000",
+    }
     for bad in ("X-TTS-Budget: 4", "no-colon", ": empty"):
         with pytest.raises(SystemExit):
-            main(["run", "--dataset", str(dataset), "--endpoint", proxy + "/v1", "--model", "m",
-                  "--header", bad, "--out", str(tmp_path / "bad")])  # fmt: skip
+            main(
+                [
+                    "run",
+                    "--dataset",
+                    str(dataset),
+                    "--endpoint",
+                    proxy + "/v1",
+                    "--model",
+                    "m",
+                    "--header",
+                    bad,
+                    "--out",
+                    str(tmp_path / "bad"),
+                ]
+            )
 
 
 def test_headers_reach_a_large_api_through_litellm(
@@ -224,12 +321,27 @@ def test_temperature_reaches_both_providers_and_is_logged(
     assert [call["temperature"] for call in vllm.completion_calls] == [0]
 
 
-def test_known_prices_come_from_litellm_offline(api: tuple[FakeChatApi, str], dataset: Path,
-                                                tmp_path: Path) -> None:  # fmt: skip
+def test_known_prices_come_from_litellm_offline(
+    api: tuple[FakeChatApi, str], dataset: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    code = main(["run", "--dataset", str(dataset), "--provider", "litellm", "--model",
-                 "openai/gpt-4o", "--endpoint", api[1], "--api-key", "sk-test", "--out",
-                 str(out)])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--dataset",
+            str(dataset),
+            "--provider",
+            "litellm",
+            "--model",
+            "openai/gpt-4o",
+            "--endpoint",
+            api[1],
+            "--api-key",
+            "sk-test",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = read_rows([out])
     for row in rows:  # gpt-4o list price: $2.50 / 1M input, $10 / 1M output
@@ -243,9 +355,25 @@ def test_429_and_5xx_are_retried(
 ) -> None:
     fake, url = api
     fake.fail_statuses = [429, 503]
-    code = main(["run", "--dataset", str(dataset), "--limit", "1", "--endpoint", url,
-                 "--model", "fake-big", "--strategy", "none", "--retries", "2",
-                 "--out", str(tmp_path)])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--dataset",
+            str(dataset),
+            "--limit",
+            "1",
+            "--endpoint",
+            url,
+            "--model",
+            "fake-big",
+            "--strategy",
+            "none",
+            "--retries",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     assert len(fake.calls) == 3 and len(read_rows([tmp_path])) == 1
 
@@ -269,9 +397,26 @@ def test_resume_after_a_stop_and_after_a_torn_line(
     fake, url = api
     fake.gate, fake.gate_after = threading.Event(), 2  # two answers, then the third hangs
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "tts_eval", "run", "--dataset", str(dataset), "--provider",
-               "litellm", "--model", "openai/fake-big", "--endpoint", url, "--api-key", "x",
-               "--concurrency", "1", "--out", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "tts_eval",
+        "run",
+        "--dataset",
+        str(dataset),
+        "--provider",
+        "litellm",
+        "--model",
+        "openai/fake-big",
+        "--endpoint",
+        url,
+        "--api-key",
+        "x",
+        "--concurrency",
+        "1",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         eventually(lambda: len(read_rows([out])) >= 2 and len(fake.calls) >= 3, "two rows", 60)
@@ -322,10 +467,23 @@ def test_gpu_hour_prices_use_the_runs_measured_throughput(
 
 
 def _row(problem: str, correct: bool, strategy: str = "cot", sample: int = 0) -> Row:
-    return Row(id=problem, model="m", provider="openai", strategy=strategy, budget=1,
-               sample=sample, answer="", reference="1", correct=correct, prompt_tokens=1,
-               completion_tokens=1, hidden_tokens=0, latency_s=1.0, cost_usd=None,
-               level=2)  # fmt: skip
+    return Row(
+        id=problem,
+        model="m",
+        provider="openai",
+        strategy=strategy,
+        budget=1,
+        sample=sample,
+        answer="",
+        reference="1",
+        correct=correct,
+        prompt_tokens=1,
+        completion_tokens=1,
+        hidden_tokens=0,
+        latency_s=1.0,
+        cost_usd=None,
+        level=2,
+    )
 
 
 def test_difficulty_bins_follow_pass_at_1_when_problems_have_several_samples() -> None:

@@ -23,14 +23,32 @@ T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 def record(i: int, *, agree: bool | None = True, when: datetime | None = None) -> Comparison:
     return Comparison(
-        request_id=f"chatcmpl-{i}", created_at=when or T0 + timedelta(seconds=i),
-        strategy="best_of_n", budget=8,
-        primary=Side(model="qwen", answer="4", prompt_tokens=10, completion_tokens=80,
-                     hidden_tokens=70, cost_usd=0.0001, latency_s=1.5),
-        baseline=Side(model="openai/gpt-4o", answer="4", prompt_tokens=10, completion_tokens=20,
-                      cost_usd=0.002, latency_s=0.8),
-        agree=agree, match="math", reference="4", tts={"strategy": "best_of_n", "auto": None},
-    )  # fmt: skip
+        request_id=f"chatcmpl-{i}",
+        created_at=when or T0 + timedelta(seconds=i),
+        strategy="best_of_n",
+        budget=8,
+        primary=Side(
+            model="qwen",
+            answer="4",
+            prompt_tokens=10,
+            completion_tokens=80,
+            hidden_tokens=70,
+            cost_usd=0.0001,
+            latency_s=1.5,
+        ),
+        baseline=Side(
+            model="openai/gpt-4o",
+            answer="4",
+            prompt_tokens=10,
+            completion_tokens=20,
+            cost_usd=0.002,
+            latency_s=0.8,
+        ),
+        agree=agree,
+        match="math",
+        reference="4",
+        tts={"strategy": "best_of_n", "auto": None},
+    )
 
 
 async def test_records_round_trip_and_survive_a_restart(tmp_path: Path) -> None:

@@ -33,8 +33,12 @@ MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 def chat(url: str, strategy: str = "best_of_n", **kw: Any) -> httpx.Response:
     timeout = kw.pop("timeout", 30)
     body = {"model": "fake-policy", "messages": kw.pop("messages", MESSAGES)} | kw
-    return httpx.post(url + "/v1/chat/completions", json=body, timeout=timeout,
-                      headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "2"})  # fmt: skip
+    return httpx.post(
+        url + "/v1/chat/completions",
+        json=body,
+        timeout=timeout,
+        headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "2"},
+    )
 
 
 def test_a_trickling_upstream_meets_a_total_deadline(
@@ -124,8 +128,9 @@ def test_malformed_prm_scores_are_502(start_proxy: ProxyFactory, stack: ExitStac
 def test_invalid_unicode_from_the_client_is_its_400(start_proxy: ProxyFactory) -> None:
     url = start_proxy()
     body = '{"model": "fake-policy", "messages": [{"role": "user", "content": "x\\ud800y"}]}'
-    response = httpx.post(url + "/v1/chat/completions", content=body,
-                          headers={"content-type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "messages.0.content"
 
@@ -154,9 +159,12 @@ def test_invalid_unicode_in_any_field_is_a_400_and_no_replica_s_fault(
         f'"{field}": {raw}}}'
     )
     for _ in range(3):
-        response = httpx.post(url + "/v1/chat/completions", content=body, timeout=30,
-                              headers={"content-type": "application/json",
-                                       "X-TTS-Strategy": strategy})  # fmt: skip
+        response = httpx.post(
+            url + "/v1/chat/completions",
+            content=body,
+            timeout=30,
+            headers={"content-type": "application/json", "X-TTS-Strategy": strategy},
+        )
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert error["param"] == param and "surrogate" in error["message"]
@@ -173,8 +181,9 @@ def test_invalid_unicode_in_any_field_is_a_400_and_no_replica_s_fault(
 )
 def test_every_endpoint_checks_every_field(start_proxy: ProxyFactory, path: str, body: str) -> None:
     url = start_proxy()
-    response = httpx.post(url + path, content=body, timeout=30,
-                          headers={"content-type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        url + path, content=body, timeout=30, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == "user"
     assert httpx.get(url + "/health/ready", timeout=30).status_code == 200
 
@@ -183,8 +192,9 @@ async def test_text_no_upstream_can_encode_is_a_client_error_not_a_replica_s() -
     """At the upstream client's depth too: an encode error is the request's, never a failure."""
     vllm = FakeVllm()
     with serve(vllm.app()) as vllm_url:
-        config = UpstreamConfig("policy", vllm_url + "/v1", None, 2.0, 10.0, 4, 1,
-                                "PROXY_POLICY_TIMEOUT_S")  # fmt: skip
+        config = UpstreamConfig(
+            "policy", vllm_url + "/v1", None, 2.0, 10.0, 4, 1, "PROXY_POLICY_TIMEOUT_S"
+        )
         upstream = Upstream(config, Metrics())
         try:
             with pytest.raises(InvalidRequestError):
@@ -247,8 +257,9 @@ def test_a_disconnect_before_the_first_pass_through_byte_closes_the_upstream(
     url = start_proxy()
     body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(url + "/v1/chat/completions", json=body, timeout=0.5,
-                   headers={"X-TTS-Strategy": "none"})  # fmt: skip
+        httpx.post(
+            url + "/v1/chat/completions", json=body, timeout=0.5, headers={"X-TTS-Strategy": "none"}
+        )
     eventually(lambda: vllm.cancelled >= 1, "the upstream call cancelled", 2)
     assert vllm.cancelled == 1 and vllm.in_flight == 0
 
@@ -278,8 +289,13 @@ def test_a_pass_through_stream_meets_a_total_deadline(
     url = start_proxy(policy_timeout_s=1.0)
     body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
     started = time.monotonic()
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30,
-                      headers={"X-TTS-Strategy": "none"}) as response:  # fmt: skip
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        json=body,
+        timeout=30,
+        headers={"X-TTS-Strategy": "none"},
+    ) as response:
         text = response.read().decode()
     assert time.monotonic() - started < 4.0
     assert '"upstream_timeout"' in text and text.rstrip().endswith("data: [DONE]")
@@ -306,15 +322,23 @@ async def drop_every_second_request(
 async def _answer_once(reader: Any, writer: Any, drops: list[int]) -> None:
     for turn in range(2):
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)  # fmt: skip
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
         await reader.readexactly(length)
         if turn == 1:
             drops.append(1)
             break
         body = b'{"ok": true}'
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                     b"content-length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
         await writer.drain()
 
 
@@ -329,8 +353,16 @@ async def test_a_pooled_connection_the_upstream_dropped_is_retried(
         lambda r, w: drop_every_second_request(r, w, drops, reset), "127.0.0.1", 0
     )
     port = server.sockets[0].getsockname()[1]
-    config = UpstreamConfig("policy", f"http://127.0.0.1:{port}/v1", None, 2.0, 10.0, 4,
-                            retries, "PROXY_POLICY_TIMEOUT_S")  # fmt: skip
+    config = UpstreamConfig(
+        "policy",
+        f"http://127.0.0.1:{port}/v1",
+        None,
+        2.0,
+        10.0,
+        4,
+        retries,
+        "PROXY_POLICY_TIMEOUT_S",
+    )
     upstream = Upstream(config, Metrics())
     try:
         answers = [await upstream.post_json("/completions", {"i": 0})]

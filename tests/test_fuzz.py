@@ -23,13 +23,23 @@ from prm_server.settings import PrmServerSettings
 from proxy.app import create_app
 from proxy.settings import ProxySettings
 
-FUZZ = settings(max_examples=60, deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))  # fmt: skip
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
 # Small caps keep generated searches cheap; the fuzzer still reaches every limit check.
 PROXY: dict[str, Any] = {
-    "max_budget": 8, "max_beam_width": 4, "max_max_steps": 3, "default_budget": 4,
-    "default_max_steps": 2, "request_timeout_s": 20, "policy_max_retries": 0,
-}  # fmt: skip
+    "max_budget": 8,
+    "max_beam_width": 4,
+    "max_max_steps": 3,
+    "default_budget": 4,
+    "default_max_steps": 2,
+    "request_timeout_s": 20,
+    "policy_max_retries": 0,
+}
 
 
 def _operations(spec: dict[str, Any]) -> dict[str, Any]:
@@ -105,8 +115,9 @@ def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
 def _takes_text(schema: dict[str, Any]) -> bool:
     schema = _resolve(schema)
     options = [_resolve(s) for s in schema.get("anyOf", [schema])]
-    return any(o.get("type") == "string" or o.get("items", {}).get("type") == "string"
-               for o in options)  # fmt: skip
+    return any(
+        o.get("type") == "string" or o.get("items", {}).get("type") == "string" for o in options
+    )
 
 
 def _text_fields() -> list[tuple[str, str]]:
@@ -132,8 +143,9 @@ def test_a_lone_surrogate_in_any_text_field_is_a_400_naming_it(
     else:
         body[field] = "SURROGATE"
     raw = json.dumps(body).replace('"SURROGATE"', '"a\\ud800"')
-    response = httpx.post(proxy_url + path, content=raw, timeout=60,
-                          headers={"content-type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        proxy_url + path, content=raw, timeout=60, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400, (field, response.status_code, response.text[:300])
     error = response.json()["error"]
     assert error["param"] is not None and error["param"].startswith(field), (field, error)

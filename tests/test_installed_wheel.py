@@ -51,9 +51,13 @@ class Installed:
 
 def _run(command: list[str | Path], cwd: Path) -> str:
     result = subprocess.run(
-        [str(c) for c in command], cwd=cwd, capture_output=True, text=True,
-        timeout=INSTALL_TIMEOUT_S, check=False,
-    )  # fmt: skip
+        [str(c) for c in command],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT_S,
+        check=False,
+    )
     assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}{result.stderr}"
     return result.stdout
 
@@ -72,8 +76,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         else:
             shutil.copy2(ROOT / name, context / name)
     dist = root / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-          "-w", dist, context], cwd=root)  # fmt: skip
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            dist,
+            context,
+        ],
+        cwd=root,
+    )
     wheel = next(dist.glob("tts_proxy-*.whl"))
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", venv], cwd=root)
@@ -85,11 +102,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 def test_wheel_ships_its_data_and_nothing_of_the_checkout(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    shipped = ("proxy/auto_rules.toml", "proxy/ui/trace.js", "proxy/ui/traces.html",
-               "proxy/ui/trace.css",
-               "cpu_stack/policy.lock", "cpu_stack/convert_gguf.py",
-               "tts_eval/data/math500.jsonl", "tts_eval/data/aime24.jsonl",
-               "tts_eval/data/README.md")  # fmt: skip
+    shipped = (
+        "proxy/auto_rules.toml",
+        "proxy/ui/trace.js",
+        "proxy/ui/traces.html",
+        "proxy/ui/trace.css",
+        "cpu_stack/policy.lock",
+        "cpu_stack/convert_gguf.py",
+        "tts_eval/data/math500.jsonl",
+        "tts_eval/data/aime24.jsonl",
+        "tts_eval/data/README.md",
+    )
     for data in shipped:
         assert data in names, f"{data} missing from {installed.wheel.name}"
     leaked = {n.split("/")[0] for n in names} & {"tests", "harness", "bench", "requirements"}
@@ -104,8 +127,10 @@ IMPORT_ROOTS = ("strategies", "proxy", "prm_server", "cpu_stack", "experiments",
 
 
 def test_installed_versions_are_the_locked_ones(installed: Installed) -> None:
-    frozen = _run([installed.bin / "python", "-m", "pip", "freeze", "--exclude", "tts-proxy"],
-                  cwd=installed.workdir)  # fmt: skip
+    frozen = _run(
+        [installed.bin / "python", "-m", "pip", "freeze", "--exclude", "tts-proxy"],
+        cwd=installed.workdir,
+    )
     locked = pins((ROOT / "requirements" / "dev.lock").read_text())
     drift = {
         name: (version, locked.get(name))
@@ -127,8 +152,16 @@ def test_installed_package_is_not_the_checkout(installed: Installed) -> None:
 def installed_proxy(installed: Installed) -> Iterator[str]:
     with serve(FakeVllm().app()) as vllm_url:
         port = free_port()
-        command = [installed.bin / "tts-proxy", "serve", "--port", str(port), "--policy-url",
-                   vllm_url + "/v1", "--log-level", "warning"]  # fmt: skip
+        command = [
+            installed.bin / "tts-proxy",
+            "serve",
+            "--port",
+            str(port),
+            "--policy-url",
+            vllm_url + "/v1",
+            "--log-level",
+            "warning",
+        ]
         url = f"http://127.0.0.1:{port}"
         with server_process([str(c) for c in command], url + "/health", name="tts-proxy"):
             yield url
@@ -143,9 +176,10 @@ def test_installed_proxy_serves_a_search(installed_proxy: str) -> None:
         max_retries=0,
     )
     reply = client.chat.completions.create(
-        model="fake-policy", messages=[{"role": "user", "content": "2+2?"}],
+        model="fake-policy",
+        messages=[{"role": "user", "content": "2+2?"}],
         extra_body={"tts": {"budget": 4}},
-    )  # fmt: skip
+    )
     assert reply.choices[0].message.content and "\\boxed{4}" in reply.choices[0].message.content
     tts = reply.model_extra["tts"] if reply.model_extra else {}
     assert tts["requested_strategy"] == "auto"  # the shipped auto_rules.toml loaded
@@ -158,8 +192,18 @@ def test_installed_proxy_serves_a_search(installed_proxy: str) -> None:
 def test_installed_prm_server_scores(installed: Installed, tmp_path: Path) -> None:
     checkpoint = build_checkpoint("qwen_prm", tmp_path / "qwen_prm")
     port = free_port()
-    command = [installed.bin / "tts-prm", "serve", "--model", checkpoint, "--family", "qwen_prm",
-               "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    command = [
+        installed.bin / "tts-prm",
+        "serve",
+        "--model",
+        checkpoint,
+        "--family",
+        "qwen_prm",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     url = f"http://127.0.0.1:{port}"
     with server_process([str(c) for c in command], url + "/health", name="tts-prm"):
         body = {"problem": "2+2?", "candidates": [["add them", "so 4"], ["guess 5"]]}
@@ -176,9 +220,27 @@ def test_installed_demo_command_starts(installed: Installed) -> None:
 def test_installed_eval_runs_a_bundled_benchmark_and_reports(installed: Installed) -> None:
     with serve(FakeChatApi().app()) as api_url:
         out = installed.workdir / "eval-run"
-        _run([installed.bin / "tts-eval", "run", "--dataset", "aime24", "--limit", "2",
-              "--provider", "litellm", "--model", "openai/fake-big", "--endpoint",
-              api_url + "/v1", "--api-key", "x", "--out", out], cwd=installed.workdir)  # fmt: skip
+        _run(
+            [
+                installed.bin / "tts-eval",
+                "run",
+                "--dataset",
+                "aime24",
+                "--limit",
+                "2",
+                "--provider",
+                "litellm",
+                "--model",
+                "openai/fake-big",
+                "--endpoint",
+                api_url + "/v1",
+                "--api-key",
+                "x",
+                "--out",
+                out,
+            ],
+            cwd=installed.workdir,
+        )
     table = _run([installed.bin / "tts-eval", "report", out], cwd=installed.workdir)
     assert "openai/fake-big" in table and (out / "report.md").exists()
     assert len((out / "rows.jsonl").read_text().splitlines()) == 2

@@ -34,19 +34,24 @@ def test_a_body_over_the_limit_is_a_413_naming_it(start_proxy: ProxyFactory) -> 
             yield b"y" * 1000
         yield b'"}]}'
 
-    chunked = httpx.post(url + "/v1/chat/completions", content=chunks(),
-                         headers={"content-type": "application/json"})  # fmt: skip
+    chunked = httpx.post(
+        url + "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert chunked.status_code == 413
-    small = httpx.post(url + "/v1/chat/completions", json={"model": "fake-policy",
-                       "messages": MESSAGES}, headers={"X-TTS-Strategy": "cot"})  # fmt: skip
+    small = httpx.post(
+        url + "/v1/chat/completions",
+        json={"model": "fake-policy", "messages": MESSAGES},
+        headers={"X-TTS-Strategy": "cot"},
+    )
     assert small.status_code == 200
 
 
 def test_deeply_nested_json_is_a_400(start_proxy: ProxyFactory) -> None:
     url = start_proxy()
     body = b'{"model": "fake-policy", "messages": [], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    response = httpx.post(url + "/v1/chat/completions", content=body,
-                          headers={"content-type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
 
@@ -54,9 +59,16 @@ def test_deeply_nested_json_is_a_400(start_proxy: ProxyFactory) -> None:
 @pytest.mark.asyncio
 async def test_prompt_cache_stays_within_its_byte_budget() -> None:
     with serve(FakeVllm().app()) as url:
-        config = UpstreamConfig(kind="policy", base_url=url + "/v1", api_key=None,
-                                connect_timeout_s=5, timeout_s=30, max_connections=4,
-                                max_retries=0, timeout_setting="t")  # fmt: skip
+        config = UpstreamConfig(
+            kind="policy",
+            base_url=url + "/v1",
+            api_key=None,
+            connect_timeout_s=5,
+            timeout_s=30,
+            max_connections=4,
+            max_retries=0,
+            timeout_setting="t",
+        )
         upstream = Upstream(config, Metrics())
         renderer = PromptRenderer(max_bytes=20_000)
         try:

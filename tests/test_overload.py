@@ -21,9 +21,11 @@ def hold_one(url: str, vllm: FakeVllm) -> threading.Thread:
     """A slow searched request that holds the only slot."""
     vllm.delay_s = 1.5
     body = {"model": "fake-policy", "messages": MESSAGES}
-    holder = threading.Thread(target=httpx.post, args=(url + "/v1/chat/completions",),
-                              kwargs={"json": body, "timeout": 30,
-                                      "headers": {"X-TTS-Strategy": "cot"}})  # fmt: skip
+    holder = threading.Thread(
+        target=httpx.post,
+        args=(url + "/v1/chat/completions",),
+        kwargs={"json": body, "timeout": 30, "headers": {"X-TTS-Strategy": "cot"}},
+    )
     holder.start()
     assert vllm.started.wait(10)
     return holder
@@ -39,9 +41,12 @@ def hold_one(url: str, vllm: FakeVllm) -> threading.Thread:
     ],
 )
 def test_overload_is_a_429_with_retry_after_before_any_stream(
-    start_proxy: ProxyFactory, vllm: FakeVllm, path: str, body: dict[str, Any],
+    start_proxy: ProxyFactory,
+    vllm: FakeVllm,
+    path: str,
+    body: dict[str, Any],
     headers: dict[str, str],
-) -> None:  # fmt: skip
+) -> None:
     url = start_proxy(max_concurrent_searches=1)
     holder = hold_one(url, vllm)
     response = httpx.post(url + path, json={"model": "fake-policy"} | body, headers=headers)
@@ -96,8 +101,9 @@ def test_failures_are_counted_streamed_or_not(start_proxy: ProxyFactory, vllm: F
     url = start_proxy(policy_max_retries=0)
     vllm.fail_statuses = [500] * 20
     body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body,
-                      headers={"X-TTS-Strategy": "best_of_n"}) as response:  # fmt: skip
+    with httpx.stream(
+        "POST", url + "/v1/chat/completions", json=body, headers={"X-TTS-Strategy": "best_of_n"}
+    ) as response:
         assert response.status_code == 200 and b'"error"' in response.read()
     bad = httpx.post(url + "/v1/chat/completions", json={"model": "fake-policy", "messages": []})
     assert bad.status_code == 400

@@ -22,13 +22,20 @@ def test_real_checkpoint_scores_a_correct_solution_above_a_wrong_one() -> None:
     assert CHECKPOINT is not None
     family = os.environ.get("TTS_PRM_FAMILY", "qwen_prm")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    scorer = load_hf_scorer(Path(CHECKPOINT), family, name=None, device=device,  # type: ignore[arg-type]
-                            dtype="bfloat16" if device == "cuda" else "float32")  # fmt: skip
+    scorer = load_hf_scorer(
+        Path(CHECKPOINT),
+        family,
+        name=None,
+        device=device,  # type: ignore[arg-type]
+        dtype="bfloat16" if device == "cuda" else "float32",
+    )
     problem = "What is 17 * 23?"
-    good = scorer.encode(problem, ["17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.",
-                                   "The answer is \\boxed{391}."])  # fmt: skip
-    bad = scorer.encode(problem, ["17 * 23 = 17 * 20 + 17 * 3 = 340 + 41 = 381.",
-                                  "The answer is \\boxed{381}."])  # fmt: skip
+    good = scorer.encode(
+        problem, ["17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.", "The answer is \\boxed{391}."]
+    )
+    bad = scorer.encode(
+        problem, ["17 * 23 = 17 * 20 + 17 * 3 = 340 + 41 = 381.", "The answer is \\boxed{381}."]
+    )
     good_scores, bad_scores = scorer.compute([good, bad])
     assert len(good_scores) == len(bad_scores) == 2
     assert good_scores[-1] > bad_scores[-1]

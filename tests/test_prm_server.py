@@ -51,8 +51,7 @@ EXPECTED_TEXT = {
     "<|start_header_id|>assistant<|end_header_id|>\n\n+<|eot_id|><|start_header_id|>user"
     "<|end_header_id|>\n\n2 + 3 = 5.<|eot_id|>",
 }
-READ_TOKEN = {"qwen_prm": "<extra_0>", "skywork": "\n", "math_shepherd": "ки",
-              "rlhflow": "\n"}  # fmt: skip
+READ_TOKEN = {"qwen_prm": "<extra_0>", "skywork": "\n", "math_shepherd": "ки", "rlhflow": "\n"}
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
@@ -215,10 +214,12 @@ def test_vllm_pooling_backend_reads_step_rows(checkpoints: dict[FamilyName, Path
 def test_kv_prefix_reuse_equals_full_recompute(
     checkpoints: dict[FamilyName, Path], family: FamilyName
 ) -> None:
-    plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
-                           kv_cache_tokens=0)  # fmt: skip
-    reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
-                           kv_cache_tokens=4096)  # fmt: skip
+    plain = load_hf_scorer(
+        checkpoints[family], family, name="a", device="cpu", dtype="float32", kv_cache_tokens=0
+    )
+    reuse = load_hf_scorer(
+        checkpoints[family], family, name="b", device="cpu", dtype="float32", kv_cache_tokens=4096
+    )
     assert reuse.prefix_runner is not None
     accepted: list[str] = []
     new_tokens = 0
@@ -240,10 +241,12 @@ def test_kv_prefix_reuse_equals_full_recompute(
 def test_kv_reuse_batches_ragged_prefixes_exactly(
     checkpoints: dict[FamilyName, Path], family: FamilyName
 ) -> None:
-    plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
-                           kv_cache_tokens=0)  # fmt: skip
-    reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
-                           kv_cache_tokens=4096)  # fmt: skip
+    plain = load_hf_scorer(
+        checkpoints[family], family, name="a", device="cpu", dtype="float32", kv_cache_tokens=0
+    )
+    reuse = load_hf_scorer(
+        checkpoints[family], family, name="b", device="cpu", dtype="float32", kv_cache_tokens=4096
+    )
     assert reuse.prefix_runner is not None
     warm = [reuse.encode("Other problem?", ["a step.", "b step."])]
     reuse.compute(warm)  # one cached prefix, so the next batch mixes cached and fresh pasts
@@ -263,10 +266,12 @@ def test_kv_reuse_batches_ragged_prefixes_exactly(
 def test_kv_reuse_fresh_branching_trees_and_cost(
     checkpoints: dict[FamilyName, Path], family: FamilyName
 ) -> None:
-    plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
-                           kv_cache_tokens=0)  # fmt: skip
-    reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
-                           kv_cache_tokens=4096)  # fmt: skip
+    plain = load_hf_scorer(
+        checkpoints[family], family, name="a", device="cpu", dtype="float32", kv_cache_tokens=0
+    )
+    reuse = load_hf_scorer(
+        checkpoints[family], family, name="b", device="cpu", dtype="float32", kv_cache_tokens=4096
+    )
     runner = reuse.prefix_runner
     assert runner is not None
     # best-of-N shaped: nothing cached, candidates share two fresh steps, then branch
@@ -295,11 +300,13 @@ def test_kv_reuse_fresh_branching_trees_and_cost(
 def test_kv_reuse_token_budget_evicts_and_stays_exact(
     checkpoints: dict[FamilyName, Path], family: FamilyName
 ) -> None:
-    plain = load_hf_scorer(checkpoints[family], family, name="a", device="cpu", dtype="float32",
-                           kv_cache_tokens=0)  # fmt: skip
+    plain = load_hf_scorer(
+        checkpoints[family], family, name="a", device="cpu", dtype="float32", kv_cache_tokens=0
+    )
     budget = len(plain.encode(PROBLEM, STEPS).ids)  # room for about one candidate
-    reuse = load_hf_scorer(checkpoints[family], family, name="b", device="cpu", dtype="float32",
-                           kv_cache_tokens=budget)  # fmt: skip
+    reuse = load_hf_scorer(
+        checkpoints[family], family, name="b", device="cpu", dtype="float32", kv_cache_tokens=budget
+    )
     runner = reuse.prefix_runner
     assert runner is not None
     accepted: list[str] = []
@@ -316,14 +323,26 @@ def test_kv_reuse_splits_passes_over_the_padded_token_limit(
     checkpoints: dict[FamilyName, Path],
 ) -> None:
     path = checkpoints["qwen_prm"]
-    plain = load_hf_scorer(path, "qwen_prm", name="a", device="cpu", dtype="float32",
-                           kv_cache_tokens=0)  # fmt: skip
-    tight = load_hf_scorer(path, "qwen_prm", name="b", device="cpu", dtype="float32",
-                           kv_cache_tokens=4096, pass_tokens=1)  # fmt: skip
+    plain = load_hf_scorer(
+        path, "qwen_prm", name="a", device="cpu", dtype="float32", kv_cache_tokens=0
+    )
+    tight = load_hf_scorer(
+        path,
+        "qwen_prm",
+        name="b",
+        device="cpu",
+        dtype="float32",
+        kv_cache_tokens=4096,
+        pass_tokens=1,
+    )
     runner = tight.prefix_runner
     assert runner is not None
-    batch = [tight.encode(p, [f"{s} v{b}"]) for p in (PROBLEM, "Another?") for s in STEPS[:1]
-             for b in range(2)]  # fmt: skip
+    batch = [
+        tight.encode(p, [f"{s} v{b}"])
+        for p in (PROBLEM, "Another?")
+        for s in STEPS[:1]
+        for b in range(2)
+    ]
     for want, have in zip(plain.compute(batch), tight.compute(batch), strict=True):
         assert have == pytest.approx(want, abs=1e-5)
     # two prompts (one row each), then the two pairs of first steps (one row per prompt): a pass
@@ -360,15 +379,19 @@ def test_every_error_is_openai_shaped(scorers: dict[FamilyName, HfScorer]) -> No
         wrong_method = httpx.get(url + "/v1/score")
         _openai_error(wrong_method, 405)
         assert wrong_method.headers["allow"] == "POST"
-        broken = httpx.post(url + "/v1/score", content=b'{"problem": ',
-                            headers={"content-type": "application/json"})  # fmt: skip
+        broken = httpx.post(
+            url + "/v1/score", content=b'{"problem": ', headers={"content-type": "application/json"}
+        )
         _openai_error(broken, 400)
         # a lone surrogate anywhere in the text is the client's 400 naming the field, not a 500
         for body, param in (
             ('{"problem": "q\\ud800", "candidates": [["a"]]}', "problem"),
             ('{"problem": "q", "candidates": [["a", "b\\udfff"]]}', "candidates.0.1"),
         ):
-            sent = httpx.post(url + "/v1/score", content=body.encode(),
-                              headers={"content-type": "application/json"})  # fmt: skip
+            sent = httpx.post(
+                url + "/v1/score",
+                content=body.encode(),
+                headers={"content-type": "application/json"},
+            )
             assert _openai_error(sent, 400)["param"] == param
         assert httpx.get(url + "/health").status_code == 200

@@ -105,8 +105,9 @@ def test_particle_gibbs_per_request(start_proxy: ProxyFactory, vllm: FakeVllm) -
     per_depth = tts["generations_per_depth"]
     assert per_depth[0] == 4 and 3 in per_depth and max(per_depth) <= 4
     body = {"tts": {"particle_iterations": 2}}
-    again = ask(url, "particle_filtering", headers={"X-TTS-Budget": "8"}, seed=5,
-                extra_body=body).model_extra["tts"]  # fmt: skip
+    again = ask(
+        url, "particle_filtering", headers={"X-TTS-Budget": "8"}, seed=5, extra_body=body
+    ).model_extra["tts"]
     assert again["particle_iterations"] == 2
     assert "particle_iterations" not in ask(url, "particle_filtering").model_extra["tts"]
 
@@ -118,8 +119,11 @@ def test_max_total_tokens_caps_what_the_search_generates(
     url = start_proxy()
     unbounded = ask(url, "beam_search", headers={"X-TTS-Budget": "8"})
     assert unbounded.usage is not None and unbounded.usage.completion_tokens > 40
-    cap = {"headers": {"X-TTS-Max-Total-Tokens": "40"}} if where == "header" else {
-        "extra_body": {"tts": {"max_total_tokens": 40}}}  # fmt: skip
+    cap = (
+        {"headers": {"X-TTS-Max-Total-Tokens": "40"}}
+        if where == "header"
+        else {"extra_body": {"tts": {"max_total_tokens": 40}}}
+    )
     capped = ask(url, "beam_search", **{"headers": {"X-TTS-Budget": "8"}} | cap)
     assert capped.usage is not None and capped.usage.completion_tokens <= 40
     tts = capped.model_extra["tts"]
@@ -134,8 +138,12 @@ def test_a_token_cap_spent_before_any_answer_is_a_400_not_a_deadline(
 ) -> None:
     url = start_proxy()
     headers = {"X-TTS-Strategy": strategy, "X-TTS-Max-Total-Tokens": "1"}
-    response = httpx.post(url + "/v1/chat/completions", headers=headers, timeout=30,
-                          json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        headers=headers,
+        timeout=30,
+        json={"model": "fake-policy", "messages": MESSAGES},
+    )
     error = response.json()["error"]
     assert response.status_code == 400 and error["param"] == "max_total_tokens"
     assert "max_total_tokens (1)" in error["message"] and "Timeout" not in error["message"]
@@ -345,20 +353,27 @@ def test_large_api_route_goes_through_litellm(start_proxy: ProxyFactory, vllm: F
 
 @pytest.mark.parametrize(
     ("fault", "status", "error_type"),
-    [("400", 400, "invalid_request_error"), ("503", 502, "upstream_error"),
-     ("hang", 504, "upstream_error")],
-)  # fmt: skip
+    [
+        ("400", 400, "invalid_request_error"),
+        ("503", 502, "upstream_error"),
+        ("hang", 504, "upstream_error"),
+    ],
+)
 def test_large_api_faults_are_mapped_by_litellm_error_class(
     start_proxy: ProxyFactory, vllm: FakeVllm, fault: str, status: int, error_type: str
 ) -> None:
-    url = start_proxy(litellm_routes={"big-model": "openai/upstream-big"}, litellm_via_policy=True,
-                      policy_timeout_s=0.5)  # fmt: skip
+    url = start_proxy(
+        litellm_routes={"big-model": "openai/upstream-big"},
+        litellm_via_policy=True,
+        policy_timeout_s=0.5,
+    )
     if fault == "hang":
         vllm.delay_s = 5.0
     else:
         vllm.fail_statuses = [int(fault)] * 10  # past the SDK's own retries
-    response = httpx.post(url + "/v1/chat/completions", timeout=30,
-                          json={"model": "big-model", "messages": MESSAGES})  # fmt: skip
+    response = httpx.post(
+        url + "/v1/chat/completions", timeout=30, json={"model": "big-model", "messages": MESSAGES}
+    )
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["type"] == error_type and "upstream-big" in error["message"]

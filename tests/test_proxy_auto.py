@@ -23,27 +23,40 @@ def settings(**kw: Any) -> ProxySettings:
 
 @pytest.mark.parametrize(
     ("model", "params", "size"),
-    [("Qwen2.5-1.5B-Instruct", 1.5, "small"), ("smollm2-135m", 0.135, "small"),
-     ("Qwen2.5-7B-Instruct", 7.0, "mid"), ("Llama-3.1-70B-Instruct", 70.0, "mid"),
-     ("Qwen2.5-72B-Instruct", 72.0, "large"), ("smollm2", None, "small")],
-)  # fmt: skip
+    [
+        ("Qwen2.5-1.5B-Instruct", 1.5, "small"),
+        ("smollm2-135m", 0.135, "small"),
+        ("Qwen2.5-7B-Instruct", 7.0, "mid"),
+        ("Llama-3.1-70B-Instruct", 70.0, "mid"),
+        ("Qwen2.5-72B-Instruct", 72.0, "large"),
+        ("smollm2", None, "small"),
+    ],
+)
 def test_size_class_from_the_model_name(model: str, params: float | None, size: str) -> None:
     profile = profile_of(model, "confidence", settings(), RULES)
     assert (profile.params_b, profile.size) == (params, size)
 
 
 def test_size_and_family_settings_override_the_name() -> None:
-    profile = profile_of("my-model", "prm", settings(policy_params_b=32, policy_family="llama3",
-                                                     prm_url="http://x"), RULES)  # fmt: skip
+    profile = profile_of(
+        "my-model",
+        "prm",
+        settings(policy_params_b=32, policy_family="llama3", prm_url="http://x"),
+        RULES,
+    )
     assert profile.size == "mid" and profile.family is not None
     assert profile.family.name == "llama3"
 
 
 @pytest.mark.parametrize(
     ("prm_model", "strength"),
-    [("Qwen2.5-Math-PRM-7B", "strong"), ("math-shepherd-mistral-7b-prm", "weak"),
-     ("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data", "weak"), (None, "strong")],
-)  # fmt: skip
+    [
+        ("Qwen2.5-Math-PRM-7B", "strong"),
+        ("math-shepherd-mistral-7b-prm", "weak"),
+        ("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data", "weak"),
+        (None, "strong"),
+    ],
+)
 def test_scorer_strength_from_the_prm_name(prm_model: str | None, strength: str) -> None:
     s = settings(prm_url="http://prm", prm_model=prm_model)
     assert profile_of("m", "prm", s, RULES).scorer == strength
@@ -79,10 +92,13 @@ def test_rules_cells_resolve_per_setup(model: str, scorer: str, expected: tuple[
 
 @pytest.mark.parametrize(
     ("overrides", "strength"),
-    [({}, "weak"), ({"verifier_format": "genprm"}, "strong"),
-     ({"verifier_format": "genprm", "verifier_strength": "weak"}, "weak"),
-     ({"verifier_strength": "strong"}, "strong")],
-)  # fmt: skip
+    [
+        ({}, "weak"),
+        ({"verifier_format": "genprm"}, "strong"),
+        ({"verifier_format": "genprm", "verifier_strength": "weak"}, "weak"),
+        ({"verifier_strength": "strong"}, "strong"),
+    ],
+)
 def test_the_verifiers_strength_follows_its_format(
     overrides: dict[str, Any], strength: str
 ) -> None:

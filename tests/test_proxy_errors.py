@@ -28,8 +28,13 @@ GOLDEN = json.loads((Path(__file__).parent / "golden" / "prm_score.json").read_t
 
 def post(url: str, body: Any = None, headers: dict[str, str] | None = None, **kw: Any) -> Any:
     payload = {"model": "fake-policy", "messages": MESSAGES} if body is None else body
-    return httpx.post(url + "/v1/chat/completions", json=payload, headers=headers or {},
-                      timeout=kw.pop("timeout", 30), **kw)  # fmt: skip
+    return httpx.post(
+        url + "/v1/chat/completions",
+        json=payload,
+        headers=headers or {},
+        timeout=kw.pop("timeout", 30),
+        **kw,
+    )
 
 
 def assert_error(response: httpx.Response, status: int, param: str | None = None) -> dict[str, Any]:
@@ -134,8 +139,9 @@ def test_policy_server_down_is_502(stack: Any) -> None:
     from proxy.settings import ProxySettings
 
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=[dead],
-                                                              policy_model="m"))))  # fmt: skip
+    url = stack.enter_context(
+        serve(create_app(ProxySettings(policy_urls=[dead], policy_model="m")))
+    )
     error = assert_error(post(url, {"model": "m", "messages": MESSAGES}), 502)
     assert "policy server" in error["message"]
     health = httpx.get(url + "/health")
@@ -312,6 +318,9 @@ def _read_reply(replies: Any) -> tuple[int, bytes, bytes]:
     headers = b""
     while (line := replies.readline()) not in (b"\r\n", b""):
         headers += line
-    length = next(int(h.split(b":")[1]) for h in headers.lower().splitlines()
-                  if h.startswith(b"content-length"))  # fmt: skip
+    length = next(
+        int(h.split(b":")[1])
+        for h in headers.lower().splitlines()
+        if h.startswith(b"content-length")
+    )
     return status, headers, replies.read(length)

@@ -26,8 +26,12 @@ def proxy(stack: ExitStack, urls: list[str], **settings: Any) -> str:
 
 def chat(url: str, strategy: str = "best_of_n", **body: Any) -> httpx.Response:
     payload = {"model": "fake-policy", "messages": MESSAGES} | body
-    return httpx.post(url + "/v1/chat/completions", json=payload, timeout=30,
-                      headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "2"})  # fmt: skip
+    return httpx.post(
+        url + "/v1/chat/completions",
+        json=payload,
+        timeout=30,
+        headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "2"},
+    )
 
 
 @pytest.mark.parametrize("dead_first", [True, False])
@@ -42,9 +46,13 @@ def test_a_dead_replica_costs_no_request(stack: ExitStack, dead_first: bool) -> 
     assert sequential == [200] * 10 and concurrent == [200] * 16
     for strategy in ("none",):  # pass-through, plain and streamed
         assert chat(url, strategy).status_code == 200
-        with httpx.stream("POST", url + "/v1/chat/completions", timeout=30,
-                          json={"model": "fake-policy", "messages": MESSAGES, "stream": True},
-                          headers={"X-TTS-Strategy": strategy}) as response:  # fmt: skip
+        with httpx.stream(
+            "POST",
+            url + "/v1/chat/completions",
+            timeout=30,
+            json={"model": "fake-policy", "messages": MESSAGES, "stream": True},
+            headers={"X-TTS-Strategy": strategy},
+        ) as response:
             assert response.status_code == 200 and "data: [DONE]" in response.read().decode()
     health = httpx.get(url + "/health")
     assert health.status_code == 200 and health.json()["status"] == "degraded"
@@ -52,16 +60,18 @@ def test_a_dead_replica_costs_no_request(stack: ExitStack, dead_first: bool) -> 
     assert health.json()["upstreams"][dead_name].startswith("unreachable")
     assert "urls" not in health.json() and "127.0.0.1" not in health.text
     assert httpx.get(url + "/health/ready").json() == {
-        "status": "ok", "policy_replicas_available": 1,
-    }  # fmt: skip
+        "status": "ok",
+        "policy_replicas_available": 1,
+    }
 
 
 def test_a_failing_replica_is_ejected_then_probed_back(stack: ExitStack) -> None:
     flaky, steady = FakeVllm(), FakeVllm()
     flaky.fail_statuses = [500] * 3
     urls = [stack.enter_context(serve(v.app())) + "/v1" for v in (flaky, steady)]
-    url = proxy(stack, urls, policy_model="fake-policy", policy_eject_s=60,
-                policy_probe_interval_s=0.2)  # fmt: skip
+    url = proxy(
+        stack, urls, policy_model="fake-policy", policy_eject_s=60, policy_probe_interval_s=0.2
+    )
     assert [chat(url, "cot").status_code for _ in range(4)] == [200] * 4
     # Requests arrive alternately; the first that met the 500 moved to the steady replica.
     assert len(flaky.completion_calls) <= 2
@@ -82,8 +92,9 @@ def test_health_is_ok_against_vllms_empty_body_and_names_addresses_only_to_key_h
     url = proxy(stack, [upstream], api_keys=["sk-1"])
     anonymous = httpx.get(url + "/health")
     assert anonymous.status_code == 200 and anonymous.json() == {
-        "status": "ok", "upstreams": {"policy[0]": "ok"},
-    }  # fmt: skip
+        "status": "ok",
+        "upstreams": {"policy[0]": "ok"},
+    }
     keyed = httpx.get(url + "/health", headers={"Authorization": "Bearer sk-1"}).json()
     assert keyed["urls"] == {"policy[0]": upstream}
 

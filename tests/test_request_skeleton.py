@@ -28,8 +28,14 @@ def strict() -> Iterator[Callable[[str], openai.OpenAI]]:
     clients: list[openai.OpenAI] = []
 
     def client(url: str) -> openai.OpenAI:
-        clients.append(openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
-                                     _strict_response_validation=True))  # fmt: skip
+        clients.append(
+            openai.OpenAI(
+                base_url=url + "/v1",
+                api_key="unused",
+                max_retries=0,
+                _strict_response_validation=True,
+            )
+        )
         return clients[-1]
 
     yield client
@@ -55,10 +61,18 @@ def sse_data(response: httpx.Response) -> list[str]:
 
 @pytest.mark.parametrize(
     ("path", "body"),
-    [("/v1/chat/completions", {"messages": MESSAGES}), ("/v1/completions", {"prompt": "1+1?"}),
-     ("/v1/responses", {"input": "1+1?", "tools": [{"type": "function", "name": "f",
-                                                     "parameters": {"type": "object"}}]})],
-)  # fmt: skip
+    [
+        ("/v1/chat/completions", {"messages": MESSAGES}),
+        ("/v1/completions", {"prompt": "1+1?"}),
+        (
+            "/v1/responses",
+            {
+                "input": "1+1?",
+                "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            },
+        ),
+    ],
+)
 def test_a_pass_through_is_counted_once_under_none(
     start_proxy: ProxyFactory, vllm: FakeVllm, path: str, body: dict[str, Any]
 ) -> None:
@@ -130,9 +144,11 @@ def test_a_large_api_route_answers_legacy_completions_too(
 
 @pytest.mark.parametrize(
     ("path", "body", "calls"),
-    [("/v1/chat/completions", {"messages": MESSAGES}, "chat_calls"),
-     ("/v1/completions", {"prompt": "1+1?"}, "completion_calls")],
-)  # fmt: skip
+    [
+        ("/v1/chat/completions", {"messages": MESSAGES}, "chat_calls"),
+        ("/v1/completions", {"prompt": "1+1?"}, "completion_calls"),
+    ],
+)
 def test_seed_is_handled_alike_on_every_pass_through(
     start_proxy: ProxyFactory, vllm: FakeVllm, path: str, body: dict[str, Any], calls: str
 ) -> None:
@@ -154,13 +170,17 @@ def test_an_upstreams_own_error_text_never_reaches_the_client(
     secret = "the prompt was: my bank password is hunter2"
     vllm.fail_messages = [secret] * 2
     vllm.fail_statuses = [400]
-    rejected = httpx.post(url + "/v1/chat/completions", headers={"X-TTS-Strategy": "none"},
-                          json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    rejected = httpx.post(
+        url + "/v1/chat/completions",
+        headers={"X-TTS-Strategy": "none"},
+        json={"model": "fake-policy", "messages": MESSAGES},
+    )
     assert rejected.status_code == 400 and "hunter2" not in rejected.text
     assert "HTTP 400" in rejected.json()["error"]["message"]
     vllm.fail_statuses = [503] * 5
-    failed = httpx.post(url + "/v1/chat/completions", timeout=30,
-                        json={"model": "big-model", "messages": MESSAGES})  # fmt: skip
+    failed = httpx.post(
+        url + "/v1/chat/completions", timeout=30, json={"model": "big-model", "messages": MESSAGES}
+    )
     assert failed.status_code == 502 and "hunter2" not in failed.text
     assert "upstream-big" in failed.json()["error"]["message"]
 
@@ -174,8 +194,11 @@ def test_a_context_length_rejection_is_told_in_our_own_words(
         "(4000 in the messages, 100 in the completion). SECRET-PROMPT"
     ]
     vllm.fail_statuses = [400]
-    rejected = httpx.post(url + "/v1/chat/completions", headers={"X-TTS-Strategy": "none"},
-                          json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    rejected = httpx.post(
+        url + "/v1/chat/completions",
+        headers={"X-TTS-Strategy": "none"},
+        json={"model": "fake-policy", "messages": MESSAGES},
+    )
     error = rejected.json()["error"]
     assert rejected.status_code == 400 and "SECRET" not in error["message"]
     assert "2048" in error["message"] and "4100" in error["message"]
@@ -186,8 +209,9 @@ def test_validation_errors_have_one_format_whichever_source(start_proxy: ProxyFa
     url = start_proxy()
     body = {"model": "fake-policy", "messages": MESSAGES}
     from_body = httpx.post(url + "/v1/chat/completions", json=body | {"tts": {"budget": -1}})
-    from_header = httpx.post(url + "/v1/chat/completions", json=body,
-                             headers={"X-TTS-Budget": "-1"})  # fmt: skip
+    from_header = httpx.post(
+        url + "/v1/chat/completions", json=body, headers={"X-TTS-Budget": "-1"}
+    )
     from_field = httpx.post(url + "/v1/chat/completions", json=body | {"n": "many"})
     for response, param in ((from_body, "tts.budget"), (from_header, "budget"), (from_field, "n")):
         assert response.status_code == 400
@@ -216,8 +240,11 @@ def test_the_request_id_is_on_its_log_lines_and_in_its_5xx_body(
     url = start_proxy(policy_max_retries=0)
     caplog.handler.addFilter(RequestIdFilter())
     vllm.fail_statuses = [500] * 5
-    failed = httpx.post(url + "/v1/chat/completions", headers={"X-TTS-Strategy": "none"},
-                        json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    failed = httpx.post(
+        url + "/v1/chat/completions",
+        headers={"X-TTS-Strategy": "none"},
+        json={"model": "fake-policy", "messages": MESSAGES},
+    )
     request_id = failed.headers["X-Request-Id"]
     assert request_id.startswith("chatcmpl-")
     assert f"(request id {request_id})" in failed.json()["error"]["message"]

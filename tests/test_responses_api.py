@@ -58,9 +58,13 @@ def test_create_runs_the_search_with_instructions_and_limits(
 ) -> None:
     url = start_proxy(default_strategy="best_of_n")
     response = sdk(url).responses.create(
-        model="fake-policy", input="What is 2 + 2?", instructions="Answer in a box.",
-        max_output_tokens=300, temperature=0.7, metadata={"run": "a"},
-    )  # fmt: skip
+        model="fake-policy",
+        input="What is 2 + 2?",
+        instructions="Answer in a box.",
+        max_output_tokens=300,
+        temperature=0.7,
+        metadata={"run": "a"},
+    )
     assert_searched(response, vllm, "best_of_n")
     assert response.instructions == "Answer in a box." and response.metadata == {"run": "a"}
     prompt = vllm.completion_calls[0]["prompt"][0]
@@ -75,10 +79,13 @@ def test_input_items_headers_and_alias_control_the_search(
     url = start_proxy()
     items: Any = [
         {"role": "user", "content": "What is 1 + 1?"},
-        {"type": "message", "role": "assistant",
-         "content": [{"type": "output_text", "text": "2", "annotations": []}]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "2", "annotations": []}],
+        },
         {"role": "user", "content": [{"type": "input_text", "text": "And 2 + 2?"}]},
-    ]  # fmt: skip
+    ]
     response = sdk(url).responses.create(
         model="majority-8/fake-policy", input=items, extra_headers={"X-TTS-Budget": "6"}
     )
@@ -95,9 +102,10 @@ def test_async_client_and_tts_body_object(start_proxy: ProxyFactory, vllm: FakeV
             base_url=url + "/v1", api_key="unused", max_retries=0, _strict_response_validation=True
         ) as client:
             return await client.responses.create(
-                model="fake-policy", input="What is 2 + 2?",
+                model="fake-policy",
+                input="What is 2 + 2?",
                 extra_body={"tts": {"strategy": "beam_search", "budget": 4, "beam_width": 2}},
-            )  # fmt: skip
+            )
 
     assert_searched(asyncio.run(main()), vllm, "beam_search")
 
@@ -120,10 +128,15 @@ def test_stream_is_the_exact_event_sequence_with_keepalives(
     assert kinds.count("response.in_progress") >= 2  # keep-alives while searching
     tail = [k for k in kinds if k != "response.in_progress"]
     assert tail == [
-        "response.created", "response.output_item.added", "response.content_part.added",
-        "response.output_text.delta", "response.output_text.done", "response.content_part.done",
-        "response.output_item.done", "response.completed",
-    ]  # fmt: skip
+        "response.created",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     final = events[-1]
     assert final.type == "response.completed"
@@ -146,9 +159,11 @@ def test_stream_helper_gives_the_final_response(
 def test_cut_short_answer_is_incomplete(start_proxy: ProxyFactory, sdk: Sdk) -> None:
     url = start_proxy()
     response = sdk(url).responses.create(
-        model="fake-policy", input="What is 2 + 2?", max_output_tokens=3,
+        model="fake-policy",
+        input="What is 2 + 2?",
+        max_output_tokens=3,
         extra_headers={"X-TTS-Strategy": "cot"},
-    )  # fmt: skip
+    )
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
@@ -183,14 +198,22 @@ def test_tools_are_passed_through_unchanged(
 ) -> None:
     url = start_proxy(default_strategy="best_of_n")
     response = sdk(url).responses.create(
-        model="beam_search-8/fake-policy", input="Add 2 and 2.", tools=TOOLS, tool_choice="auto",
+        model="beam_search-8/fake-policy",
+        input="Add 2 and 2.",
+        tools=TOOLS,
+        tool_choice="auto",
         extra_body={"tts": {"trace": True}, "top_k": 5},
-    )  # fmt: skip
+    )
     assert response.output_text == "plain response from the policy"
     assert vllm.completion_calls == []
     sent = vllm.responses_calls[0]
-    assert sent == {"model": "fake-policy", "input": "Add 2 and 2.", "tools": TOOLS,
-                    "tool_choice": "auto", "top_k": 5}  # fmt: skip
+    assert sent == {
+        "model": "fake-policy",
+        "input": "Add 2 and 2.",
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "top_k": 5,
+    }
     tts = response.model_extra["tts"] if response.model_extra else {}
     assert tts["strategy"] == "none" and "tools" in tts["reason"]
 
@@ -199,12 +222,18 @@ def test_tools_are_passed_through_unchanged(
     "extra",
     [
         {"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}},
-        {"input": [{"role": "user", "content": [
-            {"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]},
+        {
+            "input": [
+                {
+                    "role": "user",
+                    "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}],
+                }
+            ]
+        },
         {"input": [{"type": "function_call_output", "call_id": "c1", "output": "4"}]},
         {"extra_headers": {"X-TTS-Strategy": "none"}},
     ],
-)  # fmt: skip
+)
 def test_what_cannot_be_searched_streams_through_with_a_note(
     start_proxy: ProxyFactory, vllm: FakeVllm, extra: dict[str, Any], sdk: Sdk
 ) -> None:
@@ -212,8 +241,10 @@ def test_what_cannot_be_searched_streams_through_with_a_note(
     kwargs: dict[str, Any] = {"model": "fake-policy", "input": "Hi"} | extra
     events = list(sdk(url).responses.create(stream=True, **kwargs))
     assert [e.type for e in events] == [
-        "response.created", "response.output_text.delta", "response.completed",
-    ]  # fmt: skip
+        "response.created",
+        "response.output_text.delta",
+        "response.completed",
+    ]
     assert vllm.completion_calls == [] and vllm.responses_calls[0]["stream"] is True
     last = events[-1].model_extra or {}
     assert last["tts"]["strategy"] == "none"
@@ -222,9 +253,13 @@ def test_what_cannot_be_searched_streams_through_with_a_note(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("store", True), ("previous_response_id", "resp_1"), ("background", True),
-     ("conversation", "conv_1")],
-)  # fmt: skip
+    [
+        ("store", True),
+        ("previous_response_id", "resp_1"),
+        ("background", True),
+        ("conversation", "conv_1"),
+    ],
+)
 def test_stateful_fields_are_a_400_naming_them(
     start_proxy: ProxyFactory, field: str, value: Any, sdk: Sdk
 ) -> None:

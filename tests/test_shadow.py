@@ -56,10 +56,12 @@ def stored(path: Path, want: int = 1, timeout_s: float = 20.0) -> list[Compariso
 
 def shadow_proxy(start: ProxyFactory, api_url: str, db: Path, **overrides: Any) -> str:
     values: dict[str, Any] = {
-        "litellm_api_base": api_url, "litellm_api_key": "sk-test",
-        "litellm_routes": {"big": "openai/fake-big"}, "store_url": f"sqlite:///{db}",
+        "litellm_api_base": api_url,
+        "litellm_api_key": "sk-test",
+        "litellm_routes": {"big": "openai/fake-big"},
+        "store_url": f"sqlite:///{db}",
         "policy_usd_per_mtok": 0.2,
-    }  # fmt: skip
+    }
     values.update(overrides)
     return start(with_prm=False, **values)
 
@@ -70,8 +72,11 @@ def test_both_sides_are_recorded_and_usage_is_ours_alone(
     db = tmp_path / "exp.sqlite"
     url = shadow_proxy(start_proxy, big[1], db)
     plain = ask(url, "best_of_n", headers={"X-TTS-Budget": "4"})
-    compared = ask(url, "best_of_n", headers={"X-TTS-Budget": "4", "X-TTS-Compare": "big",
-                                              "X-TTS-Reference": "4"})  # fmt: skip
+    compared = ask(
+        url,
+        "best_of_n",
+        headers={"X-TTS-Budget": "4", "X-TTS-Compare": "big", "X-TTS-Reference": "4"},
+    )
     assert compared.usage == plain.usage  # the baseline's tokens are not the user's
     assert compared.model_extra["tts"]["compare"] == {"model": "big", "status": "recording"}
     [record] = stored(db)
@@ -184,8 +189,9 @@ def test_configured_sampling_and_the_pending_bound(
     assert 'tts_shadow_comparisons_total{outcome="skipped"} 1.0' in metrics
     fake.gate.set()
     assert len(stored(db)) == 1
-    none = shadow_proxy(start_proxy, api_url, tmp_path / "other.sqlite", shadow_model="big",
-                        shadow_sample_rate=0.0)  # fmt: skip
+    none = shadow_proxy(
+        start_proxy, api_url, tmp_path / "other.sqlite", shadow_model="big", shadow_sample_rate=0.0
+    )
     assert "compare" not in ask(none, "cot").model_extra["tts"]
 
 
@@ -202,8 +208,11 @@ def test_report_from_the_store(
     db = tmp_path / "exp.sqlite"
     url = shadow_proxy(start_proxy, api_url, db)
     for budget in ("2", "4"):
-        ask(url, "majority", headers={"X-TTS-Compare": "big", "X-TTS-Budget": budget,
-                                      "X-TTS-Reference": "4"})  # fmt: skip
+        ask(
+            url,
+            "majority",
+            headers={"X-TTS-Compare": "big", "X-TTS-Budget": budget, "X-TTS-Reference": "4"},
+        )
     assert len(stored(db, want=2)) == 2
     out = tmp_path / "report"
     assert main(["report", "--store", f"sqlite:///{db}", "--out", str(out), "--since", "1h"]) == 0
@@ -226,9 +235,10 @@ def test_a_failed_search_abandons_its_comparison(
     vllm.fail_statuses = [500] * 10
     with pytest.raises(openai.InternalServerError):
         client(url).chat.completions.create(
-            model="fake-policy", messages=MESSAGES,
+            model="fake-policy",
+            messages=MESSAGES,
             extra_headers={"X-TTS-Strategy": "majority", "X-TTS-Compare": "big"},
-        )  # fmt: skip
+        )
     abandoned = 'tts_shadow_comparisons_total{outcome="abandoned"} 1.0'
     eventually(lambda: abandoned in httpx.get(url + "/metrics").text, "counted abandoned", 10)
     assert stored(db, want=0) == []

@@ -67,9 +67,13 @@ def test_keeps_lead_matches_the_urn_and_is_monotone(
 
 
 @given(
-    st.integers(0, 12), st.integers(0, 12), st.integers(0, 12), st.integers(1, 40),
-    st.sampled_from([0.8, 0.9, 0.95, 0.99]), st.integers(1, 8),
-)  # fmt: skip
+    st.integers(0, 12),
+    st.integers(0, 12),
+    st.integers(0, 12),
+    st.integers(1, 40),
+    st.sampled_from([0.8, 0.9, 0.95, 0.99]),
+    st.integers(1, 8),
+)
 def test_draws_to_settle_is_the_fewest_that_could_settle(
     leader: int, rival: int, rest: int, remaining: int, confidence: float, at_least: int
 ) -> None:
@@ -124,9 +128,13 @@ async def test_hard_problem_gets_the_rules_search_within_the_cap() -> None:
 
 @pytest.mark.parametrize(
     ("answers", "difficulty"),
-    [([4] * 8, "easy"), ([4, 4, 4, 4, 1, 2, 3, 5], "easy"), ([4, 4, 1, 2, 3, 5, 6, 7], "medium"),
-     ([1, 2, 3, 5, 6, 7, 8, 9], "hard")],
-)  # fmt: skip
+    [
+        ([4] * 8, "easy"),
+        ([4, 4, 4, 4, 1, 2, 3, 5], "easy"),
+        ([4, 4, 1, 2, 3, 5, 6, 7], "medium"),
+        ([1, 2, 3, 5, 6, 7, 8, 9], "hard"),
+    ],
+)
 async def test_pilot_agreement_bins_difficulty(answers: list[int], difficulty: str) -> None:
     result = await search(
         "auto", "q", FakePolicy(boxed(answers)), FakeScorer(), config(budget=32, pilots=8)
@@ -160,8 +168,9 @@ async def test_sampling_continues_in_chunks_until_settled() -> None:
     # pilots split 2-2; every later sample says 4, so the leader settles before the cap
     script = {"": ["\\boxed{4}", "\\boxed{4}", "\\boxed{1}", "\\boxed{2}"] + ["\\boxed{4}"] * 60}
     policy = FakePolicy(script, persist_offsets=True)
-    result = await search("auto", "q", policy, None, config(budget=64, medium="majority",
-                                                            easy="majority"))  # fmt: skip
+    result = await search(
+        "auto", "q", policy, None, config(budget=64, medium="majority", easy="majority")
+    )
     assert result.answer == "4"
     assert result.decision is not None and result.decision.stopped_early
     assert result.usage.generations < 64 and all(c.n == 4 for c in policy.calls)
@@ -172,8 +181,12 @@ async def test_a_split_vote_draws_what_could_settle_it_in_one_call() -> None:
     # so the next call asks for the fewest that could, not for a chunk of 4
     script = {"": ["\\boxed{4}", "\\boxed{1}", "\\boxed{2}", "\\boxed{3}"] + ["\\boxed{4}"] * 60}
     policy = FakePolicy(script, persist_offsets=True)
-    auto = AutoConfig(methods={"easy": "majority", "medium": "majority", "hard": "majority"},
-                      pilots=4, confidence=0.99, chunk=4)  # fmt: skip
+    auto = AutoConfig(
+        methods={"easy": "majority", "medium": "majority", "hard": "majority"},
+        pilots=4,
+        confidence=0.99,
+        chunk=4,
+    )
     result = await search("auto", "q", policy, None, SearchConfig(budget=64, auto=auto))
     needed = draws_to_settle(1, 1, 2, 60, 0.99, at_least=4)
     assert needed > 4 and policy.calls[1].n == needed

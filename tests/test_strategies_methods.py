@@ -133,9 +133,15 @@ async def test_beam_search_hand_worked_tree() -> None:
     assert result.trace is not None
     status = {node.text: node.status for node in result.trace}
     assert status == {
-        A: "kept", B: "pruned", C: "pruned", DD: "finished",
-        E: "pruned", F: "kept", G: "finished", H: "pruned",
-    }  # fmt: skip
+        A: "kept",
+        B: "pruned",
+        C: "pruned",
+        DD: "finished",
+        E: "pruned",
+        F: "kept",
+        G: "finished",
+        H: "pruned",
+    }
 
 
 async def test_beam_search_never_rescores_a_step() -> None:
@@ -321,8 +327,9 @@ PF_SCRIPT = {"": [PA, PB, PC, PD], PA: [PE, PF], PB: [PG]}
 
 async def test_particle_filtering_hand_worked_rounds() -> None:
     policy, scorer = FakePolicy(PF_SCRIPT), FakeScorer()
-    result = await search("particle_filtering", "q", policy, scorer,
-                          config(budget=4, seed=7, enable_trace=True))  # fmt: skip
+    result = await search(
+        "particle_filtering", "q", policy, scorer, config(budget=4, seed=7, enable_trace=True)
+    )
     # round 1: weights 1/2, 1/4, 0, 1/4 -> {a, a, b, d}; d is finished and is not extended.
     # round 2: a -> e, a -> f, b -> g; weights over {e, f, g, d}: 1/2, 0, 1/4, 1/4.
     assert [(c.prefixes, c.n) for c in policy.calls] == [(("",) * 4, 1), ((PA, PA, PB), 1)]
@@ -339,8 +346,9 @@ async def test_particle_filtering_replays_with_the_same_seed() -> None:
     script = {"": [A, B, C, DD], A: [E, F], B: [G, H], C: [G], A + F: [G, H], B + G: [H]}
 
     async def final_set(seed: int) -> list[str]:
-        result = await search("particle_filtering", "q", FakePolicy(script), FakeScorer(),
-                              config(budget=4, seed=seed))  # fmt: skip
+        result = await search(
+            "particle_filtering", "q", FakePolicy(script), FakeScorer(), config(budget=4, seed=seed)
+        )
         return [c.candidate.text for c in result.candidates]
 
     runs = {seed: await final_set(seed) for seed in range(12)}
@@ -354,8 +362,9 @@ async def test_particle_filtering_needs_a_scorer_and_stops_at_max_steps() -> Non
         await search("particle_filtering", "q", FakePolicy(PF_SCRIPT), None, config(budget=4))
     script = {"": ["s <0.5>" + D], "s <0.5>" + D: ["t <0.5>" + D]}
     policy = FakePolicy(script)
-    result = await search("particle_filtering", "q", policy, FakeScorer(),
-                          config(budget=2, max_steps=2))  # fmt: skip
+    result = await search(
+        "particle_filtering", "q", policy, FakeScorer(), config(budget=2, max_steps=2)
+    )
     assert len(policy.calls) == 2 and not result.is_partial
     assert all(len(c.candidate.steps) == 2 for c in result.candidates)
 
@@ -370,8 +379,9 @@ PG_SCRIPT = {"": [GA, GC, GB], GA: [GE, GF], GB: [GG]}
 
 async def test_particle_gibbs_replays_its_reference_and_weighs_it_per_round() -> None:
     policy, scorer = FakePolicy(PG_SCRIPT, persist_offsets=True), FakeScorer()
-    result = await search("particle_filtering", "q", policy, scorer,
-                          config(budget=4, seed=7, particle_iterations=2))  # fmt: skip
+    result = await search(
+        "particle_filtering", "q", policy, scorer, config(budget=4, seed=7, particle_iterations=2)
+    )
     # sweep 1, 2 particles: {a, c} -> {a, a} -> {e, f} -> {e, e}; the reference is a -> e.
     # sweep 2: slot 0 replays a, e with no call; only the free particle is sampled and scored.
     assert [c.prefixes for c in policy.calls] == [("", ""), (GA, GA), ("",), (GB,)]
@@ -387,14 +397,24 @@ async def test_particle_gibbs_replays_with_the_same_seed_and_needs_two_per_sweep
 
     async def run(seed: int) -> list[tuple[str, ...]]:
         policy = FakePolicy(script, persist_offsets=True)
-        await search("particle_filtering", "q", policy, FakeScorer(),
-                     config(budget=8, seed=seed, particle_iterations=2))  # fmt: skip
+        await search(
+            "particle_filtering",
+            "q",
+            policy,
+            FakeScorer(),
+            config(budget=8, seed=seed, particle_iterations=2),
+        )
         return [c.prefixes for c in policy.calls]
 
     assert await run(3) == await run(3)
     with pytest.raises(ValueError, match="2 particles per sweep"):
-        await search("particle_filtering", "q", FakePolicy(script), FakeScorer(),
-                     config(budget=3, particle_iterations=2))  # fmt: skip
+        await search(
+            "particle_filtering",
+            "q",
+            FakePolicy(script),
+            FakeScorer(),
+            config(budget=3, particle_iterations=2),
+        )
 
 
 # --- max_total_tokens -----------------------------------------------------------------------

@@ -98,8 +98,15 @@ def test_search_config_rejects_bad_values(kwargs: dict[str, object]) -> None:
 
 def test_plain_numbers_compare_exactly_without_sympy() -> None:
     assert group_equivalent(["4", "4.0", "1,000", "1000", "1/2", "0.5", "1/0", "0.33"]) == (
-        0, 0, 2, 2, 4, 4, 6, 7,
-    )  # fmt: skip
+        0,
+        0,
+        2,
+        2,
+        4,
+        4,
+        6,
+        7,
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,9 +150,14 @@ def test_a_tower_answer_does_not_exhaust_memory_off_the_main_thread() -> None:
         "['2^{2^{235423523}}', '1', '10^{10^{10}}', '2'])))\n"
         "t.start(); t.join()\n"
         "print(out[0])\n"
-    )  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).parent.parent)  # fmt: skip
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "(0, 1, 2, 3)"
 

@@ -43,10 +43,25 @@ def _inner_run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_inner.py").write_text(_INNER)
     (tmp_path / "conftest.py").write_text(_INNER_CONFTEST)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
-         "--rootdir", str(tmp_path), *extra, str(tmp_path / "test_inner.py")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            "--rootdir",
+            str(tmp_path),
+            *extra,
+            str(tmp_path / "test_inner.py"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_a_failure_is_reported_even_when_ast_parse_breaks(tmp_path: Path) -> None:

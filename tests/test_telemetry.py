@@ -26,9 +26,12 @@ BEAM = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "8", "X-TTS-Beam-Width"
 
 
 def start(
-    stack: ExitStack, vllm: FakeVllm, prm: FakePrm, exporter: InMemorySpanExporter | None = None,
+    stack: ExitStack,
+    vllm: FakeVllm,
+    prm: FakePrm,
+    exporter: InMemorySpanExporter | None = None,
     **overrides: Any,
-) -> str:  # fmt: skip
+) -> str:
     values: dict[str, Any] = {
         "policy_urls": [stack.enter_context(serve(vllm.app())) + "/v1"],
         "prm_url": stack.enter_context(serve(prm.app())),
@@ -42,9 +45,10 @@ def ask(url: str, headers: dict[str, str]) -> Any:
         _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
     ) as client:
         return client.chat.completions.create(
-            model="fake-policy", messages=[{"role": "user", "content": "What is 2 + 2?"}],
+            model="fake-policy",
+            messages=[{"role": "user", "content": "What is 2 + 2?"}],
             extra_headers=headers,
-        )  # fmt: skip
+        )
 
 
 def finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
@@ -126,13 +130,19 @@ def test_spans_are_exported_over_otlp_http(stack: ExitStack, vllm: FakeVllm, prm
         message = ExportTraceServiceRequest()
         message.ParseFromString(await request.body())
         received.append(message)
-        return Response(ExportTraceServiceRequest().SerializeToString(),
-                        media_type="application/x-protobuf")  # fmt: skip
+        return Response(
+            ExportTraceServiceRequest().SerializeToString(), media_type="application/x-protobuf"
+        )
 
     collector_url = stack.enter_context(serve(collector))
     with ExitStack() as proxy:  # the proxy's shutdown flushes its batch of spans
-        url = start(proxy, vllm, prm, otel_exporter_otlp_endpoint=collector_url,
-                    otel_service_name="tts-test")  # fmt: skip
+        url = start(
+            proxy,
+            vllm,
+            prm,
+            otel_exporter_otlp_endpoint=collector_url,
+            otel_service_name="tts-test",
+        )
         ask(url, {"X-TTS-Strategy": "best_of_n", "X-TTS-Budget": "4"})
     spans = [
         (resource.resource, span)
@@ -143,8 +153,9 @@ def test_spans_are_exported_over_otlp_http(stack: ExitStack, vllm: FakeVllm, prm
     ]
     names = {span.name for _, span in spans}
     assert {"POST /v1/chat/completions", "chat fake-policy", "tts.round 0"} <= names
-    services = {a.value.string_value for r, _ in spans for a in r.attributes
-                if a.key == "service.name"}  # fmt: skip
+    services = {
+        a.value.string_value for r, _ in spans for a in r.attributes if a.key == "service.name"
+    }
     assert services == {"tts-test"}
 
 
@@ -154,18 +165,21 @@ def test_a_large_api_route_is_a_client_span_with_its_tokens(
     exporter = InMemorySpanExporter()
     vllm_url = stack.enter_context(serve(vllm.app()))
     values: dict[str, Any] = {
-        "policy_urls": [vllm_url + "/v1"], "litellm_routes": {"big-model": "openai/upstream-big"},
-        "litellm_api_base": vllm_url + "/v1", "litellm_api_key": "sk-test",
-    }  # fmt: skip
+        "policy_urls": [vllm_url + "/v1"],
+        "litellm_routes": {"big-model": "openai/upstream-big"},
+        "litellm_api_base": vllm_url + "/v1",
+        "litellm_api_key": "sk-test",
+    }
     settings = ProxySettings(**values)
     url = stack.enter_context(serve(create_app(settings, span_exporter=exporter)))
     with openai.OpenAI(
         _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
     ) as client:
         completion = client.chat.completions.create(
-            model="big-model", messages=[{"role": "user", "content": "What is 2 + 2?"}],
+            model="big-model",
+            messages=[{"role": "user", "content": "What is 2 + 2?"}],
             extra_headers={"traceparent": TRACEPARENT},
-        )  # fmt: skip
+        )
     spans = finished(exporter, "POST /v1/chat/completions")
     baseline = next(s for s in spans if s.name == "chat openai/upstream-big")
     server = next(s for s in spans if s.name == "POST /v1/chat/completions")

@@ -27,8 +27,16 @@ def chromium() -> str:
 
 def browse(url: str, *args: str) -> str:
     """The page's DOM after its script ran (virtual time lets the fetch finish first)."""
-    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               "--virtual-time-budget=15000", *args, url]  # fmt: skip
+    command = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--virtual-time-budget=15000",
+        *args,
+        url,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
     return done.stdout
 
@@ -66,8 +74,9 @@ def test_the_trace_page_draws_the_tree_and_the_chosen_path(start_proxy: ProxyFac
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "trace-page.png"
     shot.unlink(missing_ok=True)
-    browse(f"{url}/ui/traces/{request_id}", f"--screenshot={shot.resolve()}",
-           "--window-size=1400,1400")  # fmt: skip
+    browse(
+        f"{url}/ui/traces/{request_id}", f"--screenshot={shot.resolve()}", "--window-size=1400,1400"
+    )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 

@@ -49,9 +49,11 @@ def test_a_beam_search_trace_is_served_under_its_request_id(
     for node in trace.nodes:
         assert node.text is None
         assert (node.parent_id, node.depth, node.status, node.score) == (
-            inline[node.node_id]["parent_id"], inline[node.node_id]["depth"],
-            inline[node.node_id]["status"], inline[node.node_id]["score"],
-        )  # fmt: skip
+            inline[node.node_id]["parent_id"],
+            inline[node.node_id]["depth"],
+            inline[node.node_id]["status"],
+            inline[node.node_id]["score"],
+        )
     assert trace.question is None and not trace.has_text
     # Every policy and PRM call is on the timeline, and every node names the call behind it.
     kinds = [c.kind for c in trace.calls]
@@ -119,8 +121,9 @@ def test_traces_are_behind_the_api_key(start_proxy: ProxyFactory) -> None:
     request_id, _ = search(url, BEAM, api_key="sk-trace")
     assert httpx.get(f"{url}/v1/tts/traces/{request_id}").status_code == 401
     assert httpx.get(f"{url}/v1/tts/traces").status_code == 401
-    keyed = httpx.get(f"{url}/v1/tts/traces/{request_id}",
-                      headers={"Authorization": "Bearer sk-trace"})  # fmt: skip
+    keyed = httpx.get(
+        f"{url}/v1/tts/traces/{request_id}", headers={"Authorization": "Bearer sk-trace"}
+    )
     assert keyed.status_code == 200
     # The pages hold no data (their script fetches it with the key), so they open without one.
     assert httpx.get(f"{url}/ui/traces/{request_id}").status_code == 200
@@ -136,8 +139,10 @@ def test_the_store_stays_bounded_under_a_burst(start_proxy: ProxyFactory) -> Non
             _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
         ) as c:
             create = c.chat.completions.with_raw_response.create
-            calls = [create(model="fake-policy", messages=MESSAGES, extra_headers=headers)
-                     for _ in range(30)]  # fmt: skip
+            calls = [
+                create(model="fake-policy", messages=MESSAGES, extra_headers=headers)
+                for _ in range(30)
+            ]
             return [r.headers["x-request-id"] for r in await asyncio.gather(*calls)]
 
     ids = asyncio.run(burst())
@@ -164,13 +169,28 @@ def test_the_store_evicts_by_count_age_and_bytes() -> None:
             "answer": "4",
             "choice": 0,
         }
-        return SearchTrace.model_validate({
-            "request_id": request_id, "created": 0, "model": "m", "strategy": "majority",
-            "requested_strategy": "majority", "scorer": None, "voting": "majority",
-            "budget": 1, "question": None, "has_text": True, "answer": "4",
-            "answers": [], "nodes": [node], "is_truncated": False, "calls": [],
-            "prompt_tokens": 1, "completion_tokens": 1, "latency_ms": 1.0,
-        })  # fmt: skip
+        return SearchTrace.model_validate(
+            {
+                "request_id": request_id,
+                "created": 0,
+                "model": "m",
+                "strategy": "majority",
+                "requested_strategy": "majority",
+                "scorer": None,
+                "voting": "majority",
+                "budget": 1,
+                "question": None,
+                "has_text": True,
+                "answer": "4",
+                "answers": [],
+                "nodes": [node],
+                "is_truncated": False,
+                "calls": [],
+                "prompt_tokens": 1,
+                "completion_tokens": 1,
+                "latency_ms": 1.0,
+            }
+        )
 
     for i in range(5):
         store.put(trace(f"r{i}"))

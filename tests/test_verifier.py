@@ -25,9 +25,10 @@ def ask(url: str, strategy: str, **headers: str) -> Any:
         _strict_response_validation=True, base_url=url + "/v1", api_key="x", max_retries=0
     ) as client:
         return client.chat.completions.create(
-            model="fake-policy", messages=MESSAGES,  # type: ignore[arg-type]
+            model="fake-policy",
+            messages=MESSAGES,  # type: ignore[arg-type]
             extra_headers={"X-TTS-Strategy": strategy, "X-TTS-Scorer": "verifier"} | headers,
-        )  # fmt: skip
+        )
 
 
 def verifier_calls(vllm: FakeVllm) -> list[dict[str, Any]]:
@@ -80,8 +81,7 @@ def test_a_verifier_served_elsewhere(stack: ExitStack, vllm: FakeVllm) -> None:
     judge = FakeVllm(model="judge")
     upstream = stack.enter_context(serve(vllm.app())) + "/v1"
     judge_url = stack.enter_context(serve(judge.app()))
-    settings = ProxySettings(policy_urls=[upstream], verifier_url=judge_url,
-                             verifier_model="judge")  # fmt: skip
+    settings = ProxySettings(policy_urls=[upstream], verifier_url=judge_url, verifier_model="judge")
     url = stack.enter_context(serve(create_app(settings)))
     tts = ask(url, "best_of_n", **{"X-TTS-Budget": "2"}).model_extra["tts"]
     assert tts["scorer"] == "verifier:judge"
@@ -110,12 +110,20 @@ def test_a_malformed_verifier_answer_is_a_502(stack: ExitStack, vllm: FakeVllm) 
 
     upstream = stack.enter_context(serve(vllm.app())) + "/v1"
     judge_url = stack.enter_context(serve(judge))
-    settings = ProxySettings(policy_urls=[upstream], verifier_url=judge_url,
-                             verifier_model="judge", verifier_max_retries=0)  # fmt: skip
+    settings = ProxySettings(
+        policy_urls=[upstream],
+        verifier_url=judge_url,
+        verifier_model="judge",
+        verifier_max_retries=0,
+    )
     url = stack.enter_context(serve(create_app(settings)))
     headers = {"X-TTS-Strategy": "best_of_n", "X-TTS-Scorer": "verifier"}
-    response = httpx.post(url + "/v1/chat/completions", timeout=30, headers=headers,
-                          json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        timeout=30,
+        headers=headers,
+        json={"model": "fake-policy", "messages": MESSAGES},
+    )
     assert response.status_code == 502, response.text
     assert "verifier" in response.json()["error"]["message"]
 
@@ -128,9 +136,10 @@ def genprm_proxy(stack: ExitStack, vllm: FakeVllm, **settings: Any) -> str:
 
 def genprm_calls(vllm: FakeVllm) -> list[dict[str, Any]]:
     return [
-        c for c in vllm.completion_calls
+        c
+        for c in vllm.completion_calls
         if any("Let's analyze the Paragraph" in p for p in c["prompt"])
-    ]  # fmt: skip
+    ]
 
 
 def test_genprm_analyses_then_reads_p_yes_at_the_boxed_verdict(
@@ -149,8 +158,9 @@ def test_genprm_analyses_then_reads_p_yes_at_the_boxed_verdict(
     first = analysis["prompt"][0]
     assert first.startswith("<|im_start|>system\nYou are a math teacher.")
     assert "<|im_start|>user\nQuestion: What is 2 + 2?\n\nStep 1:" in first
-    assert first.endswith("<|im_start|>assistant\n<analyze>\nLet's analyze the Paragraph 1 step "
-                          "by step: ")  # fmt: skip
+    assert first.endswith(
+        "<|im_start|>assistant\n<analyze>\nLet's analyze the Paragraph 1 step by step: "
+    )
     # the verdict prompt is the analysis prompt + the analysis + the boxed judgement's opening
     for asked, judged in zip(analysis["prompt"], verdict["prompt"], strict=True):
         assert judged.startswith(asked) and judged.endswith("**Judgement**: $\\boxed{")
@@ -209,7 +219,11 @@ def test_a_template_that_drops_turns_is_a_502_for_genprm(stack: ExitStack) -> No
     judge_url = stack.enter_context(serve(judge))
     url = genprm_proxy(stack, vllm, verifier_url=judge_url, verifier_model="judge")
     headers = {"X-TTS-Strategy": "best_of_n", "X-TTS-Scorer": "verifier"}
-    response = httpx.post(url + "/v1/chat/completions", timeout=30, headers=headers,
-                          json={"model": "fake-policy", "messages": MESSAGES})  # fmt: skip
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        timeout=30,
+        headers=headers,
+        json={"model": "fake-policy", "messages": MESSAGES},
+    )
     assert response.status_code == 502, response.text
     assert "genprm" in response.json()["error"]["message"]

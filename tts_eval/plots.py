@@ -34,8 +34,10 @@ def _lines(ax: Axes, groups: list[Group], x_of: XAxis) -> None:
             continue
         xs = [x for x, _ in points]
         ys = [g.accuracy * 100 for _, g in points]
-        errors = [[(g.accuracy - g.ci_low) * 100 for _, g in points],
-                  [(g.ci_high - g.accuracy) * 100 for _, g in points]]  # fmt: skip
+        errors = [
+            [(g.accuracy - g.ci_low) * 100 for _, g in points],
+            [(g.ci_high - g.accuracy) * 100 for _, g in points],
+        ]
         ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label)
 
 
@@ -44,15 +46,24 @@ def _bands(ax: Axes, groups: list[Group], x_of: XAxis | None) -> None:
     for i, group in enumerate(g for g in groups if g.is_baseline):
         colour = palette(i % palette.N)
         ax.axhspan(group.ci_low * 100, group.ci_high * 100, color=colour, alpha=0.15)
-        ax.axhline(group.accuracy * 100, color=colour, linestyle="--",
-                   label=f"{group.label} (single call)")  # fmt: skip
+        ax.axhline(
+            group.accuracy * 100, color=colour, linestyle="--", label=f"{group.label} (single call)"
+        )
         x = x_of(group) if x_of else None
         if x is not None:
             ax.plot([x], [group.accuracy * 100], marker="*", markersize=12, color=colour)
 
 
-def save_figure(fig: Figure, ax: Axes, path: Path, *, xlabel: str, ylabel: str, title: str,
-                log_base: int | None = None) -> None:  # fmt: skip
+def save_figure(
+    fig: Figure,
+    ax: Axes,
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    log_base: int | None = None,
+) -> None:
     """Label, lay out, write and close one figure."""
     if log_base is not None:
         ax.set_xscale("log", base=log_base)
@@ -66,15 +77,23 @@ def save_figure(fig: Figure, ax: Axes, path: Path, *, xlabel: str, ylabel: str, 
     plt.close(fig)
 
 
-def _figure(groups: list[Group], x_of: XAxis, xlabel: str, title: str, path: Path,
-            log2: bool = False, band_x: bool = True) -> bool:  # fmt: skip
+def _figure(
+    groups: list[Group],
+    x_of: XAxis,
+    xlabel: str,
+    title: str,
+    path: Path,
+    log2: bool = False,
+    band_x: bool = True,
+) -> bool:
     if not any(x_of(g) is not None for g in groups if not g.is_baseline):
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _lines(ax, groups, x_of)
     _bands(ax, groups, x_of if band_x else None)
-    save_figure(fig, ax, path, xlabel=xlabel, ylabel=_ACCURACY, title=title,
-                log_base=2 if log2 else 10)  # fmt: skip
+    save_figure(
+        fig, ax, path, xlabel=xlabel, ylabel=_ACCURACY, title=title, log_base=2 if log2 else 10
+    )
     return True
 
 
@@ -82,8 +101,14 @@ def _by_difficulty(rows: list[Row], path: Path) -> bool:
     bins = difficulty_bins(rows)
     if not bins:
         return False
-    names = sorted(set(bins.values()), key=lambda b: ("easy", "medium", "hard").index(b)
-                   if b in ("easy", "medium", "hard") else 3 + int(b.split()[-1]))  # fmt: skip
+    names = sorted(
+        set(bins.values()),
+        key=lambda b: (
+            ("easy", "medium", "hard").index(b)
+            if b in ("easy", "medium", "hard")
+            else 3 + int(b.split()[-1])
+        ),
+    )
     outcomes: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row.id in bins:
@@ -105,8 +130,9 @@ def _by_difficulty(rows: list[Row], path: Path) -> bool:
             high.append((hi - accuracy) * 100)
         ax.bar(xs, ys, width, yerr=[low, high], capsize=2, label=label)
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], names)
-    save_figure(fig, ax, path, xlabel="difficulty", ylabel=_ACCURACY,
-                title="Accuracy by difficulty")  # fmt: skip
+    save_figure(
+        fig, ax, path, xlabel="difficulty", ylabel=_ACCURACY, title="Accuracy by difficulty"
+    )
     return True
 
 
@@ -115,13 +141,31 @@ def plot_all(groups: list[Group], rows: list[Row], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     figures = [
-        ("accuracy_vs_budget.png", lambda g: float(g.budget), "budget N (samples, log2)",
-         "Accuracy vs budget", True, False),
-        ("accuracy_vs_tokens.png", lambda g: g.tokens_per_problem or None,
-         "tokens per problem (prompt + completion, log)", "Accuracy vs tokens", False, True),
-        ("accuracy_vs_cost.png", lambda g: g.cost_per_problem or None,
-         "$ per problem (log)", "Accuracy vs cost", False, True),
-    ]  # fmt: skip
+        (
+            "accuracy_vs_budget.png",
+            lambda g: float(g.budget),
+            "budget N (samples, log2)",
+            "Accuracy vs budget",
+            True,
+            False,
+        ),
+        (
+            "accuracy_vs_tokens.png",
+            lambda g: g.tokens_per_problem or None,
+            "tokens per problem (prompt + completion, log)",
+            "Accuracy vs tokens",
+            False,
+            True,
+        ),
+        (
+            "accuracy_vs_cost.png",
+            lambda g: g.cost_per_problem or None,
+            "$ per problem (log)",
+            "Accuracy vs cost",
+            False,
+            True,
+        ),
+    ]
     for name, x_of, xlabel, title, log2, band_x in figures:
         if _figure(groups, x_of, xlabel, title, out / name, log2=log2, band_x=band_x):
             written.append(out / name)

@@ -24,9 +24,21 @@ __all__ = [
 
 ProviderKind = Literal["openai", "litellm"]
 # The proxy's decisions worth keeping per row (the rest of ``tts`` is per-request detail).
-_KEPT = ("strategy", "requested_strategy", "reason", "budget", "budget_spent", "scorer",
-         "voting", "is_partial", "auto", "answers", "ignored_params", "deepconf",
-         "particle_iterations")  # fmt: skip
+_KEPT = (
+    "strategy",
+    "requested_strategy",
+    "reason",
+    "budget",
+    "budget_spent",
+    "scorer",
+    "voting",
+    "is_partial",
+    "auto",
+    "answers",
+    "ignored_params",
+    "deepconf",
+    "particle_iterations",
+)
 
 
 class ProviderError(Exception):

@@ -16,8 +16,18 @@ from tts_eval.stats import Group, summarise
 
 __all__ = ["COLUMNS", "format_cells", "html_page", "markdown_table", "write_report"]
 
-COLUMNS = ("model", "strategy", "budget", "n", "accuracy % (95% CI)", "tokens/problem",
-           "hidden/problem", "$/problem", "p50 s", "p95 s")  # fmt: skip
+COLUMNS = (
+    "model",
+    "strategy",
+    "budget",
+    "n",
+    "accuracy % (95% CI)",
+    "tokens/problem",
+    "hidden/problem",
+    "$/problem",
+    "p50 s",
+    "p95 s",
+)
 
 
 def _money(value: float | None) -> str:
@@ -26,11 +36,17 @@ def _money(value: float | None) -> str:
 
 def format_cells(group: Group) -> list[str]:
     return [
-        group.model, group.strategy, str(group.budget), str(group.n),
+        group.model,
+        group.strategy,
+        str(group.budget),
+        str(group.n),
         f"{group.accuracy * 100:.1f} ({group.ci_low * 100:.1f}-{group.ci_high * 100:.1f})",
-        f"{group.tokens_per_problem:.0f}", f"{group.hidden_per_problem:.0f}",
-        _money(group.cost_per_problem), f"{group.latency_p50_s:.2f}", f"{group.latency_p95_s:.2f}",
-    ]  # fmt: skip
+        f"{group.tokens_per_problem:.0f}",
+        f"{group.hidden_per_problem:.0f}",
+        _money(group.cost_per_problem),
+        f"{group.latency_p50_s:.2f}",
+        f"{group.latency_p95_s:.2f}",
+    ]
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -66,10 +82,12 @@ def html_page(tables: list[str], plots: list[Path], title: str) -> str:
         for p in plots
     )
     style = "body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"{''.join(_html_block(t) for t in tables if t.strip())}{images}"
-            "</body></html>")  # fmt: skip
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"{''.join(_html_block(t) for t in tables if t.strip())}{images}"
+        "</body></html>"
+    )
 
 
 def write_report(

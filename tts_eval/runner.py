@@ -120,10 +120,15 @@ def majority_of(row: Row) -> Row:
     votes = sum(int(a.get("votes", 0)) for a in row.tts.get("answers") or [])
     best = max(answers, key=lambda a: int(a.get("votes", 0)), default=None)
     answer = str(best["answer"]) if best else ""
-    tts = {**row.tts, "strategy": "majority", "derived_from": "best_of_n",
-           "has_every_vote": votes == row.tts.get("budget_spent")}  # fmt: skip
-    return dataclasses.replace(row, strategy="majority", answer=answer,
-                               correct=equivalent(answer, row.reference), tts=tts)  # fmt: skip
+    tts = {
+        **row.tts,
+        "strategy": "majority",
+        "derived_from": "best_of_n",
+        "has_every_vote": votes == row.tts.get("budget_spent"),
+    }
+    return dataclasses.replace(
+        row, strategy="majority", answer=answer, correct=equivalent(answer, row.reference), tts=tts
+    )
 
 
 def _messages(problem: Problem, system_prompt: str | None) -> list[dict[str, str]]:
@@ -154,17 +159,33 @@ async def _one(provider: Provider, spec: RunSpec, job: Job) -> tuple[Answer, flo
     return answer, time.perf_counter() - started
 
 
-def _row(spec: RunSpec, provider: Provider, job: Job, answer: Answer, latency_s: float,
-         summary: RunSummary) -> Row:  # fmt: skip
+def _row(
+    spec: RunSpec,
+    provider: Provider,
+    job: Job,
+    answer: Answer,
+    latency_s: float,
+    summary: RunSummary,
+) -> Row:
     extracted, correct = grade(answer.text, job.problem.answer)
     return Row(
-        id=job.problem.id, model=spec.model, provider=provider.kind, strategy=job.strategy,
-        budget=job.budget, sample=job.sample, answer=extracted, reference=job.problem.answer,
-        correct=correct, prompt_tokens=answer.prompt_tokens,
-        completion_tokens=answer.completion_tokens, hidden_tokens=answer.hidden_tokens,
-        latency_s=round(latency_s, 4), cost_usd=_cost(spec, answer, summary.tokens_per_s),
-        level=job.problem.level, tts=answer.tts,
-    )  # fmt: skip
+        id=job.problem.id,
+        model=spec.model,
+        provider=provider.kind,
+        strategy=job.strategy,
+        budget=job.budget,
+        sample=job.sample,
+        answer=extracted,
+        reference=job.problem.answer,
+        correct=correct,
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        hidden_tokens=answer.hidden_tokens,
+        latency_s=round(latency_s, 4),
+        cost_usd=_cost(spec, answer, summary.tokens_per_s),
+        level=job.problem.level,
+        tts=answer.tts,
+    )
 
 
 async def run(
@@ -244,12 +265,17 @@ def _redacted(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
 
 def _log_run(folder: Path, spec: RunSpec, provider: Provider, summary: RunSummary) -> None:
     entry: dict[str, Any] = {
-        "model": spec.model, "provider": provider.kind, "strategies": list(spec.strategies),
-        "budgets": list(spec.budgets), "samples": spec.samples, "headers": _redacted(spec.headers),
+        "model": spec.model,
+        "provider": provider.kind,
+        "strategies": list(spec.strategies),
+        "budgets": list(spec.budgets),
+        "samples": spec.samples,
+        "headers": _redacted(spec.headers),
         "temperature": spec.temperature,
         "done": summary.done,
-        "failed": summary.failed, "tokens_per_s": summary.tokens_per_s,
+        "failed": summary.failed,
+        "tokens_per_s": summary.tokens_per_s,
         "finished_at": time.time(),
-    }  # fmt: skip
+    }
     with (folder / "runs.jsonl").open("a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")

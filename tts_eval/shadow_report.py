@@ -21,9 +21,19 @@ from tts_eval.stats import wilson
 
 __all__ = ["SHADOW_COLUMNS", "labelled_rows", "shadow_table", "write_agreement_plot"]
 
-SHADOW_COLUMNS = ("strategy", "budget", "baseline", "n", "agree % (95% CI)", "baseline failed",
-                  "ours correct %", "baseline correct %", "tokens ours/base", "$ ratio",
-                  "p50 latency ratio")  # fmt: skip
+SHADOW_COLUMNS = (
+    "strategy",
+    "budget",
+    "baseline",
+    "n",
+    "agree % (95% CI)",
+    "baseline failed",
+    "ours correct %",
+    "baseline correct %",
+    "tokens ours/base",
+    "$ ratio",
+    "p50 latency ratio",
+)
 ShadowKey = tuple[str, int, str]
 
 
@@ -77,12 +87,18 @@ def _cells(key: ShadowKey, records: list[Comparison]) -> list[str]:
         else [0.0, 0.0]
     )
     return [
-        strategy, str(budget), baseline, str(len(records)),
+        strategy,
+        str(budget),
+        baseline,
+        str(len(records)),
         f"{agree / len(judged) * 100:.1f} ({low * 100:.1f}-{high * 100:.1f})" if judged else "n/a",
-        str(failed), _correct(records, "primary"), _correct(records, "baseline"), tokens,
+        str(failed),
+        _correct(records, "primary"),
+        _correct(records, "baseline"),
+        tokens,
         _ratio([c.primary.cost_usd for c in ok], [c.baseline.cost_usd for c in ok]),
         f"{p50[0] / p50[1]:.2f}" if p50[1] else "n/a",
-    ]  # fmt: skip
+    ]
 
 
 def shadow_table(records: list[Comparison]) -> str:
@@ -103,14 +119,25 @@ def labelled_rows(records: list[Comparison]) -> list[Row]:
         ):
             if side.status != "ok":
                 continue
-            rows.append(Row(
-                id=c.request_id, model=side.model, provider=provider, strategy=strategy,
-                budget=budget, sample=0, answer=side.answer or "", reference=c.reference,
-                correct=_is_correct(c, "primary" if side is c.primary else "baseline"),
-                prompt_tokens=side.prompt_tokens, completion_tokens=side.completion_tokens,
-                hidden_tokens=side.hidden_tokens, latency_s=side.latency_s or 0.0,
-                cost_usd=side.cost_usd, tts=c.tts,
-            ))  # fmt: skip
+            rows.append(
+                Row(
+                    id=c.request_id,
+                    model=side.model,
+                    provider=provider,
+                    strategy=strategy,
+                    budget=budget,
+                    sample=0,
+                    answer=side.answer or "",
+                    reference=c.reference,
+                    correct=_is_correct(c, "primary" if side is c.primary else "baseline"),
+                    prompt_tokens=side.prompt_tokens,
+                    completion_tokens=side.completion_tokens,
+                    hidden_tokens=side.hidden_tokens,
+                    latency_s=side.latency_s or 0.0,
+                    cost_usd=side.cost_usd,
+                    tts=c.tts,
+                )
+            )
     return rows
 
 
@@ -130,10 +157,21 @@ def write_agreement_plot(records: list[Comparison], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, points in sorted(series.items()):
         points.sort()
-        ax.errorbar([p[0] for p in points], [p[1] for p in points],
-                    yerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]],
-                    marker="o", capsize=3, label=label)  # fmt: skip
-    save_figure(fig, ax, path, xlabel="budget N (log2)", log_base=2,
-                ylabel="agreement with the baseline (%) ± 95 % CI",
-                title="Shadow comparisons: agreement vs budget")  # fmt: skip
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            yerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
+    save_figure(
+        fig,
+        ax,
+        path,
+        xlabel="budget N (log2)",
+        log_base=2,
+        ylabel="agreement with the baseline (%) ± 95 % CI",
+        title="Shadow comparisons: agreement vs budget",
+    )
     return True

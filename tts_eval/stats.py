@@ -76,13 +76,19 @@ def _group(key: GroupKey, rows: list[Row]) -> Group:
     latencies = [r.latency_s for r in rows]
     low, high = wilson(correct, len(rows))
     return Group(
-        *key, n=len(rows), correct=correct, ci_low=low, ci_high=high,
+        *key,
+        n=len(rows),
+        correct=correct,
+        ci_low=low,
+        ci_high=high,
         tokens_per_problem=statistics.fmean(r.tokens for r in rows),
         hidden_per_problem=statistics.fmean(r.hidden_tokens for r in rows),
-        cost_per_problem=None if any(c is None for c in costs)
+        cost_per_problem=None
+        if any(c is None for c in costs)
         else statistics.fmean(c for c in costs if c is not None),
-        latency_p50_s=_percentile(latencies, 0.5), latency_p95_s=_percentile(latencies, 0.95),
-    )  # fmt: skip
+        latency_p50_s=_percentile(latencies, 0.5),
+        latency_p95_s=_percentile(latencies, 0.95),
+    )
 
 
 def summarise(rows: Iterable[Row]) -> list[Group]:

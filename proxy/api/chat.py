@@ -83,8 +83,9 @@ async def health(request: Request, state: AppState = Depends(get_state)) -> JSON
     if state.prm is not None:
         named["prm"] = state.prm
     # gather: every probe returns its status and never raises, so nothing is left unawaited.
-    results = dict(zip(named, await asyncio.gather(*(u.probe() for u in named.values())),
-                       strict=True))  # fmt: skip
+    results = dict(
+        zip(named, await asyncio.gather(*(u.probe() for u in named.values())), strict=True)
+    )
     policy_ok = any(results[f"policy[{i}]"] == "ok" for i in range(len(state.policy.upstreams)))
     can_serve = policy_ok and results.get("prm", "ok") == "ok"
     is_whole = all(result == "ok" for result in results.values())

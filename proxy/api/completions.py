@@ -122,11 +122,14 @@ add_route(
 def _as_text(data: dict[str, Any]) -> dict[str, Any]:
     """A chat completion (or chunk) from a large API as a legacy text completion (or chunk)."""
     choices = [
-        {"index": c.get("index", 0),
-         "text": ((c.get("message") or c.get("delta") or {}).get("content") or ""),
-         "logprobs": None, "finish_reason": c.get("finish_reason")}
+        {
+            "index": c.get("index", 0),
+            "text": ((c.get("message") or c.get("delta") or {}).get("content") or ""),
+            "logprobs": None,
+            "finish_reason": c.get("finish_reason"),
+        }
         for c in data.get("choices") or []
-    ]  # fmt: skip
+    ]
     shaped = {k: data.get(k) for k in ("id", "created", "model", "system_fingerprint")}
     shaped |= {"object": "text_completion", "choices": choices}
     if data.get("usage") is not None:
@@ -141,18 +144,24 @@ def _one_prompt(body: CompletionRequest) -> str:
     if not isinstance(prompt, str) or not prompt:
         raise InvalidRequestError(
             "a search needs one non-empty prompt string; token ids and prompt lists are passed "
-            "through only (drop the strategy to pass this request through)", param="prompt",
-        )  # fmt: skip
+            "through only (drop the strategy to pass this request through)",
+            param="prompt",
+        )
     return prompt
 
 
 def _text_completion(completion: ChatCompletion) -> TextCompletion:
     return TextCompletion(
-        id=completion.id, created=completion.created,
-        model=completion.model, usage=completion.usage, tts=completion.tts,
-        choices=[TextChoice(index=c.index, text=c.message.content or "",
-                            finish_reason=c.finish_reason) for c in completion.choices],
-    )  # fmt: skip
+        id=completion.id,
+        created=completion.created,
+        model=completion.model,
+        usage=completion.usage,
+        tts=completion.tts,
+        choices=[
+            TextChoice(index=c.index, text=c.message.content or "", finish_reason=c.finish_reason)
+            for c in completion.choices
+        ],
+    )
 
 
 def _chunks(done: TextCompletion, include_usage: bool) -> Iterator[bytes]:

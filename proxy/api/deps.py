@@ -44,8 +44,9 @@ def has_key(request: Request, state: AppState) -> bool:
     """Whether the request carries one of the proxy's API keys (constant-time comparison)."""
     header = request.headers.get("authorization", "")
     token = header[7:].encode() if header.lower().startswith("bearer ") else b""
-    matches = [hmac.compare_digest(token, k.get_secret_value().encode())
-               for k in state.settings.api_keys]  # fmt: skip
+    matches = [
+        hmac.compare_digest(token, k.get_secret_value().encode()) for k in state.settings.api_keys
+    ]
     return any(matches)
 
 
@@ -58,12 +59,20 @@ def _header_parameters() -> list[dict[str, Any]]:
     """The ``X-TTS-*`` headers, documented as the ``tts`` object's fields they override."""
     schema = TtsOptions.model_json_schema()["properties"]
     return [
-        {"name": "X-TTS-" + "-".join(p.title() for p in name.split("_")), "in": "header",
-         "required": False, "description": f"overrides tts.{name}",
-         "schema": {"type": "string"} | ({"enum": [str(v) for v in spec["anyOf"][0]["enum"]]}
-                                         if "enum" in spec.get("anyOf", [{}])[0] else {})}
+        {
+            "name": "X-TTS-" + "-".join(p.title() for p in name.split("_")),
+            "in": "header",
+            "required": False,
+            "description": f"overrides tts.{name}",
+            "schema": {"type": "string"}
+            | (
+                {"enum": [str(v) for v in spec["anyOf"][0]["enum"]]}
+                if "enum" in spec.get("anyOf", [{}])[0]
+                else {}
+            ),
+        }
         for name, spec in schema.items()
-    ]  # fmt: skip
+    ]
 
 
 def control_headers() -> dict[str, Any]:

@@ -367,5 +367,8 @@ async def large_api_answer(
         yield DONE
 
     fail = call.tally.failing(StreamEnd("/chat/completions").fail)
-    return StreamingResponse(until_drained(chunks(), state.drain, fail),
-                             media_type="text/event-stream", headers=call.headers)  # fmt: skip
+    return StreamingResponse(
+        until_drained(chunks(), state.drain, fail),
+        media_type="text/event-stream",
+        headers=call.headers,
+    )

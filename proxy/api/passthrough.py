@@ -171,6 +171,11 @@ class StreamEnd:
             sequence = int(json.loads(self.last_data[6:]).get("sequence_number", -1)) + 1
         except (ValueError, AttributeError, TypeError):
             sequence = 0
-        event = {"type": "error", "code": error.code, "message": error.message,
-                 "param": error.param, "sequence_number": sequence}  # fmt: skip
+        event = {
+            "type": "error",
+            "code": error.code,
+            "message": error.message,
+            "param": error.param,
+            "sequence_number": sequence,
+        }
         return [f"event: error\ndata: {json.dumps(event)}\n\n".encode()]

@@ -56,8 +56,9 @@ class ResponsesEndpoint:
         if reason is not None:
             raise InvalidRequestError(
                 f"large-API route {route!r} takes text requests on /v1/responses ({reason}); "
-                "send tools and structured output through /v1/chat/completions", param="model",
-            )  # fmt: skip
+                "send tools and structured output through /v1/chat/completions",
+                param="model",
+            )
         note = route_note(plan)
         params = litellm_params(call.state.settings, request.chat_params())
         telemetry = call.state.telemetry

@@ -155,12 +155,19 @@ def pending_response(
 ) -> ResponseObject:
     """The response as it stands before the search has an answer."""
     return ResponseObject(
-        id=response_id, created_at=created_at, status="in_progress", output=[],
-        instructions=request.instructions, max_output_tokens=request.max_output_tokens,
-        model=request.model, temperature=request.temperature, top_p=request.top_p,
-        metadata=request.metadata or {}, user=request.user,
+        id=response_id,
+        created_at=created_at,
+        status="in_progress",
+        output=[],
+        instructions=request.instructions,
+        max_output_tokens=request.max_output_tokens,
+        model=request.model,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        metadata=request.metadata or {},
+        user=request.user,
         text=request.text or {"format": {"type": "text"}},
-    )  # fmt: skip
+    )
 
 
 def response_object(
@@ -200,40 +207,61 @@ class EventWriter:
         return f"event: {event.type}\ndata: {data}\n\n".encode()
 
     def created(self) -> bytes:
-        return self._frame(LifecycleEvent(type="response.created", sequence_number=0,
-                                          response=self._pending))  # fmt: skip
+        return self._frame(
+            LifecycleEvent(type="response.created", sequence_number=0, response=self._pending)
+        )
 
     def in_progress(self) -> bytes:
-        return self._frame(LifecycleEvent(type="response.in_progress", sequence_number=0,
-                                          response=self._pending))  # fmt: skip
+        return self._frame(
+            LifecycleEvent(type="response.in_progress", sequence_number=0, response=self._pending)
+        )
 
     def finished(self, done: ResponseObject) -> Iterator[bytes]:
         """The answer's events: item, part, text delta(s), and the closing lifecycle event."""
         item = done.output[0]
         text = item.content[0].text
-        where: dict[str, Any] = {"item_id": item.id, "output_index": 0, "content_index": 0,
-                                 "sequence_number": 0}  # fmt: skip
+        where: dict[str, Any] = {
+            "item_id": item.id,
+            "output_index": 0,
+            "content_index": 0,
+            "sequence_number": 0,
+        }
         empty = item.model_copy(update={"status": "in_progress", "content": []})
-        yield self._frame(OutputItemEvent(type="response.output_item.added", sequence_number=0,
-                                          output_index=0, item=empty))  # fmt: skip
-        yield self._frame(ContentPartEvent(type="response.content_part.added", **where,
-                                           part=OutputText(text="")))  # fmt: skip
+        yield self._frame(
+            OutputItemEvent(
+                type="response.output_item.added", sequence_number=0, output_index=0, item=empty
+            )
+        )
+        yield self._frame(
+            ContentPartEvent(type="response.content_part.added", **where, part=OutputText(text=""))
+        )
         yield self._frame(TextDeltaEvent(**where, delta=text))
         yield self._frame(TextDoneEvent(**where, text=text))
-        yield self._frame(ContentPartEvent(type="response.content_part.done", **where,
-                                           part=item.content[0]))  # fmt: skip
-        yield self._frame(OutputItemEvent(type="response.output_item.done", sequence_number=0,
-                                          output_index=0, item=item))  # fmt: skip
+        yield self._frame(
+            ContentPartEvent(type="response.content_part.done", **where, part=item.content[0])
+        )
+        yield self._frame(
+            OutputItemEvent(
+                type="response.output_item.done", sequence_number=0, output_index=0, item=item
+            )
+        )
         kind: Any = "response.incomplete" if done.status == "incomplete" else "response.completed"
         yield self._frame(LifecycleEvent(type=kind, sequence_number=0, response=done))
 
     def failed(self, error: ProxyError) -> Iterator[bytes]:
         """``error`` (with the proxy's code and param), then ``response.failed``."""
         code: Any = "rate_limit_exceeded" if isinstance(error, OverloadedError) else "server_error"
-        yield self._frame(ErrorEvent(sequence_number=0, code=error.code or error.type,
-                                     message=error.message, param=error.param))  # fmt: skip
+        yield self._frame(
+            ErrorEvent(
+                sequence_number=0,
+                code=error.code or error.type,
+                message=error.message,
+                param=error.param,
+            )
+        )
         failed = self._pending.model_copy(
             update={"status": "failed", "error": ResponseError(code=code, message=error.message)}
         )
-        yield self._frame(LifecycleEvent(type="response.failed", sequence_number=0,
-                                         response=failed))  # fmt: skip
+        yield self._frame(
+            LifecycleEvent(type="response.failed", sequence_number=0, response=failed)
+        )

@@ -18,8 +18,12 @@ from proxy.errors import ClientDisconnectedError, InternalError, ProxyError
 from proxy.server.cancel import until_stopped
 
 __all__ = [
-    "DONE", "KEEPALIVE", "chunk_dict", "keepalive_events", "sse",
-]  # fmt: skip
+    "DONE",
+    "KEEPALIVE",
+    "chunk_dict",
+    "keepalive_events",
+    "sse",
+]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")

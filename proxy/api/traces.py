@@ -22,9 +22,12 @@ _ASSETS = {"trace.js": "text/javascript", "trace.css": "text/css"}
 
 
 @router.get(
-    "/v1/tts/traces", dependencies=[Depends(require_key)], response_model=TraceList,
-    responses=ERROR_RESPONSES, summary="Recent searches' traces, newest first",
-)  # fmt: skip
+    "/v1/tts/traces",
+    dependencies=[Depends(require_key)],
+    response_model=TraceList,
+    responses=ERROR_RESPONSES,
+    summary="Recent searches' traces, newest first",
+)
 async def list_traces(
     limit: int = Query(default=50, ge=1, le=1000),
     state: AppState = Depends(get_state),  # noqa: B008
@@ -34,16 +37,23 @@ async def list_traces(
 
 def _summary(t: SearchTrace) -> TraceSummary:
     return TraceSummary(
-        request_id=t.request_id, created=t.created, model=t.model, strategy=t.strategy,
-        answer=t.answer, nodes=len(t.nodes), latency_ms=t.latency_ms,
-    )  # fmt: skip
+        request_id=t.request_id,
+        created=t.created,
+        model=t.model,
+        strategy=t.strategy,
+        answer=t.answer,
+        nodes=len(t.nodes),
+        latency_ms=t.latency_ms,
+    )
 
 
 @router.get(
-    "/v1/tts/traces/{request_id}", dependencies=[Depends(require_key)],
-    response_model=SearchTrace, responses=ERROR_RESPONSES,
+    "/v1/tts/traces/{request_id}",
+    dependencies=[Depends(require_key)],
+    response_model=SearchTrace,
+    responses=ERROR_RESPONSES,
     summary="One search's trace: its tree, answers and upstream calls",
-)  # fmt: skip
+)
 async def get_trace(request_id: str, state: AppState = Depends(get_state)) -> SearchTrace:  # noqa: B008
     trace = state.traces.get(request_id)
     if trace is None and state.archive is not None:
@@ -55,8 +65,9 @@ async def get_trace(request_id: str, state: AppState = Depends(get_state)) -> Se
             f"of a searched request, and traces are kept for {settings.trace_store_max_age_s:g} "
             f"s, {settings.trace_store_max} at most (PROXY_TRACE_STORE_MAX*; PROXY_TRACE_PERSIST "
             "keeps them in the experiment store)",
-            param="request_id", code="trace_not_found",
-        )  # fmt: skip
+            param="request_id",
+            code="trace_not_found",
+        )
     return trace
 
 
@@ -79,5 +90,4 @@ async def static_asset(name: str) -> Response:
     media_type = _ASSETS.get(name)
     if media_type is None:
         raise NotFoundError(f"no such file: {name!r}", param="name")
-    return Response(_asset(name), media_type=media_type,
-                    headers={"Cache-Control": "no-cache"})  # fmt: skip
+    return Response(_asset(name), media_type=media_type, headers={"Cache-Control": "no-cache"})

@@ -74,9 +74,12 @@ class Metrics:
             registry=r,
         )
         self.depth = Histogram(
-            "tts_search_depth", "Deepest step a search reached", ["strategy"],
-            buckets=(1, 2, 3, 5, 8, 12, 20, 30, 40, 60, 100), registry=r,
-        )  # fmt: skip
+            "tts_search_depth",
+            "Deepest step a search reached",
+            ["strategy"],
+            buckets=(1, 2, 3, 5, 8, 12, 20, 30, 40, 60, 100),
+            registry=r,
+        )
         self.early_stops = Counter(
             "tts_search_early_stops",
             "Searches that stopped before their budget: auto_settled, deepconf_settled, "
@@ -85,22 +88,29 @@ class Metrics:
             registry=r,
         )
         self.auto = Counter(
-            "tts_auto_decisions", "auto's difficulty bins and the methods it chose",
-            ["difficulty", "method"], registry=r,
-        )  # fmt: skip
+            "tts_auto_decisions",
+            "auto's difficulty bins and the methods it chose",
+            ["difficulty", "method"],
+            registry=r,
+        )
         self.trace_store = Gauge("tts_trace_store_traces", "Search traces kept", registry=r)
         self.trace_store_bytes = Gauge(
             "tts_trace_store_bytes", "Estimated size of the kept traces", registry=r
         )
         self.trace_persist = Counter(
-            "tts_trace_persist", "Traces written to the experiment store (stored, dropped: too "
-            "many writes pending, store_error)", ["outcome"], registry=r,
-        )  # fmt: skip
-        self.scorer_latency = Histogram(
-            "tts_scorer_call_seconds", "Step-scorer calls (PRM, verifier, confidence)",
-            ["scorer"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            "tts_trace_persist",
+            "Traces written to the experiment store (stored, dropped: too "
+            "many writes pending, store_error)",
+            ["outcome"],
             registry=r,
-        )  # fmt: skip
+        )
+        self.scorer_latency = Histogram(
+            "tts_scorer_call_seconds",
+            "Step-scorer calls (PRM, verifier, confidence)",
+            ["scorer"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
 
 
 def record_search(metrics: Metrics, result: SearchResult) -> None:

@@ -107,14 +107,18 @@ class Telemetry:
         operation = _OPERATIONS.get(path)
         model = payload.get("model") if payload else None
         name = f"{operation} {model}" if operation and model else f"{upstream} {method} {path}"
-        attributes: dict[str, Any] = {"tts.upstream": upstream, "http.request.method": method,
-                                      "url.path": path}  # fmt: skip
+        attributes: dict[str, Any] = {
+            "tts.upstream": upstream,
+            "http.request.method": method,
+            "url.path": path,
+        }
         if operation:
             attributes["gen_ai.operation.name"] = operation
         if isinstance(model, str):
             attributes["gen_ai.request.model"] = model
-        with self.tracer.start_as_current_span(name, kind=SpanKind.CLIENT,
-                                               attributes=attributes) as span:  # fmt: skip
+        with self.tracer.start_as_current_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
             _PROPAGATOR.inject(headers)
             yield span, headers
 
@@ -124,10 +128,14 @@ class Telemetry:
         if not self.is_recording:
             yield None
             return
-        attributes = {"tts.upstream": "baseline", "gen_ai.operation.name": "chat",
-                      "gen_ai.request.model": route}  # fmt: skip
-        with self.tracer.start_as_current_span(f"chat {route}", kind=SpanKind.CLIENT,
-                                               attributes=attributes) as span:  # fmt: skip
+        attributes = {
+            "tts.upstream": "baseline",
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": route,
+        }
+        with self.tracer.start_as_current_span(
+            f"chat {route}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
             yield span
 
     def search_observer(self) -> RoundSpans | None:
@@ -164,9 +172,10 @@ class RoundSpans:
         span = self._spans.get(round_index)
         if span is None:
             span = self._tracer.start_span(
-                f"tts.round {round_index}", context=self._parent,
+                f"tts.round {round_index}",
+                context=self._parent,
                 attributes={"tts.round": round_index},
-            )  # fmt: skip
+            )
             self._spans[round_index] = span
         span.add_event(f"{kind} call")
         try:
@@ -201,8 +210,7 @@ class RequestSpans:
             if span is None:
                 await self._app(scope, receive, send)
                 return
-            span.set_attributes({"http.request.method": scope["method"],
-                                 "url.path": scope["path"]})  # fmt: skip
+            span.set_attributes({"http.request.method": scope["method"], "url.path": scope["path"]})
 
             async def sent(message: Message) -> None:
                 if message["type"] == "http.response.start":

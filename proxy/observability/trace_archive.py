@@ -43,9 +43,12 @@ class TraceArchive:
         try:
             store = await self._store.get()
             await store.add_trace(
-                trace.request_id, datetime.fromtimestamp(trace.created, UTC), trace.model,
-                trace.strategy, trace.model_dump(mode="json"),
-            )  # fmt: skip
+                trace.request_id,
+                datetime.fromtimestamp(trace.created, UTC),
+                trace.model,
+                trace.strategy,
+                trace.model_dump(mode="json"),
+            )
         except Exception as exc:  # a task boundary: a broken store must not reach any request
             self._metrics.trace_persist.labels("store_error").inc()
             logger.warning("trace %s not persisted: %s", trace.request_id, exc)

@@ -18,9 +18,15 @@ from pydantic import BaseModel, Field
 from strategies import CallKind, NodeStatus, SearchResult, TraceCall, TraceNode
 
 __all__ = [
-    "SearchTrace", "TraceAnswer", "TraceCallOut", "TraceList", "TraceNodeOut", "TraceStore",
-    "TraceSummary", "trace_of",
-]  # fmt: skip
+    "SearchTrace",
+    "TraceAnswer",
+    "TraceCallOut",
+    "TraceList",
+    "TraceNodeOut",
+    "TraceStore",
+    "TraceSummary",
+    "trace_of",
+]
 
 _NODE_BYTES = 160  # a node's fields without its text, roughly, for the byte budget
 
@@ -116,34 +122,55 @@ def trace_of(
     nodes = result.trace or ()
     usage = result.usage
     return SearchTrace(
-        request_id=request_id, created=int(time.time()), model=model, strategy=result.strategy,
-        requested_strategy=requested, scorer=result.scorer, voting=result.voting, budget=budget,
-        question=question if has_text else None, has_text=has_text, answer=result.answer,
-        answers=[TraceAnswer(answer=c.answer, votes=c.votes, weight=c.weight)
-                 for c in result.choices],
+        request_id=request_id,
+        created=int(time.time()),
+        model=model,
+        strategy=result.strategy,
+        requested_strategy=requested,
+        scorer=result.scorer,
+        voting=result.voting,
+        budget=budget,
+        question=question if has_text else None,
+        has_text=has_text,
+        answer=result.answer,
+        answers=[
+            TraceAnswer(answer=c.answer, votes=c.votes, weight=c.weight) for c in result.choices
+        ],
         nodes=[_node(n, has_text) for n in nodes[:max_nodes]],
-        is_truncated=len(nodes) > max_nodes, calls=[_call(c) for c in result.calls],
-        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        is_truncated=len(nodes) > max_nodes,
+        calls=[_call(c) for c in result.calls],
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
         latency_ms=round(latency_s * 1000, 3),
-    )  # fmt: skip
+    )
 
 
 def _node(node: TraceNode, has_text: bool) -> TraceNodeOut:
     return TraceNodeOut(
-        node_id=node.node_id, parent_id=node.parent_id, depth=node.depth,
-        text=node.text if has_text else None, score=node.score, status=node.status,
-        call_id=node.call_id if node.call_id >= 0 else None, answer=node.answer,
-        choice=node.choice, tokens=node.tokens,
-    )  # fmt: skip
+        node_id=node.node_id,
+        parent_id=node.parent_id,
+        depth=node.depth,
+        text=node.text if has_text else None,
+        score=node.score,
+        status=node.status,
+        call_id=node.call_id if node.call_id >= 0 else None,
+        answer=node.answer,
+        choice=node.choice,
+        tokens=node.tokens,
+    )
 
 
 def _call(call: TraceCall) -> TraceCallOut:
     return TraceCallOut(
-        call_id=call.call_id, kind=call.kind, round=call.round,
-        started_ms=round(call.started_s * 1000, 3), ended_ms=round(call.ended_s * 1000, 3),
-        samples=call.samples, completion_tokens=call.completion_tokens,
+        call_id=call.call_id,
+        kind=call.kind,
+        round=call.round,
+        started_ms=round(call.started_s * 1000, 3),
+        ended_ms=round(call.ended_s * 1000, 3),
+        samples=call.samples,
+        completion_tokens=call.completion_tokens,
         is_completed=call.is_completed,
-    )  # fmt: skip
+    )
 
 
 def _size(trace: SearchTrace) -> int:

@@ -57,8 +57,9 @@ class AnswerPool:
         except TimeoutError:
             logger.warning(
                 "comparing %d answers took over %g s (PROXY_ANSWER_DEADLINE_S): grouped as text",
-                len(answers), self._deadline_s,
-            )  # fmt: skip
+                len(answers),
+                self._deadline_s,
+            )
             self._metrics.answer_groupings.labels("timeout").inc()
             return group_by_text(answers)
         self._metrics.answer_groupings.labels("worker").inc()

@@ -87,8 +87,12 @@ class SearchJob:
 
     async def run(self) -> ChatCompletion:
         state, plan, ticket, model = self.state, self.plan, self.ticket, self.plan.model
-        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
-                      "tts.strategy": plan.strategy, "tts.budget": plan.config.budget}  # fmt: skip
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "tts.strategy": plan.strategy,
+            "tts.budget": plan.config.budget,
+        }
         with state.telemetry.internal_span(f"chat {model}", **attributes) as span:
             observer = state.telemetry.search_observer()
             try:
@@ -102,29 +106,42 @@ class SearchJob:
                     observer.close()
             if span is not None:
                 usage = outcome.result.usage
-                span.set_attributes({
-                    "gen_ai.usage.input_tokens": usage.prompt_tokens,
-                    "gen_ai.usage.output_tokens": usage.completion_tokens,
-                    "tts.method": outcome.result.strategy, "tts.request_id": self.request_id,
-                })  # fmt: skip
+                span.set_attributes(
+                    {
+                        "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                        "gen_ai.usage.output_tokens": usage.completion_tokens,
+                        "tts.method": outcome.result.strategy,
+                        "tts.request_id": self.request_id,
+                    }
+                )
         total_s = time.perf_counter() - self.started
         compare = None
         if self.target is not None:
             compare = TtsCompare(model=self.target, status="recording" if ticket else "skipped")
         tts = tts_extension(plan, outcome, total_s=total_s, compare=compare)
         completion = build_completion(
-            result=outcome.result, n=self.request.n, request_id=self.request_id,
-            created=int(time.time()), model=model, tts=tts, stop=self.request.stop,
+            result=outcome.result,
+            n=self.request.n,
+            request_id=self.request_id,
+            created=int(time.time()),
+            model=model,
+            tts=tts,
+            stop=self.request.stop,
             cached_tokens=outcome.stats.cached_prompt_tokens,
-        )  # fmt: skip
+        )
         _record(state, plan, completion, total_s, outcome.upstream_s)
         record_search(state.metrics, outcome.result)
         trace = trace_of(
-            outcome.result, request_id=self.request_id, model=model,
-            requested=plan.requested, budget=plan.config.budget,
-            question=self.request.question, latency_s=total_s,
-            has_text=state.settings.store_text, max_nodes=state.settings.trace_max_nodes,
-        )  # fmt: skip
+            outcome.result,
+            request_id=self.request_id,
+            model=model,
+            requested=plan.requested,
+            budget=plan.config.budget,
+            question=self.request.question,
+            latency_s=total_s,
+            has_text=state.settings.store_text,
+            max_nodes=state.settings.trace_max_nodes,
+        )
         state.traces.put(trace)
         if state.archive is not None:
             state.archive.save(trace)
@@ -133,10 +150,13 @@ class SearchJob:
         if ticket is not None:
             prompt = json.dumps([dict(m) for m in self.request.messages], ensure_ascii=False)
             state.shadow.finish(
-                ticket, request_id=self.request_id, completion=completion,
+                ticket,
+                request_id=self.request_id,
+                completion=completion,
                 searched=Searched(plan.strategy, plan.config.budget, plan.reference),
-                latency_s=total_s, prompt=prompt,
-            )  # fmt: skip
+                latency_s=total_s,
+                prompt=prompt,
+            )
         return completion
 
 
@@ -225,15 +245,26 @@ async def run_search(
             if request.seed is not None and settings.forward_seed:
                 extra["seed"] = request.seed
             policy = VllmPolicy(
-                upstream, model, prompt, stats, extra, is_templated=raw_prompt is None,
+                upstream,
+                model,
+                prompt,
+                stats,
+                extra,
+                is_templated=raw_prompt is None,
                 pool=state.policy,
-            )  # fmt: skip
+            )
             scorer = _scorer(state, plan, stats, policy, model)
             deadline = _deadline(plan)
             result = await search(
-                strategy, request.question, policy, scorer, plan.config, deadline=deadline,
-                observer=observer, grouper=state.answers,
-            )  # fmt: skip
+                strategy,
+                request.question,
+                policy,
+                scorer,
+                plan.config,
+                deadline=deadline,
+                observer=observer,
+                grouper=state.answers,
+            )
     except TimeoutError as exc:
         raise UpstreamTimeoutError(
             f"the search did not finish in {settings.request_timeout_s:g} s "
@@ -263,9 +294,14 @@ def _scorer(
         upstream = state.verifier or policy.upstream
         judge = settings.verifier_model or model
         return VerifierScorer(
-            upstream, judge, state.renderer, stats, settings.verifier_top_logprobs,
-            settings.verifier_format, settings.verifier_analysis_tokens,
-        )  # fmt: skip
+            upstream,
+            judge,
+            state.renderer,
+            stats,
+            settings.verifier_top_logprobs,
+            settings.verifier_format,
+            settings.verifier_analysis_tokens,
+        )
     return ConfidenceScorer(window=settings.confidence_window)
 
 

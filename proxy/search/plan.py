@@ -41,11 +41,26 @@ __all__ = [
 PlannedStrategy = StrategyName | Literal["none"]
 
 # Chat-only or per-token fields that a search cannot honour; reported back in ``tts``.
-NOT_FORWARDED = frozenset({
-    "logprobs", "top_logprobs", "parallel_tool_calls", "functions", "function_call", "store",
-    "metadata", "modalities", "audio", "prediction", "service_tier", "reasoning_effort",
-    "web_search_options", "stream_options", "user", "logit_bias",
-})  # fmt: skip
+NOT_FORWARDED = frozenset(
+    {
+        "logprobs",
+        "top_logprobs",
+        "parallel_tool_calls",
+        "functions",
+        "function_call",
+        "store",
+        "metadata",
+        "modalities",
+        "audio",
+        "prediction",
+        "service_tier",
+        "reasoning_effort",
+        "web_search_options",
+        "stream_options",
+        "user",
+        "logit_bias",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +128,17 @@ def _text(content: Any) -> str:
 _ALIAS = re.compile(r"^(?P<strategy>[a-z_]+)(?:-(?P<budget>\d+))?/(?P<model>.+)$")
 _FIELDS = ("strategy", "budget", "beam_width", "scoring", "voting", "scorer", "max_steps")
 _EXTRA_FIELDS = (
-    "timeout_ms", "trace", "max_total_tokens", "keep_percent", "deepconf_mode", "warmup",
-    "confidence_window", "particle_iterations", "compare", "reference",
-)  # fmt: skip
+    "timeout_ms",
+    "trace",
+    "max_total_tokens",
+    "keep_percent",
+    "deepconf_mode",
+    "warmup",
+    "confidence_window",
+    "particle_iterations",
+    "compare",
+    "reference",
+)
 _HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
 
 
@@ -386,8 +409,9 @@ def _deepconf_fields(options: TtsOptions, settings: ProxySettings) -> dict[str, 
     return {
         "keep_percent": options.keep_percent or settings.deepconf_keep_percent,
         "deepconf_mode": options.deepconf_mode or settings.default_deepconf_mode,
-        "warmup": options.warmup, "confidence_window": options.confidence_window,
-    }  # fmt: skip
+        "warmup": options.warmup,
+        "confidence_window": options.confidence_window,
+    }
 
 
 def _capped(value: int | None, name: str, high: int) -> int | None:

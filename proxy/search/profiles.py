@@ -19,9 +19,16 @@ from proxy.settings import ProxySettings
 from strategies import AutoCell, AutoConfig, CellMethod, MethodName
 
 __all__ = [
-    "FITTED_SCORERS", "AutoRules", "Family", "Profile", "RulesError", "auto_config",
-    "default_rules", "load_rules", "profile_of",
-]  # fmt: skip
+    "FITTED_SCORERS",
+    "AutoRules",
+    "Family",
+    "Profile",
+    "RulesError",
+    "auto_config",
+    "default_rules",
+    "load_rules",
+    "profile_of",
+]
 
 SizeClass = Literal["small", "mid", "large"]
 ScorerClass = Literal["strong", "weak", "none"]
@@ -121,8 +128,10 @@ def _rules(shipped: dict[str, Any], user: dict[str, Any], name: str) -> AutoRule
         for scorer in get_args(ScorerClass):
             cell = table.get(size, {}).get(scorer)
             if cell is None or set(cell) != set(DIFFICULTIES) or not set(cell.values()) <= methods:
-                raise RulesError(f"{name}: rules.{size}.{scorer} must map easy/medium/hard "
-                                 f"to one of {sorted(methods)}")  # fmt: skip
+                raise RulesError(
+                    f"{name}: rules.{size}.{scorer} must map easy/medium/hard "
+                    f"to one of {sorted(methods)}"
+                )
     merged = {**shipped, **{k: v for k, v in user.items() if k != "rules"}}
     auto, sizes = merged.get("auto", {}), merged.get("sizes", {})
     pilots = int(auto.get("pilots", 4))

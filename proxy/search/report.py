@@ -116,10 +116,15 @@ def usage_of(
 
 
 _UNIT: dict[str, BudgetUnit] = {
-    "cot": "unused", "majority": "samples", "best_of_n": "samples",
-    "beam_search": "samples_per_depth", "dvts": "samples_per_depth",
-    "particle_filtering": "particles", "deepconf": "samples", "auto": "samples_cap",
-}  # fmt: skip
+    "cot": "unused",
+    "majority": "samples",
+    "best_of_n": "samples",
+    "beam_search": "samples_per_depth",
+    "dvts": "samples_per_depth",
+    "particle_filtering": "particles",
+    "deepconf": "samples",
+    "auto": "samples_cap",
+}
 
 
 def _max_generations(strategy: str, cfg: Any) -> int:

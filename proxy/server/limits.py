@@ -39,9 +39,16 @@ class BodyLimit:
 
     async def _reject(self, send: Send, status: int = 413, body: bytes | None = None) -> None:
         body = body if body is not None else self._error()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def _read(self, receive: Receive, chunks: list[bytes]) -> bool | None:
@@ -118,8 +125,13 @@ class DocsGuard:
                 "authentication_error",
                 "invalid_api_key",
             )
-            await send({"type": "http.response.start", "status": 401,
-                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
         await self._app(scope, receive, send)

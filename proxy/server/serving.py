@@ -34,11 +34,14 @@ def server_for(app: FastAPI, settings: ProxySettings) -> uvicorn.Server:
         max_header_count = settings.max_header_count
 
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
         http=Protocol,
         # uvicorn's own backstop; the app fails what is left at the grace's end.
         timeout_graceful_shutdown=settings.shutdown_grace_s + _BACKSTOP_S,
-    )  # fmt: skip
+    )
     return _DrainingServer(config, app, settings.shutdown_grace_s)
 
 

@@ -103,8 +103,9 @@ class Shadow:
                 call.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await call
-        record = comparison(ticket.primary.result(), baseline_side(ticket.route, *baseline),
-                            self._settings)  # fmt: skip
+        record = comparison(
+            ticket.primary.result(), baseline_side(ticket.route, *baseline), self._settings
+        )
         try:
             store = await self._store.get()
             await store.add(record)

@@ -56,15 +56,21 @@ def baseline_side(
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
     details = getattr(usage, "completion_tokens_details", None)
     hidden = int(getattr(details, "reasoning_tokens", 0) or 0)
-    side = Side(model=route, prompt_tokens=prompt, completion_tokens=completion,
-                hidden_tokens=hidden, cost_usd=api_cost(route, prompt, completion),
-                latency_s=latency_s)  # fmt: skip
+    side = Side(
+        model=route,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        hidden_tokens=hidden,
+        cost_usd=api_cost(route, prompt, completion),
+        latency_s=latency_s,
+    )
     return side, text
 
 
 def _price(settings: ProxySettings) -> Price:
-    return Price(settings.policy_usd_per_mtok, settings.policy_usd_per_gpu_hour,
-                 settings.policy_tokens_per_s)  # fmt: skip
+    return Price(
+        settings.policy_usd_per_mtok, settings.policy_usd_per_gpu_hour, settings.policy_tokens_per_s
+    )
 
 
 def comparison(primary: Primary, baseline: tuple[Side, str], settings: ProxySettings) -> Comparison:
@@ -74,26 +80,36 @@ def comparison(primary: Primary, baseline: tuple[Side, str], settings: ProxySett
     usage = completion.usage
     tokens = usage.prompt_tokens + usage.completion_tokens
     ours = Side(
-        model=completion.model, answer=_answer(text, markers),
-        text=text if settings.store_text else None, prompt_tokens=usage.prompt_tokens,
+        model=completion.model,
+        answer=_answer(text, markers),
+        text=text if settings.store_text else None,
+        prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         hidden_tokens=usage.completion_tokens_details.reasoning_tokens,
-        cost_usd=_price(settings).cost(tokens), latency_s=round(primary.latency_s, 4),
-    )  # fmt: skip
+        cost_usd=_price(settings).cost(tokens),
+        latency_s=round(primary.latency_s, 4),
+    )
     side, their_text = baseline
     agree, match = answers_agree(text, their_text, markers) if side.status == "ok" else (None, None)
     side = dataclasses.replace(
-        side, answer=_answer(their_text, markers),
+        side,
+        answer=_answer(their_text, markers),
         text=their_text if settings.store_text and their_text else None,
         latency_s=round(side.latency_s or 0.0, 4),
-    )  # fmt: skip
+    )
     tts = completion.tts.model_dump() if completion.tts else {}
     keys = ("strategy", "budget_spent", "scorer", "auto", "reason")
     kept: dict[str, Any] = {k: tts[k] for k in keys if k in tts}
     return Comparison(
-        request_id=primary.request_id, created_at=primary.created_at,
+        request_id=primary.request_id,
+        created_at=primary.created_at,
         strategy=str(tts.get("strategy", primary.searched.strategy)),
-        budget=primary.searched.budget, primary=ours, baseline=side, agree=agree, match=match,
+        budget=primary.searched.budget,
+        primary=ours,
+        baseline=side,
+        agree=agree,
+        match=match,
         reference=primary.searched.reference,
-        prompt=primary.prompt if settings.store_text else None, tts=kept,
-    )  # fmt: skip
+        prompt=primary.prompt if settings.store_text else None,
+        tts=kept,
+    )

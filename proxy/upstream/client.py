@@ -153,8 +153,9 @@ class Upstream:
                     response = await self._with_retries(method, url, payload, trace_headers)
                 data: dict[str, Any] = response.json()
                 if not isinstance(data, dict):
-                    raise UpstreamError(f"the {self.config.kind} server's answer on {path} "
-                                        "is not a JSON object")  # fmt: skip
+                    raise UpstreamError(
+                        f"the {self.config.kind} server's answer on {path} is not a JSON object"
+                    )
                 if span is not None:  # tracing on
                     record_usage(span, data)
             outcome = "ok"
@@ -241,8 +242,13 @@ class Upstream:
             if exc.response.status_code != 429:  # busy is not broken
                 self.health.failure(f"HTTP {exc.response.status_code}")
             # Its text stays out of the body and the WARNING line: it may quote the request.
-            logger.debug("%s HTTP %d on %s: %s", where, exc.response.status_code, path,
-                         _upstream_message(exc.response))  # fmt: skip
+            logger.debug(
+                "%s HTTP %d on %s: %s",
+                where,
+                exc.response.status_code,
+                path,
+                _upstream_message(exc.response),
+            )
             raise UpstreamError(
                 f"{where} answered HTTP {exc.response.status_code} on {path}"
             ) from exc
@@ -287,9 +293,10 @@ def _rejection(status: int, upstream_message: str) -> InvalidRequestError:
         limit, asked = match.groups()
         return InvalidRequestError(
             f"the request needs {asked} tokens, more than the policy model's context length of "
-            f"{limit}; shorten the messages or lower max_tokens", param="messages",
+            f"{limit}; shorten the messages or lower max_tokens",
+            param="messages",
             code="context_length_exceeded",
-        )  # fmt: skip
+        )
     return InvalidRequestError(
         f"the upstream server rejected the request (HTTP {status}); its own message is in the "
         "proxy's debug log"

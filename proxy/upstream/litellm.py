@@ -49,14 +49,17 @@ def as_completion(response: Any, tts: TtsReport) -> ChatCompletion:
         id=str(data.get("id") or "chatcmpl-litellm"),
         created=int(data.get("created") or 0),
         model=str(data.get("model") or ""),
-        choices=[Choice(index=0, finish_reason=finish,
-                        message=ResponseMessage(content=text))],
-        usage=Usage(prompt_tokens=prompt, completion_tokens=completion,
-                    total_tokens=prompt + completion,
-                    completion_tokens_details=CompletionTokensDetails(
-                        reasoning_tokens=int(details.get("reasoning_tokens") or 0))),
+        choices=[Choice(index=0, finish_reason=finish, message=ResponseMessage(content=text))],
+        usage=Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            completion_tokens_details=CompletionTokensDetails(
+                reasoning_tokens=int(details.get("reasoning_tokens") or 0)
+            ),
+        ),
         tts=tts,
-    )  # fmt: skip
+    )
 
 
 def litellm_params(settings: ProxySettings, request: dict[str, Any]) -> dict[str, Any]:

@@ -166,9 +166,10 @@ class VllmPolicy:
         """One sample streamed from ``/v1/completions``; closed (vLLM aborts it) as soon as
         ``keep_going`` says so. Usage comes with every chunk (``continuous_usage_stats``)."""
         payload = self._payload(self._prompt + prefix, 1, sampling) | {
-            "logprobs": max(sampling.top_logprobs, 1), "stream": True,
+            "logprobs": max(sampling.top_logprobs, 1),
+            "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-        }  # fmt: skip
+        }
         started = time.perf_counter()
         try:
             return await self._stream(payload, sampling, keep_going)
@@ -176,9 +177,11 @@ class VllmPolicy:
             self._stats.policy_s += time.perf_counter() - started
 
     async def _stream(
-        self, payload: dict[str, Any], sampling: Sampling,
+        self,
+        payload: dict[str, Any],
+        sampling: Sampling,
         keep_going: Callable[[Sequence[float]], bool],
-    ) -> Streamed:  # fmt: skip
+    ) -> Streamed:
         text: list[str] = []
         confidences: list[float] = []
         usage: dict[str, Any] = {}
@@ -203,8 +206,12 @@ class VllmPolicy:
             finish = Finish.STOPPED
         else:
             finish = _generation({"text": "", "finish_reason": finish_reason}, sampling).finish
-        generation = Generation(text="".join(text), finish=finish, completion_tokens=sent,
-                                token_confidences=tuple(confidences))  # fmt: skip
+        generation = Generation(
+            text="".join(text),
+            finish=finish,
+            completion_tokens=sent,
+            token_confidences=tuple(confidences),
+        )
         return Streamed(generation, prompt_tokens)
 
 
@@ -290,9 +297,10 @@ def _confidences(raw: Any, k: int) -> tuple[float, ...]:
     rows = raw.get("top_logprobs") or []
     return tuple(
         token_confidence(sorted((float(v) for v in row.values()), reverse=True)[:k])
-        if isinstance(row, dict) and row else 0.0
+        if isinstance(row, dict) and row
+        else 0.0
         for row in rows
-    )  # fmt: skip
+    )
 
 
 def _ends_with_stop(text: str, sampling: Sampling) -> bool:

@@ -63,9 +63,12 @@ class PolicyPool:
                 other = self.alternative(tried)
                 if other is None:
                     raise
-                logger.warning("policy replica %d failed (%s); retrying on replica %d",
-                               self.upstreams.index(upstream), exc.code,
-                               self.upstreams.index(other))  # fmt: skip
+                logger.warning(
+                    "policy replica %d failed (%s); retrying on replica %d",
+                    self.upstreams.index(upstream),
+                    exc.code,
+                    self.upstreams.index(other),
+                )
                 tried.append(other)
                 upstream = other
 

@@ -113,10 +113,16 @@ class VerifierScorer:
         ]
         analyses, prompt_tokens, completion_tokens = [""] * len(prompts), 0, 0
         if self._analysis_tokens > 0:
-            data = await self._complete({
-                "model": self._model, "prompt": prompts, "max_tokens": self._analysis_tokens,
-                "temperature": 0.0, "stop": ["</analyze>"], "add_special_tokens": False,
-            })  # fmt: skip
+            data = await self._complete(
+                {
+                    "model": self._model,
+                    "prompt": prompts,
+                    "max_tokens": self._analysis_tokens,
+                    "temperature": 0.0,
+                    "stop": ["</analyze>"],
+                    "add_special_tokens": False,
+                }
+            )
             analyses = _texts(data, len(prompts))
             prompt_tokens, completion_tokens = _usage(data)
         verdict = verdict_suffix()
@@ -132,9 +138,13 @@ class VerifierScorer:
 
     def _verdict_payload(self, prompts: list[str]) -> dict[str, Any]:
         return {
-            "model": self._model, "prompt": prompts, "max_tokens": 1, "temperature": 0.0,
-            "logprobs": self._top, "add_special_tokens": False,
-        }  # fmt: skip
+            "model": self._model,
+            "prompt": prompts,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": self._top,
+            "add_special_tokens": False,
+        }
 
     async def _complete(self, payload: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -159,9 +169,11 @@ class VerifierScorer:
 
     async def _genprm_template(self) -> GenPrmTemplate:
         messages = [
-            {"role": "system", "content": GENPRM_SYSTEM}, {"role": "user", "content": SLOTS[0]},
-            {"role": "assistant", "content": SLOTS[1]}, {"role": "user", "content": SLOTS[2]},
-        ]  # fmt: skip
+            {"role": "system", "content": GENPRM_SYSTEM},
+            {"role": "user", "content": SLOTS[0]},
+            {"role": "assistant", "content": SLOTS[1]},
+            {"role": "user", "content": SLOTS[2]},
+        ]
         rendered = await self._render(messages, "verifier-genprm-template")
         try:
             return GenPrmTemplate.from_rendered(rendered)
@@ -214,15 +226,19 @@ def _verdicts(data: dict[str, Any], count: int) -> tuple[list[float], int, int]:
 
 
 def _batch(
-    requests: Sequence[ScoreRequest], scores: list[float], prompt_tokens: int,
+    requests: Sequence[ScoreRequest],
+    scores: list[float],
+    prompt_tokens: int,
     completion_tokens: int,
-) -> ScoreBatch:  # fmt: skip
+) -> ScoreBatch:
     rows, at = [], 0
     for r in requests:
         width = len(r.steps) - r.first_new
         rows.append(tuple(scores[at : at + width]))
         at += width
     return ScoreBatch(
-        scores=tuple(rows), scored_tokens=prompt_tokens, chat_prompt_tokens=prompt_tokens,
+        scores=tuple(rows),
+        scored_tokens=prompt_tokens,
+        chat_prompt_tokens=prompt_tokens,
         chat_completion_tokens=completion_tokens,
-    )  # fmt: skip
+    )

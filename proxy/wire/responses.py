@@ -135,9 +135,12 @@ class ResponseObject(BaseModel):
 
 class LifecycleEvent(BaseModel):
     type: Literal[
-        "response.created", "response.in_progress", "response.completed",
-        "response.incomplete", "response.failed",
-    ]  # fmt: skip
+        "response.created",
+        "response.in_progress",
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    ]
     sequence_number: int
     response: ResponseObject
 

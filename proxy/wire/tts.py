@@ -54,29 +54,42 @@ class TtsOptions(BaseModel):
     )
     trace: bool | None = None
     max_total_tokens: int | None = Field(
-        default=None, ge=1, description="a cost cap: the search's generated tokens, all calls "
+        default=None,
+        ge=1,
+        description="a cost cap: the search's generated tokens, all calls "
         "together, never pass it; the best answer so far is returned (tts.is_token_capped)",
-    )  # fmt: skip
+    )
     keep_percent: float | None = Field(
-        default=None, gt=0, le=100, description="deepconf: the share of traces kept by "
+        default=None,
+        gt=0,
+        le=100,
+        description="deepconf: the share of traces kept by "
         "confidence (90: the paper's conservative variant, the default; 10: its aggressive one)",
-    )  # fmt: skip
+    )
     deepconf_mode: Literal["online", "offline"] | None = Field(
-        default=None, description="deepconf: online (streamed, low-confidence traces stopped; "
+        default=None,
+        description="deepconf: online (streamed, low-confidence traces stopped; "
         "the default) or offline (all traces, then filtered)",
-    )  # fmt: skip
+    )
     warmup: int | None = Field(
-        default=None, ge=1, description="deepconf online: warm-up traces (default a quarter "
-        "of the budget, at least 2)",
-    )  # fmt: skip
+        default=None,
+        ge=1,
+        description="deepconf online: warm-up traces (default a quarter of the budget, at least 2)",
+    )
     confidence_window: int | None = Field(
-        default=None, ge=1, le=2048, description="deepconf: tokens per confidence group "
+        default=None,
+        ge=1,
+        le=2048,
+        description="deepconf: tokens per confidence group "
         "(default: a quarter of the median trace length, 8..2048)",
-    )  # fmt: skip
+    )
     particle_iterations: int | None = Field(
-        default=None, ge=1, le=16, description="particle_filtering: sweeps; > 1 is particle "
+        default=None,
+        ge=1,
+        le=16,
+        description="particle_filtering: sweeps; > 1 is particle "
         "Gibbs, the budget split over them, each sweep conditioned on the last one's pick",
-    )  # fmt: skip
+    )
     compare: str | None = Field(default=None, description="shadow with this baseline model")
     reference: str | None = Field(default=None, description="the known correct answer")
 
@@ -130,9 +143,19 @@ class TtsCompare(BaseModel):
 
 # Sections that are absent (not null) when they do not apply.
 _SECTIONS = (
-    "auto", "trace", "profile", "compare", "temperature_note", "seed", "max_total_tokens",
-    "is_token_capped", "verifier_calls", "verifier_tokens", "deepconf", "particle_iterations",
-)  # fmt: skip
+    "auto",
+    "trace",
+    "profile",
+    "compare",
+    "temperature_note",
+    "seed",
+    "max_total_tokens",
+    "is_token_capped",
+    "verifier_calls",
+    "verifier_tokens",
+    "deepconf",
+    "particle_iterations",
+)
 
 
 class TtsReport(BaseModel):
@@ -151,9 +174,9 @@ class TtsReport(BaseModel):
         "(auto: at most N generations in all), 'unused' (cot: one answer)",
     )
     max_generations: int | None = Field(
-        default=None, description="the most generations this budget allows (N x max_steps for "
-        "step searches)",
-    )  # fmt: skip
+        default=None,
+        description="the most generations this budget allows (N x max_steps for step searches)",
+    )
     budget_spent: int | None = Field(
         default=None, description="generations made: every sampled continuation, each step"
     )
@@ -184,13 +207,15 @@ class TtsReport(BaseModel):
     ignored_params: list[str] = Field(default_factory=list)
     temperature_note: str | None = None
     seed: int | None = Field(
-        default=None, description="particle_filtering: the resampling RNG's seed (the request's "
+        default=None,
+        description="particle_filtering: the resampling RNG's seed (the request's "
         "seed, else one derived from the request id); send it as seed to replay the resampling",
-    )  # fmt: skip
+    )
     deepconf: dict[str, JSONValue] | None = Field(
-        default=None, description="deepconf: mode, keep_percent, window (tokens), traces, kept, "
+        default=None,
+        description="deepconf: mode, keep_percent, window (tokens), traces, kept, "
         "stopped (online, closed early), threshold and warmup (online), settled",
-    )  # fmt: skip
+    )
     max_total_tokens: int | None = Field(default=None, description="the request's token cap")
     is_token_capped: bool | None = Field(
         default=None,

@@ -44,13 +44,18 @@ class Relay:
         @app.api_route("/{path:path}", methods=["GET", "POST"])
         async def forward(path: str, request: Request) -> Response:
             upstream = await client.request(
-                request.method, "/" + path, content=await request.body(),
+                request.method,
+                "/" + path,
+                content=await request.body(),
                 headers={"content-type": request.headers.get("content-type", "application/json")},
-            )  # fmt: skip
+            )
             if path.endswith("completions") and upstream.status_code == 200:
                 self.usages.append(upstream.json()["usage"])
-            return Response(upstream.content, upstream.status_code,
-                            media_type=upstream.headers.get("content-type"))  # fmt: skip
+            return Response(
+                upstream.content,
+                upstream.status_code,
+                media_type=upstream.headers.get("content-type"),
+            )
 
         return app
 
@@ -78,8 +83,12 @@ def relay(vllm_url: str) -> Iterator[tuple[Relay, str]]:
 @pytest.fixture
 def proxy_url(relay: tuple[Relay, str]) -> Iterator[str]:
     settings = ProxySettings(
-        policy_urls=[relay[1]], max_answer_tokens=160, max_step_tokens=64,
-        default_budget=4, default_max_steps=4, request_timeout_s=300,
-    )  # fmt: skip
+        policy_urls=[relay[1]],
+        max_answer_tokens=160,
+        max_step_tokens=64,
+        default_budget=4,
+        default_max_steps=4,
+        request_timeout_s=300,
+    )
     with serve(create_app(settings)) as url:
         yield url

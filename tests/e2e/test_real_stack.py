@@ -50,10 +50,11 @@ def ask(url: str, strategy: str, headers: dict[str, str] | None = None, **kwargs
         _strict_response_validation=True,
     )
     return client.chat.completions.create(
-        model="smollm2", messages=QUESTION,
+        model="smollm2",
+        messages=QUESTION,
         extra_headers={"X-TTS-Strategy": strategy, "X-TTS-Budget": "4"} | (headers or {}),
         **kwargs,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(
@@ -90,30 +91,41 @@ def test_pass_through_over_the_real_stack(proxy_url: str) -> None:
 
 
 def test_responses_api_search_over_the_real_stack(proxy_url: str, relay: tuple[Relay, str]) -> None:
-    with openai.OpenAI(base_url=proxy_url + "/v1", api_key="unused", timeout=300, max_retries=0,
-                       _strict_response_validation=True) as client:  # fmt: skip
+    with openai.OpenAI(
+        base_url=proxy_url + "/v1",
+        api_key="unused",
+        timeout=300,
+        max_retries=0,
+        _strict_response_validation=True,
+    ) as client:
         response = client.responses.create(
-            model="smollm2", input=QUESTION[0]["content"], max_output_tokens=160,
+            model="smollm2",
+            input=QUESTION[0]["content"],
+            max_output_tokens=160,
             extra_headers={"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"},
-        )  # fmt: skip
+        )
     assert response.status in ("completed", "incomplete") and response.output_text
     assert response.usage is not None
     assert response.usage.output_tokens == sum(u["completion_tokens"] for u in relay[0].usages)
     assert response.usage.input_tokens == sum(u["prompt_tokens"] for u in relay[0].usages)
     # Pass-through: vLLM's own /v1/responses answers (read without strict validation: vLLM's
     # object is its own, the proxy relays it unchanged).
-    with openai.OpenAI(base_url=proxy_url + "/v1", api_key="unused", timeout=300,
-                       max_retries=0) as client:  # fmt: skip
+    with openai.OpenAI(
+        base_url=proxy_url + "/v1", api_key="unused", timeout=300, max_retries=0
+    ) as client:
         relayed = client.responses.create(
-            model="smollm2", input="Say hello.", max_output_tokens=16,
+            model="smollm2",
+            input="Say hello.",
+            max_output_tokens=16,
             extra_headers={"X-TTS-Strategy": "none"},
-        )  # fmt: skip
+        )
     assert relayed.output_text and (relayed.model_extra or {})["tts"]["strategy"] == "none"
 
 
 def test_legacy_completions_reach_vllm_untouched(proxy_url: str) -> None:
-    with openai.OpenAI(base_url=proxy_url + "/v1", api_key="unused", timeout=300,
-                       max_retries=0) as client:  # fmt: skip
+    with openai.OpenAI(
+        base_url=proxy_url + "/v1", api_key="unused", timeout=300, max_retries=0
+    ) as client:
         plain = client.completions.create(
             model="smollm2", prompt="The capital of France is", max_tokens=4, logprobs=2, echo=True
         )
@@ -140,8 +152,13 @@ def test_the_verifier_reads_p_yes_from_real_vllm(proxy_url: str, relay: tuple[Re
 
 def test_the_genprm_format_on_real_vllm(vllm_url: str, stack: ExitStack) -> None:
     # SmolLM2's own chat template takes GenPRM's multi-turn splice; vLLM stops at </analyze>
-    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=160, request_timeout_s=300,
-                             verifier_format="genprm", verifier_analysis_tokens=24)  # fmt: skip
+    settings = ProxySettings(
+        policy_urls=[vllm_url],
+        max_answer_tokens=160,
+        request_timeout_s=300,
+        verifier_format="genprm",
+        verifier_analysis_tokens=24,
+    )
     url = stack.enter_context(serve(create_app(settings)))
     completion = ask(url, "best_of_n", {"X-TTS-Budget": "2", "X-TTS-Scorer": "verifier"})
     tts = completion.model_extra["tts"]
@@ -185,8 +202,11 @@ def test_health_against_real_vllm(proxy_url: str) -> None:
 
 def _running(vllm_url: str) -> float:
     text = httpx.get(vllm_url.removesuffix("/v1") + "/metrics", timeout=30).text
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith("vllm:num_requests_running")]  # fmt: skip
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:num_requests_running")
+    ]
     assert values, "vLLM exports no vllm:num_requests_running"
     return sum(values)
 
@@ -195,8 +215,13 @@ def test_a_disconnect_leaves_nothing_running_in_vllm(vllm_url: str, stack: ExitS
     """A plain (non-streamed) client that hangs up mid-search: the proxy notices and aborts its
     vLLM calls. Synchronised on vLLM reporting the search's requests running, not on a timeout
     (a fast machine finishes a small search before any fixed timeout)."""
-    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=1500, max_step_tokens=200,
-                             default_max_steps=8, request_timeout_s=300)  # fmt: skip
+    settings = ProxySettings(
+        policy_urls=[vllm_url],
+        max_answer_tokens=1500,
+        max_step_tokens=200,
+        default_max_steps=8,
+        request_timeout_s=300,
+    )
     url = stack.enter_context(serve(create_app(settings)))
     body = json.dumps({"model": "smollm2", "messages": QUESTION}).encode()
     host, port = httpx.URL(url).host, httpx.URL(url).port
@@ -233,9 +258,13 @@ def test_beam_search_through_a_real_prm_server(
     prm_settings = PrmServerSettings(model=checkpoint, family="qwen_prm", served_name="tiny-prm")
     prm_url = stack.enter_context(serve(create_prm_app(prm_settings)))
     settings = ProxySettings(
-        policy_urls=[vllm_url], prm_url=prm_url, max_answer_tokens=160, max_step_tokens=64,
-        default_max_steps=4, request_timeout_s=300,
-    )  # fmt: skip
+        policy_urls=[vllm_url],
+        prm_url=prm_url,
+        max_answer_tokens=160,
+        max_step_tokens=64,
+        default_max_steps=4,
+        request_timeout_s=300,
+    )
     url = stack.enter_context(serve(create_app(settings)))
     completion = ask(url, "beam_search")
     tts = completion.model_extra["tts"]
@@ -248,8 +277,15 @@ def test_demo_command_serves_and_stops_everything(vllm_url: str) -> None:
     Ctrl-C leaves nothing running."""
     cache = os.environ.get("TTS_E2E_CACHE") or str(default_cache_dir())
     port, policy_port = free_port(), free_port()
-    command = [str(Path(sys.executable).with_name("tts-demo")), "--port", str(port),
-               "--policy-port", str(policy_port), "--cache-dir", cache]  # fmt: skip
+    command = [
+        str(Path(sys.executable).with_name("tts-demo")),
+        "--port",
+        str(port),
+        "--policy-port",
+        str(policy_port),
+        "--cache-dir",
+        cache,
+    ]
     said: list[str] = []
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -317,16 +353,24 @@ def test_the_trace_page_of_a_real_beam_search(vllm_url: str, stack: ExitStack) -
     from tests.test_trace_page import ARTIFACTS, browse
 
     settings = ProxySettings(
-        policy_urls=[vllm_url], max_answer_tokens=160, max_step_tokens=48,
-        default_max_steps=4, request_timeout_s=300, store_text=True,
-    )  # fmt: skip
+        policy_urls=[vllm_url],
+        max_answer_tokens=160,
+        max_step_tokens=48,
+        default_max_steps=4,
+        request_timeout_s=300,
+        store_text=True,
+    )
     url = stack.enter_context(serve(create_app(settings)))
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=300, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
-        model="smollm2", messages=QUESTION,
-        extra_headers={"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "8",
-                       "X-TTS-Beam-Width": "4"},
-    )  # fmt: skip
+        model="smollm2",
+        messages=QUESTION,
+        extra_headers={
+            "X-TTS-Strategy": "beam_search",
+            "X-TTS-Budget": "8",
+            "X-TTS-Beam-Width": "4",
+        },
+    )
     client.close()
     request_id = raw.headers["x-request-id"]
     trace = httpx.get(f"{url}/v1/tts/traces/{request_id}").json()
