@@ -24,9 +24,9 @@ def test_real_checkpoint_scores_a_correct_solution_above_a_wrong_one() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     scorer = load_hf_scorer(
         Path(CHECKPOINT),
-        family,
+        family,  # type: ignore[arg-type]
         name=None,
-        device=device,  # type: ignore[arg-type]
+        device=device,
         dtype="bfloat16" if device == "cuda" else "float32",
     )
     problem = "What is 17 * 23?"
