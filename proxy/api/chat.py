@@ -12,11 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy.api.deps import (
-    get_state,
-    has_key,
-    require_key,
-)
+from proxy.api.deps import State, has_key, require_key
 from proxy.api.endpoint import Call, add_route, large_api_answer
 from proxy.api.sse import DONE, chunk_dict, sse
 from proxy.search.plan import Plan, SearchRequest, model_not_found, split_alias
@@ -40,12 +36,12 @@ async def _model_cards(state: AppState) -> list[ModelCard]:
 
 
 @router.get("/v1/models", dependencies=[Depends(require_key)])
-async def list_models(state: AppState = Depends(get_state)) -> ModelList:  # noqa: B008
+async def list_models(state: State) -> ModelList:
     return ModelList(data=await _model_cards(state))
 
 
 @router.get("/v1/models/{model:path}", dependencies=[Depends(require_key)])
-async def get_model(model: str, state: AppState = Depends(get_state)) -> ModelCard:  # noqa: B008
+async def get_model(model: str, state: State) -> ModelCard:
     """One model card, answered from what the proxy knows (the policy server need not serve it).
     A strategy alias (``beam_search-16/<model>``) names the model it searches over."""
     cards = await _model_cards(state)
@@ -63,7 +59,7 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready")
-async def ready(state: AppState = Depends(get_state)) -> JSONResponse:  # noqa: B008
+async def ready(state: State) -> JSONResponse:
     """Readiness: 200 while at least one policy replica can serve (not ejected) and the server
     is not shutting down, else 503."""
     available = sum(u.health.is_available for u in state.policy.upstreams)
@@ -75,7 +71,7 @@ async def ready(state: AppState = Depends(get_state)) -> JSONResponse:  # noqa: 
 
 
 @router.get("/health")
-async def health(request: Request, state: AppState = Depends(get_state)) -> JSONResponse:  # noqa: B008
+async def health(request: Request, state: State) -> JSONResponse:
     """What is degraded, probed now: each policy replica and the PRM by name; their addresses
     only to a caller holding a proxy API key. "ok" when all answer, "degraded" (200) while the
     proxy can still serve, "unavailable" (503) when no policy replica or the PRM answers."""
@@ -97,7 +93,7 @@ async def health(request: Request, state: AppState = Depends(get_state)) -> JSON
 
 
 @router.get("/metrics")
-async def metrics(request: Request, state: AppState = Depends(get_state)) -> Response:  # noqa: B008
+async def metrics(request: Request, state: State) -> Response:
     if state.settings.protect_metrics:
         await require_key(request, state)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

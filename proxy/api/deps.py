@@ -5,7 +5,7 @@ searched endpoint documents (its error responses and ``X-TTS-*`` headers).
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -15,6 +15,7 @@ from proxy.wire.chat import ErrorResponse, TtsOptions
 
 __all__ = [
     "ERROR_RESPONSES",
+    "State",
     "control_headers",
     "get_state",
     "has_key",
@@ -40,6 +41,9 @@ async def get_state(request: Request) -> AppState:
     return state
 
 
+State = Annotated[AppState, Depends(get_state)]  # a handler's parameter: the app's state
+
+
 def has_key(request: Request, state: AppState) -> bool:
     """Whether the request carries one of the proxy's API keys (constant-time comparison)."""
     header = request.headers.get("authorization", "")
@@ -50,7 +54,7 @@ def has_key(request: Request, state: AppState) -> bool:
     return any(matches)
 
 
-async def require_key(request: Request, state: AppState = Depends(get_state)) -> None:  # noqa: B008
+async def require_key(request: Request, state: State) -> None:
     if state.settings.api_keys and not has_key(request, state):
         raise AuthenticationError("missing or invalid API key (Authorization: Bearer ...)")
 

@@ -10,13 +10,13 @@ the upstream calls are counted in ``tts_upstream_calls_total``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from proxy.api.deps import ERROR_RESPONSES, get_state, require_key
+from proxy.api.deps import ERROR_RESPONSES, State, require_key
 from proxy.errors import InvalidRequestError, NotFoundError, UpstreamError
 from proxy.search.plan import model_not_found, split_alias
 from proxy.state import AppState
@@ -37,7 +37,6 @@ class TokenizerRequest(BaseModel):
     model: str | None = None
 
 
-State = Annotated[AppState, Depends(get_state)]
 _KEYED: dict[str, Any] = {"dependencies": [Depends(require_key)], "responses": ERROR_RESPONSES}
 
 

@@ -6,14 +6,14 @@ fetches the JSON with the key the page is given, so the pages themselves hold no
 from __future__ import annotations
 
 from importlib import resources
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, Response
 
-from proxy.api.deps import ERROR_RESPONSES, get_state, require_key
+from proxy.api.deps import ERROR_RESPONSES, State, require_key
 from proxy.errors import NotFoundError
 from proxy.observability.traces import SearchTrace, TraceList, TraceSummary
-from proxy.state import AppState
 
 __all__ = ["router"]
 
@@ -29,8 +29,8 @@ _ASSETS = {"trace.js": "text/javascript", "trace.css": "text/css"}
     summary="Recent searches' traces, newest first",
 )
 async def list_traces(
-    limit: int = Query(default=50, ge=1, le=1000),
-    state: AppState = Depends(get_state),  # noqa: B008
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> TraceList:
     return TraceList(data=[_summary(t) for t in state.traces.recent(limit)])
 
@@ -54,7 +54,7 @@ def _summary(t: SearchTrace) -> TraceSummary:
     responses=ERROR_RESPONSES,
     summary="One search's trace: its tree, answers and upstream calls",
 )
-async def get_trace(request_id: str, state: AppState = Depends(get_state)) -> SearchTrace:  # noqa: B008
+async def get_trace(request_id: str, state: State) -> SearchTrace:
     trace = state.traces.get(request_id)
     if trace is None and state.archive is not None:
         trace = await state.archive.load(request_id)
