@@ -21,22 +21,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.prm_workload import CLIENTS, DEPTH, PROBLEM, WIDTH, step
 from cpu_stack.process import server_process
 from harness.prm_models import build_checkpoint
 from harness.servers import free_port
-
-CLIENTS = 16
-DEPTH = 10  # MATH solutions run ~10 steps (the paper's depth limit is 40)
-WIDTH = 4
-PROBLEM = (
-    "Problem {client}: A bakery sells muffins for 3 dollars each and cookies for 2 dollars each. "
-    "On Monday it sold 40 muffins and 65 cookies; on Tuesday it sold twice as many muffins and "
-    "15 fewer cookies than on Monday. How much money did the bakery take in over the two days?"
-)
-
-
-def _step(client: int, depth: int, branch: int) -> str:
-    return f"Step {depth}: client {client} tries {branch} + {depth} = {branch + depth}."
 
 
 async def _client(http: httpx.AsyncClient, client: int) -> int:
@@ -44,7 +32,7 @@ async def _client(http: httpx.AsyncClient, client: int) -> int:
     accepted: list[str] = []
     steps = 0
     for depth in range(DEPTH):
-        candidates = [[*accepted, _step(client, depth, b)] for b in range(WIDTH)]
+        candidates = [[*accepted, step(client, depth, b)] for b in range(WIDTH)]
         body = {"problem": PROBLEM.format(client=client), "candidates": candidates}
         response = await http.post("/v1/score", json=body)
         response.raise_for_status()

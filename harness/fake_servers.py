@@ -170,7 +170,7 @@ class FakeVllm:
         self.tokenizer_calls.append(body)
         if body.get("model") not in (None, self.model):
             return JSONResponse({"error": {"message": "no such model", "code": 404}}, 404)
-        if "prompt" in body:
+        if body.get("prompt") is not None:
             text = body["prompt"]
         else:
             text = render_chat(
@@ -190,7 +190,7 @@ class FakeVllm:
 
     async def _detokenize(self, request: Request) -> dict[str, Any]:
         body = await request.json()
-        return {"prompt": "".join(chr(t) for t in body["tokens"])}
+        return {"prompt": "".join(chr(t) if t < 0x110000 else "?" for t in body["tokens"])}
 
     async def _completions(self, request: Request) -> Any:
         body = await request.json()

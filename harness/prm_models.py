@@ -74,19 +74,28 @@ def train_tokenizer(family: FamilyName) -> PreTrainedTokenizerFast:
 
 
 def build_checkpoint(
-    family: FamilyName, folder: Path, hidden: int = 64, layers: int = 2, context: int = 512
+    family: FamilyName,
+    folder: Path,
+    hidden: int = 64,
+    layers: int = 2,
+    context: int = 512,
+    *,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int | None = None,
 ) -> Path:
-    """A tiny random checkpoint of ``family`` under ``folder`` (config, weights, tokenizer)."""
+    """A random checkpoint of ``family`` under ``folder`` (config, weights, tokenizer): tiny by
+    default; a real model's shape (hidden size, layers, heads) for throughput figures."""
     torch.manual_seed(0)
     tok = train_tokenizer(family)
     vocab = len(tok)
     folder.mkdir(parents=True, exist_ok=True)
     small: dict[str, Any] = {
         "hidden_size": hidden,
-        "intermediate_size": 2 * hidden,
+        "intermediate_size": intermediate or 2 * hidden,
         "num_hidden_layers": layers,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
         "max_position_embeddings": context,
     }
     if family in ("qwen_prm", "skywork"):

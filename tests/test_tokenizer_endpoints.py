@@ -104,3 +104,22 @@ def test_the_key_is_checked(start_proxy: ProxyFactory) -> None:
         url + "/tokenize", json={"prompt": "x"}, headers={"Authorization": "Bearer sk-1"}
     )
     assert keyed.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/tokenize", {"model": "fake-policy"}),  # neither prompt nor messages
+        ("/tokenize", {"prompt": "x", "messages": [{"role": "user", "content": "x"}]}),
+        ("/detokenize", {"tokens": ["a"]}),
+        ("/detokenize", {"tokens": [-1]}),
+    ],
+)
+def test_a_malformed_body_is_the_clients_400(
+    start_proxy: ProxyFactory, vllm: FakeVllm, path: str, body: dict[str, object]
+) -> None:
+    url = start_proxy()
+    reply = httpx.post(url + path, json=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["type"] == "invalid_request_error"
+    assert vllm.tokenizer_calls == []

@@ -10,17 +10,18 @@ the upstream calls are counted in ``tts_upstream_calls_total``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.api.deps import ERROR_RESPONSES, State, require_key
 from proxy.errors import InvalidRequestError, NotFoundError, UpstreamError
 from proxy.search.plan import model_not_found, split_alias
 from proxy.state import AppState
 from proxy.upstream.client import Upstream
+from proxy.wire.chat import ChatMessage
 from proxy.wire.text import INVALID_TEXT, invalid_text_at
 
 __all__ = ["router"]
@@ -28,25 +29,42 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-class TokenizerRequest(BaseModel):
-    """A ``/tokenize`` or ``/detokenize`` body as vLLM takes it (``prompt`` or ``messages``;
-    ``tokens``), passed on as written."""
+class TokenizeRequest(BaseModel):
+    """A ``/tokenize`` body as vLLM takes it: a ``prompt``, or chat ``messages`` rendered with the
+    model's template (vLLM's other fields, such as ``add_generation_prompt``, pass as written)."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either prompt or messages")
+        return self
+
+
+class DetokenizeRequest(BaseModel):
+    """A ``/detokenize`` body as vLLM takes it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0)]]
 
 
 _KEYED: dict[str, Any] = {"dependencies": [Depends(require_key)], "responses": ERROR_RESPONSES}
 
 
 @router.post("/tokenize", summary="The policy's tokens for a prompt or chat", **_KEYED)
-async def tokenize(body: TokenizerRequest, state: State) -> JSONResponse:
+async def tokenize(body: TokenizeRequest, state: State) -> JSONResponse:
     return await _relay(state, "tokenize", body)
 
 
 @router.post("/detokenize", summary="The policy's text for token ids", **_KEYED)
-async def detokenize(body: TokenizerRequest, state: State) -> JSONResponse:
+async def detokenize(body: DetokenizeRequest, state: State) -> JSONResponse:
     return await _relay(state, "detokenize", body)
 
 
@@ -55,7 +73,7 @@ async def tokenizer_info(state: State) -> JSONResponse:
     return await _relay(state, "tokenizer_info", None)
 
 
-async def _relay(state: AppState, name: str, body: TokenizerRequest | None) -> JSONResponse:
+async def _relay(state: AppState, name: str, body: BaseModel | None) -> JSONResponse:
     payload: dict[str, Any] | None = None
     if body is not None:
         payload = body.model_dump(exclude_unset=True)
