@@ -76,7 +76,8 @@ def _comments(model: type[BaseModel]) -> tuple[dict[str, str], dict[str, str]]:
 def _type(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation)
-    text = re.sub(r"\b(typing|pydantic\.types|collections\.abc|pathlib)\.", "", text)
+    text = re.sub(r"\b(?:[a-z_]\w*\.)+(?=[A-Za-z_]\w*)", "", text)  # module paths
+    text = re.sub(r"^Optional\[(.*)\]$", r"\1 | None", text)
     text = re.sub(r"Literal\[(.*?)\]", lambda m: m.group(1).replace(", ", " \\| "), text)
     return text.replace("|", "\\|").replace("\\\\|", "\\|")
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from proxy.search.plan import Plan
 from proxy.upstream.policy import CallStats
@@ -25,11 +27,14 @@ from proxy.wire.chat import (
 from proxy.wire.tts import (
     BudgetUnit,
     TtsAnswer,
+    TtsAuto,
     TtsCandidate,
     TtsCompare,
+    TtsDeepConf,
     TtsLatency,
     TtsProfile,
     TtsReport,
+    TtsTraceNode,
 )
 from strategies import SearchResult
 
@@ -200,11 +205,11 @@ def tts_extension(
         ignored_params=list(plan.ignored_params),
         temperature_note=plan.temperature_note,
         seed=cfg.seed if result.strategy == "particle_filtering" else None,
-        deepconf=dataclasses.asdict(result.deepconf) if result.deepconf else None,
+        deepconf=_typed(TtsDeepConf, result.deepconf) if result.deepconf else None,
         max_total_tokens=cfg.max_total_tokens,
         is_token_capped=result.is_token_capped if cfg.max_total_tokens else None,
-        auto=dataclasses.asdict(result.decision) if result.decision is not None else None,
-        trace=([dataclasses.asdict(n) for n in result.trace or ()] if cfg.enable_trace else None),
+        auto=_typed(TtsAuto, result.decision) if result.decision is not None else None,
+        trace=[_typed(TtsTraceNode, n) for n in result.trace or ()] if cfg.enable_trace else None,
         profile=TtsProfile(
             size=profile.size,
             params_b=profile.params_b,
@@ -288,3 +293,11 @@ def completion_chunks(completion: ChatCompletion, include_usage: bool) -> list[C
     if include_usage:
         chunks.append(chunk([], completion.usage))
     return chunks
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _typed(model: type[_Model], report: Any) -> _Model:
+    """A report dataclass of the search library as its wire model (same fields, same order)."""
+    return model.model_validate(dataclasses.asdict(report))

@@ -18,17 +18,20 @@ from pydantic import (
 
 from proxy.settings import ScorerKind, StrategyChoice
 from proxy.wire.text import valid_text
-from strategies import ScoringMode, VotingMode
+from strategies import NodeStatus, ScoringMode, StrategyName, VotingMode
 
 __all__ = [
     "BudgetUnit",
     "TtsAnswer",
+    "TtsAuto",
     "TtsCandidate",
     "TtsCompare",
+    "TtsDeepConf",
     "TtsLatency",
     "TtsOptions",
     "TtsProfile",
     "TtsReport",
+    "TtsTraceNode",
 ]
 
 JSONValue = Any
@@ -141,6 +144,57 @@ class TtsCompare(BaseModel):
     status: Literal["recording", "skipped"]
 
 
+class TtsAuto(BaseModel):
+    """What ``auto`` estimated from its pilots, chose and why."""
+
+    pilots: int = Field(description="samples drawn first to judge the problem's difficulty")
+    agreement: float = Field(
+        description="share of pilots giving the leading answer: the online pass@1 estimate"
+    )
+    difficulty: Literal["easy", "medium", "hard"]
+    method: StrategyName | None = Field(description="null: answered from the pilots")
+    reason: str
+    stopped_early: bool = Field(description="budget left unspent because the vote was settled")
+    confidence: float = Field(
+        description="predictive probability that the leading answer stays ahead over the "
+        "samples still allowed"
+    )
+    rules: str = Field(description="the rules file the choice came from (its name)")
+    cell: str = Field(description="its cell, e.g. small.none.medium or fitted.confidence.hard")
+    budget: int | None = Field(description="the cell's total budget, pilots included")
+    evidence: str = Field(description="a fitted cell's evidence: problems, accuracy, tokens")
+
+
+class TtsDeepConf(BaseModel):
+    """What ``deepconf`` measured and decided."""
+
+    mode: Literal["online", "offline"]
+    keep_percent: float = Field(description="share of traces kept in the vote, by confidence")
+    window: int = Field(description="tokens per confidence group")
+    traces: int = Field(description="traces sampled, warm-up included")
+    kept: int = Field(description="traces in the vote")
+    stopped: int = Field(description="online: traces closed early for low confidence")
+    threshold: float | None = Field(description="online: the warm-up's confidence percentile")
+    warmup: int | None = Field(description="online: warm-up traces")
+    settled: bool = Field(description="online: sampling ended because the vote was settled")
+
+
+class TtsTraceNode(BaseModel):
+    """One node of the search tree (a sampled step, or a whole sample for Best-of-N-style
+    methods), as ``X-TTS-Trace: true`` returns it."""
+
+    node_id: int
+    parent_id: int | None
+    depth: int
+    text: str
+    score: float | None
+    status: NodeStatus
+    call_id: int = Field(description="the policy call that generated it (-1: not known)")
+    answer: str | None = Field(description="a final candidate's extracted answer")
+    choice: int | None = Field(description="its answer's rank among the choices (0: chosen)")
+    tokens: int | None = Field(description="generated tokens of this node's own text")
+
+
 # Sections that are absent (not null) when they do not apply.
 _SECTIONS = (
     "auto",
@@ -184,8 +238,8 @@ class TtsReport(BaseModel):
     particle_iterations: int | None = Field(
         default=None, description="particle Gibbs: the sweeps (absent for one, plain filtering)"
     )
-    scoring: str | None = None
-    voting: str | None = None
+    scoring: ScoringMode | None = None
+    voting: VotingMode | None = None
     scorer: str | None = None
     scorer_note: str | None = None
     is_partial: bool | None = None
@@ -211,19 +265,15 @@ class TtsReport(BaseModel):
         description="particle_filtering: the resampling RNG's seed (the request's "
         "seed, else one derived from the request id); send it as seed to replay the resampling",
     )
-    deepconf: dict[str, JSONValue] | None = Field(
-        default=None,
-        description="deepconf: mode, keep_percent, window (tokens), traces, kept, "
-        "stopped (online, closed early), threshold and warmup (online), settled",
-    )
+    deepconf: TtsDeepConf | None = None
     max_total_tokens: int | None = Field(default=None, description="the request's token cap")
     is_token_capped: bool | None = Field(
         default=None,
         description="the cap bound: samples were cut short to fit it, or the "
         "search stopped early; the answer is the best so far",
     )
-    auto: dict[str, JSONValue] | None = None
-    trace: list[dict[str, JSONValue]] | None = None
+    auto: TtsAuto | None = None
+    trace: list[TtsTraceNode] | None = None
     profile: TtsProfile | None = None
     compare: TtsCompare | None = None
 
