@@ -34,6 +34,12 @@ def tokens_of(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def _char(token: int) -> str:
+    """A token id as the character it stands for; ids that are no Unicode scalar value (past
+    U+10FFFF, or a lone surrogate, which JSON cannot carry as text) as "?"."""
+    return chr(token) if token < 0xD800 or 0xE000 <= token < 0x110000 else "?"
+
+
 def render_chat(messages: list[dict[str, Any]], add_generation_prompt: bool, cont: bool) -> str:
     parts = []
     for i, m in enumerate(messages):
@@ -190,7 +196,7 @@ class FakeVllm:
 
     async def _detokenize(self, request: Request) -> dict[str, Any]:
         body = await request.json()
-        return {"prompt": "".join(chr(t) if t < 0x110000 else "?" for t in body["tokens"])}
+        return {"prompt": "".join(_char(t) for t in body["tokens"])}
 
     async def _completions(self, request: Request) -> Any:
         body = await request.json()
