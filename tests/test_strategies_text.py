@@ -141,13 +141,21 @@ def test_costly_answers_compare_as_text_and_cheap_ones_through_sympy() -> None:
 def test_a_tower_answer_does_not_exhaust_memory_off_the_main_thread() -> None:
     """Off the main thread math-verify has no timeout; without the gate this child grows past
     its 2 GiB limit or runs past 60 s (it did: 17 GB, killed by the OOM killer)."""
+    answers = ["2^{2^{235423523}}", "1", "10^{10^{10}}", "2"]
+    setup = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+    done = _group_off_the_main_thread(answers, setup)
+    assert done.stdout.strip() == "(0, 1, 2, 3)"
+
+
+def _group_off_the_main_thread(
+    answers: list[str], setup: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``group_equivalent(answers)`` on a thread of a fresh child process (exit code checked)."""
     code = (
-        "import resource, threading\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        f"{setup}import threading\n"
         "from strategies import group_equivalent\n"
         "out = []\n"
-        "t = threading.Thread(target=lambda: out.append(group_equivalent("
-        "['2^{2^{235423523}}', '1', '10^{10^{10}}', '2'])))\n"
+        f"t = threading.Thread(target=lambda: out.append(group_equivalent({answers!r})))\n"
         "t.start(); t.join()\n"
         "print(out[0])\n"
     )
@@ -159,7 +167,7 @@ def test_a_tower_answer_does_not_exhaust_memory_off_the_main_thread() -> None:
         cwd=Path(__file__).parent.parent,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "(0, 1, 2, 3)"
+    return done
 
 
 @given(st.text(alphabet="0123456789^{}()[]!\\binomx +-*", max_size=60))
@@ -176,22 +184,7 @@ def test_answers_too_deep_or_too_long_to_read_are_costly() -> None:
 def test_comparing_off_the_main_thread_logs_no_timeout_warning() -> None:
     """Off the main thread the caller bounds the work (math-verify's timeout is a signal), so
     math-verify's once-per-process "Timeout is disabled" warning is noise and is not logged."""
-    code = (
-        "import logging, threading\n"
-        "logging.basicConfig(level=logging.DEBUG)\n"
-        "from strategies import group_equivalent\n"
-        "out = []\n"
-        "t = threading.Thread(target=lambda: out.append(group_equivalent(['x^2', 'x*x'])))\n"
-        "t.start(); t.join()\n"
-        "print(out[0])\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).parent.parent,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    setup = "import logging\nlogging.basicConfig(level=logging.DEBUG)\n"
+    done = _group_off_the_main_thread(["x^2", "x*x"], setup)
     assert done.stdout.strip() == "(0, 0)"
     assert "Timeout is disabled" not in done.stderr, done.stderr[-2000:]
