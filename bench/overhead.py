@@ -36,7 +36,8 @@ from fastapi import FastAPI, Request
 
 from bench.peers import PEERS, peer_server
 from cpu_stack.process import server_process
-from harness.fake_servers import FakePrm, FakeVllm, tokens_of
+from harness.fake_prm import FakePrm
+from harness.fake_servers import FakeVllm, tokens_of
 from harness.servers import free_port, serve
 
 UPSTREAM_S = 0.100

@@ -1,4 +1,5 @@
-"""Scripted OpenAI-compatible upstreams on real HTTP: a fake vLLM server and a fake PRM server.
+"""A scripted OpenAI-compatible policy upstream on real HTTP: a fake vLLM server (the fake PRM
+server is ``harness.fake_prm``).
 
 ``FakeVllm`` renders chats with a ChatML template, tokenizes one character per token id (so
 ``/detokenize`` is exact), and answers ``/v1/completions`` from ``script(prefix, i)``: the rest of
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 _ASSISTANT = "<|im_start|>assistant\n"
 _TOKEN = re.compile(r"\S+\s*|\s+")
-_SCORE = re.compile(r"<(\d(?:\.\d+)?)>")
+SCORE_TAG = re.compile(r"<(\d(?:\.\d+)?)>")  # a step's scripted score: "<0.7>"
 
 Script = Callable[[str, int], str]
 
@@ -60,7 +61,7 @@ def _verdict(prompt: str, index: int, top: int) -> dict[str, Any]:
     """One greedy token, "Yes" or "No", with P(yes) = the new step's ``<score>`` tag (0.5 if
     none) among the top log-probs, as vLLM reports them for ``logprobs: top``."""
     match = _NEW_STEP.search(prompt)
-    tag = _SCORE.search(match[1]) if match else None
+    tag = SCORE_TAG.search(match[1]) if match else None
     p = min(max(float(tag[1]) if tag else 0.5, 1e-4), 1 - 1e-4)
     token = "Yes" if p >= 0.5 else "No"
     tops = [{"Yes": math.log(p), " No": math.log(1 - p)}] if top >= 2 else None
@@ -87,7 +88,7 @@ def _genprm_turn(prompt: str, index: int, top: int) -> dict[str, Any]:
     paragraph and its ``<score>`` tag (ended by ``</analyze>``, which a stop string cuts); after
     ``$\\boxed{`` the verdict token, P(yes) = the last user turn's (the paragraph's) tag."""
     user = _LAST_USER.match(prompt)
-    tag = _SCORE.search(user[1]) if user else None
+    tag = SCORE_TAG.search(user[1]) if user else None
     p = min(max(float(tag[1]) if tag else 0.5, 1e-4), 1 - 1e-4)
     if not prompt.endswith("\\boxed{"):
         number = prompt.rsplit(_GENPRM, 1)[1].split(" ", 1)[0]
@@ -482,34 +483,3 @@ async def _responses_endpoint(fake: FakeVllm, request: Request) -> Any:
             yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
-
-
-@dataclass
-class FakePrm:
-    """Scores a step from a ``<0.7>`` tag in it (``default`` otherwise)."""
-
-    default: float = 0.5
-    model: str = "fake-prm"
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-        app.get("/health")(self._health)
-        app.post("/v1/score")(self._score)
-        return app
-
-    async def _health(self) -> dict[str, str]:
-        return {"status": "ok"}
-
-    async def _score(self, request: Request) -> Any:
-        body = await request.json()
-        self.calls.append(body)
-        if any(not step for candidate in body["candidates"] for step in candidate):
-            return JSONResponse({"error": {"message": "empty step"}}, 400)
-        scores = [[self._one(step) for step in candidate] for candidate in body["candidates"]]
-        tokens = sum(len(tokens_of(s)) for c in body["candidates"] for s in c)
-        return {"model": self.model, "scores": scores, "usage": {"prompt_tokens": tokens}}
-
-    def _one(self, step: str) -> float:
-        found = _SCORE.findall(step)
-        return float(found[-1]) if found else self.default

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness.fake_servers import FakePrm, FakeVllm
+from harness.fake_prm import FakePrm
+from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings

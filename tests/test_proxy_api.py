@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from harness.fake_servers import FakePrm, FakeVllm
+from harness.fake_prm import FakePrm
+from harness.fake_servers import FakeVllm
 from tests.conftest import ProxyFactory
 
 MESSAGES: list[Any] = [{"role": "user", "content": "What is 2 + 2?"}]

@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from harness.fake_servers import FakePrm, FakeVllm
+from harness.fake_prm import FakePrm
+from harness.fake_servers import FakeVllm
 from harness.servers import free_port, serve
 from proxy.observability.metrics import Metrics
 from proxy.upstream.client import Upstream, UpstreamConfig

@@ -13,7 +13,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from harness.fake_servers import FakePrm, FakeVllm
+from harness.fake_prm import FakePrm
+from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings

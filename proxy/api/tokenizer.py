@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy.api.deps import ERROR_RESPONSES, State, require_key
 from proxy.errors import InvalidRequestError, NotFoundError, UpstreamError
-from proxy.search.plan import model_not_found, split_alias
+from proxy.search.plan import checked_model
 from proxy.state import AppState
 from proxy.upstream.client import Upstream
 from proxy.wire.chat import ChatMessage
@@ -81,7 +81,8 @@ async def _relay(state: AppState, name: str, body: BaseModel | None) -> JSONResp
         if bad is not None:
             raise InvalidRequestError(f"{bad}: {INVALID_TEXT}", param=bad)
         if payload.get("model") is not None:
-            payload["model"] = await _served(state, str(payload["model"]))
+            model = str(payload["model"])
+            payload["model"] = await checked_model(model, state.policy.model, state.settings)
 
     async def call(upstream: Upstream) -> dict[str, Any]:
         path = "//" + name  # at the server root, outside /v1
@@ -99,10 +100,3 @@ async def _relay(state: AppState, name: str, body: BaseModel | None) -> JSONResp
             ) from None
         raise
     return JSONResponse(data)
-
-
-async def _served(state: AppState, model: str) -> str:
-    served = await state.policy.model()
-    if split_alias(model)[0] != served:
-        raise model_not_found(served, model, state.settings.litellm_routes)
-    return served

@@ -31,6 +31,7 @@ __all__ = [
     "Plan",
     "PlannedStrategy",
     "SearchRequest",
+    "checked_model",
     "model_not_found",
     "plan_request",
     "resolve_plan",
@@ -197,13 +198,20 @@ async def plan_request(
 ) -> Plan:
     """The request's final plan: a large-API route, or the policy's model (``served_model``)
     checked by name (404 otherwise)."""
-    model = split_alias(request.model)[0]
-    served = None
-    if model not in settings.litellm_routes:
-        served = await served_model()
-        if model != served:
-            raise model_not_found(served, model, settings.litellm_routes)
+    is_routed = split_alias(request.model)[0] in settings.litellm_routes
+    served = None if is_routed else await checked_model(request.model, served_model, settings)
     return resolve_plan(request, headers, settings, rules, served=served, request_id=request_id)
+
+
+async def checked_model(
+    model: str, served_model: Callable[[], Awaitable[str]], settings: ProxySettings
+) -> str:
+    """The policy's served name, if ``model`` (or the model of a strategy alias) names it; else
+    the 404 that lists the known models."""
+    served = await served_model()
+    if split_alias(model)[0] != served:
+        raise model_not_found(served, model, settings.litellm_routes)
+    return served
 
 
 _ALIAS_LIKE = re.compile(r"^(?P<name>[a-z_]+?)(?:-(?P<budget>\d+))?/(?P<rest>.+)$")
