@@ -218,12 +218,6 @@ class ProxySettings(BaseSettings):
             raise ValueError("verifier_url needs verifier_model (the model served there)")
         return self
 
-    @property
-    def scorer_default(self) -> ScorerKind:
-        if self.default_scorer is not None:
-            return self.default_scorer
-        return "prm" if self.prm_url else "confidence"
-
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Settings from a ``.toml`` or ``.json`` file (keys as in ``ProxySettings``)."""

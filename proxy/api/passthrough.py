@@ -61,9 +61,7 @@ async def policy_json(
     state: AppState, path: str, payload: dict[str, Any], plan: Plan
 ) -> dict[str, Any]:
     """One non-streaming answer straight from a policy replica, with the ``tts`` note."""
-    data, _ = await state.policy.with_failover(
-        state.policy.pick(), lambda u: u.post_json(path, payload)
-    )
+    data, _ = await state.policy.post_json(state.policy.pick(), path, payload)
     data["tts"] = tts_note(plan)
     return data
 

@@ -253,7 +253,10 @@ def resolve_plan(
     if options.strategy is None and default_reason is not None:
         reason = default_reason
     strategy, reason, greedy_note = _greedy(request, strategy, reason, options.strategy is not None)
-    scorer = options.scorer or settings.scorer_default
+    # The default scorer: the configured one, else the PRM when one is configured.
+    scorer = (
+        options.scorer or settings.default_scorer or ("prm" if settings.prm_url else "confidence")
+    )
     if scorer == "prm" and settings.prm_url is None:
         raise InvalidRequestError("scorer 'prm' needs a PRM server (PROXY_PRM_URL)", param="scorer")
     config = _search_config(request, options, settings, use_request_temperature=not greedy_note)

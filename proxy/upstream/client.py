@@ -1,5 +1,8 @@
-"""One pooled HTTP client per upstream server, with bounded jittered retries and the single place
-where httpx exceptions become ``ProxyError``s.
+"""Outbound HTTP: one pooled client per upstream server, with bounded jittered retries and the
+single place where httpx exceptions become ``ProxyError``s; and the policy's replicas
+(``PolicyPool``): least-busy choice among the healthy ones, failover of a call to another replica
+(no token has reached the client while a call is retried), the served model's name from whichever
+replica answers, and active health probes.
 
 Retries (tenacity): connect errors, dropped keep-alive connections, 429 and 5xx only, at most
 ``max_retries`` extra attempts, honouring ``Retry-After`` and never past the caller's deadline.
@@ -9,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from tenacity import (
@@ -34,11 +38,12 @@ from proxy.errors import (
 from proxy.observability.metrics import Metrics
 from proxy.observability.telemetry import Telemetry, record_usage
 
-__all__ = ["Health", "Upstream", "UpstreamConfig"]
+__all__ = ["Health", "PolicyPool", "Upstream", "UpstreamConfig"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER_S = 10.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +270,112 @@ class Upstream:
             # The exception's text can hold the request (a prompt): its type only.
             self.health.failure(f"transport error ({type(exc).__name__})")
             raise UpstreamError(f"could not talk to {where} ({type(exc).__name__})") from exc
+
+
+class PolicyPool:
+    """The policy replicas. A request sticks to one replica (vLLM's prefix cache hits there)
+    until that replica fails; then its calls move to another healthy one."""
+
+    def __init__(self, upstreams: Sequence[Upstream], model: str | None) -> None:
+        self.upstreams = list(upstreams)
+        self._configured_model = model
+        self._discovered: str | None = None
+        self._turn = itertools.count()
+
+    def _order(self) -> list[Upstream]:
+        start = next(self._turn) % len(self.upstreams)
+        return self.upstreams[start:] + self.upstreams[:start]
+
+    def pick(self) -> Upstream:
+        """The least busy healthy replica (round robin among equals); if every replica is
+        ejected, the least busy of all (the call then says what is wrong)."""
+        order = self._order()
+        healthy = [u for u in order if u.health.is_available] or order
+        return min(healthy, key=lambda upstream: upstream.in_flight)
+
+    def alternative(self, tried: Sequence[Upstream]) -> Upstream | None:
+        """A healthy replica not tried yet, least busy first; None when there is none."""
+        rest = [u for u in self._order() if u.health.is_available and u not in tried]
+        return min(rest, key=lambda upstream: upstream.in_flight) if rest else None
+
+    async def with_failover(
+        self, first: Upstream, call: Callable[[Upstream], Awaitable[_T]]
+    ) -> tuple[_T, Upstream]:
+        """``call(first)``; if that replica fails (transport error, 5xx after its retries, or
+        its call timeout ``PROXY_POLICY_TIMEOUT_S``), the same call on each other healthy
+        replica in turn, within the request's own deadline (which cancels it all). Returns the
+        result and the replica that served."""
+        tried = [first]
+        upstream = first
+        while True:
+            try:
+                return await call(upstream), upstream
+            except UpstreamError as exc:  # a timeout too
+                upstream = self._failed_over(tried, exc)
+
+    def _failed_over(self, tried: list[Upstream], error: UpstreamError) -> Upstream:
+        """The replica to try after ``tried[-1]`` failed with ``error`` (re-raised when none
+        is left); appended to ``tried``."""
+        other = self.alternative(tried)
+        if other is None:
+            raise error
+        logger.warning(
+            "policy replica %d failed (%s); retrying on replica %d",
+            self.upstreams.index(tried[-1]),
+            error.code,
+            self.upstreams.index(other),
+        )
+        tried.append(other)
+        return other
+
+    async def any_available(self) -> bool:
+        """Whether a replica is available, probing them all first when none is (an outage: a
+        stream can then be refused with a status instead of a 200 and an error event)."""
+        if any(u.health.is_available for u in self.upstreams):
+            return True
+        await asyncio.gather(*(u.probe() for u in self.upstreams))
+        return any(u.health.is_available for u in self.upstreams)
+
+    async def post_json(
+        self, first: Upstream, path: str, payload: dict[str, Any]
+    ) -> tuple[dict[str, Any], Upstream]:
+        """``first.post_json(path, payload)`` with failover (see ``with_failover``)."""
+        tried = [first]
+        upstream = first
+        while True:
+            try:
+                return await upstream.post_json(path, payload), upstream
+            except UpstreamError as exc:
+                upstream = self._failed_over(tried, exc)
+
+    async def model(self) -> str:
+        """The served policy model's name (configured, else the first one a replica lists)."""
+        if self._configured_model:
+            return self._configured_model
+        if self._discovered is None:
+            data, _ = await self.with_failover(self.pick(), lambda u: u.get_json("/models"))
+            models = data.get("data") or []
+            if not models or not isinstance(models[0], dict) or "id" not in models[0]:
+                raise UpstreamError("the policy server lists no models")
+            self._discovered = str(models[0]["id"])
+        return self._discovered
+
+    async def probe_forever(self, interval_s: float) -> None:
+        """Active probes: an ejected replica that answers again is back before its ejection
+        ends, and a silent one is ejected before a request finds out."""
+        while True:
+            await asyncio.gather(*(u.probe() for u in self.upstreams))
+            await asyncio.sleep(interval_s)
+
+    @contextlib.asynccontextmanager
+    async def probing(self, interval_s: float) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.probe_forever(interval_s))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.errors import UpstreamError
-from proxy.upstream.client import Upstream
-from proxy.upstream.replicas import PolicyPool
+from proxy.upstream.client import PolicyPool, Upstream
 from strategies import (
     Finish,
     Generation,
@@ -147,8 +146,8 @@ class VllmPolicy:
             if self._pool is None:
                 data = await self._upstream.post_json("/completions", payload)
             else:  # a failed replica: the same call on another, which serves the rest
-                data, self._upstream = await self._pool.with_failover(
-                    self._upstream, lambda u: u.post_json("/completions", payload)
+                data, self._upstream = await self._pool.post_json(
+                    self._upstream, "/completions", payload
                 )
         finally:
             self._stats.policy_s += time.perf_counter() - started
