@@ -24,6 +24,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from harness.fake_tools import tool_call_answer, tool_call_events, wants_tool_call
+
 _ASSISTANT = "<|im_start|>assistant\n"
 _TOKEN = re.compile(r"\S+\s*|\s+")
 SCORE_TAG = re.compile(r"<(\d(?:\.\d+)?)>")  # a step's scripted score: "<0.7>"
@@ -382,6 +384,11 @@ class FakeVllm:
             return self._injected_failure()
         if await self._wait(request):
             return JSONResponse({}, 499)
+        if wants_tool_call(body):
+            if body.get("stream"):
+                calls = tool_call_events(body, self.model)
+                return StreamingResponse(calls, media_type="text/event-stream")
+            return tool_call_answer(body, self.model)
         content = "plain answer from the policy"
         usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
         if not body.get("stream"):

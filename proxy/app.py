@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy.api.chat import router
 from proxy.api.completions import router as completions_router
 from proxy.api.deps import has_key
+from proxy.api.messages import router as messages_router
 from proxy.api.responses import router as responses_router
 from proxy.api.tokenizer import router as tokenizer_router
 from proxy.api.traces import router as traces_router
@@ -29,6 +30,7 @@ from proxy.errors import (
     ProxyError,
     UpstreamError,
     http_error,
+    speaks_anthropic,
 )
 from proxy.observability.metrics import Metrics, RequestTally
 from proxy.observability.request_ids import REQUEST_ID
@@ -140,15 +142,24 @@ def _keyed(app: FastAPI, scope: Scope) -> bool:
     return has_key(Request(scope), app.state.tts)
 
 
-def error_response(exc: ProxyError) -> JSONResponse:
-    """The error in OpenAI's shape; with the request's id (``X-Request-Id``, and in the message
-    of a 5xx: what to quote when reporting it)."""
-    body, headers = exc.body(), dict(exc.headers or {})
+def error_response(exc: ProxyError, path: str = "") -> JSONResponse:
+    """The error in OpenAI's shape, or Anthropic's on the Messages API (``path``); with the
+    request's id (``X-Request-Id``, and in the message of a 5xx: what to quote when reporting
+    it)."""
+    headers = dict(exc.headers or {})
     request_id = REQUEST_ID.get()
+    message = exc.message
     if request_id != "-":
         headers["X-Request-Id"] = request_id
         if exc.status_code >= 500:
-            body["error"]["message"] = f"{exc.message} (request id {request_id})"
+            message = f"{exc.message} (request id {request_id})"
+    if speaks_anthropic(path):
+        status, shaped = exc.anthropic(message)
+        if request_id != "-":
+            shaped["request_id"] = request_id
+        return JSONResponse(shaped, status_code=status, headers=headers)
+    body = exc.body()
+    body["error"]["message"] = message
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
@@ -273,13 +284,14 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
     app.include_router(completions_router)
     app.include_router(traces_router)
     app.include_router(tokenizer_router)
+    app.include_router(messages_router)
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
         tally: RequestTally = getattr(request.state, "tally", None) or RequestTally(metrics)
         tally.error(exc)  # once: an error after a counted outcome is not counted again
         _log(request, exc)
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -16,10 +16,14 @@ Hierarchy::
      |    +-- UpstreamTimeoutError  504 upstream_timeout
      +-- InternalError            500 internal_error
 
-Every error leaves the proxy as ``{"error": {"message", "type", "param", "code"}}``.
+Every error leaves the proxy as ``{"error": {"message", "type", "param", "code"}}``, or on the
+Anthropic Messages API (``/v1/messages``) in its shape, ``{"type": "error", "error": {"type",
+"message"}}`` (``ProxyError.anthropic``: a full server is its 529 ``overloaded_error`` there).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "ENDPOINTS",
@@ -37,7 +41,9 @@ __all__ = [
     "ShuttingDownError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "anthropic_type",
     "http_error",
+    "speaks_anthropic",
 ]
 
 # What this server answers; named in every 404/405 so a client's author sees what to change.
@@ -45,6 +51,8 @@ ENDPOINTS = (
     "POST /v1/chat/completions",
     "POST /v1/responses",
     "POST /v1/completions",
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
     "GET /v1/models",
     "GET /v1/models/{model}",
     "GET /v1/tts/traces",
@@ -82,6 +90,37 @@ class ProxyError(Exception):
                 "code": self.code,
             }
         }
+
+    def anthropic(self, message: str | None = None) -> tuple[int, dict[str, Any]]:
+        """The status and body of this error on the Anthropic Messages API (``message``
+        instead of its own, if given)."""
+        status = 529 if isinstance(self, OverloadedError) else self.status_code
+        text = self.message if message is None else message
+        return status, {"type": "error", "error": {"type": anthropic_type(status), "message": text}}
+
+
+# Anthropic's error types by status (https://docs.claude.com/en/api/errors).
+_ANTHROPIC_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status."""
+    default = "api_error" if status >= 500 else "invalid_request_error"
+    return _ANTHROPIC_TYPES.get(status, default)
+
+
+def speaks_anthropic(path: str) -> bool:
+    """Whether errors on ``path`` take the Anthropic shape: the Messages API's paths, and a
+    doubled or misplaced one (``/v1/v1/messages``) whose client expects that shape."""
+    return path.rstrip("/").endswith("/messages") or path.startswith("/v1/messages/")
 
 
 class InvalidRequestError(ProxyError):
@@ -173,6 +212,12 @@ def http_error(method: str, path: str, exc: Exception) -> ProxyError:
     """A routing-level HTTP error (unknown path, wrong method, ...) as a ``ProxyError``."""
     status = int(getattr(exc, "status_code", 500))
     endpoints = "; this server has: " + ", ".join(ENDPOINTS)
+    if status == 404 and speaks_anthropic(path):
+        return NotFoundError(
+            f"unknown endpoint {method} {path}: the Messages API is POST /v1/messages here. Set "
+            "ANTHROPIC_BASE_URL (or the SDK's base_url) to the proxy's root, without /v1: the "
+            "SDKs append /v1/messages themselves"
+        )
     if status == 404:
         return NotFoundError(f"unknown endpoint {method} {path}{endpoints}")
     if status == 405:

@@ -93,6 +93,12 @@ class ProxySettings(BaseSettings):
     verifier_format: Literal["judge", "genprm"] = "judge"
     verifier_analysis_tokens: int = Field(default=256, ge=0, le=8192)  # genprm's analysis cap
 
+    # Model names clients send that the proxy answers as another: name or shell pattern -> a
+    # model name or strategy alias (beam_search-8/<model>); "" is the served policy model. The
+    # default lets Claude Code and the Anthropic SDKs ask for claude-* models unchanged
+    # (ANTHROPIC_MODEL, ANTHROPIC_SMALL_FAST_MODEL). A large-API route's name is never aliased.
+    model_aliases: dict[str, str] = Field(default_factory=lambda: {"claude-*": ""})
+
     # -- large-API routes through litellm: {"gpt-4o": "openai/gpt-4o", ...} --------------------
     # Model name -> litellm model: answered by that large API.
     litellm_routes: dict[str, str] = Field(default_factory=dict)

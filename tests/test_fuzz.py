@@ -57,8 +57,13 @@ PRM_OPERATIONS = _operations(create_prm_app(PrmServerSettings()).openapi())
 def _check(response: Any) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:500])
     if response.status_code >= 400:
-        error = response.json()["error"]
-        assert {"message", "type", "param", "code"} <= set(error) and error["message"]
+        body = response.json()
+        error = body["error"]
+        if response.request.path_url.startswith("/v1/messages"):  # Anthropic's shape
+            assert body["type"] == "error" and set(error) == {"type", "message"}
+            assert error["message"]
+        else:
+            assert {"message", "type", "param", "code"} <= set(error) and error["message"]
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +107,7 @@ BASES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
     "/v1/completions": {"prompt": "hi"},
     "/v1/responses": {"input": "hi"},
+    "/v1/messages": {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
 }
 
 
@@ -148,4 +154,7 @@ def test_a_lone_surrogate_in_any_text_field_is_a_400_naming_it(
     )
     assert response.status_code == 400, (field, response.status_code, response.text[:300])
     error = response.json()["error"]
-    assert error["param"] is not None and error["param"].startswith(field), (field, error)
+    if path == "/v1/messages":  # Anthropic's errors have no param: the message names it
+        assert error["message"].startswith(field), (field, error)
+    else:
+        assert error["param"] is not None and error["param"].startswith(field), (field, error)

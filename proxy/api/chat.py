@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from proxy.api.deps import State, has_key, require_key
-from proxy.api.endpoint import Call, add_route, large_api_answer
+from proxy.api.endpoint import Call, add_route, large_api_answer, relay
 from proxy.api.sse import DONE, chunk_dict, sse
 from proxy.search.plan import Plan, SearchRequest, model_not_found, split_alias
 from proxy.search.report import completion_chunks
@@ -116,6 +116,9 @@ class ChatEndpoint:
 
     def passthrough_payload(self) -> dict[str, Any]:
         return self.body.model_dump(exclude={"tts"}, exclude_none=True)
+
+    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+        return await relay(call, self.upstream_path, payload, plan, is_stream=self.is_stream)
 
     async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
         chat = self.body.model_dump(exclude={"tts", "model"}, exclude_none=True)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
-from proxy.api.endpoint import Call, add_route, large_api_answer
+from proxy.api.endpoint import Call, add_route, large_api_answer, relay
 from proxy.api.sse import DONE, sse
 from proxy.errors import InvalidRequestError
 from proxy.search.plan import Plan, SearchRequest, split_alias
@@ -85,6 +85,9 @@ class CompletionsEndpoint:
 
     def passthrough_payload(self) -> dict[str, Any]:
         return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
+
+    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+        return await relay(call, self.upstream_path, payload, plan, is_stream=self.is_stream)
 
     async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
         """Large APIs speak chat: the prompt goes as one user message, the answer comes back

@@ -45,9 +45,13 @@ State = Annotated[AppState, Depends(get_state)]  # a handler's parameter: the ap
 
 
 def has_key(request: Request, state: AppState) -> bool:
-    """Whether the request carries one of the proxy's API keys (constant-time comparison)."""
+    """Whether the request carries one of the proxy's API keys (constant-time comparison), as
+    ``Authorization: Bearer`` (OpenAI's SDKs) or ``x-api-key`` (Anthropic's)."""
     header = request.headers.get("authorization", "")
-    token = header[7:].encode() if header.lower().startswith("bearer ") else b""
+    if header.lower().startswith("bearer "):
+        token = header[7:].encode()
+    else:
+        token = request.headers.get("x-api-key", "").encode()
     matches = [
         hmac.compare_digest(token, k.get_secret_value().encode()) for k in state.settings.api_keys
     ]
@@ -56,7 +60,9 @@ def has_key(request: Request, state: AppState) -> bool:
 
 async def require_key(request: Request, state: State) -> None:
     if state.settings.api_keys and not has_key(request, state):
-        raise AuthenticationError("missing or invalid API key (Authorization: Bearer ...)")
+        raise AuthenticationError(
+            "missing or invalid API key (Authorization: Bearer ..., or x-api-key: ...)"
+        )
 
 
 def _header_parameters() -> list[dict[str, Any]]:

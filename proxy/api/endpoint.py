@@ -1,4 +1,5 @@
-"""The one request skeleton behind every generating endpoint (chat, legacy completions, Responses).
+"""The one request skeleton behind every generating endpoint (chat, legacy completions, Responses,
+Anthropic Messages).
 
 ``serve`` holds the steps every endpoint shares, once: an id and a start time, the plan, its
 headers, a large-API route, the model check, pass-through (with one seed rule), the search, and
@@ -126,6 +127,10 @@ class Endpoint(Protocol):
         """The body relayed unchanged (``model`` and ``seed`` are the skeleton's)."""
         ...
 
+    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+        """The policy's own answer to ``payload`` (``relay`` on the same wire, or translated)."""
+        ...
+
     async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
         """The answer from the large-API route ``plan.route`` (``litellm_routes``)."""
         ...
@@ -149,9 +154,11 @@ def add_route(
     *,
     name: str,
     response_model: type[BaseModel],
+    errors: dict[int | str, dict[str, Any]] = ERROR_RESPONSES,
 ) -> None:
     """``POST path`` on the skeleton: the body parsed as ``body``, then ``serve``d through its
-    ``adapter`` (the API key checked, the error responses and ``X-TTS-*`` headers documented)."""
+    ``adapter`` (the API key checked, the error responses (``errors``) and ``X-TTS-*`` headers
+    documented)."""
 
     async def handle(request: Request, body: Any, state: AppState) -> Response:
         return await serve(request, state, adapter(body))
@@ -178,7 +185,7 @@ def add_route(
         name=name,
         dependencies=[Depends(require_key)],
         response_model=response_model,
-        responses=ERROR_RESPONSES,
+        responses=errors,
         openapi_extra=control_headers(),
     )
 
@@ -250,7 +257,7 @@ async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequ
         payload = endpoint.passthrough_payload() | {"model": plan.model}
         if not state.settings.forward_seed:
             payload.pop("seed", None)  # said in tts.ignored_params (the plan's)
-        response = await relay(call, endpoint.upstream_path, payload, plan, is_stream=is_stream)
+        response = await endpoint.passthrough(call, plan, payload)
     else:
         if is_stream and not await state.policy.any_available():
             # Before the 200, where it costs nothing: a stream that could only fail gets a status

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
-from proxy.api.endpoint import Call, add_route
+from proxy.api.endpoint import Call, add_route, relay
 from proxy.api.passthrough import route_note
 from proxy.api.responses_mapping import (
     EventWriter,
@@ -50,6 +50,9 @@ class ResponsesEndpoint:
 
     def passthrough_payload(self) -> dict[str, Any]:
         return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
+
+    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+        return await relay(call, self.upstream_path, payload, plan, is_stream=self.is_stream)
 
     async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
         route, reason = plan.route, request.passthrough_reason

@@ -13,6 +13,7 @@ Its one I/O is the served model's name, asked through the function it is given.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -31,6 +32,7 @@ __all__ = [
     "Plan",
     "PlannedStrategy",
     "SearchRequest",
+    "aliased_model",
     "checked_model",
     "model_not_found",
     "plan_request",
@@ -197,10 +199,36 @@ async def plan_request(
     request_id: str,
 ) -> Plan:
     """The request's final plan: a large-API route, or the policy's model (``served_model``)
-    checked by name (404 otherwise)."""
+    checked by name (404 otherwise), after the model aliases (``PROXY_MODEL_ALIASES``)."""
+    asked = request.model
+    aliased = await aliased_model(asked, served_model, settings)
+    if aliased != asked:
+        request = dataclasses.replace(request, model=aliased)
     is_routed = split_alias(request.model)[0] in settings.litellm_routes
-    served = None if is_routed else await checked_model(request.model, served_model, settings)
+    try:
+        served = None if is_routed else await checked_model(aliased, served_model, settings)
+    except ModelNotFoundError as exc:
+        if aliased != asked:
+            exc.message += f" ({asked!r} is aliased to {aliased!r} by PROXY_MODEL_ALIASES)"
+        raise
     return resolve_plan(request, headers, settings, rules, served=served, request_id=request_id)
+
+
+async def aliased_model(
+    model: str, served_model: Callable[[], Awaitable[str]], settings: ProxySettings
+) -> str:
+    """``model`` as ``PROXY_MODEL_ALIASES`` maps it (an exact name first, then the patterns in
+    order; "" is the served model); unchanged when no alias applies or it names a large-API
+    route."""
+    aliases = settings.model_aliases
+    if not aliases or model in settings.litellm_routes:
+        return model
+    target = aliases.get(model)
+    if target is None:
+        target = next((t for p, t in aliases.items() if fnmatch.fnmatchcase(model, p)), None)
+    if target is None:
+        return model
+    return target or await served_model()
 
 
 async def checked_model(
@@ -224,7 +252,8 @@ def model_not_found(served: str, model: str, routes: Iterable[str]) -> ModelNotF
     known = [served, *routes]
     message = f"model {model!r} is not served here; known models: {', '.join(known)}"
     match = _ALIAS_LIKE.match(model)
-    if match and (match["budget"] is not None or match["rest"] in known):
+    is_strategy = match is not None and match["name"] in get_args(StrategyChoice)
+    if match and not is_strategy and (match["budget"] is not None or match["rest"] in known):
         strategies = ", ".join(get_args(StrategyChoice))
         message += (
             f". {match['name']!r} is not a known strategy; an alias is "

@@ -12,14 +12,20 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.errors import OverloadedError, ShuttingDownError
+from proxy.errors import OverloadedError, ShuttingDownError, anthropic_type, speaks_anthropic
 from proxy.observability.metrics import Metrics
 
 __all__ = ["Admission", "BodyLimit", "DocsGuard", "Slot", "error_body"]
 
 
-def error_body(message: str, kind: str, code: str | None) -> bytes:
-    """OpenAI's error shape, for answers sent before the app (and its handlers) runs."""
+def error_body(
+    message: str, kind: str, code: str | None, *, status: int = 400, path: str = ""
+) -> bytes:
+    """OpenAI's error shape (Anthropic's on the Messages API's ``path``), for answers sent
+    before the app (and its handlers) runs."""
+    if speaks_anthropic(path):
+        body = {"type": "error", "error": {"type": anthropic_type(status), "message": message}}
+        return json.dumps(body).encode()
     error = {"message": message, "type": kind, "param": None, "code": code}
     return json.dumps({"error": error}).encode()
 
@@ -30,15 +36,19 @@ class BodyLimit:
         self._max = max_bytes
         self._read_timeout_s = read_timeout_s
 
-    def _error(self) -> bytes:
+    def _error(self, path: str) -> bytes:
         message = (
             f"the request body is larger than {self._max} bytes (PROXY_MAX_REQUEST_BYTES); "
             "send a smaller request"
         )
-        return error_body(message, "invalid_request_error", "request_too_large")
+        return error_body(
+            message, "invalid_request_error", "request_too_large", status=413, path=path
+        )
 
-    async def _reject(self, send: Send, status: int = 413, body: bytes | None = None) -> None:
-        body = body if body is not None else self._error()
+    async def _reject(
+        self, send: Send, path: str, status: int = 413, body: bytes | None = None
+    ) -> None:
+        body = body if body is not None else self._error(path)
         await send(
             {
                 "type": "http.response.start",
@@ -67,20 +77,23 @@ class BodyLimit:
             more = bool(message.get("more_body", False))
         return True
 
-    def _slow_error(self) -> bytes:
+    def _slow_error(self, path: str) -> bytes:
         message = (
             f"the request body did not arrive within {self._read_timeout_s:g} s "
             "(PROXY_BODY_READ_TIMEOUT_S)"
         )
-        return error_body(message, "invalid_request_error", "request_timeout")
+        return error_body(
+            message, "invalid_request_error", "request_timeout", status=408, path=path
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        path = str(scope.get("path", ""))
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max:
-            await self._reject(send)
+            await self._reject(send, path)
             return
         # Read the body here (never more than the limit), then replay it to the app; later
         # receives (disconnect detection) go to the server as before.
@@ -89,12 +102,12 @@ class BodyLimit:
             async with asyncio.timeout(self._read_timeout_s):
                 is_complete = await self._read(receive, chunks)
         except TimeoutError:  # a client that stalls mid-body (slow loris) holds nothing
-            await self._reject(send, 408, self._slow_error())
+            await self._reject(send, path, 408, self._slow_error(path))
             return
         if is_complete is None:
             return  # the client went away before sending its body
         if not is_complete:
-            await self._reject(send)
+            await self._reject(send, path)
             return
         replayed = False
 

@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -458,3 +459,39 @@ def test_tokenizer_endpoints_reach_real_vllm(proxy_url: str) -> None:
     info = httpx.get(proxy_url + "/tokenizer_info", timeout=60)
     assert info.status_code == 200, info.text
     assert info.json().get("tokenizer_class")
+
+
+def test_anthropic_messages_over_the_real_stack(proxy_url: str, relay: tuple[Relay, str]) -> None:
+    """The official anthropic SDK (strict) asks a ``claude-*`` model: searched on real vLLM,
+    streamed, passed through, and its prompt counted by the policy's own template."""
+    with anthropic.Anthropic(
+        base_url=proxy_url, api_key="unused", max_retries=0, _strict_response_validation=True
+    ) as client:
+        message = client.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=64,
+            system="Answer briefly.",
+            messages=[{"role": "user", "content": "What is 17 * 23?"}],
+            extra_headers={"X-TTS-Strategy": "best_of_n", "X-TTS-Budget": "2"},
+        )
+        assert message.content and message.stop_reason in ("end_turn", "max_tokens")
+        assert message.usage.output_tokens == sum(u["completion_tokens"] for u in relay[0].usages)
+        with client.messages.stream(
+            model="claude-haiku-4-5",
+            max_tokens=32,
+            messages=[{"role": "user", "content": "Say hi."}],
+            extra_headers={"X-TTS-Strategy": "majority", "X-TTS-Budget": "2"},
+        ) as stream:
+            final = stream.get_final_message()
+        assert final.content and final.usage.output_tokens > 0
+        relayed = client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=16,
+            messages=[{"role": "user", "content": "Say hi."}],
+            extra_headers={"X-TTS-Strategy": "none"},
+        )
+        assert relayed.content and relayed.usage.input_tokens > 3
+        counted = client.messages.count_tokens(
+            model="claude-haiku-4-5", messages=[{"role": "user", "content": "Say hi."}]
+        )
+        assert counted.input_tokens > 3
