@@ -150,6 +150,7 @@ class FakeVllm:
     auth_headers: list[str | None] = field(default_factory=list)
     traceparents: list[str | None] = field(default_factory=list)  # W3C trace context per call
     tokenizer_info: bool = True
+    chat_reasoning: str | None = None  # chat answers' ``reasoning`` (vLLM's reasoning parser)
     tokenizer_calls: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     cancelled: int = 0
@@ -403,7 +404,8 @@ class FakeVllm:
                 "choices": [
                     {
                         "index": i,
-                        "message": {"role": "assistant", "content": content},
+                        "message": {"role": "assistant", "content": content}
+                        | ({"reasoning": self.chat_reasoning} if self.chat_reasoning else {}),
                         "finish_reason": "stop",
                     }
                     for i in range(n)
@@ -412,6 +414,10 @@ class FakeVllm:
 
         async def events() -> Any:
             pieces = ("plain ", "answer") if not self.trickle_s else ("more ",) * 10_000
+            if self.chat_reasoning:  # as vLLM's reasoning parser streams it: before the answer
+                delta = {"reasoning": self.chat_reasoning}
+                choice = {"index": 0, "delta": delta, "finish_reason": None}
+                yield f"data: {json.dumps({'model': self.model, 'choices': [choice]})}\n\n"
             for k, piece in enumerate(pieces):
                 if k == self.break_stream_after:  # the connection drops mid-stream
                     raise ConnectionResetError("the fake vLLM broke its stream")

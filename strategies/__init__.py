@@ -7,7 +7,13 @@ Quick use::
     print(result.answer, result.usage)
 """
 
-from strategies.answers import extract_answer, group_by_text, group_equivalent, group_inline
+from strategies.answers import (
+    extract_answer,
+    group_by_text,
+    group_equivalent,
+    group_inline,
+    split_thinking,
+)
 from strategies.auto import difficulty_of, draws_to_settle, keeps_lead
 from strategies.confidence import ConfidenceScorer
 from strategies.deepconf import token_confidence
@@ -104,5 +110,6 @@ __all__ = [
     "rank_answers",
     "search",
     "select_top",
+    "split_thinking",
     "token_confidence",
 ]

@@ -18,7 +18,16 @@ from math_verify import parse, verify
 
 from strategies.answer_cost import is_costly
 
-__all__ = ["extract_answer", "group_by_text", "group_equivalent", "group_inline", "needs_sympy"]
+__all__ = [
+    "extract_answer",
+    "group_by_text",
+    "group_equivalent",
+    "group_inline",
+    "needs_sympy",
+    "split_thinking",
+]
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 class _OwnDeadline(logging.Filter):
@@ -39,8 +48,24 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _TRAILING = " \t\n.:;$"
 
 
+def split_thinking(text: str) -> tuple[str | None, str]:
+    """A reasoning model's ``(thinking, answer)``: the section before ``</think>`` (its opening
+    ``<think>`` is optional: a chat template may open it inside the prompt) and what follows it.
+    A section never closed is all thinking, with no answer; text without one is all answer."""
+    close = text.find(THINK_CLOSE)
+    if close >= 0:
+        thinking = text[:close].lstrip()
+        thinking = thinking.removeprefix(THINK_OPEN)
+        return thinking.strip(), text[close + len(THINK_CLOSE) :].lstrip()
+    if text.lstrip().startswith(THINK_OPEN):
+        return text.lstrip().removeprefix(THINK_OPEN).strip(), ""
+    return None, text
+
+
 def extract_answer(text: str, markers: Sequence[str] = ("\\boxed{",)) -> str:
-    """The final answer written in ``text``, or ``""`` when there is none."""
+    """The final answer written in ``text`` (after a reasoning model's thinking: a box inside
+    the thinking is not the answer), or ``""`` when there is none."""
+    text = split_thinking(text)[1]
     boxed = _last_marked(text, markers)
     if boxed is not None:
         return boxed.strip()

@@ -257,6 +257,8 @@ async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequ
         payload = endpoint.passthrough_payload() | {"model": plan.model}
         if not state.settings.forward_seed:
             payload.pop("seed", None)  # said in tts.ignored_params (the plan's)
+        if plan.max_thinking_tokens is not None:  # vLLM's own cap (with --reasoning-config)
+            payload.setdefault("thinking_token_budget", plan.max_thinking_tokens)
         response = await endpoint.passthrough(call, plan, payload)
     else:
         if is_stream and not await state.policy.any_available():

@@ -19,15 +19,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from proxy.api.deps import ERROR_RESPONSES, State, require_key
 from proxy.api.endpoint import Call, add_route
+from proxy.api.messages_events import PING, StreamTranslator, error_event, search_events
 from proxy.api.messages_mapping import (
-    PING,
     Conversation,
-    StreamTranslator,
     conversation,
-    error_event,
     message_from_chat,
     message_from_completion,
-    search_events,
 )
 from proxy.api.passthrough import open_policy_stream, policy_json, route_note, tts_note
 from proxy.errors import InvalidRequestError, UpstreamError
@@ -76,7 +73,7 @@ class MessagesEndpoint:
         return SearchRequest(
             model=body.model,
             messages=tuple(self.chat.messages),
-            tts=body.tts.model_dump(exclude_none=True) if body.tts else {},
+            tts=self._tts(),
             stop=tuple(body.stop_sequences) if body.stop_sequences else None,
             max_tokens=body.max_tokens,
             temperature=body.temperature,
@@ -85,6 +82,13 @@ class MessagesEndpoint:
             passthrough_reason=self.chat.passthrough_reason,
             ignored=tuple(self.chat.ignored),
         )
+
+    def _tts(self) -> dict[str, Any]:
+        """The body's ``tts`` controls; ``thinking.budget_tokens`` is the thinking cap."""
+        tts = self.body.tts.model_dump(exclude_none=True) if self.body.tts else {}
+        if self.chat.thinking_budget is not None:
+            tts.setdefault("max_thinking_tokens", self.chat.thinking_budget)
+        return tts
 
     def passthrough_payload(self) -> dict[str, Any]:
         body = self.body

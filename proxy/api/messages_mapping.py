@@ -3,30 +3,26 @@
 In: ``system`` and ``messages`` (text, image, ``tool_use`` and ``tool_result`` blocks) become
 chat messages; ``tools`` and ``tool_choice`` become chat tools. Out: a chat answer (a search's, or
 the policy's own on pass-through) becomes a ``message`` object, and a stream of chat chunks becomes
-the Messages event stream (``message_start``, ``content_block_*`` with ``text_delta`` and
-``input_json_delta``, ``message_delta``, ``message_stop``; ``error`` events on failure).
+the Messages event stream (``proxy.api.messages_events``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.errors import InvalidRequestError, ProxyError, UpstreamError
+from proxy.errors import InvalidRequestError, UpstreamError
 from proxy.wire.anthropic import CountTokensRequest, InputMessage, MessagesRequest
 from proxy.wire.chat import ChatCompletion
 
 __all__ = [
     "Conversation",
-    "StreamTranslator",
-    "anthropic_event",
     "conversation",
-    "error_event",
     "message_from_chat",
     "message_from_completion",
-    "search_events",
+    "stop_reason",
+    "thinking_blocks",
 ]
 
 # Fields of the Messages API the translation reads; any other is reported as ignored.
@@ -47,6 +43,7 @@ class Conversation:
     parallel_tool_calls: bool | None = None
     passthrough_reason: str | None = None
     ignored: list[str] = field(default_factory=list)
+    thinking_budget: int | None = None  # ``thinking.budget_tokens``: max_thinking_tokens
 
     def chat_fields(self) -> dict[str, Any]:
         """The chat body's ``messages`` and tool fields."""
@@ -73,7 +70,10 @@ def conversation(body: MessagesRequest | CountTokensRequest) -> Conversation:
         out.tool_choice, out.parallel_tool_calls = _tool_choice(body.tool_choice)
     if out.tools or out.tool_choice not in (None, "none"):
         out.passthrough_reason = "tools cannot be searched over: passed through unchanged"
-    if body.thinking is not None:
+    budget = (body.thinking or {}).get("budget_tokens")
+    if body.thinking is not None and body.thinking.get("type") == "enabled" and budget:
+        out.thinking_budget = int(budget)  # the proxy's thinking cap
+    elif body.thinking is not None and body.thinking.get("type") != "disabled":
         out.ignored.append("thinking")
     extra = body.model_extra or {}
     out.ignored += sorted(name for name in extra if name not in _READ)
@@ -252,13 +252,14 @@ def message_from_completion(
     """A finished search as a ``message`` (every generated token of the search counted)."""
     choice = completion.choices[0]
     text = choice.message.content or ""
-    reason, sequence = _stop_reason(choice.finish_reason, text, stop, matched=None)
+    reason, sequence = stop_reason(choice.finish_reason, text, stop, matched=None)
     usage = completion.usage
+    blocks = [*thinking_blocks(choice.message.reasoning), {"type": "text", "text": text}]
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
-        "content": [{"type": "text", "text": text}],
+        "content": blocks,
         "model": completion.model,
         "stop_reason": reason,
         "stop_sequence": sequence,
@@ -267,7 +268,15 @@ def message_from_completion(
     }
 
 
-def _stop_reason(
+def thinking_blocks(reasoning: Any) -> list[dict[str, Any]]:
+    """A reasoning model's thinking as Messages' ``thinking`` block (none without thinking; no
+    signature: it is the policy's own text, nothing to verify)."""
+    if not isinstance(reasoning, str):
+        return []
+    return [{"type": "thinking", "thinking": reasoning, "signature": ""}]
+
+
+def stop_reason(
     finish: str | None, text: str, stop: list[str] | None, matched: Any
 ) -> tuple[str | None, str | None]:
     """Anthropic's ``stop_reason`` and ``stop_sequence``: vLLM names the stop string it met
@@ -288,7 +297,7 @@ def message_from_chat(
     try:
         choice = data["choices"][0]
         message = choice.get("message") or {}
-        blocks: list[dict[str, Any]] = []
+        blocks = thinking_blocks(message.get("reasoning") or message.get("reasoning_content"))
         if message.get("content"):
             blocks.append({"type": "text", "text": str(message["content"])})
         for call in message.get("tool_calls") or []:
@@ -301,7 +310,7 @@ def message_from_chat(
                     "input": _arguments(function.get("arguments")),
                 }
             )
-        reason, sequence = _stop_reason(
+        reason, sequence = stop_reason(
             choice.get("finish_reason"), "", stop, matched=choice.get("stop_reason")
         )
         usage = data.get("usage") or {}
@@ -332,153 +341,3 @@ def _arguments(raw: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("tool arguments are not a JSON object")
     return value
-
-
-def anthropic_event(payload: dict[str, Any]) -> bytes:
-    """One event of the Messages stream: ``event:`` named as its ``type``."""
-    return f"event: {payload['type']}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
-
-
-PING = anthropic_event({"type": "ping"})
-
-
-def error_event(error: ProxyError) -> list[bytes]:
-    """A failure after the stream started, as Anthropic's ``error`` event."""
-    _, body = error.anthropic()
-    return [anthropic_event(body)]
-
-
-def _start(message_id: str, model: str) -> bytes:
-    message: dict[str, Any] = {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "content": [],
-        "model": model,
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 0, "output_tokens": 0},
-    }
-    return anthropic_event({"type": "message_start", "message": message})
-
-
-def _end(message: dict[str, Any]) -> Iterator[bytes]:
-    delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
-    event = {"type": "message_delta", "delta": delta, "usage": message["usage"]}
-    if message.get("tts") is not None:
-        event["tts"] = message["tts"]
-    yield anthropic_event(event)
-    yield anthropic_event({"type": "message_stop"})
-
-
-def search_events(message_id: str, model: str) -> tuple[bytes, Any]:
-    """A search as Messages events: the opening (``message_start``, the text block started),
-    then, once finished, ``finish(message)``: the text, the block's end, the stop reason with
-    the usage and the ``tts`` report, ``message_stop``."""
-    opening = _start(message_id, model) + anthropic_event(
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-    )
-
-    def finish(message: dict[str, Any]) -> Iterator[bytes]:
-        text = message["content"][0]["text"]
-        delta = {"type": "text_delta", "text": text}
-        yield anthropic_event({"type": "content_block_delta", "index": 0, "delta": delta})
-        yield anthropic_event({"type": "content_block_stop", "index": 0})
-        yield from _end(message)
-
-    return opening, finish
-
-
-class StreamTranslator:
-    """A relayed chat stream (the policy's ``chat.completion.chunk`` events) as the Messages
-    event stream, block by block: text deltas, then each tool call's ``input_json_delta``."""
-
-    def __init__(self, message_id: str, model: str, stop: list[str] | None) -> None:
-        self._id, self._model, self._stop = message_id, model, stop
-        self._block: tuple[str, int] | None = None  # ("text", -1) or ("tool", its call index)
-        self._index = -1
-        self._finish: str | None = None
-        self._matched: Any = None
-        self._usage = {"input_tokens": 0, "output_tokens": 0}
-        self.tts: dict[str, Any] | None = None  # the pass-through's note, on message_delta
-
-    async def events(self, lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        yield _start(self._id, self._model)
-        async for line in lines:
-            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
-                continue
-            try:
-                chunk = json.loads(line[6:])
-            except ValueError:
-                continue
-            if isinstance(chunk, dict) and "error" in chunk:  # relayed as our error event
-                error = chunk["error"] if isinstance(chunk["error"], dict) else {}
-                failure = UpstreamError(str(error.get("message", "the stream failed")))
-                for event in error_event(failure):
-                    yield event
-                return
-            for event in self._chunk(chunk):
-                yield event
-        for event in self._close():
-            yield event
-        reason, sequence = _stop_reason(self._finish, "", self._stop, matched=self._matched)
-        message: dict[str, Any] = {
-            "stop_reason": reason,
-            "stop_sequence": sequence,
-            "usage": self._usage,
-            "tts": self.tts,
-        }
-        for event in _end(message):
-            yield event
-
-    def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self._usage = {
-                "input_tokens": int(usage.get("prompt_tokens", 0)),
-                "output_tokens": int(usage.get("completion_tokens", 0)),
-            }
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                yield from self._open(("text", -1), {"type": "text", "text": ""})
-                text_delta = {"type": "text_delta", "text": str(delta["content"])}
-                yield self._delta(text_delta)
-            for call in delta.get("tool_calls") or []:
-                yield from self._tool_delta(call)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
-                self._matched = choice.get("stop_reason")
-
-    def _tool_delta(self, call: dict[str, Any]) -> Iterator[bytes]:
-        key = ("tool", int(call.get("index", 0)))
-        function = call.get("function") or {}
-        if self._block != key:
-            block = {
-                "type": "tool_use",
-                "id": str(call.get("id") or ""),
-                "name": str(function.get("name") or ""),
-                "input": {},
-            }
-            yield from self._open(key, block)
-        if function.get("arguments"):
-            yield self._delta({"type": "input_json_delta", "partial_json": function["arguments"]})
-
-    def _open(self, key: tuple[str, int], block: dict[str, Any]) -> Iterator[bytes]:
-        if self._block == key:
-            return
-        yield from self._close()
-        self._index += 1
-        self._block = key
-        start = {"type": "content_block_start", "index": self._index, "content_block": block}
-        yield anthropic_event(start)
-
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        return anthropic_event(
-            {"type": "content_block_delta", "index": self._index, "delta": delta}
-        )
-
-    def _close(self) -> Iterator[bytes]:
-        if self._block is not None:
-            yield anthropic_event({"type": "content_block_stop", "index": self._index})
-            self._block = None

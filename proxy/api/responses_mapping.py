@@ -21,6 +21,8 @@ from proxy.wire.responses import (
     OutputMessage,
     OutputText,
     OutputTokensDetails,
+    ReasoningItem,
+    ReasoningText,
     ResponseError,
     ResponseObject,
     ResponsesRequest,
@@ -173,20 +175,28 @@ def pending_response(
 def response_object(
     request: ResponsesRequest, completion: ChatCompletion, response_id: str, created_at: int
 ) -> ResponseObject:
-    """The finished response: the best answer as one ``output_text`` message."""
+    """The finished response: the best answer as one ``output_text`` message, after a
+    reasoning model's thinking as a ``reasoning`` item."""
     choice = completion.choices[0]
     is_cut = choice.finish_reason == "length"
+    suffix = response_id.removeprefix("resp_")
     item = OutputMessage(
-        id=f"msg_{response_id.removeprefix('resp_')}",
+        id=f"msg_{suffix}",
         status="incomplete" if is_cut else "completed",
         content=[OutputText(text=choice.message.content or "")],
     )
+    output: list[ReasoningItem | OutputMessage] = [item]
+    if choice.message.reasoning is not None:
+        thinking = ReasoningItem(
+            id=f"rs_{suffix}", content=[ReasoningText(text=choice.message.reasoning)]
+        )
+        output.insert(0, thinking)
     return pending_response(request, response_id, created_at).model_copy(
         update={
             "status": "incomplete" if is_cut else "completed",
             "incomplete_details": IncompleteDetails(reason="max_output_tokens") if is_cut else None,
             "model": completion.model,
-            "output": [item],
+            "output": output,
             "usage": _usage(completion),
             "tts": completion.tts,
         }
@@ -217,19 +227,30 @@ class EventWriter:
         )
 
     def finished(self, done: ResponseObject) -> Iterator[bytes]:
-        """The answer's events: item, part, text delta(s), and the closing lifecycle event."""
-        item = done.output[0]
+        """The answer's events: a reasoning item (added, done) if there is one; the message
+        item, its part, text delta(s); and the closing lifecycle event."""
+        *before, item = done.output
+        assert isinstance(item, OutputMessage), "the answer's message comes last"
+        for index, reasoning in enumerate(before):
+            for added_or_done in ("response.output_item.added", "response.output_item.done"):
+                event: Any = added_or_done
+                yield self._frame(
+                    OutputItemEvent(
+                        type=event, sequence_number=0, output_index=index, item=reasoning
+                    )
+                )
+        at = len(before)
         text = item.content[0].text
         where: dict[str, Any] = {
             "item_id": item.id,
-            "output_index": 0,
+            "output_index": at,
             "content_index": 0,
             "sequence_number": 0,
         }
         empty = item.model_copy(update={"status": "in_progress", "content": []})
         yield self._frame(
             OutputItemEvent(
-                type="response.output_item.added", sequence_number=0, output_index=0, item=empty
+                type="response.output_item.added", sequence_number=0, output_index=at, item=empty
             )
         )
         yield self._frame(
@@ -242,7 +263,7 @@ class EventWriter:
         )
         yield self._frame(
             OutputItemEvent(
-                type="response.output_item.done", sequence_number=0, output_index=0, item=item
+                type="response.output_item.done", sequence_number=0, output_index=at, item=item
             )
         )
         kind: Any = "response.incomplete" if done.status == "incomplete" else "response.completed"

@@ -251,6 +251,7 @@ async def run_search(
                 extra,
                 is_templated=raw_prompt is None,
                 pool=state.policy,
+                thinking_cap=plan.max_thinking_tokens,
             )
             scorer = _scorer(state, plan, stats, policy, model)
             deadline = _deadline(plan)

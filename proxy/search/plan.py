@@ -139,6 +139,7 @@ _EXTRA_FIELDS = (
     "warmup",
     "confidence_window",
     "particle_iterations",
+    "max_thinking_tokens",
     "compare",
     "reference",
 )
@@ -163,6 +164,7 @@ class Plan:
     temperature_note: str | None = None  # why the request's temperature was not used
     route: str | None = None  # a large-API route (litellm) answers instead of the policy
     profile: Profile | None = None  # the served model's size, family and scorer class
+    max_thinking_tokens: int | None = None  # a reasoning model's thinking cap per sample
 
 
 def split_alias(model: str) -> tuple[str, str | None, int | None]:
@@ -317,6 +319,7 @@ def resolve_plan(
         temperature_note=greedy_note,
         route=route,
         profile=profile,
+        max_thinking_tokens=options.max_thinking_tokens,
     )
 
 

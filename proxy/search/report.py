@@ -36,7 +36,7 @@ from proxy.wire.tts import (
     TtsReport,
     TtsTraceNode,
 )
-from strategies import SearchResult
+from strategies import SearchResult, split_thinking
 
 __all__ = [
     "SearchOutcome",
@@ -55,6 +55,7 @@ class _Returned:
     text: str
     tokens: int
     finish_reason: Any
+    reasoning: str | None = None  # a reasoning model's thinking, never in ``text``
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,21 +79,28 @@ def cut_at_stop(text: str, stop: str | Sequence[str] | None) -> str | None:
 def _returned(
     result: SearchResult, n: int, stop: str | Sequence[str] | None = None
 ) -> list[_Returned]:
-    """The top-``n`` distinct answers (fewer when fewer exist), each cut at a stop string.
+    """The top-``n`` distinct answers (fewer when fewer exist), each cut at a stop string, a
+    reasoning model's thinking apart from its answer.
 
-    A cut answer's token count is its share of the candidate's tokens by characters: the tokens
-    after the stop were generated (and are counted as reasoning) but not returned.
+    The answer's token count is its share of the candidate's tokens by characters: the thinking
+    and the tokens after a stop were generated (and are counted as reasoning) but not returned
+    as content.
     """
     out = []
     for choice in result.choices[:n]:
         candidate = result.candidates[choice.candidate_index].candidate
         finish = "length" if candidate.is_truncated else "stop"
-        text, tokens = choice.text, candidate.completion_tokens
+        thinking, text = split_thinking(choice.text)
         cut = cut_at_stop(text, stop)
         if cut is not None:
-            tokens = round(tokens * len(cut) / max(len(text), 1))
             text, finish = cut, "stop"
-        out.append(_Returned(text, tokens, finish))
+        share = len(text) / max(len(choice.text), 1)
+        tokens = (
+            candidate.completion_tokens
+            if share >= 1
+            else round(candidate.completion_tokens * share)
+        )
+        out.append(_Returned(text, tokens, finish, thinking))
     return out
 
 
@@ -202,7 +210,8 @@ def tts_extension(
         ),
         replica=outcome.replica,
         reasoning_prompt=outcome.reasoning_prompt,
-        ignored_params=list(plan.ignored_params),
+        ignored_params=list(plan.ignored_params)
+        + (["max_thinking_tokens"] if outcome.stats.thinking_cap_unused else []),
         temperature_note=plan.temperature_note,
         seed=cfg.seed if result.strategy == "particle_filtering" else None,
         deepconf=_typed(TtsDeepConf, result.deepconf) if result.deepconf else None,
@@ -252,7 +261,13 @@ def build_completion(
     cached_tokens: int | None = None,
 ) -> ChatCompletion:
     choices = [
-        Choice(index=i, message=ResponseMessage(content=r.text), finish_reason=r.finish_reason)
+        Choice(
+            index=i,
+            message=ResponseMessage(
+                content=r.text, reasoning=r.reasoning, reasoning_content=r.reasoning
+            ),
+            finish_reason=r.finish_reason,
+        )
         for i, r in enumerate(_returned(result, n, stop))
     ]
     return ChatCompletion(
@@ -284,6 +299,10 @@ def completion_chunks(completion: ChatCompletion, include_usage: bool) -> list[C
     for choice in completion.choices:
         i = choice.index
         chunks.append(chunk([ChunkChoice(index=i, delta=Delta(role="assistant", content=""))]))
+        thinking = choice.message.reasoning
+        if thinking is not None:
+            delta = Delta(reasoning=thinking, reasoning_content=thinking)
+            chunks.append(chunk([ChunkChoice(index=i, delta=delta)]))
         chunks.append(chunk([ChunkChoice(index=i, delta=Delta(content=choice.message.content))]))
         chunks.append(
             chunk([ChunkChoice(index=i, delta=Delta(), finish_reason=choice.finish_reason)])

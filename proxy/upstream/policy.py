@@ -9,6 +9,7 @@ per request through vLLM's ``/tokenize`` + ``/detokenize``, then every depth sen
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from strategies import (
     Streamed,
     token_confidence,
 )
+from strategies.answers import THINK_CLOSE
 
 __all__ = ["CallStats", "PrmScorer", "PromptRenderer", "VllmPolicy"]
 
@@ -41,6 +43,8 @@ class CallStats:
     render_s: float = 0.0
     cached_prompt_tokens: int | None = None  # None: the policy server reports no cache hits
     upstream_models: set[str] = field(default_factory=set)
+    thinking_cut: int = 0  # samples whose thinking the cap closed
+    thinking_cap_unused: bool = False  # a call the cap could not apply to (steps, streams)
 
 
 class PromptRenderer:
@@ -104,7 +108,9 @@ class VllmPolicy:
         *,
         is_templated: bool = True,
         pool: PolicyPool | None = None,
+        thinking_cap: int | None = None,
     ) -> None:
+        self._thinking_cap = thinking_cap
         self._is_templated = is_templated
         self._pool = pool
         self._upstream = upstream
@@ -140,7 +146,47 @@ class VllmPolicy:
         return payload
 
     async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
-        payload = self._payload([self._prompt + prefix for prefix in prefixes], n, sampling)
+        cap = self._thinking_cap
+        if cap is not None and sampling.stop:  # a step: its thinking so far is not counted
+            self._stats.thinking_cap_unused = True
+        if cap is None or sampling.stop or cap >= sampling.max_tokens:
+            return await self._generate([self._prompt + p for p in prefixes], n, sampling)
+        return await self._generate_capped(prefixes, n, sampling, cap)
+
+    async def _generate_capped(
+        self, prefixes: Sequence[str], n: int, sampling: Sampling, cap: int
+    ) -> PolicyBatch:
+        """Budget forcing (s1): think for at most ``cap`` tokens (the call stops at
+        ``</think>``); a sample still thinking then has its section closed; every sample that
+        thought goes on to its answer in one more call, within ``max_tokens`` in all."""
+        thinking = dataclasses.replace(sampling, max_tokens=cap, stop=(THINK_CLOSE,))
+        first = await self._generate([self._prompt + p for p in prefixes], n, thinking)
+        texts: list[str] = []
+        pending: list[tuple[int, int, Generation]] = []
+        for i, group in enumerate(first.generations):
+            for j, g in enumerate(group):
+                if g.finish == Finish.LENGTH:  # still thinking at the cap: close it
+                    self._stats.thinking_cut += 1
+                    g = dataclasses.replace(g, text=g.text + _CLOSER)
+                elif not g.text.endswith(THINK_CLOSE):
+                    continue  # answered without thinking, or ended
+                pending.append((i, j, g))
+                texts.append(self._prompt + prefixes[i] + g.text)
+        if not pending:
+            return first
+        rest = dataclasses.replace(sampling, max_tokens=sampling.max_tokens - cap)
+        second = await self._generate(texts, 1, rest)
+        groups = [list(group) for group in first.generations]
+        for (i, j, g), (answer,) in zip(pending, second.generations, strict=True):
+            groups[i][j] = _joined(g, answer)
+        return PolicyBatch(
+            generations=tuple(tuple(group) for group in groups),
+            prompt_tokens=first.prompt_tokens + second.prompt_tokens,
+            completion_tokens=first.completion_tokens + second.completion_tokens,
+        )
+
+    async def _generate(self, prompts: list[str], n: int, sampling: Sampling) -> PolicyBatch:
+        payload = self._payload(prompts, n, sampling)
         started = time.perf_counter()
         try:
             if self._pool is None:
@@ -152,7 +198,7 @@ class VllmPolicy:
         finally:
             self._stats.policy_s += time.perf_counter() - started
         with _malformed("/v1/completions answer"):
-            batch = _parse_completions(data, len(prefixes), n, sampling)
+            batch = _parse_completions(data, len(prompts), n, sampling)
             details = (data.get("usage") or {}).get("prompt_tokens_details") or {}
             cached = details.get("cached_tokens")
         if isinstance(cached, int):
@@ -163,7 +209,10 @@ class VllmPolicy:
         self, prefix: str, sampling: Sampling, keep_going: Callable[[Sequence[float]], bool]
     ) -> Streamed:
         """One sample streamed from ``/v1/completions``; closed (vLLM aborts it) as soon as
-        ``keep_going`` says so. Usage comes with every chunk (``continuous_usage_stats``)."""
+        ``keep_going`` says so. Usage comes with every chunk (``continuous_usage_stats``). A
+        thinking cap does not apply here (DeepConf online)."""
+        if self._thinking_cap is not None:
+            self._stats.thinking_cap_unused = True
         payload = self._payload(self._prompt + prefix, 1, sampling) | {
             "logprobs": max(sampling.top_logprobs, 1),
             "stream": True,
@@ -212,6 +261,22 @@ class VllmPolicy:
             token_confidences=tuple(confidences),
         )
         return Streamed(generation, prompt_tokens)
+
+
+_CLOSER = "\n" + THINK_CLOSE + "\n\n"  # what closes a thinking section cut at the cap
+
+
+def _joined(thought: Generation, answer: Generation) -> Generation:
+    """A sample's thinking and its answer, generated in two calls, as one generation."""
+    shift = len(thought.text)
+    return Generation(
+        text=thought.text + answer.text,
+        finish=answer.finish,
+        completion_tokens=thought.completion_tokens + answer.completion_tokens,
+        token_logprobs=thought.token_logprobs + answer.token_logprobs,
+        token_ends=thought.token_ends + tuple(end + shift for end in answer.token_ends),
+        token_confidences=thought.token_confidences + answer.token_confidences,
+    )
 
 
 @contextlib.contextmanager

@@ -80,10 +80,18 @@ class ChatCompletionRequest(BaseModel):
     tts: TtsOptions | None = None
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: None = None
+    # A reasoning model's thinking (never inside ``content``): ``reasoning`` as vLLM names it
+    # now, ``reasoning_content`` as it did before (clients read either). Absent otherwise.
+    reasoning: str | None = Field(default=None, exclude_if=_absent)
+    reasoning_content: str | None = Field(default=None, exclude_if=_absent)
 
 
 class Choice(BaseModel):
@@ -123,6 +131,8 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning: str | None = Field(default=None, exclude_if=_absent)
+    reasoning_content: str | None = Field(default=None, exclude_if=_absent)
 
 
 class ChunkChoice(BaseModel):

@@ -22,6 +22,7 @@ __all__ = [
     "OutputMessage",
     "OutputText",
     "OutputTokensDetails",
+    "ReasoningItem",
     "ResponseError",
     "ResponseObject",
     "ResponseStatus",
@@ -79,6 +80,21 @@ class OutputMessage(BaseModel):
     content: list[OutputText]
 
 
+class ReasoningText(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class ReasoningItem(BaseModel):
+    """A reasoning model's thinking, an output item before the answer's message."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[JSONValue] = Field(default_factory=list)
+    content: list[ReasoningText]
+    status: Literal["in_progress", "completed", "incomplete"] = "completed"
+
+
 class InputTokensDetails(BaseModel):
     cached_tokens: int
     cache_write_tokens: int = 0
@@ -116,7 +132,7 @@ class ResponseObject(BaseModel):
     instructions: str | None = None
     max_output_tokens: int | None = None
     model: str
-    output: list[OutputMessage]
+    output: list[ReasoningItem | OutputMessage]
     parallel_tool_calls: bool = True
     previous_response_id: None = None
     reasoning: dict[str, JSONValue] | None = None
@@ -149,7 +165,7 @@ class OutputItemEvent(BaseModel):
     type: Literal["response.output_item.added", "response.output_item.done"]
     sequence_number: int
     output_index: int
-    item: OutputMessage
+    item: ReasoningItem | OutputMessage
 
 
 class ContentPartEvent(BaseModel):

@@ -93,6 +93,13 @@ class TtsOptions(BaseModel):
         description="particle_filtering: sweeps; > 1 is particle "
         "Gibbs, the budget split over them, each sweep conditioned on the last one's pick",
     )
+    max_thinking_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="a reasoning model's thinking, capped per sample: at the cap the proxy "
+        "closes the thinking section and lets the model answer (budget forcing); whole-sample "
+        "methods (cot, majority, best_of_n, deepconf offline)",
+    )
     compare: str | None = Field(default=None, description="shadow with this baseline model")
     reference: str | None = Field(default=None, description="the known correct answer")
 

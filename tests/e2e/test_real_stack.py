@@ -495,3 +495,17 @@ def test_anthropic_messages_over_the_real_stack(proxy_url: str, relay: tuple[Rel
             model="claude-haiku-4-5", messages=[{"role": "user", "content": "Say hi."}]
         )
         assert counted.input_tokens > 3
+
+
+def test_a_thinking_cap_on_real_vllm(proxy_url: str, relay: tuple[Relay, str]) -> None:
+    """Budget forcing on real vLLM (SmolLM2 does not think, so every sample runs into the cap):
+    the thinking call stops at the cap, the section is closed, and a second call answers; the
+    cut thinking comes back as ``reasoning``, apart from the content."""
+    completion = ask(proxy_url, "majority", {"X-TTS-Budget": "2", "X-TTS-Max-Thinking-Tokens": "8"})
+    message = completion.choices[0].message
+    reasoning = (message.model_extra or {}).get("reasoning")
+    assert reasoning and "</think>" not in (message.content or "")
+    assert [u["completion_tokens"] for u in relay[0].usages][0] <= 2 * 8
+    assert len(relay[0].usages) == 2
+    details = completion.usage.completion_tokens_details
+    assert details is not None and details.reasoning_tokens > 0
