@@ -24,7 +24,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from harness.fake_tools import tool_call_answer, tool_call_events, wants_tool_call
+from harness.fake_chat import (
+    plain_answer,
+    plain_events,
+    tool_call_answer,
+    tool_call_events,
+    wants_tool_call,
+)
 
 _ASSISTANT = "<|im_start|>assistant\n"
 _TOKEN = re.compile(r"\S+\s*|\s+")
@@ -390,51 +396,12 @@ class FakeVllm:
                 calls = tool_call_events(body, self.model)
                 return StreamingResponse(calls, media_type="text/event-stream")
             return tool_call_answer(body, self.model)
-        content = "plain answer from the policy"
-        usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
         if not body.get("stream"):
-            n = body.get("n") or 1  # as vLLM: n choices in one answer
-            usage = usage | {"completion_tokens": 5 * n, "total_tokens": 7 + 5 * n}
-            return {
-                "id": "chatcmpl-up",
-                "object": "chat.completion",
-                "created": 0,
-                "model": self.model,
-                "usage": usage,
-                "choices": [
-                    {
-                        "index": i,
-                        "message": {"role": "assistant", "content": content}
-                        | ({"reasoning": self.chat_reasoning} if self.chat_reasoning else {}),
-                        "finish_reason": "stop",
-                    }
-                    for i in range(n)
-                ],
-            }
-
-        async def events() -> Any:
-            pieces = ("plain ", "answer") if not self.trickle_s else ("more ",) * 10_000
-            if self.chat_reasoning:  # as vLLM's reasoning parser streams it: before the answer
-                delta = {"reasoning": self.chat_reasoning}
-                choice = {"index": 0, "delta": delta, "finish_reason": None}
-                yield f"data: {json.dumps({'model': self.model, 'choices': [choice]})}\n\n"
-            for k, piece in enumerate(pieces):
-                if k == self.break_stream_after:  # the connection drops mid-stream
-                    raise ConnectionResetError("the fake vLLM broke its stream")
-                if self.trickle_s:
-                    await asyncio.sleep(self.trickle_s)
-                finish = "stop" if k == len(pieces) - 1 else None  # as vLLM: on the last
-                chunk = {
-                    "id": "chatcmpl-up",
-                    "object": "chat.completion.chunk",
-                    "created": 0,
-                    "model": self.model,
-                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": finish}],
-                }
-                yield f"data: {json.dumps(chunk)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+            return plain_answer(body, self.model, self.chat_reasoning)
+        events = plain_events(
+            self.model, self.chat_reasoning, self.trickle_s, self.break_stream_after
+        )
+        return StreamingResponse(events, media_type="text/event-stream")
 
 
 def _response(model: str, text: str) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from anthropic.types import Message, TextBlock, ToolUseBlock
 
+from harness.fake_chat import ARGUMENTS
 from harness.fake_servers import FakeVllm
-from harness.fake_tools import ARGUMENTS
 from tests.conftest import ProxyFactory
 
 Sdk = Callable[..., anthropic.Anthropic]

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from harness.fake_chat import ARGUMENTS
 from harness.fake_servers import FakeVllm
-from harness.fake_tools import ARGUMENTS
 from tests.conftest import ProxyFactory
 
 SOURCE = Path(__file__).parent / "node"

@@ -71,8 +71,8 @@ def test_chat_votes_on_answers_and_returns_thinking_apart(
     assert {c["answer"] for c in tts["candidates"]} == {"4"}  # the box in the thinking is not
     usage = completion.usage
     assert usage is not None and usage.completion_tokens_details is not None
-    thinking_tokens = len(extra["reasoning"].split())
-    assert usage.completion_tokens_details.reasoning_tokens >= thinking_tokens
+    reasoning_tokens = usage.completion_tokens_details.reasoning_tokens or 0
+    assert reasoning_tokens >= len(extra["reasoning"].split())
     assert usage.completion_tokens == sum(u["completion_tokens"] for u in vllm.reported_usage)
 
 

@@ -505,7 +505,7 @@ def test_a_thinking_cap_on_real_vllm(proxy_url: str, relay: tuple[Relay, str]) -
     message = completion.choices[0].message
     reasoning = (message.model_extra or {}).get("reasoning")
     assert reasoning and "</think>" not in (message.content or "")
-    assert [u["completion_tokens"] for u in relay[0].usages][0] <= 2 * 8
+    assert relay[0].usages[0]["completion_tokens"] <= 2 * 8
     assert len(relay[0].usages) == 2
     details = completion.usage.completion_tokens_details
     assert details is not None and details.reasoning_tokens > 0
