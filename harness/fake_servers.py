@@ -31,6 +31,7 @@ from harness.fake_chat import (
     tool_call_events,
     wants_tool_call,
 )
+from harness.fake_loglikelihood import echo_answer, is_echo, prompt_list
 
 _ASSISTANT = "<|im_start|>assistant\n"
 _TOKEN = re.compile(r"\S+\s*|\s+")
@@ -217,6 +218,8 @@ class FakeVllm:
             return self._injected_failure()
         if await self._wait(request):
             return JSONResponse({}, 499)
+        if is_echo(body):  # log-likelihood evaluation
+            return echo_answer(body, self.model)
         if body.get("stream"):
             return StreamingResponse(self._stream_completion(body), media_type="text/event-stream")
         if self.trickle_s > 0:
@@ -237,7 +240,10 @@ class FakeVllm:
             await asyncio.sleep(self.trickle_s)
 
     def _answer(self, body: dict[str, Any], first_sample: int = 0) -> dict[str, Any]:
-        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        # Token-id prompts (lm-eval's, tokenized by /tokenize here): one character per id.
+        prompts = [
+            "".join(map(chr, p)) if isinstance(p, list) else p for p in prompt_list(body["prompt"])
+        ]
         n = int(body.get("n", 1))
         choices = []
         completion_tokens = 0

@@ -32,6 +32,7 @@ from proxy.search.profiles import load_rules
 from proxy.settings import ProxySettings
 from tests.e2e.conftest import Relay
 from tests.eventually import eventually
+from tests.test_lm_eval import run_lm_eval
 from tts_eval.__main__ import main as tts_eval
 from tts_eval.rows import read_rows
 
@@ -509,3 +510,11 @@ def test_a_thinking_cap_on_real_vllm(proxy_url: str, relay: tuple[Relay, str]) -
     assert len(relay[0].usages) == 2
     details = completion.usage.completion_tokens_details
     assert details is not None and details.reasoning_tokens > 0
+
+
+def test_lm_eval_tasks_through_the_proxy_on_real_vllm(proxy_url: str, tmp_path: Path) -> None:
+    """lm-eval's default local setup (tokenized requests, the server's tokenizer) through the
+    proxy on real vLLM: a generate task and a log-likelihood task both run to a result."""
+    results = run_lm_eval(proxy_url, "smollm2", tmp_path)
+    assert 0.0 <= results["tts_generate"]["exact_match,boxed"] <= 1.0
+    assert 0.0 <= results["tts_loglikelihood"]["acc,none"] <= 1.0
