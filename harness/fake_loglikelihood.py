@@ -1,7 +1,7 @@
 """The fake vLLM's legacy completions for log-likelihood evaluation (lm-eval's
 ``local-completions``): ``echo: true`` with token-id prompts (or text, one character per token),
-each prompt token and the one generated token at log-probability -0.1 per token, as vLLM answers
-``echo`` with ``logprobs``.
+each prompt token and the one generated token at log-probability -0.1 per token (vLLM answers
+null for the first prompt token, which no client reads: a number here, for strict clients).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def echo_answer(body: dict[str, Any], model: str) -> dict[str, Any]:
                 "finish_reason": "length",
                 "logprobs": {
                     "tokens": tokens,
-                    "token_logprobs": [None] + [TOKEN_LOGPROB] * (len(ids) - 1),
-                    "top_logprobs": [None] + [{t: TOKEN_LOGPROB} for t in tokens[1:]],
+                    "token_logprobs": [TOKEN_LOGPROB] * len(ids),
+                    "top_logprobs": [{t: TOKEN_LOGPROB} for t in tokens],
                     "text_offset": list(range(len(ids))),
                 },
             }

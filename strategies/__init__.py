@@ -18,7 +18,7 @@ from strategies.auto import difficulty_of, draws_to_settle, keeps_lead
 from strategies.confidence import ConfidenceScorer
 from strategies.deepconf import token_confidence
 from strategies.errors import ConfigError, NoCandidatesError, SearchError
-from strategies.registry import STRATEGIES, StrategySpec, check, search
+from strategies.registry import STRATEGIES, BudgetUnit, StrategySpec, check, search
 from strategies.results import (
     AnswerChoice,
     AutoDecision,
@@ -65,6 +65,7 @@ __all__ = [
     "AutoCell",
     "AutoConfig",
     "AutoDecision",
+    "BudgetUnit",
     "CallKind",
     "Candidate",
     "CellMethod",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 from strategies.answers import group_inline
 from strategies.auto import run_auto
@@ -30,22 +31,38 @@ from strategies.types import (
     StrategyName,
 )
 
-__all__ = ["STRATEGIES", "StrategySpec", "search"]
+__all__ = ["STRATEGIES", "BudgetUnit", "StrategySpec", "search"]
+
+# What a budget N counts: "samples" (N whole answers), "samples_per_depth" (N continuations at
+# every step), "particles" (N particles, one step each per round), "samples_cap" (at most N in
+# all, fewer when the answer settles early), "unused" (one answer whatever N).
+BudgetUnit = Literal["samples", "samples_per_depth", "particles", "samples_cap", "unused"]
 
 
 @dataclass(frozen=True, slots=True)
 class StrategySpec:
-    """How to run one method and what it needs."""
+    """How to run one method, what it needs, and what its budget counts."""
 
     run: Callable[[SearchRun], Awaitable[SearchResult]]
     uses_scorer: bool
     needs_scorer: bool
     is_stepwise: bool
+    budget_unit: BudgetUnit = "samples"
+
+    def max_generations(self, config: SearchConfig) -> int:
+        """The most generations ``config``'s budget allows for this method."""
+        if self.budget_unit == "unused":
+            return 1
+        if self.budget_unit in ("samples_per_depth", "particles"):
+            return config.budget * config.max_steps
+        return config.budget
 
 
 STRATEGIES: Mapping[StrategyName, StrategySpec] = MappingProxyType(
     {
-        "cot": StrategySpec(run_cot, uses_scorer=False, needs_scorer=False, is_stepwise=False),
+        "cot": StrategySpec(
+            run_cot, uses_scorer=False, needs_scorer=False, is_stepwise=False, budget_unit="unused"
+        ),
         "majority": StrategySpec(
             run_majority, uses_scorer=False, needs_scorer=False, is_stepwise=False
         ),
@@ -53,16 +70,36 @@ STRATEGIES: Mapping[StrategyName, StrategySpec] = MappingProxyType(
             run_best_of_n, uses_scorer=True, needs_scorer=False, is_stepwise=False
         ),
         "beam_search": StrategySpec(
-            run_beam_search, uses_scorer=True, needs_scorer=True, is_stepwise=True
+            run_beam_search,
+            uses_scorer=True,
+            needs_scorer=True,
+            is_stepwise=True,
+            budget_unit="samples_per_depth",
         ),
-        "dvts": StrategySpec(run_dvts, uses_scorer=True, needs_scorer=True, is_stepwise=True),
+        "dvts": StrategySpec(
+            run_dvts,
+            uses_scorer=True,
+            needs_scorer=True,
+            is_stepwise=True,
+            budget_unit="samples_per_depth",
+        ),
         "deepconf": StrategySpec(
             run_deepconf, uses_scorer=False, needs_scorer=False, is_stepwise=False
         ),
         "particle_filtering": StrategySpec(
-            run_particle_filtering, uses_scorer=True, needs_scorer=True, is_stepwise=False
+            run_particle_filtering,
+            uses_scorer=True,
+            needs_scorer=True,
+            is_stepwise=False,
+            budget_unit="particles",
         ),
-        "auto": StrategySpec(run_auto, uses_scorer=True, needs_scorer=False, is_stepwise=False),
+        "auto": StrategySpec(
+            run_auto,
+            uses_scorer=True,
+            needs_scorer=False,
+            is_stepwise=False,
+            budget_unit="samples_cap",
+        ),
     }
 )
 

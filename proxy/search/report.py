@@ -25,7 +25,6 @@ from proxy.wire.chat import (
     Usage,
 )
 from proxy.wire.tts import (
-    BudgetUnit,
     TtsAnswer,
     TtsAuto,
     TtsCandidate,
@@ -36,7 +35,7 @@ from proxy.wire.tts import (
     TtsReport,
     TtsTraceNode,
 )
-from strategies import SearchResult, split_thinking
+from strategies import STRATEGIES, SearchResult, split_thinking
 
 __all__ = [
     "SearchOutcome",
@@ -128,28 +127,6 @@ def usage_of(
     )
 
 
-_UNIT: dict[str, BudgetUnit] = {
-    "cot": "unused",
-    "majority": "samples",
-    "best_of_n": "samples",
-    "beam_search": "samples_per_depth",
-    "dvts": "samples_per_depth",
-    "particle_filtering": "particles",
-    "deepconf": "samples",
-    "auto": "samples_cap",
-}
-
-
-def _max_generations(strategy: str, cfg: Any) -> int:
-    """The most generations the plan's budget allows."""
-    unit = _UNIT.get(strategy, "samples")
-    if unit == "unused":
-        return 1
-    if unit in ("samples_per_depth", "particles"):
-        return int(cfg.budget * cfg.max_steps)
-    return int(cfg.budget)
-
-
 def tts_extension(
     plan: Plan, outcome: SearchOutcome, *, total_s: float, compare: TtsCompare | None = None
 ) -> TtsReport:
@@ -159,6 +136,8 @@ def tts_extension(
     profile = plan.profile
     proxy_s = max(total_s - outcome.upstream_s, 0.0)
     cfg = plan.config
+    assert plan.strategy != "none", "a searched plan"
+    spec = STRATEGIES[plan.strategy]  # what its budget counts
     is_prm = bool(result.scorer and result.scorer.startswith("prm"))
     is_verifier = bool(result.scorer and result.scorer.startswith("verifier"))
     return TtsReport(
@@ -166,8 +145,8 @@ def tts_extension(
         requested_strategy=plan.requested,
         reason=plan.reason,
         budget=cfg.budget,
-        budget_unit=_UNIT.get(plan.strategy, "samples"),
-        max_generations=_max_generations(plan.strategy, cfg),
+        budget_unit=spec.budget_unit,
+        max_generations=spec.max_generations(cfg),
         budget_spent=usage.generations,
         beam_width=cfg.beam_width if result.strategy in ("beam_search", "dvts", "auto") else None,
         particle_iterations=(

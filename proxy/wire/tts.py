@@ -18,7 +18,7 @@ from pydantic import (
 
 from proxy.settings import ScorerKind, StrategyChoice
 from proxy.wire.text import valid_text
-from strategies import NodeStatus, ScoringMode, StrategyName, VotingMode
+from strategies import BudgetUnit, NodeStatus, ScoringMode, StrategyName, VotingMode
 
 __all__ = [
     "BudgetUnit",
@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 JSONValue = Any
-BudgetUnit = Literal["samples", "samples_per_depth", "particles", "samples_cap", "unused"]
 _CHOICES = ("strategy", "scoring", "voting", "scorer", "deepconf_mode")
 
 
