@@ -26,10 +26,12 @@ from strategies.results import (
     DeepConfReport,
     NodeStatus,
     ScoredCandidate,
+    ScorerKind,
     SearchResult,
     SearchUsage,
     TraceCall,
     TraceNode,
+    scorer_kind,
 )
 from strategies.scoring import aggregate, rank_answers, select_top
 from strategies.types import (
@@ -84,6 +86,7 @@ __all__ = [
     "ScoreBatch",
     "ScoreRequest",
     "ScoredCandidate",
+    "ScorerKind",
     "ScoringMode",
     "SearchConfig",
     "SearchError",
@@ -109,6 +112,7 @@ __all__ = [
     "group_inline",
     "keeps_lead",
     "rank_answers",
+    "scorer_kind",
     "search",
     "select_top",
     "split_thinking",

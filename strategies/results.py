@@ -6,7 +6,7 @@ Must not import anything outside the standard library.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast, get_args
 
 from strategies.types import CallKind, ScoringMode, Step, StrategyName, VotingMode
 
@@ -16,10 +16,12 @@ __all__ = [
     "Candidate",
     "DeepConfReport",
     "ScoredCandidate",
+    "ScorerKind",
     "SearchResult",
     "SearchUsage",
     "TraceCall",
     "TraceNode",
+    "scorer_kind",
 ]
 
 # stopped: deepconf closed the sample's stream early (its confidence fell below the threshold)
@@ -158,6 +160,21 @@ class DeepConfReport:
     settled: bool  # online: sampling ended because the vote was settled
 
 
+# What scored the steps: a PRM, a verifier (a chat model's P(yes), or its GenPRM-style
+# analysis), the policy's token confidence, another scorer, or none.
+ScorerKind = Literal["prm", "verifier", "verifier-genprm", "confidence", "other", "none"]
+_KINDS: frozenset[str] = frozenset(get_args(ScorerKind))
+
+
+def scorer_kind(label: str | None) -> ScorerKind:
+    """A scorer's label (``StepScorer.name``: ``"prm:Qwen2.5-Math-PRM-7B"``, ``"confidence"``)
+    as its kind; the one place the label is parsed."""
+    if label is None:
+        return "none"
+    kind = label.split(":", 1)[0]
+    return cast(ScorerKind, kind) if kind in _KINDS else "other"
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     """The frozen outcome of one search."""
@@ -175,6 +192,11 @@ class SearchResult:
     calls: tuple[TraceCall, ...] = ()
     decision: AutoDecision | None = None
     deepconf: DeepConfReport | None = None
+
+    @property
+    def scorer_kind(self) -> ScorerKind:
+        """What scored the steps, typed: ``scorer``'s label before its ``:`` (the model)."""
+        return scorer_kind(self.scorer)
 
     @property
     def answer(self) -> str:

@@ -108,3 +108,13 @@ def test_free_text_answers_rank_by_score() -> None:
     items = scored(["", "", ""], [0.1, 0.8, 0.3])
     choices = rank_answers(items, [0, 1, 2], "majority")
     assert [c.candidate_index for c in choices] == [1, 2, 0]
+
+
+def test_a_scorer_label_is_parsed_into_its_kind_in_one_place() -> None:
+    from strategies import scorer_kind
+
+    assert scorer_kind("prm:Qwen2.5-Math-PRM-7B") == "prm" and scorer_kind("prm") == "prm"
+    assert scorer_kind("verifier:qwen") == "verifier"
+    assert scorer_kind("verifier-genprm:qwen") == "verifier-genprm"
+    assert scorer_kind("confidence") == "confidence"
+    assert scorer_kind("my-heuristic") == "other" and scorer_kind(None) == "none"

@@ -132,7 +132,7 @@ def record_search(metrics: Metrics, result: SearchResult) -> None:
             metrics.early_stops.labels(strategy, reason).inc()
     if decision is not None:
         metrics.auto.labels(decision.difficulty, decision.method or "pilots").inc()
-    scorer = (result.scorer or "none").split(":", 1)[0]
+    scorer = result.scorer_kind
     for call in result.calls:
         if call.kind == "scorer":
             metrics.scorer_latency.labels(scorer).observe(call.ended_s - call.started_s)

@@ -35,7 +35,7 @@ from proxy.wire.tts import (
     TtsReport,
     TtsTraceNode,
 )
-from strategies import STRATEGIES, SearchResult, split_thinking
+from strategies import STRATEGIES, ScorerKind, SearchResult, split_thinking
 
 __all__ = [
     "SearchOutcome",
@@ -138,8 +138,8 @@ def tts_extension(
     cfg = plan.config
     assert plan.strategy != "none", "a searched plan"
     spec = STRATEGIES[plan.strategy]  # what its budget counts
-    is_prm = bool(result.scorer and result.scorer.startswith("prm"))
-    is_verifier = bool(result.scorer and result.scorer.startswith("verifier"))
+    is_prm = result.scorer_kind == "prm"
+    is_verifier = result.scorer_kind in ("verifier", "verifier-genprm")
     return TtsReport(
         strategy=result.strategy,
         requested_strategy=plan.requested,
@@ -157,7 +157,7 @@ def tts_extension(
         scoring=result.scoring,
         voting=result.voting,
         scorer=result.scorer,
-        scorer_note=_scorer_note(result.scorer),
+        scorer_note=_scorer_note(result.scorer_kind),
         is_partial=result.is_partial,
         generations_per_depth=list(usage.generations_per_depth),
         policy_calls=usage.policy_calls,
@@ -210,10 +210,10 @@ def tts_extension(
     )
 
 
-def _scorer_note(scorer: str | None) -> str | None:
-    if scorer == "confidence":
+def _scorer_note(kind: ScorerKind) -> str | None:
+    if kind == "confidence":
         return "no PRM: steps scored by the policy's own token confidence (weaker than a PRM)"
-    if scorer and scorer.startswith("verifier"):
+    if kind in ("verifier", "verifier-genprm"):
         return (
             "steps scored by a chat model's P(yes) to 'is this step correct?'; its tokens "
             "are in usage and verifier_tokens"
