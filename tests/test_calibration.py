@@ -284,7 +284,10 @@ budget = 4
         (("budget = 4", 'budget = 4\nmode = "concurrent"'), r"fitted\.confidence\.hard\.mode"),
         (("budget = 4", "budget = 4\nconfidence = 1.5"), r"fitted\.confidence\.hard\.confidence"),
         (("budget = 4", "budget = 4\nchunks = 2"), r"fitted\.confidence\.hard: unknown field"),
-        (("[fitted.confidence.hard]", "[fitted.confidence.tricky]"), r"fitted\.confidence\.tricky"),
+        (
+            ("[fitted.confidence.hard]", "[fitted.confidence.tricky]"),
+            r"fitted\.confidence: unknown field 'tricky'",
+        ),
         (("[fitted.confidence.hard]", "[fitted.gpt.hard]"), r"fitted\.gpt"),
         (("[auto]", "[auto"), r"not valid TOML"),
     ],

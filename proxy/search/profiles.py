@@ -9,17 +9,28 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, get_args
 
+from pydantic import ValidationError
+
+from proxy.search.rules_file import (
+    AutoSection,
+    FamilySpec,
+    FittedScorer,
+    RulesFile,
+    ScorersSection,
+    SizesSection,
+    first_error,
+)
 from proxy.settings import ProxySettings
 from strategies import AutoCell, AutoConfig, CellMethod, MethodName
 
 __all__ = [
-    "FITTED_SCORERS",
     "AutoRules",
     "Family",
     "Profile",
@@ -34,8 +45,6 @@ SizeClass = Literal["small", "mid", "large"]
 ScorerClass = Literal["strong", "weak", "none"]
 DIFFICULTIES = ("easy", "medium", "hard")
 M = TypeVar("M", MethodName, CellMethod)
-FITTED_SCORERS = ("prm", "verifier", "confidence", "none")  # the request's scorer, as named
-_CELL_KEYS = frozenset({"method", "budget", "confidence", "chunk", "mode", "evidence"})
 
 
 class RulesError(ValueError):
@@ -106,49 +115,53 @@ def load_rules(path: Path | None = None) -> AutoRules:
     ``tts-eval calibrate`` may hold only its ``[fitted.<scorer>.<bin>]`` cells and provenance."""
     shipped = _parse(default_rules(), "auto_rules.toml")
     if path is None:
-        return _rules(shipped, {}, "auto_rules.toml")
+        return _rules(shipped, RulesFile(), "auto_rules.toml")
     return _rules(shipped, _parse(path, str(path)), path.name)
 
 
-def _parse(source: Path | Traversable, name: str) -> dict[str, Any]:
+def _parse(source: Path | Traversable, name: str) -> RulesFile:
     try:
-        return tomllib.loads(source.read_text())
+        data = tomllib.loads(source.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(f"{name}: cannot read the rules file ({type(exc).__name__})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{name}: not valid TOML ({exc})") from exc
+    try:
+        return RulesFile.model_validate(data)
+    except ValidationError as exc:
+        raise RulesError(f"{name}: {first_error(exc)}") from None
 
 
-def _rules(shipped: dict[str, Any], user: dict[str, Any], name: str) -> AutoRules:
-    table = {size: dict(scorers) for size, scorers in shipped["rules"].items()}
-    for size, scorers in (user.get("rules") or {}).items():
-        table.setdefault(size, {}).update(scorers)
+def _rules(shipped: RulesFile, user: RulesFile, name: str) -> AutoRules:
+    table = {size: dict(by_scorer) for size, by_scorer in (shipped.rules or {}).items()}
+    for size, by_scorer in (user.rules or {}).items():
+        table.setdefault(size, {}).update(by_scorer)
     methods = set(get_args(MethodName))
     for size in get_args(SizeClass):
-        for scorer in get_args(ScorerClass):
-            cell = table.get(size, {}).get(scorer)
-            if cell is None or set(cell) != set(DIFFICULTIES) or not set(cell.values()) <= methods:
+        for scorer_class in get_args(ScorerClass):
+            cell = table.get(size, {}).get(scorer_class)
+            if cell is None or set(cell) != set(DIFFICULTIES):
                 raise RulesError(
-                    f"{name}: rules.{size}.{scorer} must map easy/medium/hard "
+                    f"{name}: rules.{size}.{scorer_class} must map easy/medium/hard "
                     f"to one of {sorted(methods)}"
                 )
-    merged = {**shipped, **{k: v for k, v in user.items() if k != "rules"}}
-    auto, sizes = merged.get("auto", {}), merged.get("sizes", {})
-    pilots = int(auto.get("pilots", 4))
-    provenance = user.get("provenance") or {}
-    if not isinstance(provenance, dict):
-        raise RulesError(f"{name}: [provenance] must be a table")
-    fitted, fitted_pilots = _fitted(user.get("fitted") or {}, pilots, provenance, name)
+    auto = user.auto or shipped.auto or AutoSection()
+    sizes = user.sizes or shipped.sizes or SizesSection()
+    scorers = user.scorers or shipped.scorers or ScorersSection()
+    families = user.families if user.families is not None else shipped.families or {}
+    provenance = user.provenance or {}
+    by_name = {str(scorer): spec for scorer, spec in (user.fitted or {}).items()}
+    fitted, fitted_pilots = _fitted(by_name, auto.pilots, provenance, name)
     return AutoRules(
-        pilots=pilots,
-        confidence=float(auto.get("confidence", 0.95)),
-        chunk=int(auto.get("chunk", 4)),
-        table=table,
-        small_below_b=float(sizes.get("small_below_b", 7)),
-        large_from_b=float(sizes.get("large_from_b", 72)),
-        families=tuple(_family(n, spec) for n, spec in merged.get("families", {}).items()),
-        strong=tuple(merged.get("scorers", {}).get("strong", ())),
-        weak=tuple(merged.get("scorers", {}).get("weak", ())),
+        pilots=auto.pilots,
+        confidence=auto.confidence,
+        chunk=auto.chunk,
+        table=cast("dict[str, dict[str, dict[str, MethodName]]]", table),
+        small_below_b=sizes.small_below_b,
+        large_from_b=sizes.large_from_b,
+        families=tuple(_family(n, spec) for n, spec in families.items()),
+        strong=tuple(scorers.strong),
+        weak=tuple(scorers.weak),
         fitted=fitted,
         fitted_pilots=fitted_pilots,
         provenance=provenance,
@@ -157,78 +170,32 @@ def _rules(shipped: dict[str, Any], user: dict[str, Any], name: str) -> AutoRule
 
 
 def _fitted(
-    data: dict[str, Any], pilots: int, provenance: dict[str, Any], name: str
+    data: Mapping[str, FittedScorer], pilots: int, provenance: dict[str, Any], name: str
 ) -> tuple[dict[str, dict[str, AutoCell]], dict[str, int]]:
     """Each scorer's cells, and its pilots (``[fitted.<scorer>] pilots``, else ``[auto]``'s)."""
     fitted: dict[str, dict[str, AutoCell]] = {}
     pilots_of: dict[str, int] = {}
-    for scorer, cells in data.items():
-        if scorer not in FITTED_SCORERS or not isinstance(cells, dict):
-            raise RulesError(
-                f"{name}: fitted.{scorer}: the scorer must be one of "
-                f"{list(FITTED_SCORERS)}, each holding bins"
-            )
-        fitted[scorer] = {}
-        scorer_pilots = cells.get("pilots", pilots)
-        if not isinstance(scorer_pilots, int) or scorer_pilots < 1:
-            raise RulesError(f"{name}: fitted.{scorer}.pilots must be an integer >= 1")
+    for scorer, spec in data.items():
+        scorer_pilots = spec.pilots if spec.pilots is not None else pilots
         pilots_of[scorer] = scorer_pilots
-        for difficulty, spec in cells.items():
-            if difficulty == "pilots":
-                continue
-            where = f"{name}: fitted.{scorer}.{difficulty}"
-            if difficulty not in DIFFICULTIES or not isinstance(spec, dict):
-                raise RulesError(f"{where}: cells are easy, medium or hard, each a table")
-            fitted[scorer][difficulty] = _cell(
-                spec, scorer_pilots, provenance, where, f"fitted.{scorer}.{difficulty}"
+        fitted[scorer] = {}
+        for difficulty, cell in spec.cells().items():
+            where = f"fitted.{scorer}.{difficulty}"
+            if cell.budget is not None and cell.budget < scorer_pilots:
+                raise RulesError(
+                    f"{name}: {where}.budget must be >= the pilots ({scorer_pilots}): it is "
+                    f"the total, pilots included; got {cell.budget}"
+                )
+            fitted[scorer][difficulty] = AutoCell(
+                method=cell.method,
+                budget=cell.budget,
+                confidence=cell.confidence,
+                chunk=cell.chunk,
+                mode=cell.mode,
+                name=where,
+                evidence=_evidence_text(cell.evidence, provenance),
             )
     return fitted, pilots_of
-
-
-def _cell(
-    spec: dict[str, Any], pilots: int, provenance: dict[str, Any], where: str, cell_name: str
-) -> AutoCell:
-    unknown = set(spec) - _CELL_KEYS
-    if unknown:
-        raise RulesError(
-            f"{where}: unknown field {sorted(unknown)[0]!r} (a cell has {sorted(_CELL_KEYS)})"
-        )
-    method = spec.get("method")
-    if method not in get_args(CellMethod):
-        raise RulesError(
-            f"{where}.method must be one of {list(get_args(CellMethod))}, got {method!r}"
-        )
-    budget = spec.get("budget")
-    if budget is not None and (not isinstance(budget, int) or budget < pilots):
-        raise RulesError(
-            f"{where}.budget must be an integer >= the pilots ({pilots}): it is "
-            f"the total, pilots included; got {budget!r}"
-        )
-    confidence = spec.get("confidence")
-    if confidence is not None and (
-        not isinstance(confidence, int | float) or not 0.5 < confidence <= 1.0
-    ):
-        raise RulesError(f"{where}.confidence must be in (0.5, 1], got {confidence!r}")
-    chunk = spec.get("chunk")
-    if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
-        raise RulesError(f"{where}.chunk must be an integer >= 1, got {chunk!r}")
-    mode = spec.get("mode", "sequential")
-    if mode != "sequential":
-        raise RulesError(
-            f"{where}.mode: only 'sequential' sampling is supported so far, got {mode!r}"
-        )
-    evidence = spec.get("evidence") or {}
-    if not isinstance(evidence, dict):
-        raise RulesError(f"{where}.evidence must be a table")
-    return AutoCell(
-        method=cast("CellMethod", method),
-        budget=budget,
-        confidence=float(confidence) if confidence is not None else None,
-        chunk=chunk,
-        mode=mode,
-        name=cell_name,
-        evidence=_evidence_text(evidence, provenance),
-    )
 
 
 def _evidence_text(evidence: dict[str, Any], provenance: dict[str, Any]) -> str:
@@ -258,16 +225,15 @@ def _evidence_text(evidence: dict[str, Any], provenance: dict[str, Any]) -> str:
     return text
 
 
-def _family(name: str, spec: dict[str, Any]) -> Family:
-    methods = spec.get("methods")
+def _family(name: str, spec: FamilySpec) -> Family:
     return Family(
         name=name,
-        match=tuple(m.lower() for m in spec.get("match", (name,))),
-        system_prompt=str(spec.get("system_prompt", "")),
-        user_suffix=str(spec.get("user_suffix", "")),
-        temperature=spec.get("temperature"),
-        top_p=spec.get("top_p"),
-        methods=tuple(methods) if methods else None,
+        match=tuple(m.lower() for m in (spec.match or [name])),
+        system_prompt=spec.system_prompt,
+        user_suffix=spec.user_suffix,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        methods=tuple(spec.methods) if spec.methods else None,
     )
 
 
