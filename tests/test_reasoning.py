@@ -6,7 +6,7 @@ Messages — and never inside the answer's text; usage counts it as reasoning to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -39,13 +39,19 @@ def thinks_in_an_opened_section(prefix: str, i: int) -> str:
     return thinks(prefix, i).removeprefix("<think>")
 
 
+def start(stack: ExitStack, script: Callable[[str, int], str]) -> tuple[str, FakeVllm]:
+    """The fake policy answering ``script`` and a proxy in front of it (answers up to 400
+    tokens); the proxy's URL and the fake."""
+    vllm = FakeVllm(script=script)
+    upstream = stack.enter_context(serve(vllm.app()))
+    settings = ProxySettings(policy_urls=[upstream + "/v1"], max_answer_tokens=400)
+    return stack.enter_context(serve(create_app(settings))), vllm
+
+
 @pytest.fixture(params=[thinks, thinks_in_an_opened_section])
 def proxy(request: pytest.FixtureRequest) -> Iterator[tuple[str, FakeVllm]]:
-    vllm = FakeVllm(script=request.param)
     with ExitStack() as stack:
-        upstream = stack.enter_context(serve(vllm.app()))
-        settings = ProxySettings(policy_urls=[upstream + "/v1"], max_answer_tokens=400)
-        yield stack.enter_context(serve(create_app(settings))), vllm
+        yield start(stack, request.param)
 
 
 def openai_client(url: str) -> openai.OpenAI:
@@ -168,10 +174,7 @@ def thinks_at_length(prefix: str, i: int) -> str:
 def test_a_thinking_cap_closes_the_thinking_and_the_model_still_answers(
     stack: ExitStack,
 ) -> None:
-    vllm = FakeVllm(script=thinks_at_length)
-    upstream = stack.enter_context(serve(vllm.app()))
-    settings = ProxySettings(policy_urls=[upstream + "/v1"], max_answer_tokens=400)
-    url = stack.enter_context(serve(create_app(settings)))
+    url, vllm = start(stack, thinks_at_length)
     with openai_client(url) as client:
         completion = client.chat.completions.create(
             model="fake-policy",
@@ -211,10 +214,7 @@ def test_a_thinking_cap_a_step_search_cannot_keep_is_said(stack: ExitStack) -> N
 def test_messages_thinking_budget_is_the_cap_and_pass_through_hands_it_to_vllm(
     stack: ExitStack,
 ) -> None:
-    vllm = FakeVllm(script=thinks_at_length)
-    upstream = stack.enter_context(serve(vllm.app()))
-    settings = ProxySettings(policy_urls=[upstream + "/v1"], max_answer_tokens=400)
-    url = stack.enter_context(serve(create_app(settings)))
+    url, vllm = start(stack, thinks_at_length)
     with anthropic.Anthropic(
         base_url=url, api_key="unused", max_retries=0, _strict_response_validation=True
     ) as client:
