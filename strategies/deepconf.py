@@ -67,6 +67,8 @@ def group_confidences(confidences: Sequence[float], window: int) -> list[float]:
 
 
 def lowest_group_confidence(confidences: Sequence[float], window: int) -> float:
+    """DeepConf's trace confidence: the lowest mean over sliding groups of ``window`` tokens
+    (0 for an empty trace)."""
     groups = group_confidences(confidences, window)
     return min(groups) if groups else 0.0
 
@@ -101,6 +103,10 @@ class Warm:
 async def run_deepconf(
     run: SearchRun, warm: Warm = Warm(), decision: AutoDecision | None = None
 ) -> SearchResult:
+    """``deepconf``: sample traces and vote weighted by their confidence, keeping the most
+    confident share; online (the default) stops a streamed trace as soon as its confidence
+    falls below the warm-up's threshold, offline filters finished traces. ``warm`` carries
+    traces already drawn (``auto``'s pilots), ``decision`` ``auto``'s report to extend."""
     sampling = confidence_sampling(run)
     if run.config.deepconf_mode == "offline":
         return await _offline(run, sampling, warm, decision)

@@ -75,6 +75,7 @@ def _spread_tokens(steps: list[Step], total: int) -> list[Step]:
 
 
 def has_marker(text: str, markers: Sequence[str]) -> bool:
+    """Whether ``text`` holds one of the answer ``markers`` (``\\boxed{``): a finished answer."""
     return any(marker in text for marker in markers)
 
 
