@@ -19,7 +19,7 @@ from pathlib import Path
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
 from proxy.app import create_app
-from proxy.settings import ProxySettings
+from proxy.settings import PolicyUpstream, ProxySettings
 from tts_eval.__main__ import main as tts_eval
 
 PARTS = ("search", "auto", "baseline")
@@ -65,7 +65,7 @@ def main() -> None:
             # An n=16 call of 512-token samples shares two cores with three others: minutes.
             policy_urls=[policy_url],
             request_timeout_s=3600,
-            policy_timeout_s=3600,
+            policy=PolicyUpstream(timeout_s=3600),
             top_candidates_in_response=64,
             max_answer_tokens=args.max_tokens,
         )

@@ -37,7 +37,7 @@ from bench.methods_table import report as methods_table
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
 from proxy.app import create_app
-from proxy.settings import ProxySettings
+from proxy.settings import PolicyUpstream, ProxySettings
 from tts_eval.__main__ import main as tts_eval
 
 # group -> (proxy settings, [(strategies, budgets)], extra request headers)
@@ -110,7 +110,7 @@ def main() -> None:
             settings = ProxySettings(
                 policy_urls=[policy_url],
                 request_timeout_s=3600,
-                policy_timeout_s=3600,
+                policy=PolicyUpstream(timeout_s=3600),
                 top_candidates_in_response=64,
                 max_answer_tokens=args.max_tokens,
                 default_max_steps=12,

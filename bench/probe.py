@@ -53,7 +53,7 @@ def main() -> None:
         port = free_port()
         # the call timeout short, so a hung replica is met within the run
         config = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "proxy.toml"
-        config.write_text("policy_timeout_s = 1\n")
+        config.write_text("[policy]\ntimeout_s = 1\n")
         command = [
             sys.executable,
             "-m",

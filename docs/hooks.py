@@ -104,11 +104,31 @@ def _settings_table(model: type[BaseModel]) -> str:
             title = section or "general"
             lines += ["", f"### {title[0].upper()}{title[1:]}", "", _SETTINGS_HEAD]
         description = (field.description or comments.get(name, "")).replace("|", "\\|")
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            lines += _nested_rows(nested, (prefix + name).upper() + "__", description)
+            continue
         alias = field.validation_alias
         choices = getattr(alias, "choices", None)
         env = str(choices[0]) if choices else (prefix + name).upper()  # the SDK's own names
         lines.append(f"| `{env}` | {_type(field.annotation)} | {_default(field)} | {description} |")
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _nested_rows(model: type[BaseModel], prefix: str, about: str) -> list[str]:
+    """A nested settings model's fields (``PROXY_POLICY__TIMEOUT_S``), each with its comment
+    (the parent's or the base class's, where the subclass has none)."""
+    comments: dict[str, str] = {}
+    for klass in reversed(model.__mro__):
+        if isinstance(klass, type) and issubclass(klass, BaseModel) and klass is not BaseModel:
+            comments |= _comments(klass)[0]
+    rows = []
+    for name, field in model.model_fields.items():
+        description = (field.description or comments.get(name, "")).replace("|", "\\|")
+        text = f"{description}; {about.split(' (')[0]}" if about else description
+        env = f"{prefix}{name.upper()}"
+        rows.append(f"| `{env}` | {_type(field.annotation)} | {_default(field)} | {text} |")
+    return rows
 
 
 def _model_table(model: type[BaseModel]) -> str:

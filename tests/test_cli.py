@@ -14,13 +14,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from cpu_stack.process import server_process
 from harness.fake_servers import FakeVllm
 from harness.prm_models import build_checkpoint
 from harness.servers import free_port, serve
+from proxy.settings import ProxySettings
 from tests.eventually import eventually
 
 
@@ -321,3 +324,23 @@ def test_prm_server_closes_connections_that_never_finish_their_headers(tmp_path:
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
         for sock in (*idle, loris):
             sock.close()
+
+
+def test_the_old_flat_upstream_settings_still_work_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``PROXY_POLICY_TIMEOUT_S`` (and ``policy_max_retries = ...`` in a file) are read as
+    ``policy.timeout_s`` for one more release, each named at start-up with its new name; a
+    value under the new name wins."""
+    monkeypatch.setenv("PROXY_POLICY_TIMEOUT_S", "12")
+    monkeypatch.setenv("PROXY_PRM__TIMEOUT_S", "34")
+    monkeypatch.setenv("PROXY_PRM_TIMEOUT_S", "99")
+    with caplog.at_level("WARNING", logger="proxy.settings"):
+        old: dict[str, Any] = {"policy_max_retries": 5}  # the old name, on purpose
+        settings = ProxySettings(**old)
+    assert settings.policy.timeout_s == 12.0 and settings.policy.max_retries == 5
+    assert settings.policy.max_connections == 256  # the policy's own default is kept
+    assert settings.prm.timeout_s == 34.0  # the new name wins over the old one
+    said = caplog.text
+    assert "PROXY_POLICY__TIMEOUT_S" in said and "PROXY_POLICY__MAX_RETRIES" in said
+    assert "PROXY_PRM__TIMEOUT_S" in said

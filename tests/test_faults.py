@@ -22,7 +22,7 @@ from harness.servers import serve
 from proxy.app import create_app
 from proxy.errors import InvalidRequestError
 from proxy.observability.metrics import Metrics
-from proxy.settings import ProxySettings
+from proxy.settings import PolicyUpstream, ProxySettings
 from proxy.upstream.client import Upstream, UpstreamConfig
 from tests.conftest import ProxyFactory
 from tests.eventually import eventually
@@ -45,12 +45,12 @@ def test_a_trickling_upstream_meets_a_total_deadline(
     start_proxy: ProxyFactory, vllm: FakeVllm
 ) -> None:
     vllm.trickle_s = 0.05  # one byte per 50 ms: httpx's idle timeout never fires
-    url = start_proxy(policy_timeout_s=1.0, policy_max_retries=0)
+    url = start_proxy(policy={"timeout_s": 1.0, "max_retries": 0})
     started = time.monotonic()
     response = chat(url)
     assert response.status_code == 504
     assert time.monotonic() - started < 4.0
-    assert "PROXY_POLICY_TIMEOUT_S" in response.json()["error"]["message"]
+    assert "PROXY_POLICY__TIMEOUT_S" in response.json()["error"]["message"]
 
 
 def garbage_policy(completions: dict[str, Any]) -> FastAPI:
@@ -193,7 +193,7 @@ async def test_text_no_upstream_can_encode_is_a_client_error_not_a_replica_s() -
     vllm = FakeVllm()
     with serve(vllm.app()) as vllm_url:
         config = UpstreamConfig(
-            "policy", vllm_url + "/v1", None, 2.0, 10.0, 4, 1, "PROXY_POLICY_TIMEOUT_S"
+            "policy", vllm_url + "/v1", None, 2.0, 10.0, 4, 1, "PROXY_POLICY__TIMEOUT_S"
         )
         upstream = Upstream(config, Metrics())
         try:
@@ -206,7 +206,7 @@ async def test_text_no_upstream_can_encode_is_a_client_error_not_a_replica_s() -
 
 def test_upstream_errors_carry_no_request_text(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
     vllm.fail_statuses = [500] * 10
-    url = start_proxy(policy_max_retries=0)
+    url = start_proxy(policy={"max_retries": 0})
     secret = "the launch code is 0000 " * 50
     response = chat(url, messages=[{"role": "user", "content": secret}])
     assert response.status_code == 502 and "launch code" not in response.text
@@ -237,7 +237,7 @@ def test_upstream_error_text_quoting_the_prompt_stays_out_of_bodies_and_logs(
     stack: ExitStack, caplog: pytest.LogCaptureFixture, status: int, as_json: bool
 ) -> None:
     upstream = stack.enter_context(serve(echoing_policy(status, as_json))) + "/v1"
-    settings = ProxySettings(policy_urls=[upstream], policy_max_retries=0)
+    settings = ProxySettings(policy_urls=[upstream], policy=PolicyUpstream(max_retries=0))
     url = stack.enter_context(serve(create_app(settings)))
     secret = "the launch code is 0000 " * 50
     with caplog.at_level(logging.INFO):
@@ -286,7 +286,7 @@ def test_a_pass_through_stream_meets_a_total_deadline(
     start_proxy: ProxyFactory, vllm: FakeVllm
 ) -> None:
     vllm.trickle_s = 0.05  # a chunk every 50 ms, for minutes
-    url = start_proxy(policy_timeout_s=1.0)
+    url = start_proxy(policy={"timeout_s": 1.0})
     body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
     started = time.monotonic()
     with httpx.stream(
@@ -361,7 +361,7 @@ async def test_a_pooled_connection_the_upstream_dropped_is_retried(
         10.0,
         4,
         retries,
-        "PROXY_POLICY_TIMEOUT_S",
+        "PROXY_POLICY__TIMEOUT_S",
     )
     upstream = Upstream(config, Metrics())
     try:

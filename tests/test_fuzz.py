@@ -38,7 +38,7 @@ PROXY: dict[str, Any] = {
     "default_budget": 4,
     "default_max_steps": 2,
     "request_timeout_s": 20,
-    "policy_max_retries": 0,
+    "policy": {"max_retries": 0},
 }
 
 

@@ -98,7 +98,7 @@ def test_slots_come_back_after_streams_end_or_break(
 
 
 def test_failures_are_counted_streamed_or_not(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
-    url = start_proxy(policy_max_retries=0)
+    url = start_proxy(policy={"max_retries": 0})
     vllm.fail_statuses = [500] * 20
     body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
     with httpx.stream(

@@ -366,7 +366,7 @@ def test_large_api_faults_are_mapped_by_litellm_error_class(
     url = start_proxy(
         litellm_routes={"big-model": "openai/upstream-big"},
         litellm_via_policy=True,
-        policy_timeout_s=0.5,
+        policy={"timeout_s": 0.5},
     )
     if fault == "hang":
         vllm.delay_s = 5.0

@@ -126,7 +126,7 @@ def test_unknown_model_is_404(start_proxy: ProxyFactory) -> None:
 def test_proxy_keys_are_checked_and_never_forwarded(
     start_proxy: ProxyFactory, vllm: FakeVllm
 ) -> None:
-    url = start_proxy(api_keys=["sk-proxy"], policy_api_key="upstream-key")
+    url = start_proxy(api_keys=["sk-proxy"], policy={"api_key": "upstream-key"})
     assert_error(post(url), 401)
     assert_error(post(url, headers={"Authorization": "Bearer wrong"}), 401)
     response = post(url, headers={"Authorization": "Bearer sk-proxy", "X-TTS-Strategy": "cot"})
@@ -154,14 +154,14 @@ def test_policy_server_down_is_502(stack: Any) -> None:
 def test_transient_5xx_and_429_are_retried(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
     vllm.fail_statuses = [503, 429]
     vllm.retry_after = "0"
-    url = start_proxy(policy_max_retries=2)
+    url = start_proxy(policy={"max_retries": 2})
     assert post(url, headers={"X-TTS-Strategy": "cot"}).status_code == 200
     assert len(vllm.completion_calls) == 3
 
 
 def test_retries_are_bounded(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
     vllm.fail_statuses = [500, 500, 500, 500]
-    url = start_proxy(policy_max_retries=1)
+    url = start_proxy(policy={"max_retries": 1})
     error = assert_error(post(url, headers={"X-TTS-Strategy": "cot"}), 502)
     assert "HTTP 500" in error["message"]
     assert len(vllm.completion_calls) == 2
@@ -169,9 +169,9 @@ def test_retries_are_bounded(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
 
 def test_upstream_timeout_is_504(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
     vllm.delay_s = 3.0
-    url = start_proxy(policy_timeout_s=0.3)
+    url = start_proxy(policy={"timeout_s": 0.3})
     error = assert_error(post(url, headers={"X-TTS-Strategy": "cot"}), 504)
-    assert "PROXY_POLICY_TIMEOUT_S" in error["message"]
+    assert "PROXY_POLICY__TIMEOUT_S" in error["message"]
 
 
 def test_deadline_returns_best_partial_flagged(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
@@ -251,7 +251,7 @@ def test_failure_mid_stream_is_one_error_event_then_done(
     start_proxy: ProxyFactory, vllm: FakeVllm
 ) -> None:
     vllm.fail_statuses = [500, 500]
-    url = start_proxy(policy_max_retries=1)
+    url = start_proxy(policy={"max_retries": 1})
     body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
     response = post(url, body, headers={"X-TTS-Strategy": "cot"})
     assert response.status_code == 200
@@ -269,7 +269,7 @@ def test_errors_before_stream_start_are_plain_json(start_proxy: ProxyFactory) ->
 async def test_prm_client_speaks_the_golden_contract() -> None:
     prm = FakePrm()
     with serve(prm.app()) as url:
-        config = UpstreamConfig("prm", url + "/v1", None, 2.0, 10.0, 4, 0, "PROXY_PRM_TIMEOUT_S")
+        config = UpstreamConfig("prm", url + "/v1", None, 2.0, 10.0, 4, 0, "PROXY_PRM__TIMEOUT_S")
         upstream = Upstream(config, Metrics())
         try:
             scorer = PrmScorer(upstream, None, CallStats())

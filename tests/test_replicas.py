@@ -20,7 +20,8 @@ MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
 
 
 def proxy(stack: ExitStack, urls: list[str], **settings: Any) -> str:
-    values: dict[str, Any] = {"policy_urls": urls, "policy_max_retries": 0} | settings
+    policy = {"max_retries": 0} | settings.pop("policy", {})  # the test's own limits win
+    values: dict[str, Any] = {"policy_urls": urls, "policy": policy} | settings
     return stack.enter_context(serve(create_app(ProxySettings(**values))))
 
 
@@ -112,7 +113,7 @@ def test_a_replica_whose_generations_hang_is_failed_over_and_kept_out(stack: Exi
     # Its /health answers, its completions never do: a probe must not bring it back.
     hung, steady = FakeVllm(delay_s=60.0), FakeVllm()
     urls = [stack.enter_context(serve(v.app())) + "/v1" for v in (hung, steady)]
-    limits = {"policy_timeout_s": 1.0, "policy_eject_s": 60, "policy_probe_interval_s": 0.1}
+    limits = {"policy": {"timeout_s": 1.0}, "policy_eject_s": 60, "policy_probe_interval_s": 0.1}
     url = proxy(stack, urls, policy_model="fake-policy", **limits)
     first = [chat(url, "cot") for _ in range(2)]
     # The request sent to it timed out there and moved on, well within its own deadline.

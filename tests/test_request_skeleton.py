@@ -76,7 +76,7 @@ def sse_data(response: httpx.Response) -> list[str]:
 def test_a_pass_through_is_counted_once_under_none(
     start_proxy: ProxyFactory, vllm: FakeVllm, path: str, body: dict[str, Any]
 ) -> None:
-    url = start_proxy(policy_max_retries=0)
+    url = start_proxy(policy={"max_retries": 0})
     body = {"model": "fake-policy", **body}
     ok = httpx.post(url + path, json=body, headers={"X-TTS-Strategy": "none"}, timeout=30)
     assert ok.status_code == 200, ok.text
@@ -92,7 +92,7 @@ def test_a_plain_legacy_prompt_passes_through_counted_under_none(
 ) -> None:
     # No strategy asked for: passed through; with the server's default strategy cot it was
     # counted under cot when it failed, and not at all when it succeeded.
-    url = start_proxy(policy_max_retries=0, default_strategy="cot")
+    url = start_proxy(policy={"max_retries": 0}, default_strategy="cot")
     strict(url).completions.create(model="fake-policy", prompt="1+1?")
     vllm.fail_statuses = [500] * 5
     with pytest.raises(openai.APIStatusError) as failed:
@@ -104,7 +104,7 @@ def test_a_plain_legacy_prompt_passes_through_counted_under_none(
 def test_a_large_api_stream_breaking_midway_ends_with_an_error_event(
     start_proxy: ProxyFactory, vllm: FakeVllm, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = start_proxy(**ROUTE, policy_max_retries=0)
+    url = start_proxy(**ROUTE, policy={"max_retries": 0})
     vllm.break_stream_after = 1
     body = {"model": "big-model", "messages": MESSAGES, "stream": True}
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as response:
@@ -166,7 +166,7 @@ def test_seed_is_handled_alike_on_every_pass_through(
 def test_an_upstreams_own_error_text_never_reaches_the_client(
     start_proxy: ProxyFactory, vllm: FakeVllm
 ) -> None:
-    url = start_proxy(**ROUTE, policy_max_retries=0)
+    url = start_proxy(**ROUTE, policy={"max_retries": 0})
     secret = "the prompt was: my bank password is hunter2"
     vllm.fail_messages = [secret] * 2
     vllm.fail_statuses = [400]
@@ -188,7 +188,7 @@ def test_an_upstreams_own_error_text_never_reaches_the_client(
 def test_a_context_length_rejection_is_told_in_our_own_words(
     start_proxy: ProxyFactory, vllm: FakeVllm
 ) -> None:
-    url = start_proxy(policy_max_retries=0)
+    url = start_proxy(policy={"max_retries": 0})
     vllm.fail_messages = [
         "This model's maximum context length is 2048 tokens. However, you requested 4100 tokens "
         "(4000 in the messages, 100 in the completion). SECRET-PROMPT"
@@ -237,7 +237,7 @@ def test_error_codes_are_names_never_http_statuses(
 def test_the_request_id_is_on_its_log_lines_and_in_its_5xx_body(
     start_proxy: ProxyFactory, vllm: FakeVllm, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = start_proxy(policy_max_retries=0)
+    url = start_proxy(policy={"max_retries": 0})
     caplog.handler.addFilter(RequestIdFilter())
     vllm.fail_statuses = [500] * 5
     failed = httpx.post(

@@ -175,7 +175,7 @@ def test_upstream_failure_mid_stream_is_response_failed(
     start_proxy: ProxyFactory, vllm: FakeVllm, sdk: Sdk
 ) -> None:
     vllm.fail_statuses = [500] * 10
-    url = start_proxy(policy_max_retries=0)
+    url = start_proxy(policy={"max_retries": 0})
     events = list(
         sdk(url).responses.create(
             model="fake-policy",

@@ -157,7 +157,7 @@ def test_a_large_api_error_quoting_the_prompt_reaches_no_body_log_or_store(
     fake.quote_request_in_errors = True
     fake.fail_statuses = [status] * 10
     db = tmp_path / "exp.sqlite"
-    url = shadow_proxy(start_proxy, api_url, db, store_text=False, policy_max_retries=0)
+    url = shadow_proxy(start_proxy, api_url, db, store_text=False, policy={"max_retries": 0})
     secret = [{"role": "user", "content": "my card number is 4111-1111"}]
     with caplog.at_level(logging.DEBUG):
         chat = url + "/v1/chat/completions"

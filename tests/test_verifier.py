@@ -14,7 +14,7 @@ import pytest
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
-from proxy.settings import ProxySettings
+from proxy.settings import ProxySettings, UpstreamLimits
 from proxy.upstream.verifier import p_yes
 
 MESSAGES = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -114,7 +114,7 @@ def test_a_malformed_verifier_answer_is_a_502(stack: ExitStack, vllm: FakeVllm) 
         policy_urls=[upstream],
         verifier_url=judge_url,
         verifier_model="judge",
-        verifier_max_retries=0,
+        verifier=UpstreamLimits(max_retries=0),
     )
     url = stack.enter_context(serve(create_app(settings)))
     headers = {"X-TTS-Strategy": "best_of_n", "X-TTS-Scorer": "verifier"}

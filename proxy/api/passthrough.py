@@ -81,7 +81,7 @@ async def open_policy_stream(
 
         async def lines() -> AsyncIterator[bytes]:
             # A total deadline over the whole relay, checked while waiting for each line.
-            limit_s = state.settings.policy_timeout_s
+            limit_s = state.settings.policy.timeout_s
             deadline = asyncio.get_running_loop().time() + limit_s
             upstream_lines = response.aiter_lines().__aiter__()
             try:
@@ -94,7 +94,7 @@ async def open_policy_stream(
                     except TimeoutError:
                         raise UpstreamTimeoutError(
                             f"the policy server's stream did not end in {limit_s:g} s "
-                            "(PROXY_POLICY_TIMEOUT_S)"
+                            "(PROXY_POLICY__TIMEOUT_S)"
                         ) from None
                     yield (line + "\n").encode()
             except Exception as exc:  # a task boundary: the upstream broke mid-stream

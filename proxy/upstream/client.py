@@ -302,7 +302,7 @@ class PolicyPool:
         self, first: Upstream, call: Callable[[Upstream], Awaitable[_T]]
     ) -> tuple[_T, Upstream]:
         """``call(first)``; if that replica fails (transport error, 5xx after its retries, or
-        its call timeout ``PROXY_POLICY_TIMEOUT_S``), the same call on each other healthy
+        its call timeout ``PROXY_POLICY__TIMEOUT_S``), the same call on each other healthy
         replica in turn, within the request's own deadline (which cancels it all). Returns the
         result and the replica that served."""
         tried = [first]

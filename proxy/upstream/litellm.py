@@ -70,8 +70,8 @@ def litellm_params(settings: ProxySettings, request: dict[str, Any]) -> dict[str
         params["api_base"] = settings.litellm_api_base
     if settings.litellm_api_key is not None:
         params["api_key"] = settings.litellm_api_key.get_secret_value()
-    params.setdefault("num_retries", settings.policy_max_retries)
-    params.setdefault("timeout", settings.policy_timeout_s)
+    params.setdefault("num_retries", settings.policy.max_retries)
+    params.setdefault("timeout", settings.policy.timeout_s)
     return params
 
 
