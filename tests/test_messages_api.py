@@ -71,7 +71,7 @@ def test_a_claude_model_name_is_searched_on_the_served_model(
         extra_body={"tts": {"strategy": "best_of_n", "budget": 4}},
     )
     assert isinstance(message, Message) and message.id.startswith("msg_")
-    assert message.model == "fake-policy" and message.role == "assistant"
+    assert message.model == "claude-sonnet-4-5" and message.role == "assistant"  # as asked
     block = message.content[0]
     assert isinstance(block, TextBlock) and "\\boxed{4}" in block.text
     assert message.stop_reason == "end_turn" and message.stop_sequence is None

@@ -112,7 +112,7 @@ class MessagesEndpoint:
                 policy_json(state, self.upstream_path, payload, plan)
             )
             data["tts"] = self._note(data["tts"])
-            message = message_from_chat(data, call.request_id, stop)
+            message = message_from_chat(data, call.request_id, self.body.model, stop)
             return JSONResponse(message, headers=call.headers)
         stack = contextlib.AsyncExitStack()
         lines = await call.until_disconnect(
@@ -120,7 +120,7 @@ class MessagesEndpoint:
                 open_policy_stream(state, self.upstream_path, payload, call.tally)
             )
         )
-        translator = StreamTranslator(call.request_id, plan.model, stop)
+        translator = StreamTranslator(call.request_id, self.body.model, stop)
 
         async def noted(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             async for line in source:
@@ -161,7 +161,8 @@ class MessagesEndpoint:
         return await call.json(routed, lambda done: self.render(call, done))
 
     def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
-        return message_from_completion(completion, call.request_id, self.body.stop_sequences)
+        body = self.body
+        return message_from_completion(completion, call.request_id, body.model, body.stop_sequences)
 
     def stream(
         self, call: Call, work: Callable[[], Awaitable[ChatCompletion]]

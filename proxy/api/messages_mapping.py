@@ -247,9 +247,10 @@ def _tool_choice(choice: dict[str, Any]) -> tuple[str | dict[str, Any], bool | N
 
 
 def message_from_completion(
-    completion: ChatCompletion, message_id: str, stop: list[str] | None
+    completion: ChatCompletion, message_id: str, model: str, stop: list[str] | None
 ) -> dict[str, Any]:
-    """A finished search as a ``message`` (every generated token of the search counted)."""
+    """A finished search as a ``message`` (every generated token of the search counted);
+    ``model`` is the name the client asked for, echoed as Anthropic does."""
     choice = completion.choices[0]
     text = choice.message.content or ""
     reason, sequence = stop_reason(choice.finish_reason, text, stop, matched=None)
@@ -260,7 +261,7 @@ def message_from_completion(
         "type": "message",
         "role": "assistant",
         "content": blocks,
-        "model": completion.model,
+        "model": model,
         "stop_reason": reason,
         "stop_sequence": sequence,
         "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
@@ -291,7 +292,7 @@ def stop_reason(
 
 
 def message_from_chat(
-    data: dict[str, Any], message_id: str, stop: list[str] | None
+    data: dict[str, Any], message_id: str, model: str, stop: list[str] | None
 ) -> dict[str, Any]:
     """The policy's chat answer (pass-through) as a ``message``."""
     try:
@@ -327,7 +328,7 @@ def message_from_chat(
         "type": "message",
         "role": "assistant",
         "content": blocks,
-        "model": str(data.get("model", "")),
+        "model": model,
         "stop_reason": reason,
         "stop_sequence": sequence,
         "usage": counts,
