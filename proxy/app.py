@@ -185,12 +185,12 @@ async def _records(
     settings: ProxySettings, metrics: Metrics, telemetry: Telemetry
 ) -> tuple[Shadow, TraceArchive | None, Callable[[], Awaitable[None]]]:
     """What writes to the experiment store — shadow comparisons, and traces with
-    ``trace_persist`` — and how to close them. A bad store URL fails start-up when either is
+    ``traces.persist`` — and how to close them. A bad store URL fails start-up when either is
     configured."""
     store = StoreLink(settings.store_url)
     shadow = Shadow(settings, metrics, store, telemetry)
     await shadow.open()
-    archive = TraceArchive(store, metrics) if settings.trace_persist else None
+    archive = TraceArchive(store, metrics) if settings.traces.persist else None
     if archive is not None:
         await store.get()
 
@@ -242,7 +242,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
         await answers.start()
         policies, prm, verifier = _upstreams(settings, metrics, telemetry)
         shadow, archive, close_records = await _records(settings, metrics, telemetry)
-        if settings.litellm_routes or settings.shadow_model:
+        if settings.litellm_routes or settings.shadow.model:
             await load_litellm()  # at start-up, not in the first routed request
         pool = PolicyPool(policies, settings.policy_model)
         app.state.tts = AppState(
@@ -255,9 +255,9 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
             rules=rules,
             shadow=shadow,
             traces=TraceStore(
-                settings.trace_store_max,
-                settings.trace_store_max_age_s,
-                settings.trace_store_max_bytes,
+                settings.traces.store_max,
+                settings.traces.store_max_age_s,
+                settings.traces.store_max_bytes,
             ),
             telemetry=telemetry,
             archive=archive,

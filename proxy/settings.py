@@ -31,7 +31,9 @@ __all__ = [
     "PolicyUpstream",
     "ProxySettings",
     "ScorerKind",
+    "ShadowSettings",
     "StrategyChoice",
+    "TraceSettings",
     "UpstreamLimits",
     "load_config_file",
 ]
@@ -62,13 +64,46 @@ class PolicyUpstream(UpstreamLimits):
     max_connections: int = Field(default=256, ge=1)  # pooled connections per replica
 
 
+class ShadowSettings(BaseModel):
+    """Shadow A/B: the same request to a baseline through litellm, recorded in the store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = None  # a litellm route name or model; None: only X-TTS-Compare
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # of searched requests
+    max_pending: int = Field(default=32, ge=1)  # comparisons in flight; beyond: skipped
+    timeout_s: float = Field(default=120.0, gt=0)  # the baseline's whole call
+
+
+class TraceSettings(BaseModel):
+    """The search traces kept for /v1/tts/traces and /ui/traces."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    store_max: int = Field(default=1000, ge=0)  # recent searches' traces kept (0: none)
+    store_max_age_s: float = Field(default=3600.0, gt=0)  # kept traces older than this: dropped
+    store_max_bytes: int = Field(default=64 * 2**20, ge=0)  # all kept traces together
+    max_nodes: int = Field(default=4096, ge=1)  # per trace; beyond: cut, flagged
+    persist: bool = False  # also write every trace to the experiment store (store_url)
+
+
 # The flat names of one release ago (PROXY_POLICY_TIMEOUT_S, policy_timeout_s = ...): still
 # read, with a warning at start-up naming the new one (PROXY_POLICY__TIMEOUT_S).
-DEPRECATED_NAMES: dict[str, tuple[str, str]] = {
-    f"{kind}_{name}": (kind, name)
-    for kind in ("policy", "prm", "verifier")
-    for name in ("api_key", "connect_timeout_s", "timeout_s", "max_connections", "max_retries")
-}
+DEPRECATED_NAMES: dict[str, tuple[str, str]] = (
+    {
+        f"{kind}_{name}": (kind, name)
+        for kind in ("policy", "prm", "verifier")
+        for name in ("api_key", "connect_timeout_s", "timeout_s", "max_connections", "max_retries")
+    }
+    | {
+        f"shadow_{name}": ("shadow", name)
+        for name in ("model", "sample_rate", "max_pending", "timeout_s")
+    }
+    | {
+        f"trace_{name}": ("traces", name)
+        for name in ("store_max", "store_max_age_s", "store_max_bytes", "max_nodes", "persist")
+    }
+)
 
 
 class _FlatEnv(PydanticBaseSettingsSource):
@@ -188,10 +223,8 @@ class ProxySettings(BaseSettings):
     litellm_api_key: SecretStr | None = None
 
     # -- shadow A/B: the same request to a baseline through litellm, recorded in the store -----
-    shadow_model: str | None = None  # a litellm route name or model; None: only X-TTS-Compare
-    shadow_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # of searched requests
-    shadow_max_pending: int = Field(default=32, ge=1)  # comparisons in flight; beyond: skipped
-    shadow_timeout_s: float = Field(default=120.0, gt=0)  # the baseline's whole call
+    # the baseline (PROXY_SHADOW__MODEL, PROXY_SHADOW__SAMPLE_RATE, ...)
+    shadow: ShadowSettings = Field(default_factory=lambda: ShadowSettings())
     store_url: str = "sqlite:///tts-experiments.sqlite"  # or postgresql://user@host/db
     store_text: bool = False  # also store prompt and answer texts
     # The self-hosted policy's price, for $ figures: per 1M tokens, or per GPU-hour at a
@@ -203,12 +236,8 @@ class ProxySettings(BaseSettings):
     policy_tokens_per_s: float | None = Field(default=None, gt=0)
 
     # -- search traces (/v1/tts/traces, /ui/traces) and OpenTelemetry -------------------------
-    trace_store_max: int = Field(default=1000, ge=0)  # recent searches' traces kept (0: none)
-    # Kept traces older than this are dropped.
-    trace_store_max_age_s: float = Field(default=3600.0, gt=0)
-    trace_store_max_bytes: int = Field(default=64 * 2**20, ge=0)  # all kept traces together
-    trace_max_nodes: int = Field(default=4096, ge=1)  # per trace; beyond: cut, flagged
-    trace_persist: bool = False  # also write every trace to the experiment store (store_url)
+    # the traces kept (PROXY_TRACES__STORE_MAX, PROXY_TRACES__PERSIST, ...)
+    traces: TraceSettings = Field(default_factory=lambda: TraceSettings())
     # The SDK's standard variables (no PROXY_ prefix); unset: no spans are recorded.
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,

@@ -335,12 +335,14 @@ def test_the_old_flat_upstream_settings_still_work_with_a_warning(
     monkeypatch.setenv("PROXY_POLICY_TIMEOUT_S", "12")
     monkeypatch.setenv("PROXY_PRM__TIMEOUT_S", "34")
     monkeypatch.setenv("PROXY_PRM_TIMEOUT_S", "99")
+    monkeypatch.setenv("PROXY_TRACE_STORE_MAX", "7")
     with caplog.at_level("WARNING", logger="proxy.settings"):
         old: dict[str, Any] = {"policy_max_retries": 5}  # the old name, on purpose
         settings = ProxySettings(**old)
     assert settings.policy.timeout_s == 12.0 and settings.policy.max_retries == 5
     assert settings.policy.max_connections == 256  # the policy's own default is kept
     assert settings.prm.timeout_s == 34.0  # the new name wins over the old one
+    assert settings.traces.store_max == 7
     said = caplog.text
     assert "PROXY_POLICY__TIMEOUT_S" in said and "PROXY_POLICY__MAX_RETRIES" in said
-    assert "PROXY_PRM__TIMEOUT_S" in said
+    assert "PROXY_PRM__TIMEOUT_S" in said and "PROXY_TRACES__STORE_MAX" in said

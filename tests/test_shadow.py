@@ -134,7 +134,7 @@ def test_a_broken_baseline_is_recorded_as_such(
         api_url = f"http://127.0.0.1:{free_port()}/v1"
     else:
         fake.gate = threading.Event()
-        overrides["shadow_timeout_s"] = 0.5
+        overrides["shadow"] = {"timeout_s": 0.5}
     db = tmp_path / "exp.sqlite"
     url = shadow_proxy(start_proxy, api_url, db, **overrides)
     completion = ask(url, "majority", headers={"X-TTS-Compare": "big"})
@@ -180,7 +180,7 @@ def test_configured_sampling_and_the_pending_bound(
     fake, api_url = big
     fake.gate = threading.Event()
     db = tmp_path / "exp.sqlite"
-    url = shadow_proxy(start_proxy, api_url, db, shadow_model="big", shadow_max_pending=1)
+    url = shadow_proxy(start_proxy, api_url, db, shadow={"model": "big", "max_pending": 1})
     first = ask(url, "cot")  # no header: the configured baseline, sample rate 1.0
     second = ask(url, "cot")
     assert first.model_extra["tts"]["compare"]["status"] == "recording"
@@ -190,7 +190,7 @@ def test_configured_sampling_and_the_pending_bound(
     fake.gate.set()
     assert len(stored(db)) == 1
     none = shadow_proxy(
-        start_proxy, api_url, tmp_path / "other.sqlite", shadow_model="big", shadow_sample_rate=0.0
+        start_proxy, api_url, tmp_path / "other.sqlite", shadow={"model": "big", "sample_rate": 0.0}
     )
     assert "compare" not in ask(none, "cot").model_extra["tts"]
 

@@ -130,7 +130,7 @@ def test_traces_are_behind_the_api_key(start_proxy: ProxyFactory) -> None:
 
 
 def test_the_store_stays_bounded_under_a_burst(start_proxy: ProxyFactory) -> None:
-    url = start_proxy(trace_store_max=5, max_concurrent_searches=64)
+    url = start_proxy(traces={"store_max": 5}, max_concurrent_searches=64)
 
     headers = {"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"}
 
@@ -232,7 +232,7 @@ def test_persisted_traces_outlive_the_memory_store(
     start_proxy: ProxyFactory, tmp_path: Any
 ) -> None:
     path = tmp_path / "exp.sqlite"
-    url = start_proxy(trace_persist=True, store_url=str(path), trace_store_max=1)
+    url = start_proxy(traces={"persist": True, "store_max": 1}, store_url=str(path))
     first, _ = search(url, BEAM)
     kept = httpx.get(f"{url}/v1/tts/traces/{first}").json()  # still in memory
     second, _ = search(url, {"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"})

@@ -62,9 +62,9 @@ async def get_trace(request_id: str, state: State) -> SearchTrace:
         settings = state.settings
         raise NotFoundError(
             f"no trace for request {request_id!r}: the id is the X-Request-Id response header "
-            f"of a searched request, and traces are kept for {settings.trace_store_max_age_s:g} "
-            f"s, {settings.trace_store_max} at most (PROXY_TRACE_STORE_MAX*; PROXY_TRACE_PERSIST "
-            "keeps them in the experiment store)",
+            f"of a searched request, and traces are kept for "
+            f"{settings.traces.store_max_age_s:g} s, {settings.traces.store_max} at most "
+            "(PROXY_TRACES__STORE_MAX*; PROXY_TRACES__PERSIST keeps them in the experiment store)",
             param="request_id",
             code="trace_not_found",
         )

@@ -1,4 +1,4 @@
-"""Traces kept past the in-memory store (``PROXY_TRACE_PERSIST``): each one written to the
+"""Traces kept past the in-memory store (``PROXY_TRACES__PERSIST``): each one written to the
 experiment store in the background, and read back when memory no longer has it.
 
 Writes never hold up a response: at most ``max_pending`` are in flight, and past that a trace is

@@ -84,7 +84,7 @@ class SearchTrace(BaseModel):
     answer: str
     answers: list[TraceAnswer]
     nodes: list[TraceNodeOut]
-    is_truncated: bool = Field(description="nodes past PROXY_TRACE_MAX_NODES were left out")
+    is_truncated: bool = Field(description="nodes past PROXY_TRACES__MAX_NODES were left out")
     calls: list[TraceCallOut]
     prompt_tokens: int
     completion_tokens: int

@@ -67,7 +67,7 @@ class SearchDeps:
     shadow: Shadow
     traces: TraceStore
     telemetry: Telemetry
-    archive: TraceArchive | None = None  # PROXY_TRACE_PERSIST
+    archive: TraceArchive | None = None  # PROXY_TRACES__PERSIST
     verifier: Upstream | None = None  # PROXY_VERIFIER_URL; None: the policy serves as verifier
     answers: AnswerGrouper = group_inline  # the proxy's AnswerPool (worker processes)
 
@@ -139,7 +139,7 @@ class SearchJob:
             question=self.request.question,
             latency_s=total_s,
             has_text=state.settings.store_text,
-            max_nodes=state.settings.trace_max_nodes,
+            max_nodes=state.settings.traces.max_nodes,
         )
         state.traces.put(trace)
         if state.archive is not None:

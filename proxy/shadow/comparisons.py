@@ -1,6 +1,6 @@
 """Shadow A/B: the same request sent to a baseline model (through litellm) while our search runs,
 both answers recorded in the experiment store. The user only ever gets our answer, and never waits
-for the baseline: the comparison finishes in the background, bounded by ``shadow_max_pending``
+for the baseline: the comparison finishes in the background, bounded by ``shadow.max_pending``
 (beyond it a comparison is skipped and counted), and its cost never reaches the user's ``usage``.
 """
 
@@ -64,8 +64,8 @@ class Shadow:
         if compare:
             return compare
         s = self._settings
-        if s.shadow_model and self._random.random() < s.shadow_sample_rate:
-            return s.shadow_model
+        if s.shadow.model and self._random.random() < s.shadow.sample_rate:
+            return s.shadow.model
         return None
 
     def start(self, target: str, request: dict[str, Any]) -> ShadowTicket | None:
@@ -77,7 +77,7 @@ class Shadow:
                 "'tts-proxy[litellm,store]'",
                 param="compare",
             )
-        if len(self._tasks) >= self._settings.shadow_max_pending:
+        if len(self._tasks) >= self._settings.shadow.max_pending:
             self._metrics.shadow.labels("skipped").inc()
             logger.warning("shadow comparison skipped: %d pending", len(self._tasks))
             return None
@@ -124,11 +124,11 @@ class Shadow:
         plain.pop("stream_options", None)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._settings.shadow_timeout_s):
+            async with asyncio.timeout(self._settings.shadow.timeout_s):
                 params = litellm_params(self._settings, plain)
                 response = await litellm_call(ticket.route, params, self._telemetry)
         except TimeoutError:
-            error = UpstreamTimeoutError(f"no answer in {self._settings.shadow_timeout_s:g} s")
+            error = UpstreamTimeoutError(f"no answer in {self._settings.shadow.timeout_s:g} s")
             return None, time.perf_counter() - started, error
         except ProxyError as exc:
             return None, time.perf_counter() - started, exc
@@ -156,7 +156,7 @@ class Shadow:
 
     async def open(self) -> None:
         """Open the store now when comparisons are configured, so a bad URL fails start-up."""
-        if self._settings.shadow_model:
+        if self._settings.shadow.model:
             await self._store.get()
 
     async def aclose(self, grace_s: float = 5.0) -> None:
