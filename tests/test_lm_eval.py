@@ -1,5 +1,5 @@
 """lm-eval's ``local-completions``, unmodified, through the proxy over the fake policy: a
-generate task and a log-likelihood task, with its default setup of tokenized requests and the
+generate task, a log-likelihood task and a rolling log-likelihood (perplexity) task, with its default setup of tokenized requests and the
 server's own tokenizer (``tokenizer_backend=remote``: ``/tokenizer_info``, ``/tokenize``,
 ``/detokenize``, relayed by the proxy). The tasks read a local JSON file (no dataset hub)."""
 
@@ -60,6 +60,19 @@ metric_list:
   - metric: acc
 """
 
+ROLLING = """task: tts_rolling
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{question}}}} {{{{answer}}}}"
+metric_list:
+  - metric: word_perplexity
+"""
+
 
 def run_lm_eval(url: str, model: str, folder: Path) -> dict[str, Any]:
     """``lm_eval`` on the two local tasks against ``url`` (the proxy); its results."""
@@ -69,6 +82,7 @@ def run_lm_eval(url: str, model: str, folder: Path) -> dict[str, Any]:
     tasks.mkdir()
     (tasks / "generate.yaml").write_text(GENERATE.format(data=data))
     (tasks / "loglikelihood.yaml").write_text(LOGLIKELIHOOD.format(data=data))
+    (tasks / "rolling.yaml").write_text(ROLLING.format(data=data))
     model_args = f"base_url={url}/v1/completions,model={model},tokenizer_backend=remote"
     command = [
         sys.executable,
@@ -79,7 +93,7 @@ def run_lm_eval(url: str, model: str, folder: Path) -> dict[str, Any]:
         "--model_args",
         model_args,
         "--tasks",
-        "tts_generate,tts_loglikelihood",
+        "tts_generate,tts_loglikelihood,tts_rolling",
         "--include_path",
         str(tasks),
         "--output_path",
@@ -111,7 +125,9 @@ def test_generate_and_loglikelihood_tasks_through_the_proxy(
     assert results["tts_generate"]["exact_match,boxed"] == 1.0
     # Each choice's log-likelihood is TOKEN_LOGPROB per token: the shorter, right one wins.
     assert results["tts_loglikelihood"]["acc,none"] == 1.0
-    # Both kinds reached the policy unchanged, as token ids from its own tokenizer.
+    # A perplexity task: every token at TOKEN_LOGPROB, so exp(0.1 × tokens / words) per word.
+    assert results["tts_rolling"]["word_perplexity,none"] > 1.0
+    # Every kind reached the policy unchanged, as token ids from its own tokenizer.
     echo = [c for c in vllm.completion_calls if c.get("echo")]
     assert echo and all(isinstance(c["prompt"][0], list) for c in echo)
     assert echo[0]["logprobs"] == 1 and echo[0]["max_tokens"] == 1

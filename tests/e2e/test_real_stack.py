@@ -518,3 +518,4 @@ def test_lm_eval_tasks_through_the_proxy_on_real_vllm(proxy_url: str, tmp_path: 
     results = run_lm_eval(proxy_url, "smollm2", tmp_path)
     assert 0.0 <= results["tts_generate"]["exact_match,boxed"] <= 1.0
     assert 0.0 <= results["tts_loglikelihood"]["acc,none"] <= 1.0
+    assert results["tts_rolling"]["word_perplexity,none"] > 1.0
