@@ -1,7 +1,8 @@
 """lm-eval's ``local-completions``, unmodified, through the proxy over the fake policy: a
-generate task, a log-likelihood task and a rolling log-likelihood (perplexity) task, with its default setup of tokenized requests and the
-server's own tokenizer (``tokenizer_backend=remote``: ``/tokenizer_info``, ``/tokenize``,
-``/detokenize``, relayed by the proxy). The tasks read a local JSON file (no dataset hub)."""
+generate task, a log-likelihood task and a rolling log-likelihood (perplexity) task, with its
+default setup of tokenized requests and the server's own tokenizer
+(``tokenizer_backend=remote``: ``/tokenizer_info``, ``/tokenize``, ``/detokenize``, relayed by
+the proxy). The tasks read a local JSON file (no dataset hub)."""
 
 from __future__ import annotations
 
