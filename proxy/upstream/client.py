@@ -333,8 +333,12 @@ class PolicyPool:
         stream can then be refused with a status instead of a 200 and an error event)."""
         if any(u.health.is_available for u in self.upstreams):
             return True
-        await asyncio.gather(*(u.probe() for u in self.upstreams))
+        await self.probe_all()
         return any(u.health.is_available for u in self.upstreams)
+
+    async def probe_all(self) -> list[str]:
+        """Probe every replica at once; what each answered (``Upstream.probe``)."""
+        return list(await asyncio.gather(*(u.probe() for u in self.upstreams)))
 
     async def post_json(
         self, first: Upstream, path: str, payload: dict[str, Any]
@@ -364,7 +368,7 @@ class PolicyPool:
         """Active probes: an ejected replica that answers again is back before its ejection
         ends, and a silent one is ejected before a request finds out."""
         while True:
-            await asyncio.gather(*(u.probe() for u in self.upstreams))
+            await self.probe_all()
             await asyncio.sleep(interval_s)
 
     @contextlib.asynccontextmanager
