@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from proxy.api.messages_mapping import stop_reason
+from proxy.api.messages_mapping import message_object, stop_reason
 from proxy.errors import ProxyError, UpstreamError
 
 __all__ = ["PING", "StreamTranslator", "anthropic_event", "error_event", "search_events"]
@@ -31,16 +31,8 @@ def error_event(error: ProxyError) -> list[bytes]:
 
 
 def _start(message_id: str, model: str) -> bytes:
-    message: dict[str, Any] = {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "content": [],
-        "model": model,
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 0, "output_tokens": 0},
-    }
+    usage = {"input_tokens": 0, "output_tokens": 0}
+    message = message_object(message_id, model, [], None, None, usage)
     return anthropic_event({"type": "message_start", "message": message})
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "conversation",
     "message_from_chat",
     "message_from_completion",
+    "message_object",
     "stop_reason",
     "thinking_blocks",
 ]
@@ -256,16 +257,29 @@ def message_from_completion(
     reason, sequence = stop_reason(choice.finish_reason, text, stop, matched=None)
     usage = completion.usage
     blocks = [*thinking_blocks(choice.message.reasoning), {"type": "text", "text": text}]
+    counts = {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+    tts = completion.tts.model_dump() if completion.tts else None
+    return message_object(message_id, model, blocks, reason, sequence, counts) | {"tts": tts}
+
+
+def message_object(
+    message_id: str,
+    model: str,
+    content: list[dict[str, Any]],
+    reason: str | None,
+    sequence: str | None,
+    usage: dict[str, int],
+) -> dict[str, Any]:
+    """A Messages API ``message`` object."""
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
-        "content": blocks,
+        "content": content,
         "model": model,
         "stop_reason": reason,
         "stop_sequence": sequence,
-        "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
-        "tts": completion.tts.model_dump() if completion.tts else None,
+        "usage": usage,
     }
 
 
@@ -323,17 +337,8 @@ def message_from_chat(
         raise UpstreamError(
             f"the policy server's chat answer is malformed ({type(exc).__name__})"
         ) from exc
-    return {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "content": blocks,
-        "model": model,
-        "stop_reason": reason,
-        "stop_sequence": sequence,
-        "usage": counts,
-        "tts": data.get("tts"),
-    }
+    message = message_object(message_id, model, blocks, reason, sequence, counts)
+    return message | {"tts": data.get("tts")}
 
 
 def _arguments(raw: Any) -> dict[str, Any]:
