@@ -50,7 +50,7 @@ from bench.eval_cpu import USD_PER_HOUR
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
 from proxy.app import create_app
-from proxy.settings import PolicyUpstream, ProxySettings
+from proxy.settings import PolicyUpstream, ProxySettings, SearchDefaults
 from tts_eval.__main__ import main as tts_eval
 from tts_eval.calibrate import bank_dir
 from tts_eval.calibration import Bin, Cell, banks_of, evaluate
@@ -71,10 +71,12 @@ def _settings(policy_url: str, max_tokens: int, rules: Path | None = None) -> Pr
         policy_urls=[policy_url],
         request_timeout_s=3600,
         policy=PolicyUpstream(timeout_s=3600),
-        top_candidates_in_response=64,
-        max_answer_tokens=max_tokens,
-        default_max_steps=12,
-        default_scorer="confidence",
+        search=SearchDefaults(
+            top_candidates_in_response=64,
+            max_answer_tokens=max_tokens,
+            max_steps=12,
+            scorer="confidence",
+        ),
         auto_rules_file=rules,
     )
 

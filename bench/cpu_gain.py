@@ -38,7 +38,7 @@ def main() -> None:
                 )
             )
     rows = [Row(label) for label, _ in configs]
-    with proxy_on_cpu_stack("qwen2.5-coder-0.5b", args.cache_dir, default_max_steps=12) as url:
+    with proxy_on_cpu_stack("qwen2.5-coder-0.5b", args.cache_dir, search={"max_steps": 12}) as url:
         for problem in problems:
             for row, (_, headers) in zip(rows, configs, strict=True):
                 started = time.perf_counter()

@@ -19,7 +19,7 @@ from pathlib import Path
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
 from proxy.app import create_app
-from proxy.settings import PolicyUpstream, ProxySettings
+from proxy.settings import PolicyUpstream, ProxySettings, SearchDefaults
 from tts_eval.__main__ import main as tts_eval
 
 PARTS = ("search", "auto", "baseline")
@@ -66,8 +66,7 @@ def main() -> None:
             policy_urls=[policy_url],
             request_timeout_s=3600,
             policy=PolicyUpstream(timeout_s=3600),
-            top_candidates_in_response=64,
-            max_answer_tokens=args.max_tokens,
+            search=SearchDefaults(top_candidates_in_response=64, max_answer_tokens=args.max_tokens),
         )
         with serve(create_app(settings)) as proxy_url:
             ours = ["--endpoint", proxy_url + "/v1", "--model", args.model]

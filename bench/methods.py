@@ -37,13 +37,13 @@ from bench.methods_table import report as methods_table
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
 from proxy.app import create_app
-from proxy.settings import PolicyUpstream, ProxySettings
+from proxy.settings import PolicyUpstream, ProxySettings, SearchDefaults
 from tts_eval.__main__ import main as tts_eval
 
-# group -> (proxy settings, [(strategies, budgets)], extra request headers)
+# group -> (search settings, [(strategies, budgets)], extra request headers)
 GROUPS: dict[str, tuple[dict[str, Any], list[tuple[list[str], str]], list[str]]] = {
     "confidence": (
-        {"default_scorer": "confidence"},
+        {"scorer": "confidence"},
         [
             (
                 ["majority", "best_of_n", "beam_search", "particle_filtering", "deepconf", "auto"],
@@ -54,15 +54,15 @@ GROUPS: dict[str, tuple[dict[str, Any], list[tuple[list[str], str]], list[str]]]
         [],
     ),
     "verifier": (
-        {"default_scorer": "verifier"},
+        {"scorer": "verifier"},
         [(["beam_search", "particle_filtering"], "8")],
         [],
     ),
-    "offline": ({"default_deepconf_mode": "offline"}, [(["deepconf"], "8")], []),
+    "offline": ({"deepconf_mode": "offline"}, [(["deepconf"], "8")], []),
     # the paper's aggressive variant: the top 10 % kept, the rest stopped at the threshold
     "aggressive": ({"deepconf_keep_percent": 10}, [(["deepconf"], "16")], []),
     "gibbs": (
-        {"default_scorer": "confidence"},
+        {"scorer": "confidence"},
         [(["particle_filtering"], "8")],
         ["X-TTS-Particle-Iterations: 2"],
     ),
@@ -111,10 +111,12 @@ def main() -> None:
                 policy_urls=[policy_url],
                 request_timeout_s=3600,
                 policy=PolicyUpstream(timeout_s=3600),
-                top_candidates_in_response=64,
-                max_answer_tokens=args.max_tokens,
-                default_max_steps=12,
-                **overrides,
+                search=SearchDefaults(
+                    top_candidates_in_response=64,
+                    max_answer_tokens=args.max_tokens,
+                    max_steps=12,
+                    **overrides,
+                ),
             )
             with serve(create_app(settings)) as proxy_url:
                 for strategies, budgets in runs:

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from cpu_stack.hardware import DTYPES
 from cpu_stack.installer import StackError
 from cpu_stack.process import ServerStartError
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from proxy.__main__ import run_server
-from proxy.settings import ProxySettings
+from proxy.settings import ProxySettings, SearchDefaults
 
-__all__ = ["DEMO_SETTINGS", "main"]
+__all__ = ["DEMO_SEARCH", "main"]
 
 # The demo's vLLM has a 2048-token context and two CPU cores: shorter answers and a smaller
 # default search than the server's own defaults (budget 8, 40 steps). Printed at start-up.
-DEMO_SETTINGS: dict[str, Any] = {
-    "max_answer_tokens": 512,
-    "max_step_tokens": 256,
-    "default_budget": 4,
-    "default_max_steps": 12,
-}
+DEMO_SEARCH = SearchDefaults(max_answer_tokens=512, max_step_tokens=256, budget=4, max_steps=12)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,9 +40,9 @@ def examples(port: int, model: str) -> str:
     """What the demo prints once it answers: its defaults, the time to expect, two examples."""
     return f"""
 [tts-proxy] ready: http://127.0.0.1:{port}/v1  (model "{model}"; Ctrl-C stops everything)
-[tts-proxy] demo defaults: budget {DEMO_SETTINGS["default_budget"]}, \
-max_steps {DEMO_SETTINGS["default_max_steps"]}, at most {DEMO_SETTINGS["max_answer_tokens"]} \
-tokens per answer (the server's own defaults are budget 8 and 40 steps);
+[tts-proxy] demo defaults: budget {DEMO_SEARCH.budget}, max_steps {DEMO_SEARCH.max_steps}, \
+at most {DEMO_SEARCH.max_answer_tokens} tokens per answer (the server's own defaults are budget \
+{SearchDefaults().budget} and {SearchDefaults().max_steps} steps);
 [tts-proxy] raise them per request with X-TTS-Budget / X-TTS-Max-Steps. On a 2-core CPU each \
 example below takes about 5-25 s.
 
@@ -74,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         stack.prepare()
         with stack.serve(args.policy_port) as policy_url:
             settings = ProxySettings(
-                host="127.0.0.1", port=args.port, policy_urls=[policy_url], **DEMO_SETTINGS
+                host="127.0.0.1", port=args.port, policy_urls=[policy_url], search=DEMO_SEARCH
             )
             print(examples(settings.port, args.model), flush=True)
             run_server(settings)

@@ -14,6 +14,8 @@ from proxy.settings import ProxySettings, load_config_file
 
 __all__ = ["main", "run_server"]
 
+_SEARCH_FLAGS = ("strategy", "budget")  # flags that set the search group's fields
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tts-proxy", description=__doc__)
@@ -30,8 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy-model", help="served model name (default: discovered)")
     serve.add_argument("--prm-url", help="PRM server base URL (optional)")
     serve.add_argument("--prm-model")
-    serve.add_argument("--default-strategy")
-    serve.add_argument("--default-budget", type=int)
+    serve.add_argument(
+        "--strategy",
+        "--default-strategy",
+        dest="strategy",
+        help="search.strategy: a request's method when it names none (default: auto)",
+    )
+    serve.add_argument(
+        "--budget",
+        "--default-budget",
+        dest="budget",
+        type=int,
+        help="search.budget: N when a request names none (default: 8)",
+    )
     serve.add_argument("--config", type=Path, help="a .toml or .json file of settings")
     serve.add_argument("--log-level")
     return parser
@@ -54,8 +67,13 @@ def run_server(settings: ProxySettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     values: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    skip = ("command", "config")
-    values.update({k: v for k, v in vars(args).items() if v is not None and k not in skip})
+    given = {
+        k: v for k, v in vars(args).items() if v is not None and k not in ("command", "config")
+    }
+    search = {k: given.pop(k) for k in _SEARCH_FLAGS if k in given}
+    if search:
+        values["search"] = {**values.get("search", {}), **search}
+    values.update(given)
     run_server(ProxySettings(**values))
 
 

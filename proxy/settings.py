@@ -24,13 +24,14 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from experiments.urls import StoreError, database_url
-from strategies import StrategyName
+from strategies import ConfidenceScorer, SearchConfig, StrategyName
 
 __all__ = [
     "DEPRECATED_NAMES",
     "PolicyUpstream",
     "ProxySettings",
     "ScorerKind",
+    "SearchDefaults",
     "ShadowSettings",
     "StrategyChoice",
     "TraceSettings",
@@ -62,6 +63,57 @@ class PolicyUpstream(UpstreamLimits):
 
     timeout_s: float = Field(default=300.0, gt=0)  # one policy call, retries included
     max_connections: int = Field(default=256, ge=1)  # pooled connections per replica
+
+
+# The library's defaults: the settings' search defaults are these, written once.
+_LIBRARY = SearchConfig()
+
+
+class SearchDefaults(BaseModel):
+    """What a search does when the request does not say, and the most a request may ask
+    (``PROXY_SEARCH__BUDGET``, ``[search]`` in a config file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: StrategyChoice = "auto"  # when a request names none (header, body, alias)
+    scorer: ScorerKind | None = None  # None: prm when a PRM is configured, else confidence
+    budget: int = Field(default=_LIBRARY.budget, ge=1)  # N when a request names none
+    beam_width: int = Field(default=_LIBRARY.beam_width, ge=1)  # M when a request names none
+    max_steps: int = Field(default=_LIBRARY.max_steps, ge=1)  # steps when a request names none
+    max_budget: int = Field(default=256, ge=1)  # the largest N a request may ask (else 400)
+    max_beam_width: int = Field(default=64, ge=1)  # the largest M a request may ask
+    max_max_steps: int = Field(default=100, ge=1)  # the most steps a request may ask
+    # sampling temperature of searched calls (the family's may override)
+    temperature: float = Field(default=_LIBRARY.temperature, ge=0)
+    top_p: float = Field(default=_LIBRARY.top_p, gt=0, le=1)  # nucleus sampling of searched calls
+    max_step_tokens: int = Field(default=_LIBRARY.max_step_tokens, ge=1)  # tokens per step
+    # tokens per whole answer (one sample's steps together)
+    max_answer_tokens: int = Field(default=_LIBRARY.max_answer_tokens, ge=1)
+    # where one step ends and the next begins
+    step_delimiter: str = Field(default=_LIBRARY.step_delimiter, min_length=1)
+    # An answer is final once it holds one of these (and it is closed).
+    answer_markers: list[str] = Field(default_factory=lambda: list(_LIBRARY.answer_markers))
+    # tokens per group of the confidence scorer's sliding window
+    confidence_window: int = Field(default=ConfidenceScorer.DEFAULT_WINDOW, ge=1)
+    # k of DeepConf's token confidence
+    deepconf_top_logprobs: int = Field(default=_LIBRARY.top_logprobs, ge=1, le=20)
+    deepconf_mode: Literal["online", "offline"] = _LIBRARY.deepconf_mode  # no X-TTS-DeepConf-Mode
+    # keep_percent without X-TTS-Keep-Percent: 90 conservative (the default), 10 aggressive
+    deepconf_keep_percent: float = Field(default=_LIBRARY.keep_percent, gt=0, le=100)
+    # distinct answers listed in tts.answers
+    top_candidates_in_response: int = Field(default=_LIBRARY.top_candidates, ge=1)
+    add_reasoning_prompt: bool = True  # the family's prompt when a search request has none
+
+    @model_validator(mode="after")
+    def _check_defaults(self) -> SearchDefaults:
+        for default, cap in (
+            ("budget", "max_budget"),
+            ("beam_width", "max_beam_width"),
+            ("max_steps", "max_max_steps"),
+        ):
+            if getattr(self, default) > getattr(self, cap):
+                raise ValueError(f"search.{default} must be within 1..search.{cap}")
+        return self
 
 
 class ShadowSettings(BaseModel):
@@ -103,6 +155,30 @@ DEPRECATED_NAMES: dict[str, tuple[str, str]] = (
         f"trace_{name}": ("traces", name)
         for name in ("store_max", "store_max_age_s", "store_max_bytes", "max_nodes", "persist")
     }
+    | {
+        f"default_{name}": ("search", name)
+        for name in ("strategy", "scorer", "budget", "beam_width", "max_steps")
+    }
+    | {"default_deepconf_mode": ("search", "deepconf_mode")}
+    | {
+        name: ("search", name)
+        for name in (
+            "max_budget",
+            "max_beam_width",
+            "max_max_steps",
+            "temperature",
+            "top_p",
+            "max_step_tokens",
+            "max_answer_tokens",
+            "step_delimiter",
+            "answer_markers",
+            "confidence_window",
+            "deepconf_top_logprobs",
+            "deepconf_keep_percent",
+            "top_candidates_in_response",
+            "add_reasoning_prompt",
+        )
+    }
 )
 
 
@@ -113,16 +189,19 @@ class _FlatEnv(PydanticBaseSettingsSource):
         return None, field_name, False  # pragma: no cover - __call__ reads them all
 
     def __call__(self) -> dict[str, Any]:
-        found = {}
-        for old in DEPRECATED_NAMES:
+        found: dict[str, Any] = {}
+        for old, (kind, name) in DEPRECATED_NAMES.items():
             value = os.environ.get(f"PROXY_{old.upper()}")  # noqa: TID251 - the settings module
             if value:  # a blank variable is unset, as for every setting
-                found[old] = value
+                group = self.settings_cls.model_fields[kind].annotation
+                assert isinstance(group, type) and issubclass(group, BaseModel)
+                is_json = self.field_is_complex(group.model_fields[name])
+                found[old] = json.loads(value) if is_json else value  # as the env source does
         return found
 
 
 def _moved(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with each deprecated flat name moved under its upstream (a value given under
+    """``data`` with each deprecated flat name moved under its group (a value given under
     the new name wins), each one warned about."""
     for old in [key for key in data if key in DEPRECATED_NAMES]:
         kind, name = DEPRECATED_NAMES[old]
@@ -131,7 +210,7 @@ def _moved(data: dict[str, Any]) -> dict[str, Any]:
         nested = (
             dict(nested)
             if isinstance(nested, dict)
-            else (nested.model_dump() if isinstance(nested, BaseModel) else {})
+            else (nested.model_dump(exclude_unset=True) if isinstance(nested, BaseModel) else {})
         )
         nested.setdefault(name, value)
         data[kind] = nested
@@ -255,8 +334,8 @@ class ProxySettings(BaseSettings):
         validation_alias=AliasChoices("OTEL_SERVICE_NAME", "otel_service_name"),
     )
 
-    # -- search defaults and caps -------------------------------------------------------------
-    default_strategy: StrategyChoice = "auto"  # when a request names none (header, body, alias)
+    # -- search ---------------------------------------------------------------------------------
+    search: SearchDefaults = Field(default_factory=lambda: SearchDefaults())
     auto_rules_file: Path | None = None  # default: proxy/auto_rules.toml
     # A rules file fitted by `tts-eval calibrate` names the model it was measured on; the proxy
     # refuses to start on another served model unless this is set.
@@ -267,27 +346,6 @@ class ProxySettings(BaseSettings):
     # auto's scorer class for the verifier; default: strong for genprm (a trained generative PRM),
     # weak for judge (a chat model asked a question it was not trained to answer)
     verifier_strength: Literal["strong", "weak"] | None = None
-    add_reasoning_prompt: bool = True  # the family's prompt when a search request has none
-    default_scorer: ScorerKind | None = None  # None: prm when a PRM is configured, else confidence
-    default_budget: int = 8  # N when a request names none
-    default_beam_width: int = 4  # M when a request names none
-    default_max_steps: int = 40  # steps per search when a request names none
-    max_budget: int = 256  # the largest N a request may ask (else 400)
-    max_beam_width: int = 64  # the largest M a request may ask
-    max_max_steps: int = 100  # the most steps a request may ask
-    temperature: float = 0.7  # sampling temperature of searched calls (the family's may override)
-    top_p: float = 1.0  # nucleus sampling of searched calls
-    max_step_tokens: int = 2048  # tokens per step
-    max_answer_tokens: int = 8192  # tokens per whole answer (one sample's steps together)
-    step_delimiter: str = "\n\n"  # where one step ends and the next begins
-    # An answer is final once it holds one of these (and it is closed).
-    answer_markers: list[str] = Field(default_factory=lambda: ["\\boxed{"])
-    confidence_window: int = 16  # tokens per group of the confidence scorer's sliding window
-    deepconf_top_logprobs: int = Field(default=5, ge=1, le=20)  # k of DeepConf's confidence
-    default_deepconf_mode: Literal["online", "offline"] = "online"  # X-TTS-DeepConf-Mode unset
-    # keep_percent without X-TTS-Keep-Percent: 90 conservative (the default), 10 aggressive
-    deepconf_keep_percent: float = Field(default=90.0, gt=0, le=100)
-    top_candidates_in_response: int = 8  # distinct answers listed in tts.answers
 
     @field_validator("policy_urls")
     @classmethod
@@ -339,14 +397,8 @@ class ProxySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_defaults(self) -> ProxySettings:
-        if not 1 <= self.default_budget <= self.max_budget:
-            raise ValueError("default_budget must be within 1..max_budget")
-        if not 1 <= self.default_beam_width <= self.max_beam_width:
-            raise ValueError("default_beam_width must be within 1..max_beam_width")
-        if not 1 <= self.default_max_steps <= self.max_max_steps:
-            raise ValueError("default_max_steps must be within 1..max_max_steps")
-        if self.default_scorer == "prm" and self.prm_url is None:
-            raise ValueError("default_scorer 'prm' needs prm_url")
+        if self.search.scorer == "prm" and self.prm_url is None:
+            raise ValueError("search.scorer 'prm' needs prm_url")
         if self.verifier_url is not None and self.verifier_model is None:
             raise ValueError("verifier_url needs verifier_model (the model served there)")
         return self

@@ -33,7 +33,9 @@ def step_confidence(token_logprobs: Sequence[float], window: int) -> float:
 class ConfidenceScorer:
     """Scores each step from the log-probabilities the policy already returned."""
 
-    def __init__(self, window: int = 16) -> None:
+    DEFAULT_WINDOW = 16  # tokens per group of the sliding window
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
         if window < 1:
             raise ValueError("window must be >= 1")
         self._window = window

@@ -18,19 +18,21 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from cpu_stack.process import server_process
 from harness.fake_servers import FakeVllm
 from harness.prm_models import build_checkpoint
 from harness.servers import free_port, serve
 from proxy.settings import ProxySettings
+from strategies import SearchConfig
 from tests.eventually import eventually
 
 
 def test_proxy_serve_command(tmp_path: Path) -> None:
     with serve(FakeVllm().app()) as vllm_url:
         config = tmp_path / "proxy.toml"
-        config.write_text("default_budget = 2\nmax_budget = 4\n")
+        config.write_text("[search]\nbudget = 2\nmax_budget = 4\n")
         port = free_port()
         command = [
             sys.executable,
@@ -189,7 +191,7 @@ def _proxy_process(
         "--log-level",
         "warning",
     ]
-    env = dict(os.environ, PROXY_SHUTDOWN_GRACE_S=str(_GRACE_S), PROXY_DEFAULT_BUDGET="2")
+    env = dict(os.environ, PROXY_SHUTDOWN_GRACE_S=str(_GRACE_S), PROXY_SEARCH__BUDGET="2")
     env.update(env_extra or {})
     base = f"http://127.0.0.1:{port}"
     with server_process(command, base + "/health/live", env=env) as process:
@@ -346,3 +348,42 @@ def test_the_old_flat_upstream_settings_still_work_with_a_warning(
     said = caplog.text
     assert "PROXY_POLICY__TIMEOUT_S" in said and "PROXY_POLICY__MAX_RETRIES" in said
     assert "PROXY_PRM__TIMEOUT_S" in said and "PROXY_TRACES__STORE_MAX" in said
+
+
+def test_the_old_flat_search_settings_move_into_the_search_group(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``PROXY_DEFAULT_BUDGET`` is ``search.budget`` now (a JSON list is decoded as the env
+    source does it); the library's own defaults fill the rest; a default above its cap is a
+    start-up error naming both."""
+    monkeypatch.setenv("PROXY_DEFAULT_BUDGET", "3")
+    monkeypatch.setenv("PROXY_ANSWER_MARKERS", '["ANSWER:"]')
+    monkeypatch.setenv("PROXY_SEARCH__MAX_STEPS", "6")
+    with caplog.at_level("WARNING", logger="proxy.settings"):
+        old: dict[str, Any] = {"default_strategy": "majority"}
+        settings = ProxySettings(**old)
+    assert settings.search.budget == 3 and settings.search.strategy == "majority"
+    assert settings.search.answer_markers == ["ANSWER:"] and settings.search.max_steps == 6
+    assert settings.search.temperature == SearchConfig().temperature  # written once, there
+    assert "PROXY_SEARCH__BUDGET" in caplog.text and "PROXY_SEARCH__STRATEGY" in caplog.text
+    assert "PROXY_SEARCH__ANSWER_MARKERS" in caplog.text
+    too_big: dict[str, Any] = {"search": {"budget": 9, "max_budget": 4}}
+    with pytest.raises(ValidationError, match=r"search.budget must be within 1..search.max_budget"):
+        ProxySettings(**too_big)
+
+
+def test_the_cli_flags_set_the_search_group(tmp_path: Path) -> None:
+    """``--budget`` lands in ``search.budget`` next to a config file's ``[search]`` table."""
+    with serve(FakeVllm().app()) as vllm_url:
+        config = tmp_path / "proxy.toml"
+        config.write_text("[search]\nmax_budget = 4\nstrategy = 'majority'\n")
+        port = free_port()
+        command = [
+            *(sys.executable, "-m", "proxy", "serve", "--port", str(port)),
+            *("--policy-url", vllm_url + "/v1", "--config", str(config), "--budget", "3"),
+        ]
+        with server_process(command, f"http://127.0.0.1:{port}/health/live"):
+            body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            data = httpx.post(url, json=body).json()
+            assert (data["tts"]["strategy"], data["tts"]["budget"]) == ("majority", 3)

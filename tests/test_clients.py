@@ -29,7 +29,7 @@ def text_of(content: Any) -> str:
 def test_langchain_invoke_and_stream(
     start_proxy: ProxyFactory, vllm: FakeVllm, use_responses_api: bool
 ) -> None:
-    url = start_proxy(default_strategy="best_of_n")
+    url = start_proxy(search={"strategy": "best_of_n"})
     llm = ChatOpenAI(
         model="fake-policy",
         base_url=url + "/v1",
@@ -49,7 +49,7 @@ def test_langchain_invoke_and_stream(
 
 def test_agents_sdk_default_responses_model(start_proxy: ProxyFactory, vllm: FakeVllm) -> None:
     set_tracing_disabled(True)  # the SDK's tracing would export to api.openai.com
-    url = start_proxy(default_strategy="majority")
+    url = start_proxy(search={"strategy": "majority"})
 
     async def main() -> Any:
         async with openai.AsyncOpenAI(
@@ -74,7 +74,7 @@ def test_pydantic_ai_default_openai_model(start_proxy: ProxyFactory, vllm: FakeV
     from pydantic_ai.models.openai import OpenAIResponsesModel as PydanticResponsesModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
-    url = start_proxy(default_strategy="best_of_n")
+    url = start_proxy(search={"strategy": "best_of_n"})
 
     async def main() -> Any:
         async with openai.AsyncOpenAI(

@@ -11,7 +11,7 @@ import openai
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
-from proxy.settings import ProxySettings
+from proxy.settings import ProxySettings, SearchDefaults
 from tests.eventually import eventually
 
 MESSAGES = [{"role": "user", "content": "What is 1 + 2?"}]
@@ -87,7 +87,7 @@ def test_deepconf_knobs_are_validated(stack: ExitStack) -> None:
 def test_the_server_default_mode_applies_without_a_header(stack: ExitStack) -> None:
     vllm = FakeVllm(script=script)
     upstream = stack.enter_context(serve(vllm.app())) + "/v1"
-    settings = ProxySettings(policy_urls=[upstream], default_deepconf_mode="offline")
+    settings = ProxySettings(policy_urls=[upstream], search=SearchDefaults(deepconf_mode="offline"))
     url = stack.enter_context(serve(create_app(settings)))
     assert ask(url).model_extra["tts"]["deepconf"]["mode"] == "offline"
     assert not [c for c in vllm.completion_calls if c.get("stream")]
@@ -96,7 +96,9 @@ def test_the_server_default_mode_applies_without_a_header(stack: ExitStack) -> N
 def test_the_server_default_keep_percent_applies_without_a_header(stack: ExitStack) -> None:
     vllm = FakeVllm(script=script)
     upstream = stack.enter_context(serve(vllm.app())) + "/v1"
-    settings = ProxySettings(policy_urls=[upstream], deepconf_keep_percent=10)
+    settings = ProxySettings(
+        policy_urls=[upstream], search=SearchDefaults(deepconf_keep_percent=10)
+    )
     url = stack.enter_context(serve(create_app(settings)))
     assert ask(url).model_extra["tts"]["deepconf"]["keep_percent"] == 10
     assert (

@@ -43,7 +43,7 @@ def tts_of(obj: Any) -> dict[str, Any]:
 def test_completions_pass_through_untouched_whatever_the_default(
     start_proxy: ProxyFactory, vllm: FakeVllm, sdk: Sdk
 ) -> None:
-    url = start_proxy(default_strategy="best_of_n")
+    url = start_proxy(search={"strategy": "best_of_n"})
     done = sdk(url).completions.create(
         model="fake-policy",
         prompt=PROMPT,
@@ -213,7 +213,7 @@ def test_stop_cuts_every_searched_answer(start_proxy: ProxyFactory, sdk: Sdk) ->
 def test_greedy_request_without_a_strategy_is_one_greedy_answer(
     start_proxy: ProxyFactory, vllm: FakeVllm, sdk: Sdk
 ) -> None:
-    url = start_proxy(default_strategy="auto")
+    url = start_proxy(search={"strategy": "auto"})
     done = sdk(url).chat.completions.create(model="fake-policy", messages=MESSAGES, temperature=0)
     assert tts_of(done)["strategy"] == "cot" and "greedy" in tts_of(done)["reason"]
     assert {c["n"] for c in vllm.completion_calls} == {1}
@@ -239,7 +239,7 @@ def test_greedy_request_with_a_strategy_searches_at_the_search_temperature(
 def test_streamed_auto_names_the_requested_strategy_then_the_one_that_ran(
     start_proxy: ProxyFactory,
 ) -> None:
-    url = start_proxy(default_strategy="auto")
+    url = start_proxy(search={"strategy": "auto"})
     body = {"model": "fake-policy", "messages": MESSAGES, "stream": True}
     with httpx.stream("POST", url + "/v1/chat/completions", json=body) as response:
         assert response.headers["x-tts-requested-strategy"] == "auto"

@@ -32,11 +32,13 @@ FUZZ = settings(
 )
 # Small caps keep generated searches cheap; the fuzzer still reaches every limit check.
 PROXY: dict[str, Any] = {
-    "max_budget": 8,
-    "max_beam_width": 4,
-    "max_max_steps": 3,
-    "default_budget": 4,
-    "default_max_steps": 2,
+    "search": {
+        "max_budget": 8,
+        "max_beam_width": 4,
+        "max_max_steps": 3,
+        "budget": 4,
+        "max_steps": 2,
+    },
     "request_timeout_s": 20,
     "policy": {"max_retries": 0},
 }

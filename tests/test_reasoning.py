@@ -19,7 +19,7 @@ from anthropic.types import TextBlock, ThinkingBlock
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.app import create_app
-from proxy.settings import ProxySettings
+from proxy.settings import ProxySettings, SearchDefaults
 
 QUESTION: Any = [{"role": "user", "content": "What is 2 + 2?"}]
 SEARCH = {"X-TTS-Strategy": "majority", "X-TTS-Budget": "4"}
@@ -44,7 +44,9 @@ def start(stack: ExitStack, script: Callable[[str, int], str]) -> tuple[str, Fak
     tokens); the proxy's URL and the fake."""
     vllm = FakeVllm(script=script)
     upstream = stack.enter_context(serve(vllm.app()))
-    settings = ProxySettings(policy_urls=[upstream + "/v1"], max_answer_tokens=400)
+    settings = ProxySettings(
+        policy_urls=[upstream + "/v1"], search=SearchDefaults(max_answer_tokens=400)
+    )
     return stack.enter_context(serve(create_app(settings))), vllm
 
 

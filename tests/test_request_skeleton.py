@@ -92,7 +92,7 @@ def test_a_plain_legacy_prompt_passes_through_counted_under_none(
 ) -> None:
     # No strategy asked for: passed through; with the server's default strategy cot it was
     # counted under cot when it failed, and not at all when it succeeded.
-    url = start_proxy(policy={"max_retries": 0}, default_strategy="cot")
+    url = start_proxy(policy={"max_retries": 0}, search={"strategy": "cot"})
     strict(url).completions.create(model="fake-policy", prompt="1+1?")
     vllm.fail_statuses = [500] * 5
     with pytest.raises(openai.APIStatusError) as failed:

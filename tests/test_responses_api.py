@@ -56,7 +56,7 @@ def assert_searched(response: Response, vllm: FakeVllm, strategy: str) -> None:
 def test_create_runs_the_search_with_instructions_and_limits(
     start_proxy: ProxyFactory, vllm: FakeVllm, sdk: Sdk
 ) -> None:
-    url = start_proxy(default_strategy="best_of_n")
+    url = start_proxy(search={"strategy": "best_of_n"})
     response = sdk(url).responses.create(
         model="fake-policy",
         input="What is 2 + 2?",
@@ -148,7 +148,7 @@ def test_stream_is_the_exact_event_sequence_with_keepalives(
 def test_stream_helper_gives_the_final_response(
     start_proxy: ProxyFactory, vllm: FakeVllm, sdk: Sdk
 ) -> None:
-    url = start_proxy(default_strategy="dvts")
+    url = start_proxy(search={"strategy": "dvts"})
     with sdk(url).responses.stream(model="fake-policy", input="What is 2 + 2?") as stream:
         for _ in stream:
             pass
@@ -196,7 +196,7 @@ def test_upstream_failure_mid_stream_is_response_failed(
 def test_tools_are_passed_through_unchanged(
     start_proxy: ProxyFactory, vllm: FakeVllm, sdk: Sdk
 ) -> None:
-    url = start_proxy(default_strategy="best_of_n")
+    url = start_proxy(search={"strategy": "best_of_n"})
     response = sdk(url).responses.create(
         model="beam_search-8/fake-policy",
         input="Add 2 and 2.",
@@ -237,7 +237,7 @@ def test_tools_are_passed_through_unchanged(
 def test_what_cannot_be_searched_streams_through_with_a_note(
     start_proxy: ProxyFactory, vllm: FakeVllm, extra: dict[str, Any], sdk: Sdk
 ) -> None:
-    url = start_proxy(default_strategy="best_of_n")
+    url = start_proxy(search={"strategy": "best_of_n"})
     kwargs: dict[str, Any] = {"model": "fake-policy", "input": "Hi"} | extra
     events = list(sdk(url).responses.create(stream=True, **kwargs))
     assert [e.type for e in events] == [
@@ -272,7 +272,7 @@ def test_stateful_fields_are_a_400_naming_them(
 
 
 def test_store_false_is_accepted_and_echoed(start_proxy: ProxyFactory, sdk: Sdk) -> None:
-    url = start_proxy(default_strategy="cot")
+    url = start_proxy(search={"strategy": "cot"})
     response = sdk(url).responses.create(model="fake-policy", input="What is 2+2?", store=False)
     assert (response.model_extra or {}).get("store") is False and response.status == "completed"
 

@@ -188,7 +188,7 @@ def with_reasoning_prompt(
     """The family's reasoning prompt (as in the paper's runs) when the request has no system
     prompt of its own; returns the messages and the family name used (or None)."""
     family = profile.family
-    if not settings.add_reasoning_prompt or family is None:
+    if not settings.search.add_reasoning_prompt or family is None:
         return messages, None
     if any(m.get("role") in ("system", "developer") for m in messages):
         return messages, None
@@ -302,7 +302,7 @@ def _scorer(
             settings.verifier_format,
             settings.verifier_analysis_tokens,
         )
-    return ConfidenceScorer(window=settings.confidence_window)
+    return ConfidenceScorer(window=settings.search.confidence_window)
 
 
 def _nothing_generated(plan: Plan, deadline: float | None) -> ProxyError:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from proxy.errors import InvalidRequestError, ModelNotFoundError
 from proxy.search.profiles import AutoRules, Profile, auto_config, profile_of
-from proxy.settings import ProxySettings, ScorerKind, StrategyChoice
+from proxy.settings import ProxySettings, ScorerKind, SearchDefaults, StrategyChoice
 from proxy.wire.tts import TtsOptions
 from strategies import ConfigError, SearchConfig, StrategyName, check
 
@@ -278,7 +278,7 @@ def resolve_plan(
     model, alias_strategy, alias_budget = split_alias(request.model)
     route = settings.litellm_routes.get(model) if served is None else None
     options = _options(request, headers, {"strategy": alias_strategy, "budget": alias_budget})
-    default, default_reason = request.default_strategy or (settings.default_strategy, None)
+    default, default_reason = request.default_strategy or (settings.search.strategy, None)
     requested: StrategyChoice = options.strategy or cast(StrategyChoice, default)
     strategy, reason = _strategy(requested, request.passthrough_reason)
     if options.strategy is None and default_reason is not None:
@@ -286,11 +286,13 @@ def resolve_plan(
     strategy, reason, greedy_note = _greedy(request, strategy, reason, options.strategy is not None)
     # The default scorer: the configured one, else the PRM when one is configured.
     scorer = (
-        options.scorer or settings.default_scorer or ("prm" if settings.prm_url else "confidence")
+        options.scorer or settings.search.scorer or ("prm" if settings.prm_url else "confidence")
     )
     if scorer == "prm" and settings.prm_url is None:
         raise InvalidRequestError("scorer 'prm' needs a PRM server (PROXY_PRM_URL)", param="scorer")
-    config = _search_config(request, options, settings, use_request_temperature=not greedy_note)
+    config = _search_config(
+        request, options, settings.search, use_request_temperature=not greedy_note
+    )
     profile = profile_of(served, scorer, settings, rules) if served is not None else None
     if profile is not None:
         is_sampling_asked = (request.temperature is not None and not greedy_note) or (
@@ -394,33 +396,31 @@ def _strategy(requested: StrategyChoice, passthrough: str | None) -> tuple[Plann
 def _search_config(
     request: SearchRequest,
     options: TtsOptions,
-    settings: ProxySettings,
+    defaults: SearchDefaults,
     *,
     use_request_temperature: bool,
 ) -> SearchConfig:
-    budget = _capped(options.budget, "budget", settings.max_budget) or settings.default_budget
+    budget = _capped(options.budget, "budget", defaults.max_budget) or defaults.budget
     width = (
-        _capped(options.beam_width, "beam_width", settings.max_beam_width)
-        or settings.default_beam_width
+        _capped(options.beam_width, "beam_width", defaults.max_beam_width) or defaults.beam_width
     )
     max_steps = (
-        _capped(options.max_steps, "max_steps", settings.max_max_steps)
-        or settings.default_max_steps
+        _capped(options.max_steps, "max_steps", defaults.max_max_steps) or defaults.max_steps
     )
     cap = request.max_tokens
     temperature = request.temperature if use_request_temperature else None
     try:
-        config = _build_config(request, settings, budget, width, max_steps, options, cap)
+        config = _build_config(request, defaults, budget, width, max_steps, options, cap)
     except ConfigError as exc:
         raise config_error(exc) from exc
     if temperature is None:
-        config = dataclasses.replace(config, temperature=settings.temperature)
+        config = dataclasses.replace(config, temperature=defaults.temperature)
     return dataclasses.replace(config, enable_trace=bool(options.trace))
 
 
 def _build_config(
     request: SearchRequest,
-    settings: ProxySettings,
+    defaults: SearchDefaults,
     budget: int,
     width: int,
     max_steps: int,
@@ -434,24 +434,24 @@ def _build_config(
         max_steps=max_steps,
         scoring=options.scoring or "last",
         voting=options.voting,
-        step_delimiter=settings.step_delimiter,
-        answer_markers=tuple(settings.answer_markers),
-        temperature=temperature if temperature is not None else settings.temperature,
-        top_p=request.top_p if request.top_p is not None else settings.top_p,
-        max_step_tokens=min(settings.max_step_tokens, cap or settings.max_step_tokens),
-        max_answer_tokens=min(settings.max_answer_tokens, cap or settings.max_answer_tokens),
-        top_candidates=settings.top_candidates_in_response,
+        step_delimiter=defaults.step_delimiter,
+        answer_markers=tuple(defaults.answer_markers),
+        temperature=temperature if temperature is not None else defaults.temperature,
+        top_p=request.top_p if request.top_p is not None else defaults.top_p,
+        max_step_tokens=min(defaults.max_step_tokens, cap or defaults.max_step_tokens),
+        max_answer_tokens=min(defaults.max_answer_tokens, cap or defaults.max_answer_tokens),
+        top_candidates=defaults.top_candidates_in_response,
         max_total_tokens=options.max_total_tokens,
         particle_iterations=options.particle_iterations or 1,
-        top_logprobs=settings.deepconf_top_logprobs,
-        **{k: v for k, v in _deepconf_fields(options, settings).items() if v is not None},
+        top_logprobs=defaults.deepconf_top_logprobs,
+        **{k: v for k, v in _deepconf_fields(options, defaults).items() if v is not None},
     )
 
 
-def _deepconf_fields(options: TtsOptions, settings: ProxySettings) -> dict[str, Any]:
+def _deepconf_fields(options: TtsOptions, defaults: SearchDefaults) -> dict[str, Any]:
     return {
-        "keep_percent": options.keep_percent or settings.deepconf_keep_percent,
-        "deepconf_mode": options.deepconf_mode or settings.default_deepconf_mode,
+        "keep_percent": options.keep_percent or defaults.deepconf_keep_percent,
+        "deepconf_mode": options.deepconf_mode or defaults.deepconf_mode,
         "warmup": options.warmup,
         "confidence_window": options.confidence_window,
     }

@@ -74,7 +74,7 @@ def _price(settings: ProxySettings) -> Price:
 
 
 def comparison(primary: Primary, baseline: tuple[Side, str], settings: ProxySettings) -> Comparison:
-    markers = tuple(settings.answer_markers)
+    markers = tuple(settings.search.answer_markers)
     completion = primary.completion
     text = completion.choices[0].message.content or "" if completion.choices else ""
     usage = completion.usage

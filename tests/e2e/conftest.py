@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request, Response
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.servers import free_port, serve
 from proxy.app import create_app
-from proxy.settings import ProxySettings
+from proxy.settings import ProxySettings, SearchDefaults
 
 pytestmark = pytest.mark.e2e
 
@@ -84,10 +84,7 @@ def relay(vllm_url: str) -> Iterator[tuple[Relay, str]]:
 def proxy_url(relay: tuple[Relay, str]) -> Iterator[str]:
     settings = ProxySettings(
         policy_urls=[relay[1]],
-        max_answer_tokens=160,
-        max_step_tokens=64,
-        default_budget=4,
-        default_max_steps=4,
+        search=SearchDefaults(max_answer_tokens=160, max_step_tokens=64, budget=4, max_steps=4),
         request_timeout_s=300,
     )
     with serve(create_app(settings)) as url:

@@ -29,7 +29,7 @@ from prm_server.app import create_app as create_prm_app
 from prm_server.settings import PrmServerSettings
 from proxy.app import create_app
 from proxy.search.profiles import load_rules
-from proxy.settings import ProxySettings
+from proxy.settings import ProxySettings, SearchDefaults
 from tests.e2e.conftest import Relay
 from tests.eventually import eventually
 from tests.test_lm_eval import run_lm_eval
@@ -156,7 +156,7 @@ def test_the_genprm_format_on_real_vllm(vllm_url: str, stack: ExitStack) -> None
     # SmolLM2's own chat template takes GenPRM's multi-turn splice; vLLM stops at </analyze>
     settings = ProxySettings(
         policy_urls=[vllm_url],
-        max_answer_tokens=160,
+        search=SearchDefaults(max_answer_tokens=160),
         request_timeout_s=300,
         verifier_format="genprm",
         verifier_analysis_tokens=24,
@@ -171,7 +171,9 @@ def test_the_genprm_format_on_real_vllm(vllm_url: str, stack: ExitStack) -> None
 
 
 def test_online_deepconf_stops_streams_in_real_vllm(vllm_url: str, stack: ExitStack) -> None:
-    settings = ProxySettings(policy_urls=[vllm_url], max_answer_tokens=160, request_timeout_s=300)
+    settings = ProxySettings(
+        policy_urls=[vllm_url], search=SearchDefaults(max_answer_tokens=160), request_timeout_s=300
+    )
     url = stack.enter_context(serve(create_app(settings)))
     # keep 1 %: the threshold is about the best warm-up trace, so later traces stop early. The
     # text is sampled: 14 later traces and groups of 8 tokens make a dip below it near certain
@@ -219,9 +221,7 @@ def test_a_disconnect_leaves_nothing_running_in_vllm(vllm_url: str, stack: ExitS
     (a fast machine finishes a small search before any fixed timeout)."""
     settings = ProxySettings(
         policy_urls=[vllm_url],
-        max_answer_tokens=1500,
-        max_step_tokens=200,
-        default_max_steps=8,
+        search=SearchDefaults(max_answer_tokens=1500, max_step_tokens=200, max_steps=8),
         request_timeout_s=300,
     )
     url = stack.enter_context(serve(create_app(settings)))
@@ -262,9 +262,7 @@ def test_beam_search_through_a_real_prm_server(
     settings = ProxySettings(
         policy_urls=[vllm_url],
         prm_url=prm_url,
-        max_answer_tokens=160,
-        max_step_tokens=64,
-        default_max_steps=4,
+        search=SearchDefaults(max_answer_tokens=160, max_step_tokens=64, max_steps=4),
         request_timeout_s=300,
     )
     url = stack.enter_context(serve(create_app(settings)))
@@ -356,9 +354,7 @@ def test_the_trace_page_of_a_real_beam_search(vllm_url: str, stack: ExitStack) -
 
     settings = ProxySettings(
         policy_urls=[vllm_url],
-        max_answer_tokens=160,
-        max_step_tokens=48,
-        default_max_steps=4,
+        search=SearchDefaults(max_answer_tokens=160, max_step_tokens=48, max_steps=4),
         request_timeout_s=300,
         store_text=True,
     )
@@ -434,7 +430,7 @@ def test_calibrate_on_real_vllm_writes_a_file_the_proxy_runs(
     assert rules.model == "smollm2" and rules.fitted["confidence"]
     settings = ProxySettings(
         policy_urls=[vllm_url],
-        max_answer_tokens=96,
+        search=SearchDefaults(max_answer_tokens=96),
         request_timeout_s=300,
         auto_rules_file=out / "auto_rules.toml",
     )
