@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from experiments.store import ExperimentStore
 
 __all__ = ["StoreLink"]
 
@@ -15,10 +18,10 @@ class StoreLink:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._store: Any = None
+        self._store: ExperimentStore | None = None
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Any:
+    async def get(self) -> ExperimentStore:
         async with self._lock:
             if self._store is None:
                 store = importlib.import_module("experiments.store")  # the store extra

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -19,6 +19,7 @@ from proxy.search.plan import Plan, SearchRequest, model_not_found, split_alias
 from proxy.search.report import completion_chunks
 from proxy.state import AppState
 from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from proxy.wire.json_types import JSONObject
 
 __all__ = ["ChatEndpoint", "router"]
 
@@ -86,7 +87,7 @@ async def health(request: Request, state: State) -> JSONResponse:
     can_serve = policy_ok and results.get("prm", "ok") == "ok"
     is_whole = all(result == "ok" for result in results.values())
     status = "ok" if is_whole else "degraded" if can_serve else "unavailable"
-    body: dict[str, Any] = {"status": status, "upstreams": results}
+    body: JSONObject = {"status": status, "upstreams": results}
     if state.settings.api_keys and has_key(request, state):
         body["urls"] = {name: u.config.base_url for name, u in named.items()}
     return JSONResponse(body, status_code=200 if can_serve else 503)
@@ -114,17 +115,17 @@ class ChatEndpoint:
     def search_request(self, headers: Mapping[str, str]) -> SearchRequest:
         return search_request(self.body)
 
-    def passthrough_payload(self) -> dict[str, Any]:
+    def passthrough_payload(self) -> JSONObject:
         return self.body.model_dump(exclude={"tts"}, exclude_none=True)
 
-    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+    async def passthrough(self, call: Call, plan: Plan, payload: JSONObject) -> Response:
         return await relay(call, self.upstream_path, payload, plan, is_stream=self.is_stream)
 
     async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
         chat = self.body.model_dump(exclude={"tts", "model"}, exclude_none=True)
         return await large_api_answer(call, plan, chat)
 
-    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+    def render(self, call: Call, completion: ChatCompletion) -> JSONObject:
         return completion.model_dump(exclude_none=False)
 
     def stream(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
@@ -24,6 +24,7 @@ from proxy.wire.chat import (
     TextChoice,
     TextCompletion,
 )
+from proxy.wire.json_types import JSONObject
 
 __all__ = ["CompletionsEndpoint", "router"]
 
@@ -83,10 +84,10 @@ class CompletionsEndpoint:
             ignored=tuple(ignored),
         )
 
-    def passthrough_payload(self) -> dict[str, Any]:
+    def passthrough_payload(self) -> JSONObject:
         return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
 
-    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+    async def passthrough(self, call: Call, plan: Plan, payload: JSONObject) -> Response:
         return await relay(call, self.upstream_path, payload, plan, is_stream=self.is_stream)
 
     async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
@@ -101,7 +102,7 @@ class CompletionsEndpoint:
                 chat["stream_options"] = body.stream_options.model_dump()
         return await large_api_answer(call, plan, chat, shape=_as_text, shape_chunk=_as_text)
 
-    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+    def render(self, call: Call, completion: ChatCompletion) -> JSONObject:
         return _text_completion(completion).model_dump(exclude_none=False)
 
     def stream(
@@ -122,7 +123,7 @@ add_route(
 )
 
 
-def _as_text(data: dict[str, Any]) -> dict[str, Any]:
+def _as_text(data: JSONObject) -> JSONObject:
     """A chat completion (or chunk) from a large API as a legacy text completion (or chunk)."""
     choices = [
         {
@@ -171,7 +172,7 @@ def _chunks(done: TextCompletion, include_usage: bool) -> Iterator[bytes]:
     """OpenAI's legacy stream: one chunk per choice, ``tts`` on the last, usage if asked."""
     for i, choice in enumerate(done.choices):
         last = i == len(done.choices) - 1
-        chunk: dict[str, Any] = done.model_dump(exclude={"usage", "tts"})
+        chunk: JSONObject = done.model_dump(exclude={"usage", "tts"})
         chunk["choices"] = [choice.model_dump()]
         if last and done.tts is not None:
             chunk["tts"] = done.tts.model_dump()

@@ -5,13 +5,14 @@ searched endpoint documents (its error responses and ``X-TTS-*`` headers).
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 
 from proxy.errors import AuthenticationError
 from proxy.state import AppState
 from proxy.wire.chat import ErrorResponse, TtsOptions
+from proxy.wire.json_types import JSONObject
 
 __all__ = [
     "ERROR_RESPONSES",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 # Documented in /openapi.json for every endpoint: the OpenAI error shape.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, JSONObject] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in (
         (400, "invalid request (the message and param say what to change)"),
@@ -65,7 +66,7 @@ async def require_key(request: Request, state: State) -> None:
         )
 
 
-def _header_parameters() -> list[dict[str, Any]]:
+def _header_parameters() -> list[JSONObject]:
     """The ``X-TTS-*`` headers, documented as the ``tts`` object's fields they override."""
     schema = TtsOptions.model_json_schema()["properties"]
     return [
@@ -85,7 +86,7 @@ def _header_parameters() -> list[dict[str, Any]]:
     ]
 
 
-def control_headers() -> dict[str, Any]:
+def control_headers() -> JSONObject:
     """A searched endpoint's ``openapi_extra``: its X-TTS-* headers (a new dict each time:
     FastAPI merges into it)."""
     return {"parameters": _header_parameters()}

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -42,6 +42,7 @@ from proxy.server.cancel import client_gone, until_drained, until_stopped
 from proxy.state import AppState
 from proxy.upstream.litellm import litellm_call, litellm_chunks, litellm_params
 from proxy.wire.chat import ChatCompletion
+from proxy.wire.json_types import JSONObject, JSONValue
 from proxy.wire.text import INVALID_TEXT, invalid_text_at
 
 __all__ = ["Call", "Endpoint", "add_route", "large_api_answer", "relay", "result_headers", "serve"]
@@ -71,7 +72,7 @@ class Call:
     async def json(
         self,
         work: Callable[[], Awaitable[ChatCompletion]],
-        render: Callable[[ChatCompletion], dict[str, Any]],
+        render: Callable[[ChatCompletion], JSONObject],
     ) -> JSONResponse:
         """A finished search as one JSON body (``render``), with its outcome in the headers."""
         completion = await self.until_disconnect(work())
@@ -123,11 +124,11 @@ class Endpoint(Protocol):
         ``InvalidRequestError`` for a body this endpoint cannot take."""
         ...
 
-    def passthrough_payload(self) -> dict[str, Any]:
+    def passthrough_payload(self) -> JSONObject:
         """The body relayed unchanged (``model`` and ``seed`` are the skeleton's)."""
         ...
 
-    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+    async def passthrough(self, call: Call, plan: Plan, payload: JSONObject) -> Response:
         """The policy's own answer to ``payload`` (``relay`` on the same wire, or translated)."""
         ...
 
@@ -135,7 +136,7 @@ class Endpoint(Protocol):
         """The answer from the large-API route ``plan.route`` (``litellm_routes``)."""
         ...
 
-    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+    def render(self, call: Call, completion: ChatCompletion) -> JSONObject:
         """A finished search as this endpoint's JSON body."""
         ...
 
@@ -154,13 +155,13 @@ def add_route(
     *,
     name: str,
     response_model: type[BaseModel],
-    errors: dict[int | str, dict[str, Any]] = ERROR_RESPONSES,
+    errors: dict[int | str, JSONObject] = ERROR_RESPONSES,
 ) -> None:
     """``POST path`` on the skeleton: the body parsed as ``body``, then ``serve``d through its
     ``adapter`` (the API key checked, the error responses (``errors``) and ``X-TTS-*`` headers
     documented)."""
 
-    async def handle(request: Request, body: Any, state: AppState) -> Response:
+    async def handle(request: Request, body: JSONValue, state: AppState) -> Response:
         return await serve(request, state, adapter(body))
 
     # FastAPI reads the parameters from the signature: the body's model is the adapter's.
@@ -280,7 +281,7 @@ async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequ
     return response
 
 
-async def _tallied(events: AsyncIterable[Any], tally: RequestTally) -> AsyncIterator[Any]:
+async def _tallied(events: AsyncIterable[_T], tally: RequestTally) -> AsyncIterator[_T]:
     """A stream's events; ``ok`` once sent in full (unless an error event was counted), 499 when
     the client went away first."""
     finished = False
@@ -315,7 +316,7 @@ def result_headers(completion: ChatCompletion) -> dict[str, str]:
 
 
 async def relay(
-    call: Call, path: str, payload: dict[str, Any], plan: Plan, *, is_stream: bool
+    call: Call, path: str, payload: JSONObject, plan: Plan, *, is_stream: bool
 ) -> Response:
     """A pass-through answer from the policy server, JSON or SSE, with the ``tts`` note."""
     state, headers = call.state, call.headers
@@ -339,17 +340,17 @@ async def relay(
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
-def _same(data: dict[str, Any]) -> dict[str, Any]:
+def _same(data: JSONObject) -> JSONObject:
     return data
 
 
 async def large_api_answer(
     call: Call,
     plan: Plan,
-    chat: dict[str, Any],
+    chat: JSONObject,
     *,
-    shape: Callable[[dict[str, Any]], dict[str, Any]] = _same,
-    shape_chunk: Callable[[dict[str, Any]], dict[str, Any]] = _same,
+    shape: Callable[[JSONObject], JSONObject] = _same,
+    shape_chunk: Callable[[JSONObject], JSONObject] = _same,
 ) -> Response:
     """A large API's answer to one chat call (``chat``: its parameters, ``stream`` included),
     in the client's endpoint's shape (``shape``, ``shape_chunk``), with the ``tts`` note; a

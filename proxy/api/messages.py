@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -39,13 +39,14 @@ from proxy.wire.anthropic import (
     TokenCount,
 )
 from proxy.wire.chat import ChatCompletion
+from proxy.wire.json_types import JSONObject
 
 __all__ = ["MessagesEndpoint", "router"]
 
 router = APIRouter()
 
 # Documented in /openapi.json: the same statuses, in Anthropic's shape, and its 529.
-ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int | str, JSONObject] = {
     status: {"model": AnthropicErrorResponse, "description": spec["description"]}
     for status, spec in ERROR_RESPONSES.items()
     if status != 429
@@ -83,16 +84,16 @@ class MessagesEndpoint:
             ignored=tuple(self.chat.ignored),
         )
 
-    def _tts(self) -> dict[str, Any]:
+    def _tts(self) -> JSONObject:
         """The body's ``tts`` controls; ``thinking.budget_tokens`` is the thinking cap."""
         tts = self.body.tts.model_dump(exclude_none=True) if self.body.tts else {}
         if self.chat.thinking_budget is not None:
             tts.setdefault("max_thinking_tokens", self.chat.thinking_budget)
         return tts
 
-    def passthrough_payload(self) -> dict[str, Any]:
+    def passthrough_payload(self) -> JSONObject:
         body = self.body
-        payload: dict[str, Any] = {"model": body.model, **self.chat.chat_fields()}
+        payload: JSONObject = {"model": body.model, **self.chat.chat_fields()}
         payload["max_tokens"] = body.max_tokens
         for name in ("temperature", "top_p", "top_k"):
             if getattr(body, name) is not None:
@@ -104,7 +105,7 @@ class MessagesEndpoint:
             payload["stream_options"] = {"include_usage": True}
         return payload
 
-    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+    async def passthrough(self, call: Call, plan: Plan, payload: JSONObject) -> Response:
         state, stop = call.state, self.body.stop_sequences
         call.headers["X-TTS-Strategy"] = "none"
         if not self.is_stream:
@@ -136,7 +137,7 @@ class MessagesEndpoint:
 
         return StreamingResponse(body(), media_type="text/event-stream", headers=call.headers)
 
-    def _note(self, note: dict[str, Any]) -> dict[str, Any]:
+    def _note(self, note: JSONObject) -> JSONObject:
         """A pass-through's ``tts`` note with the Messages fields that were not honoured."""
         note["ignored_params"] = [*note.get("ignored_params", []), *self.chat.ignored]
         return note
@@ -160,7 +161,7 @@ class MessagesEndpoint:
             return self.stream(call, routed)
         return await call.json(routed, lambda done: self.render(call, done))
 
-    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+    def render(self, call: Call, completion: ChatCompletion) -> JSONObject:
         body = self.body
         return message_from_completion(completion, call.request_id, body.model, body.stop_sequences)
 

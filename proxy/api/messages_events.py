@@ -12,11 +12,12 @@ from typing import Any
 
 from proxy.api.messages_mapping import message_object, stop_reason
 from proxy.errors import ProxyError, UpstreamError
+from proxy.wire.json_types import JSONObject, JSONValue
 
 __all__ = ["PING", "StreamTranslator", "anthropic_event", "error_event", "search_events"]
 
 
-def anthropic_event(payload: dict[str, Any]) -> bytes:
+def anthropic_event(payload: JSONObject) -> bytes:
     """One event of the Messages stream: ``event:`` named as its ``type``."""
     return f"event: {payload['type']}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
@@ -36,7 +37,7 @@ def _start(message_id: str, model: str) -> bytes:
     return anthropic_event({"type": "message_start", "message": message})
 
 
-def _end(message: dict[str, Any]) -> Iterator[bytes]:
+def _end(message: JSONObject) -> Iterator[bytes]:
     delta = {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}
     event = {"type": "message_delta", "delta": delta, "usage": message["usage"]}
     if message.get("tts") is not None:
@@ -51,7 +52,7 @@ def search_events(message_id: str, model: str) -> tuple[bytes, Any]:
     one delta and stopped; the stop reason with the usage and the ``tts`` report;
     ``message_stop``."""
 
-    def finish(message: dict[str, Any]) -> Iterator[bytes]:
+    def finish(message: JSONObject) -> Iterator[bytes]:
         for index, block in enumerate(message["content"]):
             kind = block["type"]
             empty = {"type": "thinking", "thinking": "", "signature": ""}
@@ -81,9 +82,9 @@ class StreamTranslator:
         self._block: tuple[str, int] | None = None
         self._index = -1
         self._finish: str | None = None
-        self._matched: Any = None
+        self._matched: JSONValue = None
         self._usage = {"input_tokens": 0, "output_tokens": 0}
-        self.tts: dict[str, Any] | None = None  # the pass-through's note, on message_delta
+        self.tts: JSONObject | None = None  # the pass-through's note, on message_delta
 
     async def events(self, lines: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield _start(self._id, self._model)
@@ -105,7 +106,7 @@ class StreamTranslator:
         for event in self._close():
             yield event
         reason, sequence = stop_reason(self._finish, "", self._stop, matched=self._matched)
-        message: dict[str, Any] = {
+        message: JSONObject = {
             "stop_reason": reason,
             "stop_sequence": sequence,
             "usage": self._usage,
@@ -114,7 +115,7 @@ class StreamTranslator:
         for event in _end(message):
             yield event
 
-    def _chunk(self, chunk: dict[str, Any]) -> Iterator[bytes]:
+    def _chunk(self, chunk: JSONObject) -> Iterator[bytes]:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage = {
@@ -138,7 +139,7 @@ class StreamTranslator:
                 self._finish = choice["finish_reason"]
                 self._matched = choice.get("stop_reason")
 
-    def _tool_delta(self, call: dict[str, Any]) -> Iterator[bytes]:
+    def _tool_delta(self, call: JSONObject) -> Iterator[bytes]:
         key = ("tool", int(call.get("index", 0)))
         function = call.get("function") or {}
         if self._block != key:
@@ -152,7 +153,7 @@ class StreamTranslator:
         if function.get("arguments"):
             yield self._delta({"type": "input_json_delta", "partial_json": function["arguments"]})
 
-    def _open(self, key: tuple[str, int], block: dict[str, Any]) -> Iterator[bytes]:
+    def _open(self, key: tuple[str, int], block: JSONObject) -> Iterator[bytes]:
         if self._block == key:
             return
         yield from self._close()
@@ -161,7 +162,7 @@ class StreamTranslator:
         start = {"type": "content_block_start", "index": self._index, "content_block": block}
         yield anthropic_event(start)
 
-    def _delta(self, delta: dict[str, Any]) -> bytes:
+    def _delta(self, delta: JSONObject) -> bytes:
         return anthropic_event(
             {"type": "content_block_delta", "index": self._index, "delta": delta}
         )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 from proxy.errors import InvalidRequestError, UpstreamError
 from proxy.wire.anthropic import CountTokensRequest, InputMessage, MessagesRequest
 from proxy.wire.chat import ChatCompletion
+from proxy.wire.json_types import JSONObject, JSONValue
 
 __all__ = [
     "Conversation",
@@ -38,17 +38,17 @@ _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool
 class Conversation:
     """A Messages request as chat: its messages, tools, and why it cannot be searched."""
 
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    messages: list[JSONObject]
+    tools: list[JSONObject] | None = None
+    tool_choice: str | JSONObject | None = None
     parallel_tool_calls: bool | None = None
     passthrough_reason: str | None = None
     ignored: list[str] = field(default_factory=list)
     thinking_budget: int | None = None  # ``thinking.budget_tokens``: max_thinking_tokens
 
-    def chat_fields(self) -> dict[str, Any]:
+    def chat_fields(self) -> JSONObject:
         """The chat body's ``messages`` and tool fields."""
-        out: dict[str, Any] = {"messages": self.messages}
+        out: JSONObject = {"messages": self.messages}
         if self.tools:
             out["tools"] = self.tools
         if self.tool_choice is not None:
@@ -83,7 +83,7 @@ def conversation(body: MessagesRequest | CountTokensRequest) -> Conversation:
     return out
 
 
-def _system_text(system: str | list[dict[str, Any]], out: Conversation) -> str:
+def _system_text(system: str | list[JSONObject], out: Conversation) -> str:
     if isinstance(system, str):
         return system
     texts = []
@@ -97,12 +97,12 @@ def _system_text(system: str | list[dict[str, Any]], out: Conversation) -> str:
     return "\n\n".join(texts)
 
 
-def _note_cache_control(block: dict[str, Any], out: Conversation) -> None:
+def _note_cache_control(block: JSONObject, out: Conversation) -> None:
     if "cache_control" in block and "cache_control" not in out.ignored:
         out.ignored.append("cache_control")  # vLLM caches prefixes by itself
 
 
-def _chat_messages(message: InputMessage, where: str, out: Conversation) -> list[dict[str, Any]]:
+def _chat_messages(message: InputMessage, where: str, out: Conversation) -> list[JSONObject]:
     """One Messages turn as chat messages: tool results become ``tool`` messages (before the
     turn's text), ``tool_use`` blocks the assistant's ``tool_calls``."""
     if isinstance(message.content, str):
@@ -113,7 +113,7 @@ def _chat_messages(message: InputMessage, where: str, out: Conversation) -> list
         turn.add(block, message.role, f"{where}.content.{j}", out)
     if turn.tool_calls or turn.results:
         out.passthrough_reason = "tools cannot be searched over: passed through unchanged"
-    chat: list[dict[str, Any]] = list(turn.results)
+    chat: list[JSONObject] = list(turn.results)
     content = _content(turn.parts)
     if message.role == "assistant" and turn.tool_calls:
         chat.append({"role": "assistant", "content": content, "tool_calls": turn.tool_calls})
@@ -126,11 +126,11 @@ def _chat_messages(message: InputMessage, where: str, out: Conversation) -> list
 class _Turn:
     """One turn's blocks, sorted by what they become in chat."""
 
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    results: list[dict[str, Any]] = field(default_factory=list)
+    parts: list[JSONObject] = field(default_factory=list)
+    tool_calls: list[JSONObject] = field(default_factory=list)
+    results: list[JSONObject] = field(default_factory=list)
 
-    def add(self, block: dict[str, Any], role: str, at: str, out: Conversation) -> None:
+    def add(self, block: JSONObject, role: str, at: str, out: Conversation) -> None:
         kind = block.get("type")
         if kind == "text" and isinstance(block.get("text"), str):
             self.parts.append({"type": "text", "text": block["text"]})
@@ -155,7 +155,7 @@ class _Turn:
             )
 
 
-def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
+def _content(parts: list[JSONObject]) -> str | list[JSONObject] | None:
     """Text parts as one string (what every chat template takes); parts with an image as a
     list; None when there are none."""
     if not parts:
@@ -165,7 +165,7 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
     return parts
 
 
-def _image_url(block: dict[str, Any], at: str) -> str:
+def _image_url(block: JSONObject, at: str) -> str:
     source = block.get("source")
     if isinstance(source, dict) and source.get("type") == "base64":
         media, data = source.get("media_type"), source.get("data")
@@ -182,7 +182,7 @@ def _image_url(block: dict[str, Any], at: str) -> str:
     )
 
 
-def _tool_call(block: dict[str, Any], at: str) -> dict[str, Any]:
+def _tool_call(block: JSONObject, at: str) -> JSONObject:
     name, call_id, arguments = block.get("name"), block.get("id"), block.get("input", {})
     if not isinstance(name, str) or not isinstance(call_id, str) or not isinstance(arguments, dict):
         raise InvalidRequestError(
@@ -195,7 +195,7 @@ def _tool_call(block: dict[str, Any], at: str) -> dict[str, Any]:
     }
 
 
-def _tool_result(block: dict[str, Any], at: str) -> dict[str, Any]:
+def _tool_result(block: JSONObject, at: str) -> JSONObject:
     call_id, content = block.get("tool_use_id"), block.get("content", "")
     if not isinstance(call_id, str):
         raise InvalidRequestError(f"{at}: a tool_result block needs a tool_use_id", param=at)
@@ -216,7 +216,7 @@ def _tool_result(block: dict[str, Any], at: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": content}
 
 
-def _tool(tool: dict[str, Any], at: str) -> dict[str, Any]:
+def _tool(tool: JSONObject, at: str) -> JSONObject:
     kind = tool.get("type", "custom")
     if kind != "custom":
         raise InvalidRequestError(
@@ -227,13 +227,13 @@ def _tool(tool: dict[str, Any], at: str) -> dict[str, Any]:
     name, schema = tool.get("name"), tool.get("input_schema")
     if not isinstance(name, str) or not isinstance(schema, dict):
         raise InvalidRequestError(f"{at}: a tool needs a name and an input_schema", param=at)
-    function: dict[str, Any] = {"name": name, "parameters": schema}
+    function: JSONObject = {"name": name, "parameters": schema}
     if isinstance(tool.get("description"), str):
         function["description"] = tool["description"]
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: dict[str, Any]) -> tuple[str | dict[str, Any], bool | None]:
+def _tool_choice(choice: JSONObject) -> tuple[str | JSONObject, bool | None]:
     kind = choice.get("type")
     parallel = False if choice.get("disable_parallel_tool_use") else None
     if kind in ("auto", "none"):
@@ -249,7 +249,7 @@ def _tool_choice(choice: dict[str, Any]) -> tuple[str | dict[str, Any], bool | N
 
 def message_from_completion(
     completion: ChatCompletion, message_id: str, model: str, stop: list[str] | None
-) -> dict[str, Any]:
+) -> JSONObject:
     """A finished search as a ``message`` (every generated token of the search counted);
     ``model`` is the name the client asked for, echoed as Anthropic does."""
     choice = completion.choices[0]
@@ -265,11 +265,11 @@ def message_from_completion(
 def message_object(
     message_id: str,
     model: str,
-    content: list[dict[str, Any]],
+    content: list[JSONObject],
     reason: str | None,
     sequence: str | None,
     usage: dict[str, int],
-) -> dict[str, Any]:
+) -> JSONObject:
     """A Messages API ``message`` object."""
     return {
         "id": message_id,
@@ -283,7 +283,7 @@ def message_object(
     }
 
 
-def thinking_blocks(reasoning: Any) -> list[dict[str, Any]]:
+def thinking_blocks(reasoning: JSONValue) -> list[JSONObject]:
     """A reasoning model's thinking as Messages' ``thinking`` block (none without thinking; no
     signature: it is the policy's own text, nothing to verify)."""
     if not isinstance(reasoning, str):
@@ -292,7 +292,7 @@ def thinking_blocks(reasoning: Any) -> list[dict[str, Any]]:
 
 
 def stop_reason(
-    finish: str | None, text: str, stop: list[str] | None, matched: Any
+    finish: str | None, text: str, stop: list[str] | None, matched: JSONValue
 ) -> tuple[str | None, str | None]:
     """Anthropic's ``stop_reason`` and ``stop_sequence``: vLLM names the stop string it met
     (``stop_reason``); a search's answer is cut before it, so it is found at the text's end."""
@@ -306,8 +306,8 @@ def stop_reason(
 
 
 def message_from_chat(
-    data: dict[str, Any], message_id: str, model: str, stop: list[str] | None
-) -> dict[str, Any]:
+    data: JSONObject, message_id: str, model: str, stop: list[str] | None
+) -> JSONObject:
     """The policy's chat answer (pass-through) as a ``message``."""
     try:
         choice = data["choices"][0]
@@ -341,7 +341,7 @@ def message_from_chat(
     return message | {"tts": data.get("tts")}
 
 
-def _arguments(raw: Any) -> dict[str, Any]:
+def _arguments(raw: JSONValue) -> JSONObject:
     """A tool call's arguments (a JSON object in a string) as ``input``."""
     value = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
     if not isinstance(value, dict):

@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 
@@ -21,6 +20,7 @@ from proxy.search.plan import Plan
 from proxy.state import AppState
 from proxy.upstream.client import Upstream
 from proxy.wire.chat import TtsReport
+from proxy.wire.json_types import JSONObject
 
 __all__ = [
     "StreamEnd",
@@ -34,7 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def tts_note(plan: Plan) -> dict[str, Any]:
+def tts_note(plan: Plan) -> JSONObject:
     """What a pass-through answer says about itself."""
     ignored = ["seed"] if "seed" in plan.ignored_params else []
     if plan.compare:  # shadow comparisons are made for searched requests only
@@ -57,9 +57,7 @@ def route_note(plan: Plan) -> TtsReport:
     )
 
 
-async def policy_json(
-    state: AppState, path: str, payload: dict[str, Any], plan: Plan
-) -> dict[str, Any]:
+async def policy_json(state: AppState, path: str, payload: JSONObject, plan: Plan) -> JSONObject:
     """One non-streaming answer straight from a policy replica, with the ``tts`` note."""
     data, _ = await state.policy.post_json(state.policy.pick(), path, payload)
     data["tts"] = tts_note(plan)
@@ -68,7 +66,7 @@ async def policy_json(
 
 @contextlib.asynccontextmanager
 async def open_policy_stream(
-    state: AppState, path: str, payload: dict[str, Any], tally: RequestTally
+    state: AppState, path: str, payload: JSONObject, tally: RequestTally
 ) -> AsyncIterator[AsyncIterator[bytes]]:
     """Open the upstream stream (errors surface here, before our response starts; a failed
     replica hands over to another before any byte was sent)."""
@@ -111,7 +109,7 @@ async def open_policy_stream(
         yield lines()
 
 
-async def with_tts_note(lines: AsyncIterator[bytes], note: dict[str, Any]) -> AsyncIterator[bytes]:
+async def with_tts_note(lines: AsyncIterator[bytes], note: JSONObject) -> AsyncIterator[bytes]:
     """Relay SSE lines unchanged, except that the last data event (before ``[DONE]``, or at the
     end of a stream without one) gains a ``tts`` field. Lines after a held event are held with it,
     so the framing is exactly the upstream's."""
@@ -136,7 +134,7 @@ async def with_tts_note(lines: AsyncIterator[bytes], note: dict[str, Any]) -> As
             yield kept
 
 
-def _attach(line: bytes, note: dict[str, Any]) -> bytes:
+def _attach(line: bytes, note: JSONObject) -> bytes:
     try:
         data = json.loads(line[len(b"data: ") :])
     except ValueError:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
@@ -25,6 +25,7 @@ from proxy.errors import InvalidRequestError
 from proxy.search.plan import Plan, SearchRequest
 from proxy.upstream.litellm import as_completion, litellm_call, litellm_params
 from proxy.wire.chat import ChatCompletion
+from proxy.wire.json_types import JSONObject
 from proxy.wire.responses import ResponseObject, ResponsesRequest
 
 __all__ = ["ResponsesEndpoint", "router"]
@@ -48,10 +49,10 @@ class ResponsesEndpoint:
         check_stateless(self.body)
         return to_search(self.body)
 
-    def passthrough_payload(self) -> dict[str, Any]:
+    def passthrough_payload(self) -> JSONObject:
         return self.body.model_dump(exclude={"tts"}, exclude_unset=True)
 
-    async def passthrough(self, call: Call, plan: Plan, payload: dict[str, Any]) -> Response:
+    async def passthrough(self, call: Call, plan: Plan, payload: JSONObject) -> Response:
         return await relay(call, self.upstream_path, payload, plan, is_stream=self.is_stream)
 
     async def large_api(self, call: Call, plan: Plan, request: SearchRequest) -> Response:
@@ -74,7 +75,7 @@ class ResponsesEndpoint:
             return self.stream(call, routed)
         return await call.json(routed, lambda done: self.render(call, done))
 
-    def render(self, call: Call, completion: ChatCompletion) -> dict[str, Any]:
+    def render(self, call: Call, completion: ChatCompletion) -> JSONObject:
         done = response_object(self.body, completion, call.request_id, call.created)
         return done.model_dump(exclude_none=False)
 

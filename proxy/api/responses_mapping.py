@@ -6,11 +6,12 @@ object or its event stream. Pure functions, no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Literal
 
 from proxy.errors import InvalidRequestError, OverloadedError, ProxyError
 from proxy.search.plan import SearchRequest
 from proxy.wire.chat import ChatCompletion, ChatMessage
+from proxy.wire.json_types import JSONObject
 from proxy.wire.responses import (
     ContentPartEvent,
     ErrorEvent,
@@ -120,7 +121,7 @@ def ignored_fields(request: ResponsesRequest) -> tuple[str, ...]:
     return tuple(name for name in _IGNORED if getattr(request, name) is not None)
 
 
-def _message(item: dict[str, Any], index: int) -> ChatMessage:
+def _message(item: JSONObject, index: int) -> ChatMessage:
     role = item.get("role")
     if role not in _ROLES:
         raise InvalidRequestError(
@@ -203,6 +204,22 @@ def response_object(
     )
 
 
+_Event = (
+    LifecycleEvent
+    | OutputItemEvent
+    | ContentPartEvent
+    | TextDeltaEvent
+    | TextDoneEvent
+    | ErrorEvent
+)
+_ADDED_DONE: tuple[Literal["response.output_item.added", "response.output_item.done"], ...] = (
+    "response.output_item.added",
+    "response.output_item.done",
+)
+_Closing = Literal["response.incomplete", "response.completed"]
+_FailCode = Literal["rate_limit_exceeded", "server_error"]
+
+
 class EventWriter:
     """Numbers and frames one response's events (``event:`` + ``data:`` lines)."""
 
@@ -210,7 +227,7 @@ class EventWriter:
         self._pending = pending
         self._sequence = 0
 
-    def _frame(self, event: Any) -> bytes:
+    def _frame(self, event: _Event) -> bytes:
         event = event.model_copy(update={"sequence_number": self._sequence})
         self._sequence += 1
         data = event.model_dump_json(exclude_none=False)
@@ -232,16 +249,15 @@ class EventWriter:
         *before, item = done.output
         assert isinstance(item, OutputMessage), "the answer's message comes last"
         for index, reasoning in enumerate(before):
-            for added_or_done in ("response.output_item.added", "response.output_item.done"):
-                event: Any = added_or_done
+            for added_or_done in _ADDED_DONE:
                 yield self._frame(
                     OutputItemEvent(
-                        type=event, sequence_number=0, output_index=index, item=reasoning
+                        type=added_or_done, sequence_number=0, output_index=index, item=reasoning
                     )
                 )
         at = len(before)
         text = item.content[0].text
-        where: dict[str, Any] = {
+        where: JSONObject = {
             "item_id": item.id,
             "output_index": at,
             "content_index": 0,
@@ -266,12 +282,16 @@ class EventWriter:
                 type="response.output_item.done", sequence_number=0, output_index=at, item=item
             )
         )
-        kind: Any = "response.incomplete" if done.status == "incomplete" else "response.completed"
+        kind: _Closing = (
+            "response.incomplete" if done.status == "incomplete" else "response.completed"
+        )
         yield self._frame(LifecycleEvent(type=kind, sequence_number=0, response=done))
 
     def failed(self, error: ProxyError) -> Iterator[bytes]:
         """``error`` (with the proxy's code and param), then ``response.failed``."""
-        code: Any = "rate_limit_exceeded" if isinstance(error, OverloadedError) else "server_error"
+        code: _FailCode = (
+            "rate_limit_exceeded" if isinstance(error, OverloadedError) else "server_error"
+        )
         yield self._frame(
             ErrorEvent(
                 sequence_number=0,

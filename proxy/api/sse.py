@@ -9,13 +9,14 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 from pydantic import BaseModel
 
 from proxy.errors import ClientDisconnectedError, InternalError, ProxyError
 from proxy.server.cancel import until_stopped
+from proxy.wire.json_types import JSONObject
 
 __all__ = [
     "DONE",
@@ -32,7 +33,7 @@ DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
 
 
-def sse(payload: BaseModel | dict[str, Any]) -> bytes:
+def sse(payload: BaseModel | JSONObject) -> bytes:
     body = (
         payload.model_dump_json(exclude_none=False)
         if isinstance(payload, BaseModel)
@@ -87,7 +88,7 @@ async def keepalive_events(
 
 
 async def _beats(
-    task: asyncio.Future[Any], every_s: float, disconnected: Callable[[], Awaitable[None]]
+    task: asyncio.Future[_T], every_s: float, disconnected: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[None]:
     """One beat each ``every_s`` while ``task`` runs; ``ClientDisconnectedError`` once the
     client is gone (``ShuttingDownError`` when the grace period ends first)."""
@@ -102,7 +103,7 @@ async def _beats(
             yield
 
 
-def chunk_dict(chunk: BaseModel, include_usage: bool) -> dict[str, Any]:
+def chunk_dict(chunk: BaseModel, include_usage: bool) -> JSONObject:
     """OpenAI's shape: ``usage`` present (null until the last) only when asked for; ``tts`` once."""
     data = chunk.model_dump()
     for choice in data["choices"]:

@@ -10,7 +10,7 @@ the upstream calls are counted in ``tts_upstream_calls_total``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -22,6 +22,7 @@ from proxy.search.plan import checked_model
 from proxy.state import AppState
 from proxy.upstream.client import Upstream
 from proxy.wire.chat import ChatMessage
+from proxy.wire.json_types import JSONObject
 from proxy.wire.text import INVALID_TEXT, invalid_text_at
 
 __all__ = ["router"]
@@ -55,7 +56,7 @@ class DetokenizeRequest(BaseModel):
     tokens: list[Annotated[int, Field(ge=0)]]
 
 
-_KEYED: dict[str, Any] = {"dependencies": [Depends(require_key)], "responses": ERROR_RESPONSES}
+_KEYED: JSONObject = {"dependencies": [Depends(require_key)], "responses": ERROR_RESPONSES}
 
 
 @router.post("/tokenize", summary="The policy's tokens for a prompt or chat", **_KEYED)
@@ -74,7 +75,7 @@ async def tokenizer_info(state: State) -> JSONResponse:
 
 
 async def _relay(state: AppState, name: str, body: BaseModel | None) -> JSONResponse:
-    payload: dict[str, Any] | None = None
+    payload: JSONObject | None = None
     if body is not None:
         payload = body.model_dump(exclude_unset=True)
         bad = invalid_text_at(payload)
@@ -84,7 +85,7 @@ async def _relay(state: AppState, name: str, body: BaseModel | None) -> JSONResp
             model = str(payload["model"])
             payload["model"] = await checked_model(model, state.policy.model, state.settings)
 
-    async def call(upstream: Upstream) -> dict[str, Any]:
+    async def call(upstream: Upstream) -> JSONObject:
         path = "//" + name  # at the server root, outside /v1
         if payload is None:
             return await upstream.get_json(path)

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from strategies import CallKind
@@ -87,7 +88,7 @@ class Telemetry:
             yield span
 
     @contextlib.contextmanager
-    def internal_span(self, name: str, **attributes: Any) -> Iterator[Span | None]:
+    def internal_span(self, name: str, **attributes: AttributeValue) -> Iterator[Span | None]:
         if not self.is_recording:
             yield None
             return
@@ -107,7 +108,7 @@ class Telemetry:
         operation = _OPERATIONS.get(path)
         model = payload.get("model") if payload else None
         name = f"{operation} {model}" if operation and model else f"{upstream} {method} {path}"
-        attributes: dict[str, Any] = {
+        attributes: dict[str, AttributeValue] = {
             "tts.upstream": upstream,
             "http.request.method": method,
             "url.path": path,

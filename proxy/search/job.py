@@ -12,7 +12,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+
+from opentelemetry.util.types import AttributeValue
 
 from proxy.errors import (
     DeadlineExceededError,
@@ -34,6 +35,7 @@ from proxy.upstream.client import PolicyPool, Upstream
 from proxy.upstream.policy import CallStats, PrmScorer, PromptRenderer, VllmPolicy
 from proxy.upstream.verifier import VerifierScorer
 from proxy.wire.chat import ChatCompletion
+from proxy.wire.json_types import JSONObject
 from proxy.wire.tts import TtsCompare
 from strategies import (
     AnswerGrouper,
@@ -86,7 +88,7 @@ class SearchJob:
 
     async def run(self) -> ChatCompletion:
         state, plan, ticket, model = self.state, self.plan, self.ticket, self.plan.model
-        attributes = {
+        attributes: dict[str, AttributeValue] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": model,
             "tts.strategy": plan.strategy,
@@ -183,8 +185,8 @@ def _record(
 
 
 def with_reasoning_prompt(
-    messages: list[dict[str, Any]], profile: Profile, settings: ProxySettings
-) -> tuple[list[dict[str, Any]], str | None]:
+    messages: list[JSONObject], profile: Profile, settings: ProxySettings
+) -> tuple[list[JSONObject], str | None]:
     """The family's reasoning prompt (as in the paper's runs) when the request has no system
     prompt of its own; returns the messages and the family name used (or None)."""
     family = profile.family

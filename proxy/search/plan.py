@@ -18,13 +18,14 @@ import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast, get_args
+from typing import Literal, cast, get_args
 
 from pydantic import ValidationError
 
 from proxy.errors import InvalidRequestError, ModelNotFoundError
 from proxy.search.profiles import AutoRules, Profile, auto_config, profile_of
 from proxy.settings import ProxySettings, ScorerKind, SearchDefaults, StrategyChoice
+from proxy.wire.json_types import JSONObject, JSONValue
 from proxy.wire.tts import TtsOptions
 from strategies import ConfigError, SearchConfig, StrategyName, check
 
@@ -80,22 +81,22 @@ class SearchRequest:
     """
 
     model: str
-    messages: tuple[Mapping[str, Any], ...]
-    tts: Mapping[str, Any] = field(default_factory=dict)
+    messages: tuple[Mapping[str, JSONValue], ...]
+    tts: Mapping[str, JSONValue] = field(default_factory=dict)
     n: int = 1
     stop: str | tuple[str, ...] | None = None
     seed: int | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, JSONValue] = field(default_factory=dict)
     raw_prompt: str | None = None
     passthrough_reason: str | None = None
     default_strategy: tuple[str, str] | None = None  # (strategy, reason)
     ignored: tuple[str, ...] = ()
     # Read from the fields above once, at construction:
     question: str = field(init=False)  # what the scorer sees: the last user message's text
-    forwarded: Mapping[str, Any] = field(init=False)  # ``extra`` the policy server receives
+    forwarded: Mapping[str, JSONValue] = field(init=False)  # ``extra`` the policy server receives
     not_forwarded: tuple[str, ...] = field(init=False)  # ``extra`` names a search cannot honour
 
     def __post_init__(self) -> None:
@@ -107,10 +108,10 @@ class SearchRequest:
         object.__setattr__(self, "forwarded", forwarded)
         object.__setattr__(self, "not_forwarded", not_forwarded)
 
-    def chat_params(self) -> dict[str, Any]:
+    def chat_params(self) -> JSONObject:
         """The request as one chat call's parameters, without ``model`` (a large API's, a
         comparison's baseline): the body's other fields included, as the client sent them."""
-        params: dict[str, Any] = dict(self.extra) | {"messages": [dict(m) for m in self.messages]}
+        params: JSONObject = dict(self.extra) | {"messages": [dict(m) for m in self.messages]}
         if self.n != 1:
             params["n"] = self.n
         for name in ("stop", "seed", "temperature", "top_p"):
@@ -122,7 +123,7 @@ class SearchRequest:
         return params
 
 
-def _text(content: Any) -> str:
+def _text(content: JSONValue) -> str:
     if isinstance(content, list):
         return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return content if isinstance(content, str) else ""
@@ -177,7 +178,7 @@ def split_alias(model: str) -> tuple[str, str | None, int | None]:
 
 
 def _options(
-    request: SearchRequest, headers: Mapping[str, str], alias: dict[str, Any]
+    request: SearchRequest, headers: Mapping[str, str], alias: Mapping[str, str | int | None]
 ) -> TtsOptions:
     """Headers > body ``tts`` > alias, validated in one place (``TtsOptions``)."""
     given = {name: headers[h] for name, h in _HEADER.items() if h in headers}
@@ -444,17 +445,11 @@ def _build_config(
         max_total_tokens=options.max_total_tokens,
         particle_iterations=options.particle_iterations or 1,
         top_logprobs=defaults.deepconf_top_logprobs,
-        **{k: v for k, v in _deepconf_fields(options, defaults).items() if v is not None},
+        keep_percent=options.keep_percent or defaults.deepconf_keep_percent,
+        deepconf_mode=options.deepconf_mode or defaults.deepconf_mode,
+        warmup=options.warmup,
+        confidence_window=options.confidence_window,
     )
-
-
-def _deepconf_fields(options: TtsOptions, defaults: SearchDefaults) -> dict[str, Any]:
-    return {
-        "keep_percent": options.keep_percent or defaults.deepconf_keep_percent,
-        "deepconf_mode": options.deepconf_mode or defaults.deepconf_mode,
-        "warmup": options.warmup,
-        "confidence_window": options.confidence_window,
-    }
 
 
 def _capped(value: int | None, name: str, high: int) -> int | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import TypeVar, cast, get_args
 
 from pydantic import ValidationError
 
@@ -27,7 +27,9 @@ from proxy.search.rules_file import (
     SizesSection,
     first_error,
 )
-from proxy.settings import ProxySettings
+from proxy.settings import ProxySettings, ScorerKind
+from proxy.wire.json_types import JSONObject
+from proxy.wire.tts import ScorerClass, SizeClass
 from strategies import AutoCell, AutoConfig, CellMethod, MethodName
 
 __all__ = [
@@ -41,8 +43,6 @@ __all__ = [
     "profile_of",
 ]
 
-SizeClass = Literal["small", "mid", "large"]
-ScorerClass = Literal["strong", "weak", "none"]
 DIFFICULTIES = ("easy", "medium", "hard")
 M = TypeVar("M", MethodName, CellMethod)
 
@@ -80,7 +80,7 @@ class AutoRules:
     # over ``table`` for the model they were fitted for.
     fitted: dict[str, dict[str, AutoCell]] = dataclasses.field(default_factory=dict)
     fitted_pilots: dict[str, int] = dataclasses.field(default_factory=dict)  # per scorer
-    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    provenance: JSONObject = dataclasses.field(default_factory=dict)
     name: str = "auto_rules.toml"  # the file's name, reported in tts.auto
 
     @property
@@ -99,7 +99,7 @@ class Profile:
     size: SizeClass
     family: Family | None
     scorer: ScorerClass
-    scorer_kind: str = "confidence"  # the request's scorer as named: prm, verifier, confidence
+    scorer_kind: ScorerKind = "confidence"  # the request's scorer
 
 
 def default_rules() -> Traversable:
@@ -170,7 +170,7 @@ def _rules(shipped: RulesFile, user: RulesFile, name: str) -> AutoRules:
 
 
 def _fitted(
-    data: Mapping[str, FittedScorer], pilots: int, provenance: dict[str, Any], name: str
+    data: Mapping[str, FittedScorer], pilots: int, provenance: JSONObject, name: str
 ) -> tuple[dict[str, dict[str, AutoCell]], dict[str, int]]:
     """Each scorer's cells, and its pilots (``[fitted.<scorer>] pilots``, else ``[auto]``'s)."""
     fitted: dict[str, dict[str, AutoCell]] = {}
@@ -198,7 +198,7 @@ def _fitted(
     return fitted, pilots_of
 
 
-def _evidence_text(evidence: dict[str, Any], provenance: dict[str, Any]) -> str:
+def _evidence_text(evidence: JSONObject, provenance: JSONObject) -> str:
     """One line for ``tts.auto.evidence``: what the cell was chosen on."""
     if not evidence:
         return ""
@@ -237,7 +237,9 @@ def _family(name: str, spec: FamilySpec) -> Family:
     )
 
 
-def profile_of(model: str, scorer_kind: str, settings: ProxySettings, rules: AutoRules) -> Profile:
+def profile_of(
+    model: str, scorer_kind: ScorerKind, settings: ProxySettings, rules: AutoRules
+) -> Profile:
     """Size and family from settings, else from the served model's name; scorer strength."""
     name = model.lower()
     params_b = settings.policy_params_b if settings.policy_params_b else _params_from_name(name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import BaseModel
 
@@ -20,6 +20,7 @@ from proxy.wire.chat import (
     ChunkChoice,
     CompletionTokensDetails,
     Delta,
+    FinishReason,
     PromptTokensDetails,
     ResponseMessage,
     Usage,
@@ -35,7 +36,10 @@ from proxy.wire.tts import (
     TtsReport,
     TtsTraceNode,
 )
-from strategies import STRATEGIES, ScorerKind, SearchResult, split_thinking
+from strategies import STRATEGIES, ScoredCandidate, ScorerKind, SearchResult, split_thinking
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "SearchOutcome",
@@ -53,7 +57,7 @@ class _Returned:
 
     text: str
     tokens: int
-    finish_reason: Any
+    finish_reason: FinishReason
     reasoning: str | None = None  # a reasoning model's thinking, never in ``text``
 
 
@@ -88,7 +92,7 @@ def _returned(
     out = []
     for choice in result.choices[:n]:
         candidate = result.candidates[choice.candidate_index].candidate
-        finish = "length" if candidate.is_truncated else "stop"
+        finish: FinishReason = "length" if candidate.is_truncated else "stop"
         thinking, text = split_thinking(choice.text)
         cut = cut_at_stop(text, stop)
         if cut is not None:
@@ -221,8 +225,8 @@ def _scorer_note(kind: ScorerKind) -> str | None:
     return None
 
 
-def _top_candidates(result: SearchResult, k: int) -> list[Any]:
-    def key(c: Any) -> tuple[float, int]:
+def _top_candidates(result: SearchResult, k: int) -> list[ScoredCandidate]:
+    def key(c: ScoredCandidate) -> tuple[float, int]:
         return (-(c.score if c.score is not None else 0.0), c.index)
 
     return sorted(result.candidates, key=key)[:k]
@@ -296,6 +300,6 @@ def completion_chunks(completion: ChatCompletion, include_usage: bool) -> list[C
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
-def _typed(model: type[_Model], report: Any) -> _Model:
+def _typed(model: type[_Model], report: DataclassInstance) -> _Model:
     """A report dataclass of the search library as its wire model (same fields, same order)."""
     return model.model_validate(dataclasses.asdict(report))

@@ -5,17 +5,18 @@ into one line that names the place (``fitted.confidence.hard.budget: ...``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from proxy.settings import ScorerKind
+from proxy.wire.json_types import JSONObject
+from proxy.wire.tts import ScorerClass, SizeClass
 from strategies import CellMethod, Difficulty, MethodName
 
 __all__ = ["CellSpec", "FittedScorer", "RulesFile", "first_error"]
 
-SizeClass = Literal["small", "mid", "large"]
-ScorerClass = Literal["strong", "weak", "none"]
-FittedScorerName = Literal["prm", "verifier", "confidence", "none"]  # the request's scorer
+FittedScorerName = ScorerKind  # a fitted section is named by the request's scorer
 
 
 class _Strict(BaseModel):
@@ -56,7 +57,7 @@ class CellSpec(_Strict):
     confidence: float | None = Field(default=None, gt=0.5, le=1.0)
     chunk: int | None = Field(default=None, ge=1)
     mode: Literal["sequential"] = "sequential"  # concurrent sampling is to come
-    evidence: dict[str, Any] = Field(default_factory=dict)
+    evidence: JSONObject = Field(default_factory=dict)
 
 
 class FittedScorer(_Strict):
@@ -83,7 +84,7 @@ class RulesFile(_Strict):
     scorers: ScorersSection | None = None
     rules: dict[SizeClass, dict[ScorerClass, dict[Difficulty, MethodName]]] | None = None
     fitted: dict[FittedScorerName, FittedScorer] | None = None
-    provenance: dict[str, Any] | None = None
+    provenance: JSONObject | None = None
 
 
 def first_error(exc: ValidationError) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from starlette.types import Receive
 
@@ -63,7 +63,7 @@ async def client_gone(receive: Receive) -> ClientDisconnectedError:
     return ClientDisconnectedError("the client disconnected; its upstream calls were cancelled")
 
 
-def _close(*awaitables: Awaitable[Any]) -> None:
+def _close(*awaitables: Awaitable[object]) -> None:
     for awaitable in awaitables:
         if inspect.iscoroutine(awaitable):
             awaitable.close()  # a no-op for one that ran

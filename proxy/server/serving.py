@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -93,7 +92,8 @@ class _HeaderDeadline(HttpToolsProtocol):
     _field_bytes = 0
     _rejected = False  # answered 431: the rest of what the parser holds is ignored
 
-    def connection_made(self, transport: Any) -> None:
+    # uvicorn narrows the transport to asyncio.Transport; so does this override
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm(begun=False)
 

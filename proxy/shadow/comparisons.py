@@ -25,6 +25,7 @@ from proxy.shadow.records import Primary, Searched, baseline_side, comparison
 from proxy.store import StoreLink
 from proxy.upstream.litellm import litellm_call, litellm_params
 from proxy.wire.chat import ChatCompletion
+from proxy.wire.json_types import JSONObject
 
 __all__ = ["Searched", "Shadow", "ShadowTicket"]
 
@@ -68,7 +69,7 @@ class Shadow:
             return s.shadow.model
         return None
 
-    def start(self, target: str, request: dict[str, Any]) -> ShadowTicket | None:
+    def start(self, target: str, request: JSONObject) -> ShadowTicket | None:
         """Send ``request`` (one chat call's parameters, no model) to the baseline now; None
         (and counted) when too many are pending."""
         if any(importlib.util.find_spec(m) is None for m in ("litellm", "sqlalchemy")):
@@ -87,7 +88,7 @@ class Shadow:
         task.add_done_callback(self._tasks.discard)
         return ticket
 
-    async def _compare(self, ticket: ShadowTicket, request: dict[str, Any]) -> None:
+    async def _compare(self, ticket: ShadowTicket, request: JSONObject) -> None:
         call = asyncio.create_task(self._baseline(ticket, request))
         try:
             # Bounded: a request cancelled before its search even started never reports back.
@@ -118,7 +119,7 @@ class Shadow:
         ).inc()
 
     async def _baseline(
-        self, ticket: ShadowTicket, request: dict[str, Any]
+        self, ticket: ShadowTicket, request: JSONObject
     ) -> tuple[Any, float, ProxyError | None]:
         plain = request | {"stream": False, "n": 1}
         plain.pop("stream_options", None)

@@ -12,6 +12,7 @@ from experiments import Comparison, Price, Side, SideStatus, answers_agree, api_
 from proxy.errors import ProxyError, UpstreamTimeoutError
 from proxy.settings import ProxySettings
 from proxy.wire.chat import ChatCompletion
+from proxy.wire.json_types import JSONObject
 from strategies import extract_answer
 
 __all__ = ["Primary", "Searched", "baseline_side", "comparison"]
@@ -99,7 +100,7 @@ def comparison(primary: Primary, baseline: tuple[Side, str], settings: ProxySett
     )
     tts = completion.tts.model_dump() if completion.tts else {}
     keys = ("strategy", "budget_spent", "scorer", "auto", "reason")
-    kept: dict[str, Any] = {k: tts[k] for k in keys if k in tts}
+    kept: JSONObject = {k: tts[k] for k in keys if k in tts}
     return Comparison(
         request_id=primary.request_id,
         created_at=primary.created_at,

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 from tenacity import (
@@ -37,6 +37,7 @@ from proxy.errors import (
 )
 from proxy.observability.metrics import Metrics
 from proxy.observability.telemetry import Telemetry, record_usage
+from proxy.wire.json_types import JSONObject
 
 __all__ = ["Health", "PolicyPool", "Upstream", "UpstreamConfig"]
 
@@ -137,15 +138,13 @@ class Upstream:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def post_json(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def post_json(self, path: str, payload: JSONObject) -> JSONObject:
         return await self._request_json("POST", path, payload)
 
-    async def get_json(self, path: str) -> dict[str, Any]:
+    async def get_json(self, path: str) -> JSONObject:
         return await self._request_json("GET", path, None)
 
-    async def _request_json(
-        self, method: str, path: str, payload: dict[str, Any] | None
-    ) -> dict[str, Any]:
+    async def _request_json(self, method: str, path: str, payload: JSONObject | None) -> JSONObject:
         url = self._url(path)
         started = time.perf_counter()
         outcome = "error"
@@ -156,7 +155,7 @@ class Upstream:
                 # A total deadline, not only httpx's idle timeouts: a trickling upstream ends too.
                 async with asyncio.timeout(self.config.timeout_s):
                     response = await self._with_retries(method, url, payload, trace_headers)
-                data: dict[str, Any] = response.json()
+                data: JSONObject = response.json()
                 if not isinstance(data, dict):
                     raise UpstreamError(
                         f"the {self.config.kind} server's answer on {path} is not a JSON object"
@@ -174,7 +173,7 @@ class Upstream:
             )
 
     @contextlib.asynccontextmanager
-    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+    async def stream(self, path: str, payload: JSONObject) -> AsyncIterator[httpx.Response]:
         """An open streaming response (status already checked); closed on exit or cancellation."""
         self.in_flight += 1
         try:
@@ -217,7 +216,7 @@ class Upstream:
         return self.root_url + path[1:] if path.startswith("//") else self.config.base_url + path
 
     async def _with_retries(
-        self, method: str, url: str, payload: dict[str, Any] | None, headers: dict[str, str]
+        self, method: str, url: str, payload: JSONObject | None, headers: dict[str, str]
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.config.max_retries + 1),
@@ -341,8 +340,8 @@ class PolicyPool:
         return list(await asyncio.gather(*(u.probe() for u in self.upstreams)))
 
     async def post_json(
-        self, first: Upstream, path: str, payload: dict[str, Any]
-    ) -> tuple[dict[str, Any], Upstream]:
+        self, first: Upstream, path: str, payload: JSONObject
+    ) -> tuple[JSONObject, Upstream]:
         """``first.post_json(path, payload)`` with failover (see ``with_failover``)."""
         tried = [first]
         upstream = first

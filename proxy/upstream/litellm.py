@@ -17,10 +17,12 @@ from proxy.wire.chat import (
     ChatCompletion,
     Choice,
     CompletionTokensDetails,
+    FinishReason,
     ResponseMessage,
     TtsReport,
     Usage,
 )
+from proxy.wire.json_types import JSONObject
 
 __all__ = [
     "as_completion",
@@ -44,7 +46,7 @@ def as_completion(response: Any, tts: TtsReport) -> ChatCompletion:
         int(usage.get("completion_tokens") or 0),
     )
     text = (choice.get("message") or {}).get("content")
-    finish: Any = "length" if choice.get("finish_reason") == "length" else "stop"
+    finish: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
     return ChatCompletion(
         id=str(data.get("id") or "chatcmpl-litellm"),
         created=int(data.get("created") or 0),
@@ -62,7 +64,7 @@ def as_completion(response: Any, tts: TtsReport) -> ChatCompletion:
     )
 
 
-def litellm_params(settings: ProxySettings, request: dict[str, Any]) -> dict[str, Any]:
+def litellm_params(settings: ProxySettings, request: JSONObject) -> JSONObject:
     """One chat call's parameters (no ``model``) for litellm, with the configured base URL, key
     and retries."""
     params = dict(request)
@@ -91,7 +93,7 @@ async def load_litellm() -> Any:
     return litellm
 
 
-async def litellm_call(route: str, params: dict[str, Any], telemetry: Telemetry) -> Any:
+async def litellm_call(route: str, params: JSONObject, telemetry: Telemetry) -> Any:
     """One ``litellm.acompletion(model=route, **params)``, in its own span; raises
     ``ProxyError``s only."""
     litellm = await load_litellm()

@@ -15,10 +15,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from proxy.errors import UpstreamError
 from proxy.upstream.client import PolicyPool, Upstream
+from proxy.wire.json_types import JSONObject, JSONValue
 from strategies import (
     Finish,
     Generation,
@@ -57,7 +57,7 @@ class PromptRenderer:
         self.size_bytes = 0
 
     async def render(
-        self, upstream: Upstream, model: str, messages: list[dict[str, Any]], key: str
+        self, upstream: Upstream, model: str, messages: list[JSONObject], key: str
     ) -> str:
         cache_key = (upstream.config.base_url, model, key)
         if cache_key in self._cache:
@@ -104,7 +104,7 @@ class VllmPolicy:
         model: str,
         prompt: str,
         stats: CallStats,
-        extra: dict[str, Any] | None = None,
+        extra: JSONObject | None = None,
         *,
         is_templated: bool = True,
         pool: PolicyPool | None = None,
@@ -124,9 +124,9 @@ class VllmPolicy:
         """The replica serving this request now."""
         return self._upstream
 
-    def _payload(self, prompt: str | list[str], n: int, sampling: Sampling) -> dict[str, Any]:
+    def _payload(self, prompt: str | list[str], n: int, sampling: Sampling) -> JSONObject:
         """The ``/v1/completions`` body for ``sampling`` (one call, streamed or not)."""
-        payload: dict[str, Any] = {
+        payload: JSONObject = {
             **self._extra,
             "model": self._model,
             "prompt": prompt,
@@ -226,13 +226,13 @@ class VllmPolicy:
 
     async def _stream(
         self,
-        payload: dict[str, Any],
+        payload: JSONObject,
         sampling: Sampling,
         keep_going: Callable[[Sequence[float]], bool],
     ) -> Streamed:
         text: list[str] = []
         confidences: list[float] = []
-        usage: dict[str, Any] = {}
+        usage: JSONObject = {}
         finish_reason: str | None = None
         async with self._upstream.stream("/completions", payload) as response:
             async for line in response.aiter_lines():
@@ -291,9 +291,7 @@ def _malformed(what: str, server: str = "policy") -> Iterator[None]:
         ) from exc
 
 
-def _parse_completions(
-    data: dict[str, Any], prompts: int, n: int, sampling: Sampling
-) -> PolicyBatch:
+def _parse_completions(data: JSONObject, prompts: int, n: int, sampling: Sampling) -> PolicyBatch:
     choices = data.get("choices")
     usage = data.get("usage") or {}
     if not isinstance(choices, list) or len(choices) != prompts * n:
@@ -330,7 +328,7 @@ def _spread_usage(groups: list[list[Generation]], total: int) -> list[list[Gener
     return out
 
 
-def _generation(choice: dict[str, Any], sampling: Sampling) -> Generation:
+def _generation(choice: JSONObject, sampling: Sampling) -> Generation:
     text = str(choice.get("text") or "")
     finish_reason = choice.get("finish_reason")
     stop_reason = choice.get("stop_reason")
@@ -353,7 +351,7 @@ def _generation(choice: dict[str, Any], sampling: Sampling) -> Generation:
     )
 
 
-def _confidences(raw: Any, k: int) -> tuple[float, ...]:
+def _confidences(raw: JSONValue, k: int) -> tuple[float, ...]:
     """DeepConf's token confidence per token from vLLM's ``top_logprobs`` (a dict per token;
     vLLM may add the sampled token as a k+1-th entry: the k highest count)."""
     if k <= 0 or not isinstance(raw, dict):
@@ -372,7 +370,7 @@ def _ends_with_stop(text: str, sampling: Sampling) -> bool:
     return any(text.endswith(stop) for stop in sampling.stop)
 
 
-def _token_logprobs(raw: Any, text_len: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
+def _token_logprobs(raw: JSONValue, text_len: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
     """Legacy completions logprobs -> (per-token log-probs, per-token end offsets)."""
     if not isinstance(raw, dict):
         return (), ()
@@ -418,7 +416,7 @@ class PrmScorer:
         with _malformed("/v1/score answer", server="PRM"):
             return self._parse(data, requests)
 
-    def _parse(self, data: dict[str, Any], requests: Sequence[ScoreRequest]) -> ScoreBatch:
+    def _parse(self, data: JSONObject, requests: Sequence[ScoreRequest]) -> ScoreBatch:
         scores = data.get("scores")
         if not isinstance(scores, list) or len(scores) != len(requests):
             raise UpstreamError("the PRM server returned a malformed 'scores' list")

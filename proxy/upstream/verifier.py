@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from proxy.errors import UpstreamError
 from proxy.upstream.client import Upstream
@@ -27,6 +27,7 @@ from proxy.upstream.genprm import (
     verdict_suffix,
 )
 from proxy.upstream.policy import CallStats, PromptRenderer
+from proxy.wire.json_types import JSONObject
 from strategies import ScoreBatch, ScoreRequest, Step
 
 __all__ = ["VERIFIER_QUESTION", "VerifierFormat", "VerifierScorer", "p_yes"]
@@ -136,7 +137,7 @@ class VerifierScorer:
             requests, scores, prompt_tokens + more_prompt, completion_tokens + more_completion
         )
 
-    def _verdict_payload(self, prompts: list[str]) -> dict[str, Any]:
+    def _verdict_payload(self, prompts: list[str]) -> JSONObject:
         return {
             "model": self._model,
             "prompt": prompts,
@@ -146,14 +147,14 @@ class VerifierScorer:
             "add_special_tokens": False,
         }
 
-    async def _complete(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def _complete(self, payload: JSONObject) -> JSONObject:
         started = time.perf_counter()
         try:
             return await self._upstream.post_json("/completions", payload)
         finally:
             self._stats.prm_s += time.perf_counter() - started
 
-    async def _render(self, messages: list[dict[str, Any]], key: str) -> str:
+    async def _render(self, messages: list[JSONObject], key: str) -> str:
         started = time.perf_counter()
         try:
             return await self._renderer.render(self._upstream, self._model, messages, key)
@@ -189,19 +190,19 @@ def _malformed(exc: Exception) -> UpstreamError:
     )
 
 
-def _choices(data: dict[str, Any], count: int) -> list[dict[str, Any]]:
+def _choices(data: JSONObject, count: int) -> list[JSONObject]:
     choices = data["choices"]
     if not isinstance(choices, list) or len(choices) != count:
         raise UpstreamError(f"the verifier returned {len(choices)} choices for {count} prompts")
     return sorted(choices, key=lambda c: int(c.get("index", 0)))
 
 
-def _usage(data: dict[str, Any]) -> tuple[int, int]:
+def _usage(data: JSONObject) -> tuple[int, int]:
     usage = data.get("usage") or {}
     return int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
 
 
-def _texts(data: dict[str, Any], count: int) -> list[str]:
+def _texts(data: JSONObject, count: int) -> list[str]:
     """The generated texts, one per prompt (the analyses)."""
     try:
         texts = [c["text"] for c in _choices(data, count)]
@@ -212,7 +213,7 @@ def _texts(data: dict[str, Any], count: int) -> list[str]:
     return texts
 
 
-def _verdicts(data: dict[str, Any], count: int) -> tuple[list[float], int, int]:
+def _verdicts(data: JSONObject, count: int) -> tuple[list[float], int, int]:
     """P(yes) per prompt, and the call's prompt and completion tokens."""
     try:
         scores = [

@@ -7,10 +7,11 @@ unsupported block is a 400 naming its place (``messages.2.content.0``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from proxy.wire.json_types import JSONValue
 from proxy.wire.text import valid_text
 from proxy.wire.tts import TtsOptions, TtsReport
 
@@ -23,8 +24,6 @@ __all__ = [
     "MessagesRequest",
     "TokenCount",
 ]
-
-JSONValue = Any
 
 
 class InputMessage(BaseModel):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from proxy.wire.json_types import JSONValue
 from proxy.wire.text import valid_text
 from proxy.wire.tts import TtsOptions, TtsReport
 
@@ -28,6 +29,7 @@ __all__ = [
     "Delta",
     "ErrorBody",
     "ErrorResponse",
+    "FinishReason",
     "ModelCard",
     "ModelList",
     "PromptTokensDetails",
@@ -39,9 +41,9 @@ __all__ = [
     "Usage",
 ]
 
-JSONValue = Any
 
-
+# Why a choice ended: its stop (or a stop string), or the token limit.
+FinishReason = Literal["stop", "length"]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -99,7 +101,7 @@ class Choice(BaseModel):
     index: int
     message: ResponseMessage
     logprobs: None = None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
 
 
 class CompletionTokensDetails(BaseModel):
@@ -140,7 +142,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: Delta
     logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -206,7 +208,7 @@ class TextChoice(BaseModel):
     index: int
     text: str
     logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: FinishReason | None
 
 
 class TextCompletion(BaseModel):

@@ -5,10 +5,11 @@ fields (listed in ``tts.ignored_params`` when a search cannot honour them).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from proxy.wire.json_types import JSONValue
 from proxy.wire.text import valid_text
 from proxy.wire.tts import TtsOptions, TtsReport
 
@@ -32,7 +33,6 @@ __all__ = [
     "TextDoneEvent",
 ]
 
-JSONValue = Any
 ResponseStatus = Literal["completed", "failed", "in_progress", "incomplete"]
 
 

@@ -4,14 +4,14 @@ request model and the request skeleton share."""
 
 from __future__ import annotations
 
-from typing import Any
+from proxy.wire.json_types import JSONValue
 
 __all__ = ["INVALID_TEXT", "invalid_text_at", "valid_text"]
 
 INVALID_TEXT = "holds a lone UTF-16 surrogate: not valid Unicode text"
 
 
-def invalid_text_at(value: Any, path: str = "") -> str | None:
+def invalid_text_at(value: JSONValue, path: str = "") -> str | None:
     """The dotted path (``stop.0``, ``metadata.key``) of the first string in ``value`` — keys
     included — that is not valid Unicode, or None."""
     if isinstance(value, str):
@@ -31,7 +31,7 @@ def invalid_text_at(value: Any, path: str = "") -> str | None:
     return None
 
 
-def valid_text(value: Any) -> Any:
+def valid_text(value: JSONValue) -> JSONValue:
     """``value`` if all its text is valid Unicode; a ``ValueError`` (a validator's) if not."""
     if invalid_text_at(value) is not None:
         raise ValueError(INVALID_TEXT)

@@ -5,7 +5,7 @@ the ``X-TTS-*`` headers and model aliases are validated through it too) and ``Tt
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -17,11 +17,14 @@ from pydantic import (
 )
 
 from proxy.settings import ScorerKind, StrategyChoice
+from proxy.wire.json_types import JSONObject, JSONValue
 from proxy.wire.text import valid_text
 from strategies import BudgetUnit, NodeStatus, ScoringMode, StrategyName, VotingMode
 
 __all__ = [
     "BudgetUnit",
+    "ScorerClass",
+    "SizeClass",
     "TtsAnswer",
     "TtsAuto",
     "TtsCandidate",
@@ -34,7 +37,10 @@ __all__ = [
     "TtsTraceNode",
 ]
 
-JSONValue = Any
+# The rules file's rows: the policy's size class, and the scorer's class (a strong or weak
+# verifier, or none).
+SizeClass = Literal["small", "mid", "large"]
+ScorerClass = Literal["strong", "weak", "none"]
 _CHOICES = ("strategy", "scoring", "voting", "scorer", "deepconf_mode")
 
 
@@ -104,12 +110,12 @@ class TtsOptions(BaseModel):
 
     @field_validator(*_CHOICES, mode="before")
     @classmethod
-    def _lower(cls, value: Any) -> Any:
+    def _lower(cls, value: JSONValue) -> JSONValue:
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("compare", "reference", mode="before")
     @classmethod
-    def _text(cls, value: Any) -> Any:
+    def _text(cls, value: JSONValue) -> JSONValue:
         if value is None:
             return None
         text = valid_text(str(value).strip())
@@ -139,10 +145,12 @@ class TtsLatency(BaseModel):
 
 
 class TtsProfile(BaseModel):
-    size: str
-    params_b: float | None
-    family: str | None
-    scorer: str
+    """What ``auto`` took the setup to be: the rules file's row."""
+
+    size: SizeClass = Field(description="the policy's size class, from its parameters")
+    params_b: float | None = Field(description="the policy's parameters in billions, if known")
+    family: str | None = Field(description="the rules file's family the policy belongs to")
+    scorer: ScorerClass = Field(description="the scorer's class: a strong or weak verifier, none")
 
 
 class TtsCompare(BaseModel):
@@ -222,7 +230,7 @@ class TtsReport(BaseModel):
     """What was searched, what it cost and what it saw. A pass-through answer carries only
     ``strategy: "none"``, ``requested_strategy``, ``reason`` and ``ignored_params``."""
 
-    strategy: str
+    strategy: StrategyChoice = Field(description="the method that ran (auto's choice for auto)")
     requested_strategy: StrategyChoice | None = None
     reason: str
     budget: int | None = Field(default=None, description="N as asked (see budget_unit)")
@@ -246,8 +254,12 @@ class TtsReport(BaseModel):
     )
     scoring: ScoringMode | None = None
     voting: VotingMode | None = None
-    scorer: str | None = None
-    scorer_note: str | None = None
+    scorer: str | None = Field(
+        default=None, description="the scorer that ran, by name (e.g. prm:<model>, confidence)"
+    )
+    scorer_note: str | None = Field(
+        default=None, description="what the scorer is and what it costs (confidence, verifier)"
+    )
     is_partial: bool | None = None
     generations_per_depth: list[int] | None = None
     policy_calls: int | None = None
@@ -284,8 +296,8 @@ class TtsReport(BaseModel):
     compare: TtsCompare | None = None
 
     @model_serializer(mode="wrap")
-    def _drop_absent_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
+    def _drop_absent_sections(self, handler: SerializerFunctionWrapHandler) -> JSONObject:
+        data: JSONObject = handler(self)
         is_passthrough = self.strategy == "none"
         return {
             key: value
