@@ -387,6 +387,7 @@ class ProxySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, plus the deprecated flat environment names after the new ones."""
         flat = _FlatEnv(settings_cls)
         return init_settings, env_settings, dotenv_settings, flat, file_secret_settings
 

@@ -42,13 +42,16 @@ class ConfidenceScorer:
 
     @property
     def name(self) -> str:
+        """The scorer's name in reports: ``confidence``."""
         return "confidence"
 
     @property
     def needs_logprobs(self) -> bool:
+        """True: the policy must return each token's log-probability."""
         return True
 
     async def score(self, problem: str, requests: Sequence[ScoreRequest]) -> ScoreBatch:
+        """Each new step's score: the lowest windowed mean token probability in it (0..1)."""
         scores = tuple(
             tuple(step_confidence(s.token_logprobs, self._window) for s in r.steps[r.first_new :])
             for r in requests

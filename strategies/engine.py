@@ -112,6 +112,7 @@ class SearchRun:
 
     @property
     def is_partial(self) -> bool:
+        """True once a deadline or the token cap cut the search short."""
         return self._books.is_partial
 
     @property
@@ -121,10 +122,12 @@ class SearchRun:
 
     @property
     def usage(self) -> SearchUsage:
+        """Calls and tokens so far, the policy's and the scorer's."""
         return self._books.usage
 
     # -- sampling ---------------------------------------------------------------------------
     def sampling(self, *, is_step: bool, temperature: float | None = None) -> Sampling:
+        """The sampling parameters of one policy call: one step, or a whole answer."""
         cfg = self.config
         return Sampling(
             temperature=cfg.temperature if temperature is None else temperature,
@@ -265,6 +268,7 @@ class SearchRun:
         call_id: int = -1,
         tokens: int | None = None,
     ) -> int:
+        """A new trace node (pruned until marked otherwise); its id."""
         node_id = self._books.next_id
         self._books.next_id += 1
         self._books.trace[node_id] = TraceNode(
@@ -273,6 +277,7 @@ class SearchRun:
         return node_id
 
     def mark(self, node_ids: Sequence[int], status: NodeStatus) -> None:
+        """Set the trace status of these nodes (kept, pruned, chosen, ...)."""
         for node_id in node_ids:
             if node_id in self._books.trace:
                 self._books.trace[node_id] = dataclasses.replace(

@@ -40,10 +40,12 @@ class Candidate:
 
     @property
     def text(self) -> str:
+        """The candidate's whole text: its steps joined."""
         return "".join(step.text for step in self.steps)
 
     @property
     def scored_steps(self) -> tuple[Step, ...]:
+        """The steps a scorer sees: those with any text."""
         return tuple(step for step in self.steps if not step.is_empty)
 
     @property
@@ -53,6 +55,7 @@ class Candidate:
 
     @property
     def completion_tokens(self) -> int:
+        """Tokens generated for this candidate, all steps together."""
         return sum(step.tokens for step in self.steps)
 
 
@@ -93,6 +96,7 @@ class SearchUsage:
 
     @property
     def generations(self) -> int:
+        """Continuations sampled in all, every depth together."""
         return sum(self.generations_per_depth)
 
 

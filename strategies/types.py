@@ -150,6 +150,7 @@ class Step:
 
     @property
     def is_empty(self) -> bool:
+        """True for a step of whitespace only (not scored)."""
         return not self.text.strip()
 
 
@@ -179,7 +180,9 @@ class AnswerGrouper(Protocol):
     """Groups final answers by mathematical equivalence (equal ids: equivalent). A server runs it
     off its event loop with a real timeout (sympy can run long on untrusted answers)."""
 
-    async def __call__(self, answers: Sequence[str], timeout_s: int) -> tuple[int, ...]: ...
+    async def __call__(self, answers: Sequence[str], timeout_s: int) -> tuple[int, ...]:
+        """One group id per answer, within ``timeout_s`` (past it: grouped as text)."""
+        ...
 
 
 class SearchObserver(Protocol):

@@ -123,6 +123,8 @@ class TtsOptions(BaseModel):
 
 
 class TtsCandidate(BaseModel):
+    """One finished or cut candidate, best first: its answer, score and shape."""
+
     answer: str | None
     score: float | None
     is_finished: bool
@@ -131,12 +133,16 @@ class TtsCandidate(BaseModel):
 
 
 class TtsAnswer(BaseModel):
+    """One distinct final answer with its votes and their total weight."""
+
     answer: str | None
     votes: int
     weight: float
 
 
 class TtsLatency(BaseModel):
+    """Where the request's milliseconds went: the policy, the scorer, rendering, the proxy."""
+
     total: float
     policy: float
     prm: float
@@ -154,6 +160,8 @@ class TtsProfile(BaseModel):
 
 
 class TtsCompare(BaseModel):
+    """The shadow comparison with a baseline model: recording, or skipped (full)."""
+
     model: str
     status: Literal["recording", "skipped"]
 
