@@ -18,6 +18,13 @@ samples of the vote:
    ``beam_search`` / ``dvts`` get the largest multiple of the beam width that fits.
 4. The final vote covers the pilots and everything sampled after them; the budget is a hard cap.
 
+In ``concurrent`` mode (``AutoConfig.mode``, or a cell's) the samples are streamed at once
+instead of in chunks: the first ``pilots`` to finish set the bin, and the moment the vote is
+settled the streams still running are stopped (the server aborts them) and their tokens counted.
+One round instead of several, paid for with the tokens the stopped streams had already generated.
+The whole cap is streamed at once only when every bin's method votes (the pilots, majority,
+best-of-N); otherwise the pilots come first and a voting cell streams its remainder at once.
+
 The rules (difficulty -> method) come in resolved for the policy and scorer at hand; the proxy
 reads them from a data file. Must not import I/O libraries.
 """
@@ -40,7 +47,17 @@ from strategies.full import as_candidates, sample_answers, sample_traces
 from strategies.particle_filtering import run_particle_filtering
 from strategies.results import AutoDecision, Candidate, SearchResult
 from strategies.stopping import draws_to_settle, keeps_lead
-from strategies.types import AutoConfig, CellMethod, Difficulty, StrategyName
+from strategies.types import (
+    AutoConfig,
+    CellMethod,
+    Difficulty,
+    Finish,
+    Generation,
+    Sampling,
+    SamplingMode,
+    StrategyName,
+    StreamingPolicy,
+)
 
 __all__ = ["difficulty_of", "draws_to_settle", "keeps_lead", "run_auto"]
 
@@ -51,11 +68,15 @@ _HARD_BELOW = 0.1
 async def _tally(run: SearchRun, candidates: Sequence[Candidate]) -> tuple[int, int, int]:
     """Votes for the leading answer, for the runner-up, and for anything else (other answers
     and samples without one)."""
-    answers = [extract_answer(c.text, run.config.answer_markers) for c in candidates]
+    return await _tally_texts(run, [c.text for c in candidates])
+
+
+async def _tally_texts(run: SearchRun, texts: Sequence[str]) -> tuple[int, int, int]:
+    answers = [extract_answer(text, run.config.answer_markers) for text in texts]
     groups = await run.group(answers)
     counts = sorted(Counter(g for g, a in zip(groups, answers, strict=True) if a).values())
     leader, runner_up = [0, 0, *counts][-1], [0, 0, *counts][-2]
-    return leader, runner_up, len(candidates) - leader - runner_up
+    return leader, runner_up, len(texts) - leader - runner_up
 
 
 def difficulty_of(leader: int, drawn: int) -> Difficulty:
@@ -78,18 +99,77 @@ class _Cell:
     limit: int
     confidence: float
     chunk: int
+    mode: SamplingMode = "sequential"
 
 
 def _resolve(auto: AutoConfig, difficulty: Difficulty, budget: int) -> _Cell:
     cell = auto.cells.get(difficulty)
     if cell is None:
-        return _Cell(auto.methods[difficulty], budget, auto.confidence, auto.chunk)
+        return _Cell(auto.methods[difficulty], budget, auto.confidence, auto.chunk, auto.mode)
     return _Cell(
         method=cell.method,
         limit=min(cell.budget, budget) if cell.budget else budget,
         confidence=cell.confidence if cell.confidence is not None else auto.confidence,
         chunk=cell.chunk or auto.chunk,
+        mode="concurrent" if "concurrent" in (auto.mode, cell.mode) else "sequential",
     )
+
+
+_VOTING: frozenset[CellMethod] = frozenset({"pilots", "majority", "best_of_n"})
+
+
+def _at_once(run: SearchRun, auto: AutoConfig, budget: int) -> bool:
+    """Whether the whole cap is streamed at once: concurrent mode, a streaming policy, budget
+    beyond the pilots, and a voting method in every bin (a search needs the budget it leaves)."""
+    methods = {_resolve(auto, d, budget).method for d in ("easy", "medium", "hard")}
+    return (
+        auto.mode == "concurrent"
+        and isinstance(run.policy, StreamingPolicy)
+        and budget > auto.pilots
+        and methods <= _VOTING
+    )
+
+
+class _Judge:
+    """Tallies finished samples as they arrive and says how many are wanted in all: the cell's
+    limit until the vote is settled, then those already in. With no cell yet, the first
+    ``pilots`` to finish choose it."""
+
+    def __init__(self, run: SearchRun, auto: AutoConfig, budget: int, cell: _Cell | None) -> None:
+        self.run, self.auto, self.budget, self.cell = run, auto, budget, cell
+        self.texts: list[str] = []
+        self.pilot_leader = 0
+        self.confidence = 0.0
+
+    def seed(self, texts: Sequence[str]) -> None:
+        """Samples already in the vote (the pilots, drawn first)."""
+        self.texts.extend(texts)
+
+    async def __call__(self, generation: Generation) -> int:
+        self.texts.append(generation.text)
+        drawn = len(self.texts)
+        if self.cell is None and drawn < self.auto.pilots:
+            return self.budget
+        leader, runner_up, rest = await _tally_texts(self.run, self.texts)
+        if self.cell is None:
+            self.pilot_leader = leader
+            self.cell = _resolve(self.auto, difficulty_of(leader, drawn), self.budget)
+            if self.cell.method == "pilots":
+                return drawn
+        horizon = (self.cell.limit - drawn) or self.cell.limit
+        self.confidence = keeps_lead(leader, runner_up, rest, horizon) if leader else 0.0
+        settled = drawn >= self.cell.limit or self.confidence >= self.cell.confidence
+        return drawn if settled else self.cell.limit
+
+
+def _stopped(run: SearchRun, traces: Sequence[Generation]) -> tuple[list[Generation], int]:
+    """The finished traces; the stopped ones go in the trace tree only (their tokens are
+    counted), and how many there were."""
+    cut = [t for t in traces if t.finish is Finish.STOPPED]
+    for trace in cut:
+        node = run.new_node(None, 0, trace.text, trace.call_id, trace.completion_tokens)
+        run.mark([node], "stopped")
+    return [t for t in traces if t.finish is not Finish.STOPPED], len(cut)
 
 
 async def run_auto(run: SearchRun) -> SearchResult:
@@ -103,6 +183,8 @@ async def run_auto(run: SearchRun) -> SearchResult:
     # DeepConf in the rules: the pilots carry token confidences and become its warm-up traces
     methods = [*auto.methods.values(), *(c.method for c in auto.cells.values())]
     sampling = confidence_sampling(run) if "deepconf" in methods else run.sampling(is_step=False)
+    if _at_once(run, auto, budget):
+        return await _run_at_once(run, auto, budget, sampling)
     traces = await sample_traces(run, min(auto.pilots, budget), sampling)
     pilots = as_candidates(run, traces)
     leader, runner_up, rest = await _tally(run, pilots)
@@ -128,11 +210,7 @@ async def run_auto(run: SearchRun) -> SearchResult:
     if not pilots or answer_now or len(pilots) >= cell.limit:
         is_early = len(pilots) < budget
         why = _why_pilots(cell, len(pilots), budget, confidence)
-        decision = decide(None, why, is_early, confidence)
-        if leader == 0:
-            return await _by_score(run, pilots, decision)
-        # Settled by votes: no scorer call, a majority vote over the pilots.
-        return await _voter(run).finish(pilots, decision)
+        return await _vote(run, pilots, None, decide(None, why, is_early, confidence))
     method = cell.method
     remaining = cell.limit - len(pilots)
     if method == "deepconf":
@@ -148,10 +226,14 @@ async def run_auto(run: SearchRun) -> SearchResult:
         early = dataclasses.replace(result.decision, stopped_early=result.deepconf.settled)
         return dataclasses.replace(result, decision=early)
     ran: StrategyName
-    cut = ""
+    cut, stopped_streams = "", 0
+    mode: SamplingMode = "sequential"
     if method in _STEP_SEARCHES and remaining >= run.config.beam_width:
         ran = cast("StrategyName", method)
         extra, cut = await _search(run, ran, remaining)
+    elif cell.mode == "concurrent" and isinstance(run.policy, StreamingPolicy):
+        ran, mode = ("majority" if method == "majority" else "best_of_n"), "concurrent"
+        extra, confidence, stopped_streams = await _settle_at_once(run, auto, cell, pilots)
     else:
         ran = "majority" if method == "majority" else "best_of_n"
         tally = (leader, runner_up, rest)
@@ -160,13 +242,73 @@ async def run_auto(run: SearchRun) -> SearchResult:
     reason = f"{difficulty} (pilot agreement {agreement:.0%}): {ran}{cut}; {auto.reason}"
     reason = reason.rstrip("; ")
     stopped = len(candidates) < cell.limit and ran in ("majority", "best_of_n")
-    decision = decide(ran, reason, stopped, confidence)
+    decision = decide(ran, reason, stopped, confidence, mode=mode, streams_stopped=stopped_streams)
+    return await _vote(run, candidates, ran, decision)
+
+
+async def _vote(
+    run: SearchRun, candidates: list[Candidate], ran: StrategyName | None, decision: AutoDecision
+) -> SearchResult:
+    """The final answer: by votes (majority, the pilots, or no scorer), else by the scorer; the
+    scorer's best when no candidate has an extractable answer."""
     if (await _tally(run, candidates))[0] == 0:
         return await _by_score(run, candidates, decision)
-    if ran == "majority" or run.scorer is None:
+    if ran in (None, "majority") or run.scorer is None:
         return await _voter(run).finish(candidates, decision)
     scored = await run.score(candidates)
     return await run.finish(scored if scored is not None else candidates, decision)
+
+
+async def _run_at_once(
+    run: SearchRun, auto: AutoConfig, budget: int, sampling: Sampling
+) -> SearchResult:
+    """The whole cap streamed at once: the first ``pilots`` to finish choose the cell, and the
+    streams still running are stopped the moment its vote is settled."""
+    judge = _Judge(run, auto, budget, None)
+    traces = await run.stream_settling(budget, sampling, judge) or []
+    finished, stopped_streams = _stopped(run, traces)
+    candidates = as_candidates(run, finished)
+    pilots = min(auto.pilots, len(candidates))
+    leader = judge.pilot_leader if judge.cell is not None else (await _tally(run, candidates))[0]
+    agreement = leader / pilots if pilots else 0.0
+    difficulty = difficulty_of(leader, pilots)
+    cell = judge.cell or _resolve(auto, difficulty, budget)
+    named = auto.cells.get(difficulty)
+    ran: StrategyName | None = None
+    if cell.method != "pilots" and len(candidates) > pilots:
+        ran = "majority" if cell.method == "majority" else "best_of_n"
+        why = f"{difficulty} (pilot agreement {agreement:.0%}): {ran}; {auto.reason}"
+    else:
+        why = _why_pilots(cell, pilots, budget, judge.confidence)
+    decision = AutoDecision(
+        pilots,
+        agreement,
+        difficulty,
+        ran,
+        why.rstrip("; "),
+        len(candidates) < cell.limit,
+        judge.confidence,
+        rules=auto.rules,
+        cell=named.name if named else "",
+        budget=cell.limit if named else None,
+        evidence=named.evidence if named else "",
+        mode="concurrent",
+        streams_stopped=stopped_streams,
+    )
+    return await _vote(run, candidates, ran, decision)
+
+
+async def _settle_at_once(
+    run: SearchRun, auto: AutoConfig, cell: _Cell, pilots: Sequence[Candidate]
+) -> tuple[list[Candidate], float, int]:
+    """The cell's remaining samples streamed at once after the pilots, the rest stopped once
+    the vote is settled: the new candidates, the rule's confidence, the streams stopped."""
+    judge = _Judge(run, auto, cell.limit, cell)
+    judge.seed([c.text for c in pilots])
+    remaining = cell.limit - len(pilots)
+    traces = await run.stream_settling(remaining, run.sampling(is_step=False), judge) or []
+    finished, stopped_streams = _stopped(run, traces)
+    return as_candidates(run, finished), judge.confidence, stopped_streams
 
 
 def _why_pilots(cell: _Cell, pilots: int, budget: int, confidence: float) -> str:

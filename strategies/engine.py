@@ -1,7 +1,8 @@
 """The bookkeeping every strategy shares: calls with a deadline, usage, incremental scoring,
 the trace, and the final vote.
 
-Must not import I/O libraries; ``asyncio`` is used only for the deadline and the trace's clock.
+Must not import I/O libraries; ``asyncio`` is used only for the deadline, the trace's clock and
+the streams sampled at once.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -30,6 +32,7 @@ from strategies.scoring import aggregate, rank_answers
 from strategies.types import (
     AnswerGrouper,
     CallKind,
+    Finish,
     Generation,
     Policy,
     PolicyBatch,
@@ -39,6 +42,7 @@ from strategies.types import (
     SearchObserver,
     StepScorer,
     StrategyName,
+    Streamed,
     StreamingPolicy,
 )
 
@@ -312,19 +316,73 @@ class SearchRun:
     ) -> list[Generation] | None:
         """``count`` samples streamed at once (the policy must stream), each stopped as soon as
         ``keep_going`` says so; ``None`` when the deadline or a cap came first."""
+        policy, capped = self._streaming(count, sampling)
+        if capped is None:
+            return None
+        calls = [policy.stream("", capped, keep_going) for _ in range(count)]
+        return await self._streamed(count, asyncio.gather(*calls))
+
+    async def stream_settling(
+        self, count: int, sampling: Sampling, judge: Callable[[Generation], Awaitable[int]]
+    ) -> list[Generation] | None:
+        """``count`` samples streamed at once (the policy must stream). Each that finishes goes
+        to ``judge``, which answers how many finished samples are wanted in all; the streams
+        beyond that are stopped at their next chunk (the server aborts them). Returned in the
+        order they finished, the stopped ones last (finish ``STOPPED``); every token generated
+        is counted. ``None`` when the deadline or a cap came first."""
+        policy, capped = self._streaming(count, sampling)
+        if capped is None:
+            return None
+        stopped: set[int] = set()
+
+        def keep(index: int) -> Callable[[Sequence[float]], bool]:
+            return lambda _: index not in stopped
+
+        async def settle() -> list[Streamed]:
+            tasks = [
+                asyncio.ensure_future(policy.stream("", capped, keep(i))) for i in range(count)
+            ]
+            order = {task: i for i, task in enumerate(tasks)}
+            pending, finished, cut = set(tasks), list[Streamed](), list[Streamed]()
+            try:
+                while pending:
+                    done, pending = await asyncio.wait(pending, return_when=FIRST_COMPLETED)
+                    for task in sorted(done, key=order.__getitem__):
+                        streamed = task.result()
+                        if streamed.generation.finish is Finish.STOPPED:
+                            cut.append(streamed)
+                            continue
+                        finished.append(streamed)
+                        wanted = await judge(streamed.generation)
+                        running = sorted(order[t] for t in pending)
+                        stopped.update(running[max(wanted - len(finished), 0) :])
+            finally:
+                for task in tasks:
+                    if not task.done():
+                        task.cancel()
+                    elif not task.cancelled():
+                        task.exception()  # retrieved: the first failure is the one raised
+            return [*finished, *cut]
+
+        return await self._streamed(count, settle())
+
+    def _streaming(self, count: int, sampling: Sampling) -> tuple[StreamingPolicy, Sampling | None]:
+        """The streaming policy and the samples' sampling within the caps (``None``: capped)."""
         policy = self.policy
         if not isinstance(policy, StreamingPolicy):
             raise SearchError("this method needs a policy that streams")
         cap = self.config.max_generations
         if cap is not None and self._books.usage.generations + count > cap:
             self._books.is_capped = True
-            return None
-        capped = self._within_token_cap(sampling, count)
-        if capped is None:
-            return None
-        calls = [policy.stream("", capped, keep_going) for _ in range(count)]
+            return policy, None
+        return policy, self._within_token_cap(sampling, count)
+
+    async def _streamed(
+        self, count: int, streams: Awaitable[list[Streamed]]
+    ) -> list[Generation] | None:
+        """Await ``count`` streams as one round, counting what they generated."""
         with self._call("policy", count) as call:
-            streamed = await self._before_deadline(asyncio.gather(*calls))
+            streamed = await self._before_deadline(streams)
             if streamed is None:
                 return None
             call.completion_tokens = sum(s.generation.completion_tokens for s in streamed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
-from strategies.types import CallKind, ScoringMode, Step, StrategyName, VotingMode
+from strategies.types import CallKind, SamplingMode, ScoringMode, Step, StrategyName, VotingMode
 
 __all__ = [
     "AnswerChoice",
@@ -147,6 +147,8 @@ class AutoDecision:
     cell: str = ""  # which cell of it, e.g. "small.none.medium" or "fitted.confidence.hard"
     budget: int | None = None  # the cell's total budget (pilots included), within the cap
     evidence: str = ""  # a fitted cell's evidence: problems, accuracy with its interval, tokens
+    mode: SamplingMode = "sequential"  # how the votes were drawn
+    streams_stopped: int = 0  # concurrent: samples cut off (and aborted) once the vote settled
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,9 @@ StrategyName = Literal[
 ]
 # What an ``auto`` cell may run once the pilots are in: a method, or "pilots" (answer from them).
 CellMethod = Literal["pilots", MethodName]
-SamplingMode = Literal["sequential"]  # reserved: "concurrent" comes with the performance work
+# How auto draws its votes: in chunks, judged between them (sequential), or all streamed at once,
+# the rest stopped the moment the vote is settled (concurrent).
+SamplingMode = Literal["sequential", "concurrent"]
 DeepConfMode = Literal["online", "offline"]
 Difficulty = Literal["easy", "medium", "hard"]
 ScoringMode = Literal["last", "min", "avg", "prod"]
@@ -69,7 +71,7 @@ class Finish(StrEnum):
     STEP = "step"  # hit the step delimiter: more steps may follow
     EOS = "eos"  # the model ended its answer
     LENGTH = "length"  # ran into max_tokens: truncated
-    STOPPED = "stopped"  # the search closed the stream (its confidence fell too low)
+    STOPPED = "stopped"  # the search closed the stream (low confidence, or the vote was settled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +251,7 @@ class AutoConfig:
     reason: str = ""
     cells: Mapping[Difficulty, AutoCell] = field(default_factory=dict)
     rules: str = ""
+    mode: SamplingMode = "sequential"  # concurrent: the pilots are the first of the cap to finish
 
     def __post_init__(self) -> None:
         if self.pilots < 1 or self.chunk < 1:

@@ -5,8 +5,9 @@ asked for within one call it takes the next unused continuations, so two subtree
 prefix see different samples. A continuation ending in the delimiter stopped on it; one containing
 ``<len>`` was truncated; anything else ended on EOS. Asked for top log-probs, a word holding
 ``~`` has token confidence 1.0 (an unsure token), any other 5.0. ``stream`` serves one sample
-word by word (the next continuation not yet served for that prefix) and stops where the caller
-says. ``FakeScorer`` reads a step's score from a ``<0.73>`` tag in the step text.
+word by word (the next continuation not yet served for that prefix; with or without
+confidences, as vLLM streams) and stops where the caller says. ``FakeScorer`` reads a step's
+score from a ``<0.73>`` tag in the step text.
 """
 
 from __future__ import annotations
@@ -80,17 +81,19 @@ class FakePolicy:
         index = self._served.get(prefix, 0)
         self._served[prefix] = index + 1
         whole = self._generation(options[index % len(options)], sampling)
+        words = re.findall(r"\S+\s*|\s+", whole.text)
         confidences: list[float] = []
-        for sent, confidence in enumerate(whole.token_confidences, start=1):
-            confidences.append(confidence)
+        for sent in range(1, whole.completion_tokens + 1):
+            confidences += whole.token_confidences[sent - 1 : sent]
             await asyncio.sleep(0)  # a chunk arrives
             if not keep_going(confidences):
                 self.streams.append((sent, True))
-                text = whole.text[: whole.token_ends[sent - 1]] if whole.token_ends else ""
                 cut = Generation(
-                    text=text,
+                    text="".join(words[:sent]),
                     finish=Finish.STOPPED,
                     completion_tokens=sent,
+                    token_logprobs=whole.token_logprobs[:sent],
+                    token_ends=whole.token_ends[:sent],
                     token_confidences=tuple(confidences),
                 )
                 return Streamed(cut, self.prompt_tokens_per_prefix)

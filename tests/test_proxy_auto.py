@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -9,10 +10,13 @@ import httpx
 import pytest
 
 from harness.fake_servers import FakeVllm
+from harness.servers import serve
+from proxy.app import create_app
 from proxy.search.plan import SearchRequest, resolve_plan
 from proxy.search.profiles import default_rules, load_rules, profile_of
 from proxy.settings import ProxySettings
 from tests.conftest import ProxyFactory
+from tests.eventually import eventually
 
 RULES = load_rules()
 
@@ -178,3 +182,43 @@ def test_reasoning_prompt_added_for_a_known_family(
     tts = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30).json()
     assert tts["tts"]["reasoning_prompt"] is None  # the request's own system prompt wins
     assert "Please reason" not in vllm.completion_calls[-1]["prompt"][0]
+
+
+def _settled_early(prefix: str, i: int) -> str:
+    """The first four samples answer 3 at once; the rest take 40 tokens to agree."""
+    return "\\boxed{3}" if i < 4 else "so " * 40 + "\\boxed{3}"
+
+
+def test_concurrent_auto_stops_the_streams_once_the_vote_settles(
+    stack: ExitStack, tmp_path: Path
+) -> None:
+    """``X-TTS-Auto-Mode: concurrent`` streams the cap at once and closes what is left when the
+    vote settles (the fake sees them closed); a rules file's ``[auto] mode`` does the same."""
+    vllm = FakeVllm(script=_settled_early)
+    upstream = stack.enter_context(serve(vllm.app())) + "/v1"
+    url = stack.enter_context(serve(create_app(ProxySettings(policy_urls=[upstream]))))
+    body = {"model": "fake-policy", "messages": [{"role": "user", "content": "1+2?"}]}
+    headers = {"X-TTS-Strategy": "auto", "X-TTS-Budget": "16", "X-TTS-Auto-Mode": "concurrent"}
+    data = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=60).json()
+    report = data["tts"]["auto"]
+    assert report["mode"] == "concurrent" and report["streams_stopped"] == 12
+    assert (
+        data["tts"]["budget_spent"] == 16
+        and "\\boxed{3}" in data["choices"][0]["message"]["content"]
+    )
+    eventually(lambda: vllm.streams_closed_early == 12, "the 12 streams closed", 5)
+    generated = sum(u["completion_tokens"] for u in vllm.reported_usage)
+    # what the proxy read before it closed each stream: never more than the fake sent
+    assert data["usage"]["completion_tokens"] <= generated < 4 + 12 * 41
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[auto]\nmode = 'concurrent'\n")
+    url = stack.enter_context(
+        serve(create_app(ProxySettings(policy_urls=[upstream], auto_rules_file=rules)))
+    )
+    headers.pop("X-TTS-Auto-Mode")
+    data = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=60).json()
+    assert data["tts"]["auto"]["mode"] == "concurrent"
+    headers["X-TTS-Auto-Mode"] = "sequential"  # the request's own mode wins
+    data = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=60).json()
+    assert data["tts"]["auto"]["mode"] == "sequential"

@@ -141,6 +141,7 @@ _EXTRA_FIELDS = (
     "confidence_window",
     "particle_iterations",
     "max_thinking_tokens",
+    "auto_mode",
     "compare",
     "reference",
 )
@@ -300,6 +301,10 @@ def resolve_plan(
             request.top_p is not None
         )
         config = _with_profile(config, strategy, profile, rules, is_sampling_asked)
+        if config.auto is not None and options.auto_mode is not None:
+            config = dataclasses.replace(
+                config, auto=dataclasses.replace(config.auto, mode=options.auto_mode)
+            )
     seed = request.seed if request.seed is not None else search_seed(request_id)
     config = dataclasses.replace(config, seed=seed)
     if strategy != "none" and strategy != "auto":  # auto's pick is checked when it is made

@@ -30,7 +30,7 @@ from proxy.search.rules_file import (
 from proxy.settings import ProxySettings, ScorerKind
 from proxy.wire.json_types import JSONObject
 from proxy.wire.tts import ScorerClass, SizeClass
-from strategies import AutoCell, AutoConfig, CellMethod, MethodName
+from strategies import AutoCell, AutoConfig, CellMethod, MethodName, SamplingMode
 
 __all__ = [
     "AutoRules",
@@ -70,6 +70,7 @@ class AutoRules:
     pilots: int
     confidence: float
     chunk: int
+    mode: SamplingMode
     table: dict[str, dict[str, dict[str, MethodName]]]  # size -> scorer -> difficulty -> method
     small_below_b: float
     large_from_b: float
@@ -156,6 +157,7 @@ def _rules(shipped: RulesFile, user: RulesFile, name: str) -> AutoRules:
         pilots=auto.pilots,
         confidence=auto.confidence,
         chunk=auto.chunk,
+        mode=auto.mode,
         table=cast("dict[str, dict[str, dict[str, MethodName]]]", table),
         small_below_b=sizes.small_below_b,
         large_from_b=sizes.large_from_b,
@@ -308,6 +310,7 @@ def auto_config(profile: Profile, rules: AutoRules) -> AutoConfig:
         pilots=rules.fitted_pilots.get(profile.scorer_kind, rules.pilots),
         confidence=rules.confidence,
         chunk=rules.chunk,
+        mode=rules.mode,
         reason=reason,
         cells=cells,  # type: ignore[arg-type]
         rules=rules.name,

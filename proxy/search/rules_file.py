@@ -5,14 +5,12 @@ into one line that names the place (``fitted.confidence.hard.budget: ...``).
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from proxy.settings import ScorerKind
 from proxy.wire.json_types import JSONObject
 from proxy.wire.tts import ScorerClass, SizeClass
-from strategies import CellMethod, Difficulty, MethodName
+from strategies import CellMethod, Difficulty, MethodName, SamplingMode
 
 __all__ = ["CellSpec", "FittedScorer", "RulesFile", "first_error"]
 
@@ -27,6 +25,9 @@ class AutoSection(_Strict):
     pilots: int = Field(default=4, ge=1)  # pilot samples; the first samples of the vote
     confidence: float = Field(default=0.95, gt=0.5, le=1.0)  # the stopping rule's threshold
     chunk: int = Field(default=4, ge=1)  # further samples drawn this many at a time
+    # sequential: pilots, then chunks judged between them; concurrent: the samples streamed at
+    # once, the rest stopped when the vote settles (X-TTS-Auto-Mode overrides it per request)
+    mode: SamplingMode = "sequential"
 
 
 class SizesSection(_Strict):
@@ -56,7 +57,7 @@ class CellSpec(_Strict):
     budget: int | None = Field(default=None, ge=1)  # the total, pilots included
     confidence: float | None = Field(default=None, gt=0.5, le=1.0)
     chunk: int | None = Field(default=None, ge=1)
-    mode: Literal["sequential"] = "sequential"  # concurrent sampling is to come
+    mode: SamplingMode = "sequential"  # concurrent: this cell's samples streamed at once
     evidence: JSONObject = Field(default_factory=dict)
 
 

@@ -232,6 +232,9 @@ class VllmPolicy:
     ) -> Streamed:
         text: list[str] = []
         confidences: list[float] = []
+        logprobs: list[float] = []
+        ends: list[int] = []
+        length = 0
         usage: JSONObject = {}
         finish_reason: str | None = None
         async with self._upstream.stream("/completions", payload) as response:
@@ -242,8 +245,14 @@ class VllmPolicy:
                     event = json.loads(line[6:])
                     usage = event.get("usage") or usage
                     for choice in event.get("choices") or []:
-                        text.append(str(choice.get("text") or ""))
-                        confidences += _confidences(choice.get("logprobs"), sampling.top_logprobs)
+                        piece = str(choice.get("text") or "")
+                        text.append(piece)
+                        raw = choice.get("logprobs")
+                        confidences += _confidences(raw, sampling.top_logprobs)
+                        chunk = _token_logprobs(raw, len(piece))
+                        logprobs += chunk[0]
+                        ends += [length + end for end in chunk[1]]
+                        length += len(piece)
                         finish_reason = choice.get("finish_reason") or finish_reason
                 if finish_reason is None and not keep_going(confidences):
                     break  # leaving the block closes the stream: vLLM aborts the request
@@ -254,10 +263,13 @@ class VllmPolicy:
             finish = Finish.STOPPED
         else:
             finish = _generation({"text": "", "finish_reason": finish_reason}, sampling).finish
+        keep_ends = len(ends) == len(logprobs) and (sampling.want_logprobs or sampling.top_logprobs)
         generation = Generation(
             text="".join(text),
             finish=finish,
             completion_tokens=sent,
+            token_logprobs=tuple(logprobs) if sampling.want_logprobs else (),
+            token_ends=tuple(ends) if keep_ends else (),
             token_confidences=tuple(confidences),
         )
         return Streamed(generation, prompt_tokens)

@@ -41,7 +41,7 @@ __all__ = [
 # verifier, or none).
 SizeClass = Literal["small", "mid", "large"]
 ScorerClass = Literal["strong", "weak", "none"]
-_CHOICES = ("strategy", "scoring", "voting", "scorer", "deepconf_mode")
+_CHOICES = ("strategy", "scoring", "voting", "scorer", "deepconf_mode", "auto_mode")
 
 
 class TtsOptions(BaseModel):
@@ -104,6 +104,12 @@ class TtsOptions(BaseModel):
         description="a reasoning model's thinking, capped per sample: at the cap the proxy "
         "closes the thinking section and lets the model answer (budget forcing); whole-sample "
         "methods (cot, majority, best_of_n, deepconf offline)",
+    )
+    auto_mode: Literal["sequential", "concurrent"] | None = Field(
+        default=None,
+        description="auto: draw the votes in chunks judged between them (sequential), or "
+        "stream them at once and stop the rest when the vote settles (concurrent: one round, "
+        "fewer tokens saved); default: the rules file's",
     )
     compare: str | None = Field(default=None, description="shadow with this baseline model")
     reference: str | None = Field(default=None, description="the known correct answer")
@@ -185,6 +191,14 @@ class TtsAuto(BaseModel):
     cell: str = Field(description="its cell, e.g. small.none.medium or fitted.confidence.hard")
     budget: int | None = Field(description="the cell's total budget, pilots included")
     evidence: str = Field(description="a fitted cell's evidence: problems, accuracy, tokens")
+    mode: Literal["sequential", "concurrent"] = Field(
+        description="how the votes were drawn: in chunks judged between them, or all streamed "
+        "at once and stopped when the vote settled"
+    )
+    streams_stopped: int = Field(
+        description="concurrent: samples cut off (their streams aborted) once the vote settled; "
+        "their tokens are in usage"
+    )
 
 
 class TtsDeepConf(BaseModel):
