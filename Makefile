@@ -12,6 +12,9 @@ STAMP := $(VENV)/.installed
 DEPLOY_VENV := .venv-deploy
 DEPLOY_LOCK := requirements/deploy-lint.lock
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+# py-spy (bench/profile_hop.py) in its own folder, from its own lock.
+PROFILE_VENV := build/tools/py-spy
+PROFILE_LOCK := requirements/profile.lock
 K8S_OVERLAYS := production-stack llm-d
 # kubectl (its built-in kustomize renders deploy/k8s), pinned in requirements/kubectl.lock.
 KUBECTL := build/tools/kubectl
@@ -28,7 +31,7 @@ COMPILE := $(BIN)/pip-compile --quiet --upgrade --generate-hashes --strip-extras
 POLICY_UNSAFE := --unsafe-package torchvision --unsafe-package torchaudio \
 	--unsafe-package torchcodec --unsafe-package triton
 
-.PHONY: install lock fmt lint typecheck deploy-lint docs system-deps unit e2e test check demo clean
+.PHONY: install profile-tools lock fmt lint typecheck deploy-lint docs system-deps unit e2e test check demo clean
 
 # A changed lock rebuilds the environment from scratch, so nothing outside the lock lingers.
 $(STAMP): $(LOCK) pyproject.toml
@@ -49,9 +52,19 @@ $(DEPLOY_STAMP): $(DEPLOY_LOCK)
 		--no-deps --require-hashes -r $(DEPLOY_LOCK)
 	touch $(DEPLOY_STAMP)
 
+$(PROFILE_VENV)/.installed: $(PROFILE_LOCK)
+	rm -rf $(PROFILE_VENV)
+	$(PYTHON) -m venv $(PROFILE_VENV)
+	$(PROFILE_VENV)/bin/pip install --disable-pip-version-check --progress-bar off --quiet \
+		--no-deps --require-hashes -r $(PROFILE_LOCK)
+	touch $@
+
+profile-tools: $(PROFILE_VENV)/.installed
+
 lock: $(STAMP)
 	$(COMPILE) --allow-unsafe --extra dev --extra prm --extra litellm --extra eval --extra store -o $(LOCK) pyproject.toml
 	$(COMPILE) --allow-unsafe -o $(DEPLOY_LOCK) requirements/deploy-lint.in
+	$(COMPILE) --allow-unsafe -o $(PROFILE_LOCK) requirements/profile.in
 	$(COMPILE) $(POLICY_UNSAFE) -o $(POLICY_LOCK) cpu_stack/policy.in
 	$(BIN)/python -m harness.locks docker $(LOCK) requirements/docker.txt
 	$(MAKE) install

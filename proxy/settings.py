@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from experiments.urls import StoreError, database_url
@@ -185,7 +186,7 @@ DEPRECATED_NAMES: dict[str, tuple[str, str]] = (
 class _FlatEnv(PydanticBaseSettingsSource):
     """The deprecated flat environment variables (``PROXY_POLICY_TIMEOUT_S``)."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # pragma: no cover - __call__ reads them all
 
     def __call__(self) -> dict[str, Any]:

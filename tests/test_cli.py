@@ -373,17 +373,23 @@ def test_the_old_flat_search_settings_move_into_the_search_group(
 
 
 def test_the_cli_flags_set_the_search_group(tmp_path: Path) -> None:
-    """``--budget`` lands in ``search.budget`` next to a config file's ``[search]`` table."""
+    """``--budget`` lands in ``search.budget`` next to a config file's ``[search]`` table, and a
+    deprecated flat name in the environment still starts the server, warned about."""
     with serve(FakeVllm().app()) as vllm_url:
         config = tmp_path / "proxy.toml"
-        config.write_text("[search]\nmax_budget = 4\nstrategy = 'majority'\n")
+        config.write_text("[search]\nstrategy = 'majority'\n")
         port = free_port()
         command = [
             *(sys.executable, "-m", "proxy", "serve", "--port", str(port)),
             *("--policy-url", vllm_url + "/v1", "--config", str(config), "--budget", "3"),
         ]
-        with server_process(command, f"http://127.0.0.1:{port}/health/live"):
+        log = tmp_path / "proxy.log"
+        env = dict(os.environ, PROXY_MAX_BUDGET="3")  # the old name of search.max_budget
+        with server_process(command, f"http://127.0.0.1:{port}/health/live", env=env, log_path=log):
             body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             data = httpx.post(url, json=body).json()
             assert (data["tts"]["strategy"], data["tts"]["budget"]) == ("majority", 3)
+            too_big = httpx.post(url, json=body, headers={"X-TTS-Budget": "4"})
+            assert too_big.status_code == 400  # the old name's cap applies
+        assert "PROXY_SEARCH__MAX_BUDGET" in log.read_text()  # named at start-up

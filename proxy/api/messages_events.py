@@ -7,8 +7,7 @@ and ``error`` events for failures after the stream started.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from proxy.api.messages_mapping import message_object, stop_reason
 from proxy.errors import ProxyError, UpstreamError
@@ -46,7 +45,9 @@ def _end(message: JSONObject) -> Iterator[bytes]:
     yield anthropic_event({"type": "message_stop"})
 
 
-def search_events(message_id: str, model: str) -> tuple[bytes, Any]:
+def search_events(
+    message_id: str, model: str
+) -> tuple[bytes, Callable[[JSONObject], Iterator[bytes]]]:
     """A search as Messages events: the opening ``message_start``, then, once finished,
     ``finish(message)``: each block (the thinking, if any, then the text) started, its text in
     one delta and stopped; the stop reason with the usage and the ``tts`` report;

@@ -1,0 +1,163 @@
+"""``auto``'s two sampling modes against majority voting at the same cap (prints a table).
+
+A latency-model fake vLLM stands in for a GPU server: a batched call answers when its longest
+sample would be decoded (``PER_TOKEN_S`` per token), a streamed sample sends one token per
+``PER_TOKEN_S``, all streams in parallel (a GPU batch). Each problem has its own accuracy and
+its samples their own lengths (20-160 tokens, drawn per sample), so answers arrive in a
+realistic order. Rows: majority@16, ``auto`` capped at 16 in the sequential mode (pilots, then
+chunks judged between them) and in the concurrent mode (everything streamed at once, the rest
+stopped when the vote settles). Columns: wall time and generated tokens per request, each as
+the median over the problems and relative to majority@16 on the same problems, and accuracy.
+Targets (issue #32): auto's wall time <= 1.2x majority@N's while keeping >= 80 % of its token
+savings.
+
+The proxy runs in its own process. Three runs by default; the spread is the runs' range.
+
+Run: ``.venv/bin/python -m bench.auto_modes [--problems 24] [--runs 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import statistics
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from bench.overhead import _proxy_process
+from harness.fake_servers import FakeVllm, tokens_of
+from harness.servers import serve
+
+PER_TOKEN_S = 0.004  # one decode step of a batch on a GPU
+CAP = 16
+CONFIGS = {
+    "majority@16": {"X-TTS-Strategy": "majority", "X-TTS-Budget": str(CAP)},
+    "auto@16 sequential": {
+        "X-TTS-Strategy": "auto",
+        "X-TTS-Budget": str(CAP),
+        "X-TTS-Auto-Mode": "sequential",
+    },
+    "auto@16 concurrent": {
+        "X-TTS-Strategy": "auto",
+        "X-TTS-Budget": str(CAP),
+        "X-TTS-Auto-Mode": "concurrent",
+    },
+}
+
+
+def _draw(*parts: object) -> float:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class _Problems:
+    """Problem k is right with probability p_k (spread over 0.05..0.95); each sample draws its
+    length and whether it is right; a wrong one picks one of three wrong answers."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.served: dict[str, int] = {}
+
+    def __call__(self, prompt: str, _: int) -> str:
+        index = self.served.get(prompt, 0)
+        self.served[prompt] = index + 1
+        p_right = 0.05 + 0.9 * _draw("p", prompt)
+        length = 20 + int(140 * _draw(self.seed, prompt, index, "len"))
+        right = _draw(self.seed, prompt, index, "right") < p_right
+        answer = 42 if right else 43 + int(3 * _draw(self.seed, prompt, index, "wrong"))
+        return "step " * length + f"\\boxed{{{answer}}}"
+
+
+class _Paced(FakeVllm):
+    """Batched calls answer after their longest sample's decode time; streams are paced per
+    token (``stream_token_s``)."""
+
+    async def _completions(self, request: Request) -> Any:
+        body = await request.json()
+        if body.get("stream"):
+            self.completion_calls.append(body)
+            return StreamingResponse(self._stream_completion(body), media_type="text/event-stream")
+        answer = self._answer(body)
+        longest = max(len(tokens_of(c["text"])) for c in answer["choices"])
+        await asyncio.sleep(longest * PER_TOKEN_S)
+        return answer
+
+
+@contextmanager
+def _stack(seed: int) -> Iterator[str]:
+    vllm = _Paced(prompt_script=_Problems(seed), stream_token_s=PER_TOKEN_S)
+    with (
+        serve(vllm.app()) as upstream,
+        _proxy_process(upstream, "--policy-model", vllm.model) as proxy,
+    ):
+        yield proxy
+
+
+async def _ask(client: httpx.AsyncClient, url: str, k: int, headers: dict[str, str]) -> Any:
+    body = {"model": "fake-policy", "messages": [{"role": "user", "content": f"problem {k}"}]}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await client.post(url, json=body, headers=headers)
+    data = response.raise_for_status().json()
+    right = "\\boxed{42}" in data["choices"][0]["message"]["content"]
+    return loop.time() - started, data["usage"]["completion_tokens"], right
+
+
+async def _run(url: str, problems: int) -> dict[str, list[tuple[float, int, bool]]]:
+    """Each problem asked of each configuration; problems one at a time (the wall time is the
+    request's own), configurations interleaved."""
+    out: dict[str, list[tuple[float, int, bool]]] = {name: [] for name in CONFIGS}
+    async with httpx.AsyncClient(timeout=120) as client:
+        for k in range(problems):
+            for name, headers in CONFIGS.items():
+                out[name].append(await _ask(client, url + "/v1/chat/completions", k, headers))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--problems", type=int, default=24)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    per_run: list[dict[str, tuple[float, float, float, float, float]]] = []
+    for run in range(args.runs):
+        with _stack(seed=run) as proxy:
+            results = asyncio.run(_run(proxy, args.problems))
+        base = results["majority@16"]
+        row = {}
+        for name, rows in results.items():
+            wall = [r[0] / b[0] for r, b in zip(rows, base, strict=True)]
+            tokens = sum(r[1] for r in rows) / sum(b[1] for b in base)
+            row[name] = (
+                statistics.median(r[0] for r in rows),
+                statistics.median(wall),
+                statistics.median(r[1] for r in rows),
+                tokens,
+                sum(r[2] for r in rows) / len(rows),
+            )
+        per_run.append(row)
+        print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
+    header = ("configuration", "wall s", "wall / majority", "tokens", "tokens / majority", "acc")
+    lines = [header]
+    for name in CONFIGS:
+        cells = [name]
+        for i, fmt in enumerate(("{:.2f}", "{:.2f}x", "{:.0f}", "{:.0%}", "{:.0%}")):
+            values = [run[name][i] for run in per_run]
+            low, mid, high = min(values), statistics.median(values), max(values)
+            cells.append(f"{fmt.format(mid)} ({fmt.format(low)}-{fmt.format(high)})")
+        lines.append(tuple(cells))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    print(f"{args.problems} problems x {args.runs} runs; median (range over runs)")
+    for line in [lines[0], tuple("-" * w for w in widths), *lines[1:]]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Where the proxy's CPU goes on the pass-through path: the proxy runs under ``py-spy record``
+while 50 clients send chat completions through it to a fake upstream answering in 100 ms
+(``bench.overhead``'s). Writes a flame graph (SVG) and prints the functions with the most
+samples: inclusive (on the stack) and own (at the top), grouped by module.
+
+py-spy comes from its own lock: ``make profile-tools`` installs it into ``build/tools/py-spy``.
+
+Run: ``.venv/bin/python -m bench.profile_hop [--requests 3000] [--out bench/results/profile]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.overhead import _app_process
+from cpu_stack.process import server_process
+from harness.servers import free_port
+
+PY_SPY = Path("build/tools/py-spy/bin/py-spy")
+CLIENTS = 50
+
+
+async def _load(url: str, requests: int, headers: dict[str, str]) -> float:
+    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+    limits = httpx.Limits(max_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                response = await client.post("/v1/chat/completions", json=body, headers=headers)
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(CLIENTS):
+                group.create_task(worker(requests // CLIENTS))
+        return time.perf_counter() - started
+
+
+def _frames(stack: str) -> list[str]:
+    """``func (module.py:line)`` frames of one collapsed stack, outermost first."""
+    return [
+        f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0] + ")" for f in stack.split(";")
+    ]
+
+
+def summary(raw: Path, top: int) -> str:
+    """The functions with the most samples, inclusive and own, from py-spy's raw output."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(count)
+        total += samples
+        frames = _frames(stack)
+        for frame in set(frames):
+            inclusive[frame] += samples
+        own[frames[-1]] += samples
+    lines = [f"{total} samples"]
+    for title, counter in (("inclusive", inclusive), ("own", own)):
+        lines.append(f"\n{title}:")
+        for frame, samples in counter.most_common(top):
+            lines.append(f"  {samples / total:6.1%}  {frame}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/profile"))
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--label", default="passthrough")
+    args = parser.parse_args()
+    if not PY_SPY.exists():
+        raise SystemExit(f"{PY_SPY} is missing: run `make profile-tools`")
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / f"{args.label}.txt"
+    with _app_process("chat_app", "/v1/models") as upstream:
+        port = free_port()
+        command = [
+            *(str(PY_SPY), "record", "--rate", "250", "--format", "raw", "-o", str(raw), "--"),
+            *(sys.executable, "-m", "proxy", "serve", "--port", str(port)),
+            *(
+                "--policy-url",
+                upstream + "/v1",
+                "--policy-model",
+                "bench",
+                "--log-level",
+                "warning",
+            ),
+        ]
+        url = f"http://127.0.0.1:{port}"
+        headers = {"X-TTS-Strategy": "none"}
+        with server_process(command, url + "/health/live") as process:
+            asyncio.run(_load(url, 200, headers))  # warm up
+            seconds = asyncio.run(_load(url, args.requests, headers))
+            process.send_signal(2)  # py-spy writes its output when the proxy exits
+            process.wait(timeout=60)
+    print(f"{args.requests} pass-through requests, {CLIENTS} clients: {seconds:.1f} s")
+    text = summary(raw, args.top)
+    (args.out / f"{args.label}-summary.txt").write_text(text + "\n")
+    subprocess.run(
+        [str(PY_SPY), "--version"], check=True, capture_output=True
+    )  # the profile's tool, for the record
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
