@@ -1,7 +1,8 @@
 """Where the proxy's CPU goes on the pass-through path: the proxy runs under ``py-spy record``
 while 50 clients send chat completions through it to a fake upstream answering in 100 ms
-(``bench.overhead``'s). Writes a flame graph (SVG) and prints the functions with the most
-samples: inclusive (on the stack) and own (at the top), grouped by module.
+(``bench.overhead``'s). Writes the flame graph's data (collapsed stacks, gzipped: flamegraph.pl
+or speedscope draw it) and prints the functions with the most samples: inclusive (on the
+stack) and own (at the top).
 
 py-spy comes from its own lock: ``make profile-tools`` installs it into ``build/tools/py-spy``.
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import subprocess
+import gzip
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -110,9 +112,10 @@ def main() -> None:
     print(f"{args.requests} pass-through requests, {CLIENTS} clients: {seconds:.1f} s")
     text = summary(raw, args.top)
     (args.out / f"{args.label}-summary.txt").write_text(text + "\n")
-    subprocess.run(
-        [str(PY_SPY), "--version"], check=True, capture_output=True
-    )  # the profile's tool, for the record
+    # The collapsed stacks, compressed (flamegraph.pl or speedscope draw them).
+    with raw.open("rb") as source, gzip.open(raw.with_suffix(".txt.gz"), "wb") as target:
+        shutil.copyfileobj(source, target)
+    raw.unlink()
     print(text)
 
 

@@ -3,9 +3,12 @@ nested JSON as a 400, and the rendered-prompt cache held to its byte budget."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +16,7 @@ import pytest
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.observability.metrics import Metrics
-from proxy.upstream.client import Upstream, UpstreamConfig
+from proxy.upstream.client import SHARD_CONNECTIONS, Upstream, UpstreamConfig
 from proxy.upstream.policy import PromptRenderer
 from tests.conftest import ProxyFactory
 
@@ -112,3 +115,53 @@ def test_a_stalled_body_is_a_408_and_frees_the_connection(start_proxy: ProxyFact
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
     assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.asyncio
+async def test_pooled_connections_reach_max_connections_in_all_and_no_more() -> None:
+    """The upstream's connections are split over several small httpx pools (httpcore scans its
+    whole pool on every request): together they still open ``max_connections`` at once, and the
+    calls beyond wait for one to free up."""
+    limit = SHARD_CONNECTIONS * 2 + 3  # three pools
+    held, seen_max = 0, 0
+    full = threading.Event()
+    gate: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []  # the server loop's
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal held, seen_max
+        if scope["type"] != "http":
+            return
+        if not gate:
+            gate.append((asyncio.get_running_loop(), asyncio.Event()))
+        held += 1
+        seen_max = max(seen_max, held)
+        if held == limit:
+            full.set()
+        await gate[0][1].wait()
+        held -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    with serve(app) as url:
+        config = UpstreamConfig(
+            kind="policy",
+            base_url=url + "/v1",
+            api_key=None,
+            connect_timeout_s=5,
+            timeout_s=30,
+            max_connections=limit,
+            max_retries=0,
+            timeout_setting="t",
+        )
+        upstream = Upstream(config, Metrics())
+        try:
+            calls = [asyncio.ensure_future(upstream.post_json("/x", {})) for _ in range(limit + 5)]
+            assert await asyncio.to_thread(full.wait, 20)  # every pool's connections in use
+            loop, opened = gate[0]
+            loop.call_soon_threadsafe(opened.set)
+            assert await asyncio.gather(*calls) == [{}] * len(calls)
+            assert seen_max == limit  # the five beyond waited for a connection
+        finally:
+            for loop, opened in gate:
+                loop.call_soon_threadsafe(opened.set)
+            await upstream.aclose()

@@ -107,8 +107,16 @@ class _RetryableStatus(Exception):
         self.response = response
 
 
+# Connections per httpx client. httpcore's pool scans every connection it holds (polling each
+# socket) on every request and every response, so one pool of hundreds of connections spends
+# most of the proxy's CPU on that scan under load (encode/httpcore#1035, #928). Several small
+# pools, each call on the least busy one, keep the scan short; bench/profile_hop.py shows it.
+SHARD_CONNECTIONS = 16
+
+
 class Upstream:
-    """A pooled ``httpx.AsyncClient`` for one base URL, created and closed in the lifespan."""
+    """Pooled ``httpx.AsyncClient`` s for one base URL (``SHARD_CONNECTIONS`` connections each,
+    ``max_connections`` in all), created and closed in the lifespan."""
 
     def __init__(
         self, config: UpstreamConfig, metrics: Metrics, telemetry: Telemetry | None = None
@@ -119,15 +127,17 @@ class Upstream:
         self.in_flight = 0
         self.health = Health(config.eject_s)
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=config.max_connections,
-            ),
+        shards = -(-config.max_connections // SHARD_CONNECTIONS)
+        self._clients = tuple(
+            httpx.AsyncClient(
+                base_url=config.base_url,
+                headers=headers,
+                timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+            for size in _split(config.max_connections, shards)
         )
+        self._busy = [0] * shards  # calls in flight on each client
 
     @property
     def root_url(self) -> str:
@@ -136,7 +146,18 @@ class Upstream:
         return base[: -len("/v1")] if base.endswith("/v1") else base
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
+
+    @contextlib.contextmanager
+    def _client(self) -> Iterator[httpx.AsyncClient]:
+        """The least busy client, held for one call (a stream: until it is closed)."""
+        index = min(range(len(self._busy)), key=self._busy.__getitem__)
+        self._busy[index] += 1
+        try:
+            yield self._clients[index]
+        finally:
+            self._busy[index] -= 1
 
     async def post_json(self, path: str, payload: JSONObject) -> JSONObject:
         return await self._request_json("POST", path, payload)
@@ -177,12 +198,16 @@ class Upstream:
         """An open streaming response (status already checked); closed on exit or cancellation."""
         self.in_flight += 1
         try:
-            with self.telemetry.client_span(self.config.kind, "POST", path, payload) as (_, th):
+            with (
+                contextlib.ExitStack() as stack,
+                self.telemetry.client_span(self.config.kind, "POST", path, payload) as (_, th),
+            ):
+                client = stack.enter_context(self._client())
                 with self._translate(path):
-                    request = self._client.build_request(
+                    request = client.build_request(
                         "POST", self._url(path), json=payload, headers=th
                     )
-                    response = await self._client.send(request, stream=True)
+                    response = await client.send(request, stream=True)
                 try:
                     if response.status_code >= 400:
                         await response.aread()
@@ -200,7 +225,8 @@ class Upstream:
         """Active health probe of the server root's ``/health``: its status only (vLLM answers
         200 with an empty body). Updates the health; returns "ok" or what went wrong."""
         try:
-            response = await self._client.get(self.root_url + "/health", timeout=5.0)
+            with self._client() as client:
+                response = await client.get(self.root_url + "/health", timeout=5.0)
         except httpx.HTTPError as exc:
             why = f"unreachable ({type(exc).__name__})"
         else:
@@ -226,7 +252,8 @@ class Upstream:
         )
         async for attempt in retrying:
             with attempt:
-                response = await self._client.request(method, url, json=payload, headers=headers)
+                with self._client() as client:
+                    response = await client.request(method, url, json=payload, headers=headers)
                 if response.status_code == 429 or response.status_code >= 500:
                     await response.aread()
                     raise _RetryableStatus(response)
@@ -379,6 +406,11 @@ class PolicyPool:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` in ``parts`` sizes as equal as can be (none empty)."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 def _raise_for_status(response: httpx.Response) -> None:
