@@ -176,7 +176,7 @@ def _proxy(upstream: str, max_searches: int) -> Iterator[tuple[str, int]]:
     """``python -m proxy serve`` in its own process; yields its URL and process id."""
     port = free_port()
     config = Path(tempfile.mkdtemp()) / "load.toml"
-    config.write_text(f"max_concurrent_searches = {max_searches}\ndefault_max_steps = 4\n")
+    config.write_text(f"max_concurrent_searches = {max_searches}\n[search]\nmax_steps = 4\n")
     command = [
         sys.executable,
         "-m",

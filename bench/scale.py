@@ -60,8 +60,8 @@ def proxies(count: int, policy_urls: list[str]) -> Iterator[list[str]]:
     """``count`` ``tts-proxy serve`` processes over the same policy replicas."""
     config = Path(tempfile.mkdtemp()) / "scale.toml"
     config.write_text(
-        "max_concurrent_searches = 256\ndefault_max_steps = 4\n"
-        "policy_eject_s = 30\npolicy_probe_interval_s = 1\n"
+        "max_concurrent_searches = 256\npolicy_eject_s = 30\npolicy_probe_interval_s = 1\n"
+        "[search]\nmax_steps = 4\n"
     )
     with contextlib.ExitStack() as stack:
         urls = []
