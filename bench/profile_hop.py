@@ -1,12 +1,13 @@
-"""Where the proxy's CPU goes on the pass-through path: the proxy runs under ``py-spy record``
-while 50 clients send chat completions through it to a fake upstream answering in 100 ms
-(``bench.overhead``'s). Writes the flame graph's data (collapsed stacks, gzipped: flamegraph.pl
-or speedscope draw it) and prints the functions with the most samples: inclusive (on the
-stack) and own (at the top).
+"""Where the proxy's CPU goes: the proxy runs under ``py-spy record`` while 50 clients send chat
+completions through it. ``--workload passthrough`` (the default): strategy ``none`` to a fake
+upstream answering in 100 ms (``bench.overhead``'s); ``--workload vote``: ``majority`` over
+N = 16 against a fake vLLM answering each call in 50 ms (``bench.load``'s vote). Writes the
+flame graph's data (collapsed stacks, gzipped: flamegraph.pl or speedscope draw it) and prints
+the functions with the most samples: inclusive (on the stack) and own (at the top).
 
 py-spy comes from its own lock: ``make profile-tools`` installs it into ``build/tools/py-spy``.
 
-Run: ``.venv/bin/python -m bench.profile_hop [--requests 3000] [--out bench/results/profile]``
+Run: ``.venv/bin/python -m bench.profile_hop [--workload vote] [--requests 3000]``
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import httpx
 
 from bench.overhead import _app_process
 from cpu_stack.process import server_process
-from harness.servers import free_port
+from harness.fake_servers import FakeVllm
+from harness.servers import free_port, serve
 
 PY_SPY = Path("build/tools/py-spy/bin/py-spy")
 CLIENTS = 50
 
 
-async def _load(url: str, requests: int, headers: dict[str, str]) -> float:
-    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+async def _load(url: str, requests: int, headers: dict[str, str], model: str) -> float:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
     limits = httpx.Limits(max_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
@@ -82,34 +84,34 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=Path("bench/results/profile"))
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--label", default="passthrough")
+    parser.add_argument("--workload", choices=("passthrough", "vote"), default="passthrough")
+    parser.add_argument("--label", default=None, help="the output files' name (the workload's)")
     args = parser.parse_args()
+    args.label = args.label or args.workload
     if not PY_SPY.exists():
         raise SystemExit(f"{PY_SPY} is missing: run `make profile-tools`")
     args.out.mkdir(parents=True, exist_ok=True)
     raw = args.out / f"{args.label}.txt"
-    with _app_process("chat_app", "/v1/models") as upstream:
+    if args.workload == "vote":
+        upstream_of = serve(FakeVllm(delay_s=0.05).app())
+        model, headers = "fake-policy", {"X-TTS-Strategy": "majority", "X-TTS-Budget": "16"}
+    else:
+        upstream_of = _app_process("chat_app", "/v1/models")
+        model, headers = "bench", {"X-TTS-Strategy": "none"}
+    with upstream_of as upstream:
         port = free_port()
         command = [
             *(str(PY_SPY), "record", "--rate", "250", "--format", "raw", "-o", str(raw), "--"),
             *(sys.executable, "-m", "proxy", "serve", "--port", str(port)),
-            *(
-                "--policy-url",
-                upstream + "/v1",
-                "--policy-model",
-                "bench",
-                "--log-level",
-                "warning",
-            ),
+            *("--policy-url", upstream + "/v1", "--policy-model", model, "--log-level", "warning"),
         ]
         url = f"http://127.0.0.1:{port}"
-        headers = {"X-TTS-Strategy": "none"}
         with server_process(command, url + "/health/live") as process:
-            asyncio.run(_load(url, 200, headers))  # warm up
-            seconds = asyncio.run(_load(url, args.requests, headers))
+            asyncio.run(_load(url, 200, headers, model))  # warm up
+            seconds = asyncio.run(_load(url, args.requests, headers, model))
             process.send_signal(2)  # py-spy writes its output when the proxy exits
             process.wait(timeout=60)
-    print(f"{args.requests} pass-through requests, {CLIENTS} clients: {seconds:.1f} s")
+    print(f"{args.requests} {args.workload} requests, {CLIENTS} clients: {seconds:.1f} s")
     text = summary(raw, args.top)
     (args.out / f"{args.label}-summary.txt").write_text(text + "\n")
     # The collapsed stacks, compressed (flamegraph.pl or speedscope draw them).
