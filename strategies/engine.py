@@ -1,8 +1,7 @@
 """The bookkeeping every strategy shares: calls with a deadline, usage, incremental scoring,
 the trace, and the final vote.
 
-Must not import I/O libraries; ``asyncio`` is used only for the deadline, the trace's clock and
-the streams sampled at once.
+Must not import I/O libraries; ``asyncio`` is used only for the deadline and the trace's clock.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -29,10 +27,10 @@ from strategies.results import (
     TraceNode,
 )
 from strategies.scoring import aggregate, rank_answers
+from strategies.streams import settle_streams
 from strategies.types import (
     AnswerGrouper,
     CallKind,
-    Finish,
     Generation,
     Policy,
     PolicyBatch,
@@ -67,6 +65,9 @@ class _Books:
     is_partial: bool = False  # the deadline expired
     is_capped: bool = False  # a call was refused by max_generations or max_total_tokens
     is_token_capped: bool = False  # ... by max_total_tokens
+    # Calls in flight at once (DVTS's subtrees): what they may still generate, held against caps.
+    reserved: int = 0  # generations
+    reserved_tokens: int = 0  # tokens, with max_total_tokens
 
 
 class SearchRun:
@@ -142,30 +143,46 @@ class SearchRun:
         )
 
     async def generate(
-        self, prefixes: Sequence[str], n: int, sampling: Sampling
+        self, prefixes: Sequence[str], n: int, sampling: Sampling, *, depth: int | None = None
     ) -> PolicyBatch | None:
         """One policy call; ``None`` when the deadline expired or the call would pass a cap.
 
         With ``max_total_tokens`` each sample may use at most an equal share of what is left,
-        so the search's generated tokens can never pass the cap.
+        so the search's generated tokens can never pass the cap. ``depth``: the search's round
+        this call belongs to, for searches whose calls at one depth run at once (DVTS); by
+        default each policy call is a round of its own.
         """
+        books, count = self._books, len(prefixes) * n
         cap = self.config.max_generations
-        if cap is not None and self._books.usage.generations + len(prefixes) * n > cap:
-            self._books.is_capped = True
+        if cap is not None and books.usage.generations + books.reserved + count > cap:
+            books.is_capped = True
             return None
-        capped = self._within_token_cap(sampling, len(prefixes) * n)
+        capped = self._within_token_cap(sampling, count)
         if capped is None:
             return None
         sampling = capped
-        with self._call("policy", len(prefixes) * n) as call:
-            batch = await self._before_deadline(self.policy.generate(prefixes, n, sampling))
-            if batch is None:
-                return None
-            if len(batch.generations) != len(prefixes) or any(
-                len(group) != n for group in batch.generations
-            ):
-                raise SearchError("policy returned a different number of samples than asked for")
-            call.completion_tokens, call.is_completed = batch.completion_tokens, True
+        tokens = count * sampling.max_tokens if self.config.max_total_tokens is not None else 0
+        books.reserved, books.reserved_tokens = (
+            books.reserved + count,
+            books.reserved_tokens + tokens,
+        )
+        try:
+            with self._call("policy", count, depth) as call:
+                batch = await self._before_deadline(self.policy.generate(prefixes, n, sampling))
+                if batch is None:
+                    return None
+                if len(batch.generations) != len(prefixes) or any(
+                    len(group) != n for group in batch.generations
+                ):
+                    raise SearchError(
+                        "policy returned a different number of samples than asked for"
+                    )
+                call.completion_tokens, call.is_completed = batch.completion_tokens, True
+        finally:
+            books.reserved, books.reserved_tokens = (
+                books.reserved - count,
+                books.reserved_tokens - tokens,
+            )
         batch = dataclasses.replace(
             batch,
             generations=tuple(
@@ -179,12 +196,14 @@ class SearchRun:
             policy_calls=usage.policy_calls + 1,
             prompt_tokens=usage.prompt_tokens + batch.prompt_tokens,
             completion_tokens=usage.completion_tokens + batch.completion_tokens,
-            generations_per_depth=(*usage.generations_per_depth, len(prefixes) * n),
+            generations_per_depth=_added(usage.generations_per_depth, depth, count),
         )
         return batch
 
     # -- scoring ----------------------------------------------------------------------------
-    async def score(self, candidates: Sequence[Candidate]) -> list[Candidate] | None:
+    async def score(
+        self, candidates: Sequence[Candidate], *, depth: int | None = None
+    ) -> list[Candidate] | None:
         """Scores for every not-yet-scored non-empty step, in one scorer call.
 
         Steps scored earlier keep their scores; only the new ones are requested. ``None`` when the
@@ -200,7 +219,7 @@ class SearchRun:
         if not pending:
             return list(candidates)
         requests = [request for _, request in pending]
-        with self._call("scorer", len(requests)) as call:
+        with self._call("scorer", len(requests), depth) as call:
             batch = await self._before_deadline(self.scorer.score(self.problem, requests))
             if batch is None:
                 return None
@@ -222,17 +241,19 @@ class SearchRun:
         return updated
 
     @contextlib.contextmanager
-    def _call(self, kind: CallKind, samples: int) -> Iterator[_OpenCall]:
-        """Time one upstream call for the trace (a policy call starts a new round) and let the
-        observer wrap it. The caller marks it completed; a deadline, a cap or an error leaves it
-        recorded as cut off."""
+    def _call(self, kind: CallKind, samples: int, depth: int | None = None) -> Iterator[_OpenCall]:
+        """Time one upstream call for the trace (a policy call starts a new round, unless it
+        names its ``depth``) and let the observer wrap it. The caller marks it completed; a
+        deadline, a cap or an error leaves it recorded as cut off."""
         books = self._books
         loop = asyncio.get_running_loop()
         if books.origin is None:
             books.origin = loop.time()
-        if kind == "policy":
+        if depth is not None:
+            books.rounds = max(books.rounds, depth + 1)
+        elif kind == "policy":
             books.rounds += 1
-        round_index = max(books.rounds - 1, 0)
+        round_index = depth if depth is not None else max(books.rounds - 1, 0)
         call = _OpenCall(books.next_call_id, loop.time() - books.origin)
         books.next_call_id += 1
         observed = books.observer.call(kind, round_index) if books.observer else None
@@ -333,38 +354,7 @@ class SearchRun:
         policy, capped = self._streaming(count, sampling)
         if capped is None:
             return None
-        stopped: set[int] = set()
-
-        def keep(index: int) -> Callable[[Sequence[float]], bool]:
-            return lambda _: index not in stopped
-
-        async def settle() -> list[Streamed]:
-            tasks = [
-                asyncio.ensure_future(policy.stream("", capped, keep(i))) for i in range(count)
-            ]
-            order = {task: i for i, task in enumerate(tasks)}
-            pending, finished, cut = set(tasks), list[Streamed](), list[Streamed]()
-            try:
-                while pending:
-                    done, pending = await asyncio.wait(pending, return_when=FIRST_COMPLETED)
-                    for task in sorted(done, key=order.__getitem__):
-                        streamed = task.result()
-                        if streamed.generation.finish is Finish.STOPPED:
-                            cut.append(streamed)
-                            continue
-                        finished.append(streamed)
-                        wanted = await judge(streamed.generation)
-                        running = sorted(order[t] for t in pending)
-                        stopped.update(running[max(wanted - len(finished), 0) :])
-            finally:
-                for task in tasks:
-                    if not task.done():
-                        task.cancel()
-                    elif not task.cancelled():
-                        task.exception()  # retrieved: the first failure is the one raised
-            return [*finished, *cut]
-
-        return await self._streamed(count, settle())
+        return await self._streamed(count, settle_streams(policy, count, capped, judge))
 
     def _streaming(self, count: int, sampling: Sampling) -> tuple[StreamingPolicy, Sampling | None]:
         """The streaming policy and the samples' sampling within the caps (``None``: capped)."""
@@ -404,7 +394,8 @@ class SearchRun:
         token_cap = self.config.max_total_tokens
         if token_cap is None:
             return sampling
-        share = (token_cap - self._books.usage.completion_tokens) // samples
+        left = token_cap - self._books.usage.completion_tokens - self._books.reserved_tokens
+        share = left // samples
         if share < 1:
             self._books.is_capped = self._books.is_token_capped = True
             return None
@@ -484,3 +475,11 @@ def _check_scores(requests: Sequence[ScoreRequest], scores: Sequence[Sequence[fl
             raise SearchError(f"scorer returned {len(row)} step scores where {expected} were due")
         if any(not 0.0 <= value <= 1.0 for value in row):
             raise SearchError("scorer returned a step score outside [0, 1]")
+
+
+def _added(per_depth: tuple[int, ...], depth: int | None, count: int) -> tuple[int, ...]:
+    """``per_depth`` with ``count`` more generations at ``depth`` (``None``: a new depth)."""
+    if depth is None:
+        return (*per_depth, count)
+    padded = (*per_depth, *(0,) * (depth + 1 - len(per_depth)))
+    return (*padded[:depth], padded[depth] + count, *padded[depth + 1 :])

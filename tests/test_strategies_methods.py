@@ -212,26 +212,61 @@ async def test_deadline_before_anything_raises_no_candidates() -> None:
 
 # --- dvts -----------------------------------------------------------------------------------
 async def test_dvts_hand_worked_subtrees() -> None:
-    # Two subtrees of width 2. Subtree 0 draws [A, B], subtree 1 draws [C, DD] at the root.
+    # Two subtrees of width 2, each its own calls: subtree 0 draws [A, B] at the root, subtree 1
+    # [C, DD] (the script's samples are served in call order).
     script = {"": [A, B, C, DD], A: [E, F], A + F: [G, H]}
-    policy, scorer = FakePolicy(script), FakeScorer()
+    policy, scorer = FakePolicy(script, persist_offsets=True), FakeScorer()
     result = await search("dvts", "q", policy, scorer, config(budget=4, beam_width=2))
     # Subtree 1 keeps DD (0.95 > 0.3), finished. Subtree 0 keeps A, then F (0.7) over the finished
     # E (0.5), then G (0.6) over H (0.4): finished.
-    assert [(c.prefixes, c.n) for c in policy.calls] == [(("", ""), 2), ((A,), 2), ((A + F,), 2)]
+    calls = sorted((c.prefixes, c.n) for c in policy.calls)  # the subtrees' calls interleave
+    assert calls == [(("",), 2), (("",), 2), ((A,), 2), ((A + F,), 2)]
     assert [c.candidate.text for c in result.candidates] == [A + F + G, DD]
-    assert result.usage.generations_per_depth == (4, 2, 2)
-    assert len(scorer.calls) == 3
+    assert result.usage.generations_per_depth == (4, 2, 2)  # counted by depth, not by call
+    assert len(scorer.calls) == 4  # one per subtree and depth
     assert result.answer == "1"  # prm_vote: 0.95 vs 0.6
 
 
 async def test_dvts_votes_over_subtree_answers() -> None:
     script = {"": [DD, "x \\boxed{2} <0.3>", "y \\boxed{2} <0.35>", "z <0.1>" + D]}
-    policy, scorer = FakePolicy(script), FakeScorer()
+    policy, scorer = FakePolicy(script, persist_offsets=True), FakeScorer()
     result = await search("dvts", "q", policy, scorer, config(budget=4, beam_width=2))
     assert [c.answer for c in result.candidates] == ["1", "2"]
     assert result.answer == "1"  # prm_vote: 0.95 vs 0.35
-    assert len(policy.calls) == 1 and len(scorer.calls) == 1
+    assert len(policy.calls) == 2 and len(scorer.calls) == 2
+
+
+async def test_dvts_subtrees_do_not_wait_for_each_other() -> None:
+    """A subtree whose steps come fast finishes its depths while a slow one is still on its
+    first: no barrier between them."""
+    slow, fast = "slow <0.9>" + D, "fast <0.9>" + D
+    script = {
+        "": [slow, slow, fast, fast],
+        slow: ["\\boxed{1} <0.9>"],
+        fast: [fast],
+        fast + fast: ["\\boxed{2} <0.8>"],
+    }
+
+    class Paced(FakePolicy):
+        async def generate(self, prefixes: Any, n: int, sampling: Any) -> Any:
+            batch = await super().generate(prefixes, n, sampling)
+            if len(self.calls) == 4:
+                fourth.set()
+            if any(g.text == slow for g in batch.generations[0]):
+                await release.wait()  # subtree 0's first step arrives only when released
+            return batch
+
+    release, fourth = asyncio.Event(), asyncio.Event()
+    policy = Paced(script, persist_offsets=True)
+    running = asyncio.ensure_future(
+        search("dvts", "q", policy, FakeScorer(), config(budget=4, beam_width=2))
+    )
+    await asyncio.wait_for(fourth.wait(), 5)  # subtree 1's three calls while subtree 0 waits
+    assert [c.prefixes for c in policy.calls[1:]] == [("",), (fast,), (fast + fast,)]
+    release.set()
+    result = await running
+    assert sorted(c.answer or "" for c in result.candidates) == ["1", "2"]
+    assert result.usage.generations_per_depth == (4, 4, 2)
 
 
 async def test_dvts_never_returns_unfinished_candidates() -> None:

@@ -1,0 +1,52 @@
+"""Samples streamed at once and stopped once enough have finished (``auto``'s concurrent mode).
+
+Must not import I/O libraries; ``asyncio`` runs the streams side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from strategies.types import Finish, Generation, Sampling, Streamed, StreamingPolicy
+
+__all__ = ["settle_streams"]
+
+
+async def settle_streams(
+    policy: StreamingPolicy,
+    count: int,
+    sampling: Sampling,
+    judge: Callable[[Generation], Awaitable[int]],
+) -> list[Streamed]:
+    """``count`` samples streamed at once; each that finishes goes to ``judge``, which answers
+    how many finished samples are wanted in all, and the streams beyond that are stopped at
+    their next chunk. The finished ones in the order they finished, then the stopped ones. A
+    failing stream fails the call; the others are cancelled."""
+    stopped: set[int] = set()
+
+    def keep(index: int) -> Callable[[Sequence[float]], bool]:
+        return lambda _: index not in stopped
+
+    tasks = [asyncio.ensure_future(policy.stream("", sampling, keep(i))) for i in range(count)]
+    order = {task: i for i, task in enumerate(tasks)}
+    pending, finished, cut = set(tasks), list[Streamed](), list[Streamed]()
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in sorted(done, key=order.__getitem__):
+                streamed = task.result()
+                if streamed.generation.finish is Finish.STOPPED:
+                    cut.append(streamed)
+                    continue
+                finished.append(streamed)
+                wanted = await judge(streamed.generation)
+                running = sorted(order[t] for t in pending)
+                stopped.update(running[max(wanted - len(finished), 0) :])
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # retrieved: the first failure is the one raised
+    return [*finished, *cut]
