@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -485,3 +486,21 @@ async def test_a_binding_token_cap_shares_what_is_left_per_sample() -> None:
     assert policy.calls[0].sampling.max_tokens == 2  # 6 tokens over 3 samples
     assert result.usage.completion_tokens <= 6
     assert all(c.candidate.is_truncated for c in result.candidates if c.answer == "")
+
+
+@pytest.mark.parametrize("cap", ["max_generations", "max_total_tokens"])
+async def test_dvts_subtrees_in_flight_together_never_pass_a_cap(cap: str) -> None:
+    """The subtrees' calls run at once (the fake answers after a delay, so all are in flight
+    together): what each may generate is held against the caps before it is made."""
+    script = {
+        "": ["one two three four five six <0.5>" + D],
+        "one two three four five six <0.5>" + D: ["\\boxed{1} <0.5>"],
+    }
+    limits = {"max_generations": 10} if cap == "max_generations" else {"max_total_tokens": 30}
+    cfg = dataclasses.replace(config(budget=16, beam_width=4), **limits)  # type: ignore[arg-type]
+    policy = FakePolicy(script, delay_s=0.01)
+    result = await search("dvts", "q", policy, FakeScorer(), cfg)
+    if cap == "max_generations":
+        assert result.usage.generations <= 10 and sum(c.n for c in policy.calls) <= 10
+    else:
+        assert result.usage.completion_tokens <= 30
