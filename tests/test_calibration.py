@@ -281,7 +281,7 @@ budget = 4
     [
         (('method = "pilots"', 'method = "mcts"'), r"fitted\.confidence\.hard\.method"),
         (("budget = 4", "budget = 2"), r"fitted\.confidence\.hard\.budget"),
-        (("budget = 4", 'budget = 4\nmode = "concurrent"'), r"fitted\.confidence\.hard\.mode"),
+        (("budget = 4", 'budget = 4\nmode = "parallel"'), r"fitted\.confidence\.hard\.mode"),
         (("budget = 4", "budget = 4\nconfidence = 1.5"), r"fitted\.confidence\.hard\.confidence"),
         (("budget = 4", "budget = 4\nchunks = 2"), r"fitted\.confidence\.hard: unknown field"),
         (
@@ -301,6 +301,12 @@ def test_a_malformed_fitted_file_is_refused_naming_the_field(
         load_rules(path)
     with pytest.raises(RulesError, match=names):
         create_app(ProxySettings(policy_urls=["http://127.0.0.1:9/v1"], auto_rules_file=path))
+
+
+def test_a_fitted_cell_may_stream_its_samples_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "auto_rules.toml"
+    path.write_text(FITTED.replace("budget = 4", 'budget = 4\nmode = "concurrent"'))
+    assert load_rules(path).fitted["confidence"]["hard"].mode == "concurrent"
 
 
 def test_a_file_fitted_for_another_model_stops_the_proxy_unless_allowed(
