@@ -59,19 +59,23 @@ def test_deeply_nested_json_is_a_400(start_proxy: ProxyFactory) -> None:
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
+def _policy_config(url: str, *, max_connections: int) -> UpstreamConfig:
+    return UpstreamConfig(
+        kind="policy",
+        base_url=url + "/v1",
+        api_key=None,
+        connect_timeout_s=5,
+        timeout_s=30,
+        max_connections=max_connections,
+        max_retries=0,
+        timeout_setting="t",
+    )
+
+
 @pytest.mark.asyncio
 async def test_prompt_cache_stays_within_its_byte_budget() -> None:
     with serve(FakeVllm().app()) as url:
-        config = UpstreamConfig(
-            kind="policy",
-            base_url=url + "/v1",
-            api_key=None,
-            connect_timeout_s=5,
-            timeout_s=30,
-            max_connections=4,
-            max_retries=0,
-            timeout_setting="t",
-        )
+        config = _policy_config(url, max_connections=4)
         upstream = Upstream(config, Metrics())
         renderer = PromptRenderer(max_bytes=20_000)
         try:
@@ -143,16 +147,7 @@ async def test_pooled_connections_reach_max_connections_in_all_and_no_more() -> 
         await send({"type": "http.response.body", "body": b"{}"})
 
     with serve(app) as url:
-        config = UpstreamConfig(
-            kind="policy",
-            base_url=url + "/v1",
-            api_key=None,
-            connect_timeout_s=5,
-            timeout_s=30,
-            max_connections=limit,
-            max_retries=0,
-            timeout_setting="t",
-        )
+        config = _policy_config(url, max_connections=limit)
         upstream = Upstream(config, Metrics())
         try:
             calls = [asyncio.ensure_future(upstream.post_json("/x", {})) for _ in range(limit + 5)]
