@@ -32,9 +32,11 @@ PY_SPY = Path("build/tools/py-spy/bin/py-spy")
 CLIENTS = 50
 
 
-async def _load(url: str, requests: int, headers: dict[str, str], model: str) -> float:
+async def _load(
+    url: str, requests: int, headers: dict[str, str], model: str, clients: int = CLIENTS
+) -> float:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-    limits = httpx.Limits(max_connections=CLIENTS)
+    limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
         async def worker(count: int) -> None:
@@ -44,8 +46,8 @@ async def _load(url: str, requests: int, headers: dict[str, str], model: str) ->
 
         started = time.perf_counter()
         async with asyncio.TaskGroup() as group:
-            for _ in range(CLIENTS):
-                group.create_task(worker(requests // CLIENTS))
+            for _ in range(clients):
+                group.create_task(worker(requests // clients))
         return time.perf_counter() - started
 
 
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=Path("bench/results/profile"))
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--workload", choices=("passthrough", "vote"), default="passthrough")
     parser.add_argument("--label", default=None, help="the output files' name (the workload's)")
     args = parser.parse_args()
@@ -107,11 +110,11 @@ def main() -> None:
         ]
         url = f"http://127.0.0.1:{port}"
         with server_process(command, url + "/health/live") as process:
-            asyncio.run(_load(url, 200, headers, model))  # warm up
-            seconds = asyncio.run(_load(url, args.requests, headers, model))
+            asyncio.run(_load(url, 200, headers, model, args.clients))  # warm up
+            seconds = asyncio.run(_load(url, args.requests, headers, model, args.clients))
             process.send_signal(2)  # py-spy writes its output when the proxy exits
             process.wait(timeout=60)
-    print(f"{args.requests} {args.workload} requests, {CLIENTS} clients: {seconds:.1f} s")
+    print(f"{args.requests} {args.workload} requests, {args.clients} clients: {seconds:.1f} s")
     text = summary(raw, args.top)
     (args.out / f"{args.label}-summary.txt").write_text(text + "\n")
     # The collapsed stacks, compressed (flamegraph.pl or speedscope draw them).

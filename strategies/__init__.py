@@ -14,7 +14,13 @@ from strategies.answers import (
     group_inline,
     split_thinking,
 )
-from strategies.auto import difficulty_of, draws_to_settle, keeps_lead
+from strategies.auto import (
+    SearchShape,
+    difficulty_of,
+    draws_to_settle,
+    keeps_lead,
+    search_shape,
+)
 from strategies.confidence import ConfidenceScorer
 from strategies.deepconf import token_confidence
 from strategies.errors import ConfigError, NoCandidatesError, SearchError
@@ -94,6 +100,7 @@ __all__ = [
     "SearchError",
     "SearchObserver",
     "SearchResult",
+    "SearchShape",
     "SearchUsage",
     "Step",
     "StepScorer",
@@ -116,6 +123,7 @@ __all__ = [
     "rank_answers",
     "scorer_kind",
     "search",
+    "search_shape",
     "select_top",
     "split_thinking",
     "token_confidence",

@@ -59,7 +59,14 @@ from strategies.types import (
     StreamingPolicy,
 )
 
-__all__ = ["difficulty_of", "draws_to_settle", "keeps_lead", "run_auto"]
+__all__ = [
+    "SearchShape",
+    "difficulty_of",
+    "draws_to_settle",
+    "keeps_lead",
+    "run_auto",
+    "search_shape",
+]
 
 _EASY_AT = 0.5  # pass@1 bins of Liu et al. 2025: easy 50-100 %, medium 10-50 %, hard 0-10 %
 _HARD_BELOW = 0.1
@@ -337,21 +344,52 @@ def _voter(run: SearchRun) -> SearchRun:
     return run.fork("auto", config, with_scorer=False)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SearchShape:
+    """How ``auto`` runs a step search with ``remaining`` generations of its budget: N per depth
+    (``per_depth``), every generation across its depths counted against ``max_generations``,
+    and particle Gibbs sweeps cut to what N fits (``particle_iterations``)."""
+
+    per_depth: int
+    max_generations: int
+    particle_iterations: int
+
+
+def search_shape(
+    method: str, remaining: int, beam_width: int, particle_iterations: int = 1
+) -> SearchShape:
+    """N is half the remaining budget (so at least two depths fit) in whole beams, never less
+    than one beam; particle filtering keeps 2 particles per sweep at least. ``tts-eval
+    calibrate`` runs a step search cell's search alone in this shape."""
+    per_depth = max(beam_width, (remaining // 2) // beam_width * beam_width)
+    sweeps = particle_iterations
+    if method == "particle_filtering":
+        sweeps = min(particle_iterations, max(per_depth // 2, 1))
+    return SearchShape(per_depth, remaining, sweeps)
+
+
 async def _search(
     run: SearchRun, method: StrategyName, remaining: int
 ) -> tuple[list[Candidate], str]:
-    """The search with N = half the remaining budget (so at least two depths fit), never less
-    than one beam, and every generation across its depths counted against the cap; particle
-    Gibbs sweeps cut to what N fits (2 particles each), with a note saying so."""
-    width = run.config.beam_width
-    per_depth = max(width, (remaining // 2) // width * width)
-    cap = run.usage.generations + remaining
-    config = dataclasses.replace(run.config, budget=per_depth, max_generations=cap)
+    """The search in ``search_shape``, every generation across its depths counted against the
+    cap (and the request's own ``max_generations``), with a note when particle Gibbs sweeps were
+    cut to what N fits."""
+    shape = search_shape(method, remaining, run.config.beam_width, run.config.particle_iterations)
+    cap = run.usage.generations + shape.max_generations
+    if run.config.max_generations is not None:
+        cap = min(cap, run.config.max_generations)
+    config = dataclasses.replace(
+        run.config,
+        budget=shape.per_depth,
+        max_generations=cap,
+        particle_iterations=shape.particle_iterations,
+    )
     note = ""
-    sweeps = max(per_depth // 2, 1)
-    if method == "particle_filtering" and config.particle_iterations > sweeps:
-        note = f" (particle_iterations {config.particle_iterations} cut to {sweeps}: N={per_depth})"
-        config = dataclasses.replace(config, particle_iterations=sweeps)
+    if shape.particle_iterations < run.config.particle_iterations:
+        note = (
+            f" (particle_iterations {run.config.particle_iterations} cut to "
+            f"{shape.particle_iterations}: N={shape.per_depth})"
+        )
     result = await _STEP_SEARCHES[method](run.fork(method, config))
     return [c.candidate for c in result.candidates], note
 

@@ -50,12 +50,14 @@ class StrategySpec:
     budget_unit: BudgetUnit = "samples"
 
     def max_generations(self, config: SearchConfig) -> int:
-        """The most generations ``config``'s budget allows for this method."""
+        """The most generations ``config``'s budget (and its ``max_generations``) allows for this
+        method."""
         if self.budget_unit == "unused":
             return 1
+        most = config.budget
         if self.budget_unit in ("samples_per_depth", "particles"):
-            return config.budget * config.max_steps
-        return config.budget
+            most = config.budget * config.max_steps
+        return min(most, config.max_generations or most)
 
 
 STRATEGIES: Mapping[StrategyName, StrategySpec] = MappingProxyType(

@@ -5,6 +5,7 @@ loads in the proxy and changes what ``auto`` spends; bad or foreign files stop t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import re
@@ -31,7 +32,18 @@ from tests.conftest import ProxyFactory
 from tests.eventually import eventually
 from tests.fakes import FakePolicy, FakeScorer
 from tts_eval.__main__ import main
-from tts_eval.calibration import NO_ANSWER, Bank, Bin, Cell, Objective, fit, replay
+from tts_eval.calibration import (
+    NO_ANSWER,
+    Bank,
+    Bin,
+    Cell,
+    MissingSearchError,
+    Objective,
+    Searched,
+    fit,
+    replay,
+    search_key,
+)
 from tts_eval.rows import read_rows
 
 CAP = 16
@@ -149,6 +161,35 @@ def test_utility_trades_accuracy_for_tokens_at_the_stated_weight() -> None:
     assert cheap.cells["hard"].chosen.cell.method == "pilots"  # tokens priced out of reach
     rich = fit(banks, CAP, orders=30, objective="utility", token_weight=0.0)
     assert rich.cells["hard"].chosen.cell.method != "pilots"
+
+
+def test_a_step_cell_is_chosen_where_its_live_search_pays_judged_on_the_problems_it_ran() -> None:
+    """Voting cannot solve ``unsolvable`` problems; a live beam search given the 12 generations
+    a ``beam_search@16`` cell leaves after 4 pilots solves them. Half of them ran it."""
+    searched = Searched(correct=True, tokens=900, calls=3, latency_s=2.0)
+    hard = [
+        dataclasses.replace(b, searches={search_key("beam_search", 12): searched} if k % 2 else {})
+        for k, b in enumerate(_banks("unsolvable", 12))
+    ]
+    fitted = fit(
+        [*_banks("solved", 6), *hard], CAP, orders=20, grid={"steps": [("beam_search", 16)]}
+    )
+    chosen = fitted.cells["hard"].chosen
+    assert chosen.cell.method == "beam_search" and chosen.cell.budget == 16
+    assert chosen.problems == 6 and chosen.accuracy == 1.0 and chosen.tokens == 400 + 900
+    assert chosen.estimate == 1.0  # the pilots' 0 % plus the paired gap of 100 points
+    assert fitted.cells["easy"].chosen.cell.method == "pilots"  # no search on solved problems
+    # the fitted auto is replayed on the problems that have every search it may run
+    assert fitted.problems == 6 and fitted.accuracy == 1.0
+    with pytest.raises(MissingSearchError, match="unsolvable0 has no live beam_search\\+12"):
+        replay(hard[0], range(CAP), 4, dict.fromkeys(BINS, chosen.cell), CAP)
+    # too few generations after the pilots for one beam: not a step cell
+    assert all(
+        c.cell.method != "beam_search"
+        for c in fit(hard, CAP, orders=5, pilots=(6,), grid={"steps": [("beam_search", 8)]})
+        .cells["hard"]
+        .tried
+    )
 
 
 # -- the command, the file, the proxy -----------------------------------------------------------
@@ -407,3 +448,38 @@ def test_one_bank_per_scorer_and_one_file_with_each_scorers_cells(
     )
     auto = reply.json()["tts"]["auto"]
     assert auto["pilots"] == 3 and auto["cell"] == "fitted.verifier.hard"
+
+
+def by_step(prefix: str, i: int) -> str:
+    """After a first step (a beam search's next depth) the "Unsolvable" problems come out right;
+    whole samples (``by_problem``) never do."""
+    return "So the answer is \\boxed{" + ("4" if prefix.startswith("Two") else "1") + "}"
+
+
+def test_calibrate_runs_step_cells_live_in_autos_shape_and_fits_them(
+    start_proxy: ProxyFactory, vllm: FakeVllm, dataset: Path, tmp_path: Path
+) -> None:
+    vllm.prompt_script, vllm.script = by_problem, by_step
+    proxy = start_proxy(with_prm=False)
+    out = tmp_path / "calibration"
+    steps = ["--steps", "beam_search@16", "--step-problems", str(len(PROBLEMS))]
+    assert calibrate(proxy, dataset, out, *steps) == 0
+    # 16 - 4 pilots = 12 generations: N = 4 per depth, 12 at most over all depths
+    live = read_rows([out / "steps" / "beam_search+12"])
+    assert len(live) == len(PROBLEMS)
+    assert {(r.strategy, r.budget) for r in live} == {("beam_search", 4)}
+    assert all(r.tts["budget_spent"] <= 12 for r in live)
+    assert all(r.correct for r in live)  # the step search solves every problem here
+    rules = load_rules(out / "auto_rules.toml")
+    hard = rules.fitted["confidence"]["hard"]
+    assert (hard.method, hard.budget) == ("beam_search", 16)
+    assert "beam_search@16" in (out / "calibration.md").read_text()
+    # auto with the fitted cell runs that same search after its pilots
+    fitted_proxy = start_proxy(with_prm=False, auto_rules_file=out / "auto_rules.toml")
+    reply = ask_auto(fitted_proxy, PROBLEMS[-1]["problem"])
+    tts, usage = reply["tts"], reply["usage"]
+    assert tts["auto"]["method"] == "beam_search" and reply["choices"][0]["message"]["content"]
+    alone = next(r for r in live if r.id == PROBLEMS[-1]["id"])
+    assert tts["budget_spent"] == 4 + alone.tts["budget_spent"]
+    pilots = sum(len(by_problem("Unsolvable", i).split()) for i in range(4))
+    assert usage["completion_tokens"] == pilots + alone.completion_tokens

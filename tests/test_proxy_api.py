@@ -133,6 +133,27 @@ def test_max_total_tokens_caps_what_the_search_generates(
     assert "max_total_tokens" not in unbounded.model_extra["tts"]
 
 
+def test_max_generations_caps_a_step_searchs_samples_over_all_depths(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    url = start_proxy()
+    headers = {"X-TTS-Budget": "4", "X-TTS-Beam-Width": "4"}
+    unbounded = ask(url, "beam_search", headers=headers).model_extra["tts"]
+    assert unbounded["budget_spent"] == 12 and unbounded["max_generations"] == 4 * 40
+    capped = ask(url, "beam_search", headers=headers | {"X-TTS-Max-Generations": "8"})
+    tts = capped.model_extra["tts"]
+    assert tts["budget_spent"] == 8 and tts["max_generations"] == 8  # two depths of four
+    assert capped.choices[0].message.content  # the best so far
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        headers={"X-TTS-Strategy": "beam_search", "X-TTS-Max-Generations": "0"},
+        timeout=30,
+        json={"model": "fake-policy", "messages": MESSAGES},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "max_generations"
+
+
 @pytest.mark.parametrize("strategy", ["best_of_n", "auto"])
 def test_a_token_cap_spent_before_any_answer_is_a_400_not_a_deadline(
     start_proxy: ProxyFactory, strategy: str

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -16,37 +14,25 @@ from typing import get_args
 
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from experiments import Comparison, Price
 from experiments.store import ExperimentStore, StoreError
 from strategies import StrategyName
-from tts_eval.calibrate import (
-    bank_dir,
-    bank_rows,
-    bank_throughput,
-    estimate_bank,
-    provenance_of,
-    scored_banks,
-    write_outputs,
-)
-from tts_eval.calibration import OBJECTIVES, fit
-from tts_eval.datasets import DatasetError, Fold, Problem, in_fold, load_problems, parse_fold
-from tts_eval.providers import ProviderKind, make_provider
+from tts_eval.calibrate_command import calibrate
+from tts_eval.calibration import OBJECTIVES
+from tts_eval.cli import UsageError, drive, on_ctrl_c, progress_text, select
+from tts_eval.datasets import DatasetError, Fold, load_problems, parse_fold
 from tts_eval.report import write_report
-from tts_eval.rows import Row, read_rows
-from tts_eval.runner import DEFAULT_SYSTEM_PROMPT, RunSpec, RunSummary, run
+from tts_eval.rows import read_rows
+from tts_eval.runner import DEFAULT_SYSTEM_PROMPT, RunSpec, RunSummary
 from tts_eval.shadow_report import labelled_rows, shadow_table, write_agreement_plot
+from tts_eval.steps import parse_steps
 from tts_eval.verdict import verdicts_markdown
 
 __all__ = ["main"]
 
 _CLEANUP_S = 5.0
 STRATEGIES = ("none", *get_args(StrategyName))
-
-
-class UsageError(Exception):
-    """A bad command line; printed without a traceback, exit status 2."""
 
 
 def _budgets(text: str) -> tuple[int, ...]:
@@ -72,25 +58,18 @@ def _header(text: str) -> tuple[str, str]:
     return name, value
 
 
+def _steps(text: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return parse_steps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _fold(text: str) -> Fold:
     try:
         return parse_fold(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def select(
-    problems: list[Problem], levels: Sequence[int] | None, fold: Fold | None, limit: int | None
-) -> list[Problem]:
-    """The problems a run covers: ``levels`` and ``fold`` filter, then the first ``limit``."""
-    if levels:
-        problems = [p for p in problems if p.level in levels]
-    if fold is not None:
-        problems = [p for p in problems if in_fold(p, fold)]
-    problems = problems[:limit] if limit else problems
-    if not problems:
-        raise UsageError("no problems left after --levels/--fold/--limit")
-    return problems
 
 
 def _add_common(r: argparse.ArgumentParser) -> None:
@@ -191,6 +170,20 @@ def _parser() -> argparse.ArgumentParser:
         help="a spending limit: draw no more "
         "problems than the estimate fits into this many generated tokens",
     )
+    c.add_argument(
+        "--steps",
+        type=_steps,
+        default=(),
+        help="step searches to try as cells, run live (they cannot be replayed from samples): "
+        "METHOD@BUDGET,... e.g. beam_search@16,particle_filtering@16, the budget counting the "
+        "pilots; one search per problem and pilot count, in the shape auto runs it",
+    )
+    c.add_argument(
+        "--step-problems",
+        type=int,
+        default=40,
+        help="the step searches run on the first K problems of the bank",
+    )
     c.add_argument("--dry-run", action="store_true", help="print the estimate and stop")
     c.add_argument(
         "--fit-only",
@@ -215,35 +208,8 @@ def _strategies(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(args.strategies or ("auto",))
 
 
-def _progress_text(summary: RunSummary) -> str:
-    accuracy = summary.accuracy
-    acc = f"{accuracy * 100:.1f}%" if accuracy is not None else "-"
-    return f"acc {acc} · ${summary.cost_usd:.4f} · {summary.failed} failed"
-
-
-def _on_ctrl_c(console: Console) -> None:
-    """Ctrl-C cancels the run (finished rows are on disk already). Cleanup gets a few seconds:
-    an SDK that swallows the cancellation (litellm's retries) must not keep the run alive, and a
-    second Ctrl-C exits at once."""
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    pressed = 0
-
-    def handler() -> None:
-        nonlocal pressed
-        pressed += 1
-        if pressed == 1 and main is not None:
-            console.print("interrupted: finished rows are saved; run the same command to resume")
-            main.cancel()
-            loop.call_later(_CLEANUP_S, os._exit, 130)
-        else:
-            os._exit(130)
-
-    loop.add_signal_handler(signal.SIGINT, handler)
-
-
 async def _run(args: argparse.Namespace, console: Console) -> RunSummary:
-    _on_ctrl_c(console)
+    on_ctrl_c(console)
     problems = select(load_problems(args.dataset), args.levels, args.fold, args.limit)
     spec = RunSpec(
         model=args.model,
@@ -257,163 +223,7 @@ async def _run(args: argparse.Namespace, console: Console) -> RunSummary:
         headers=tuple(args.headers),
         temperature=args.temperature,
     )
-    return await _drive(args, args.provider, spec, problems, args.out, console)
-
-
-async def _drive(
-    args: argparse.Namespace,
-    kind: ProviderKind,
-    spec: RunSpec,
-    problems: list[Problem],
-    out: Path,
-    console: Console,
-) -> RunSummary:
-    """Run ``spec`` over ``problems`` into ``out`` with a progress bar."""
-    provider = make_provider(
-        kind,
-        args.endpoint,
-        args.model,
-        args.api_key,
-        args.retries,
-        args.timeout,
-        dict(spec.headers),
-        spec.temperature,
-    )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-    )
-    try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(args.model, total=None, status="")
-
-            def update(summary: RunSummary) -> None:
-                progress.update(
-                    task,
-                    total=summary.total,
-                    completed=summary.skipped + summary.done + summary.failed,
-                    status=_progress_text(summary),
-                )
-
-            return await run(provider, spec, problems, out, on_progress=update)
-    finally:
-        await provider.aclose()
-
-
-async def _calibrate(args: argparse.Namespace, console: Console) -> int:
-    """One bank per scorer asked for (``--scorer``, repeatable; else the proxy's own), each
-    fitted on its own; one rules file with every scorer's cells."""
-    _on_ctrl_c(console)
-    problems = select(load_problems(args.dataset), args.levels, args.fold, args.limit)
-    scorers: list[str | None] = list(args.scorers) or [None]
-    limit = args.max_spend_tokens / len(scorers) if args.max_spend_tokens is not None else None
-    banks: dict[str | None, list[Row]] = {}
-    for scorer in scorers:
-        rows = await _draw_bank(args, problems, scorer, limit, console)
-        if rows is None:  # --dry-run
-            continue
-        banks[scorer] = rows
-    return _fit_and_write(args, banks, console) if banks else 0
-
-
-async def _draw_bank(
-    args: argparse.Namespace,
-    problems: list[Problem],
-    scorer: str | None,
-    spend_limit: float | None,
-    console: Console,
-) -> list[Row] | None:
-    """Draw what the bank of ``scorer`` still lacks (within the spending limit); its rows, or
-    None after a dry run."""
-    folder = bank_dir(args.out, scorer)
-    headers = [("X-TTS-Trace", "true"), *args.headers]
-    if scorer is not None:
-        headers.append(("X-TTS-Scorer", scorer))
-    spec = RunSpec(
-        model=args.model,
-        strategies=("best_of_n",),
-        budgets=(args.cap,),
-        concurrency=max(1, args.concurrency),
-        system_prompt=args.system_prompt or None,
-        max_tokens=args.max_tokens,
-        price=Price(args.usd_per_mtok, args.usd_per_gpu_hour, args.tokens_per_s),
-        headers=tuple(headers),
-    )
-    have = bank_rows(folder, args.model, args.cap)
-    todo = [p for p in problems if p.id not in have]
-    guess = estimate_bank(
-        [have[p.id] for p in problems if p.id in have],
-        len(todo),
-        args.cap,
-        args.max_tokens,
-        bank_throughput(folder),
-    )
-    when = f", about {guess.seconds / 3600:.1f} h" if guess.seconds else ""
-    name = f"bank ({scorer} scorer)" if scorer else "bank"
-    console.print(
-        f"{name}: {len(problems) - len(todo)} of {len(problems)} problems drawn; the "
-        f"other {guess.problems} take about {guess.tokens:,.0f} generated tokens"
-        f"{when} (from {guess.basis})"
-    )
-    if spend_limit is not None and guess.tokens > spend_limit and todo:
-        keep = int(spend_limit // (guess.tokens / len(todo)))
-        console.print(
-            f"spending limit {spend_limit:,.0f} tokens: drawing {keep} of the {len(todo)} "
-            "problems left"
-        )
-        allowed = {p.id for p in todo[:keep]}
-        problems = [p for p in problems if p.id in have or p.id in allowed]
-    if args.dry_run:
-        return None
-    if not args.fit_only:
-        summary = await _drive(args, "openai", spec, problems, folder, console)
-        if summary.failed:
-            console.print(
-                f"{summary.failed} problems failed (see {folder / 'errors.jsonl'}); "
-                "fitting on the rest — run the same command to retry them"
-            )
-        have = bank_rows(folder, args.model, args.cap)
-    return [have[p.id] for p in problems if p.id in have]
-
-
-def _fit_and_write(
-    args: argparse.Namespace, banks_by_scorer: dict[str | None, list[Row]], console: Console
-) -> int:
-    fits = {}
-    for asked, rows in banks_by_scorer.items():
-        try:
-            scorer, banks = scored_banks(rows, args.cap)
-        except ValueError as exc:
-            raise UsageError(f"{bank_dir(args.out, asked)}: {exc}") from None
-        options = {"objective": args.objective, "token_weight": args.token_weight}
-        fits[scorer] = (
-            fit(banks, args.cap, pilots=args.pilots, orders=args.orders, seed=args.seed, **options),
-            banks,
-        )
-    provenance = provenance_of(
-        model=args.model,
-        scorers=list(fits),
-        dataset=args.dataset,
-        fold=str(args.fold) if args.fold else None,
-        levels=args.levels,
-        problems=max(len(banks) for _, banks in fits.values()),
-        cap=args.cap,
-        objective=args.objective,
-        token_weight=args.token_weight,
-        orders=args.orders,
-        seed=args.seed,
-        pilots_tried=args.pilots,
-    )
-    text, files = write_outputs(args.out, fits, provenance, args.orders, args.seed)
-    if console.is_terminal:
-        console.print(Markdown(text))
-    else:
-        print(text)
-    console.print("wrote " + ", ".join(str(f) for f in files))
-    return 0
+    return await drive(args, args.provider, spec, problems, args.out, console)
 
 
 def _window(text: str | None) -> datetime | None:
@@ -472,12 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=args.command in ("run", "calibrate"))
     try:
         if args.command == "calibrate":
-            return asyncio.run(_calibrate(args, console))
+            return asyncio.run(calibrate(args, console))
         if args.command == "run":
             summary = asyncio.run(_run(args, console))
             done = f"{summary.done} rows written, {summary.skipped} already done"
             console.print(
-                f"{done}, {summary.failed} failed ({_progress_text(summary)}) -> {args.out}"
+                f"{done}, {summary.failed} failed ({progress_text(summary)}) -> {args.out}"
             )
             return 1 if summary.failed else 0
         _report(args, console)

@@ -25,7 +25,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from tts_eval.calibration import BINS, Bank, Candidate, Cell, Fit, banks_of, evaluate
+from tts_eval.calibration import (
+    BINS,
+    Bank,
+    Candidate,
+    Cell,
+    Fit,
+    banks_of,
+    evaluate,
+    searches_needed,
+)
 from tts_eval.report import html_page, markdown_table
 from tts_eval.rows import Row, read_rows
 from tts_eval.stats import wilson
@@ -233,6 +242,9 @@ def baselines_table(banks: Sequence[Bank], fit: Fit, orders: int, seed: int) -> 
         b: (fit.cells[b].chosen.cell if b in fit.cells else Cell("pilots", fit.pilots))
         for b in BINS
     }
+    # a fitted step cell is replayed only where its live search ran: the same problems for all
+    needed = searches_needed(fit.pilots, cells, fit.cap)
+    banks = [bank for bank in banks if needed <= bank.searches.keys()]
     policies: dict[str, Any] = {
         "auto (fitted)": (fit.pilots, cells),
         "pass@1": ("majority", 1),
@@ -277,11 +289,20 @@ def plot_frontier(fit: Fit, path: Path) -> None:
     fig, axes = plt.subplots(
         1, max(1, len(bins)), figsize=(5 * max(1, len(bins)), 4), squeeze=False
     )
-    markers = {"pilots": "s", "majority": "o", "best_of_n": "^"}
+    markers = {
+        "pilots": "s",
+        "majority": "o",
+        "best_of_n": "^",
+        "beam_search": "D",
+        "dvts": "P",
+        "particle_filtering": "X",
+    }
     for ax, difficulty in zip(axes[0], bins, strict=False):
         cell_fit = fit.cells[difficulty]
         for method, marker in markers.items():
             points = [c for c in cell_fit.tried if c.cell.method == method]
+            if not points:
+                continue
             ax.scatter(
                 [c.tokens for c in points],
                 [c.accuracy * 100 for c in points],

@@ -12,6 +12,14 @@ equivalence grouping is done once per problem, not once per replay); the tests h
 on the same drawn samples. The fit picks, for each bin the pilots put a problem in (the only
 difficulty ``auto`` can see online), the cell that is best under the stated objective, and then
 the number of pilots that is best overall.
+
+Step searches (beam search, DVTS, particle filtering) cannot be replayed from whole samples: a
+step cell's search is run live once per problem, in the shape ``auto`` gives it for the
+generations the cell leaves after its pilots (``strategies.search_shape``), and attached to the
+problem's bank (``Bank.searches``). The replay draws the pilots from the bank as for every cell;
+where they do not settle the problem, the outcome is the live search's (its answer and tokens,
+plus the pilots'). ``auto`` itself also counts the pilots' answers in its final vote; the replay
+takes the search's own answer. A step cell is judged only on the problems that have its search.
 """
 
 from __future__ import annotations
@@ -23,16 +31,18 @@ import random
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, get_args
 
 from strategies import difficulty_of, draws_to_settle, group_equivalent, keeps_lead
 from tts_eval.rows import Row
 from tts_eval.stats import wilson
 
 __all__ = [
+    "BEAM_WIDTH",
     "BINS",
     "OBJECTIVES",
+    "STEP_METHODS",
     "Bank",
     "Bin",
     "Candidate",
@@ -40,8 +50,11 @@ __all__ = [
     "CellFit",
     "Expected",
     "Fit",
+    "MissingSearchError",
     "Objective",
     "Outcome",
+    "Searched",
+    "StepMethod",
     "banks_of",
     "candidates",
     "evaluate",
@@ -50,6 +63,8 @@ __all__ = [
     "orders_of",
     "pass1_bin",
     "replay",
+    "search_key",
+    "searches_needed",
 ]
 
 Bin = Literal["easy", "medium", "hard"]
@@ -58,6 +73,31 @@ Objective = Literal["tokens-within-interval", "accuracy", "utility"]
 OBJECTIVES: tuple[Objective, ...] = ("tokens-within-interval", "accuracy", "utility")
 _Z95 = 1.959963984540054
 NO_ANSWER = -1
+
+
+StepMethod = Literal["beam_search", "dvts", "particle_filtering"]
+STEP_METHODS: tuple[StepMethod, ...] = get_args(StepMethod)
+
+
+@dataclass(frozen=True, slots=True)
+class Searched:
+    """One live step search on a problem, in ``auto``'s shape for the generations a cell leaves
+    after its pilots: whether its answer was right, its generated tokens, its policy calls and
+    its latency."""
+
+    correct: bool
+    tokens: int
+    calls: int
+    latency_s: float
+
+
+def search_key(method: str, generations: int) -> str:
+    """``beam_search+12``: a step search given 12 generations (a cell's budget minus pilots)."""
+    return f"{method}+{generations}"
+
+
+class MissingSearchError(KeyError):
+    """A step cell needs a live search its problem's bank does not hold."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +114,8 @@ class Bank:
     # Seconds per decoding step, measured on the bank's own call (all samples decode together,
     # so it lasted as long as its longest sample): what a replayed call's latency is estimated at.
     step_s: float = 0.0
+    # Live step searches on this problem, by ``search_key`` (not replayable from samples).
+    searches: Mapping[str, Searched] = field(default_factory=dict, compare=False)
 
     @property
     def size(self) -> int:
@@ -130,7 +172,8 @@ def orders_of(bank: Bank, count: int, seed: int) -> list[tuple[int, ...]]:
 
 
 # -- cells and their replay ---------------------------------------------------------------------
-Method = Literal["pilots", "majority", "best_of_n"]
+Method = Literal["pilots", "majority", "best_of_n", "beam_search", "dvts", "particle_filtering"]
+BEAM_WIDTH = 4  # auto's step searches keep whole beams: fewer generations than this vote instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +189,8 @@ class Cell:
     def label(self) -> str:
         if self.method == "pilots":
             return "pilots"
+        if self.method in STEP_METHODS:
+            return f"{self.method}@{self.budget} c={self.confidence:g}"
         return f"{self.method}@{self.budget} c={self.confidence:g} k={self.chunk}"
 
 
@@ -214,6 +259,8 @@ def replay(
     if cell.method == "pilots" or confidence >= cell.confidence or len(drawn) >= limit:
         return difficulty, _outcome(bank, drawn, weighted=False, calls=[len(drawn)])
     remaining, calls = limit - len(drawn), [len(drawn)]
+    if cell.method in STEP_METHODS and remaining >= BEAM_WIDTH:
+        return difficulty, _searched(bank, drawn, cell.method, remaining)
     while remaining > 0:
         size = draws_to_settle(leader, runner_up, rest, remaining, cell.confidence, cell.chunk)
         drawn += order[len(drawn) : len(drawn) + size]
@@ -223,7 +270,33 @@ def replay(
         confidence = keeps_lead(leader, runner_up, rest, remaining) if leader else 0.0
         if confidence >= cell.confidence:
             break
-    return difficulty, _outcome(bank, drawn, weighted=cell.method == "best_of_n", calls=calls)
+    # a step cell left fewer generations than one beam votes by score, as auto does
+    return difficulty, _outcome(bank, drawn, weighted=cell.method != "majority", calls=calls)
+
+
+def _searched(bank: Bank, pilots: Sequence[int], method: str, generations: int) -> Outcome:
+    key = search_key(method, generations)
+    searched = bank.searches.get(key)
+    if searched is None:
+        raise MissingSearchError(f"problem {bank.id} has no live {key} search")
+    return Outcome(
+        correct=searched.correct,
+        tokens=sum(bank.tokens[i] for i in pilots) + searched.tokens,
+        samples=len(pilots) + generations,
+        calls=1 + searched.calls,
+        latency_s=max((bank.tokens[i] for i in pilots), default=0) * bank.step_s
+        + searched.latency_s,
+    )
+
+
+def searches_needed(pilots: int, cells: Mapping[Bin, Cell], cap: int) -> set[str]:
+    """The live searches (``search_key``) a problem's bank must hold to replay these cells."""
+    needed = set()
+    for cell in cells.values():
+        generations = min(cell.budget, cap) - pilots
+        if cell.method in STEP_METHODS and generations >= BEAM_WIDTH:
+            needed.add(search_key(cell.method, generations))
+    return needed
 
 
 def fixed(bank: Bank, order: Sequence[int], method: Method, n: int) -> Outcome:
@@ -247,6 +320,9 @@ class Candidate:
     ci_high: float
     gap: float  # accuracy minus the bin's most accurate cell, paired over problems
     gap_se: float
+    # The bin's most accurate cell's accuracy plus ``gap``: a step cell's accuracy over the whole
+    # bin, estimated from the problems that have its search (the accuracy itself otherwise).
+    estimate: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,10 +353,16 @@ def candidates(
     confidences: Sequence[float] = (0.8, 0.9, 0.95, 0.99),
     chunks: Sequence[int] = (2, 4),
     methods: Sequence[Method] = ("majority", "best_of_n"),
+    steps: Sequence[tuple[StepMethod, int]] = (),
 ) -> list[Cell]:
-    """The cells tried in every bin: answering from the pilots, and each voting method at each
-    budget (never above the cap, never below the pilots) with each stopping rule."""
+    """The cells tried in every bin: answering from the pilots, each voting method at each
+    budget (never above the cap, never below the pilots) with each stopping rule, and each step
+    search of ``steps`` ((method, budget)) that leaves at least one beam after the pilots, with
+    each confidence at which the pilots answer instead."""
     cells = [Cell("pilots", pilots)]
+    for step, total in steps:
+        if min(total, cap) - pilots >= BEAM_WIDTH:
+            cells += [Cell(step, min(total, cap), c) for c in confidences]
     for method in methods:
         for budget in sorted({min(b, cap) for b in budgets}):
             if budget <= pilots:
@@ -293,35 +375,43 @@ def candidates(
 
 def _choose(tried: list[Candidate], objective: Objective, token_weight: float) -> Candidate:
     if objective == "accuracy":
-        return max(tried, key=lambda c: (c.accuracy, -c.tokens))
+        return max(tried, key=lambda c: (c.estimate, -c.tokens))
     if objective == "utility":
-        return max(tried, key=lambda c: (c.accuracy - token_weight * c.tokens / 1000, -c.tokens))
+        return max(tried, key=lambda c: (c.estimate - token_weight * c.tokens / 1000, -c.tokens))
     # the fewest tokens among the cells not significantly less accurate than the best (paired)
     kept = [c for c in tried if c.gap + _Z95 * c.gap_se >= -1e-12]
-    return min(kept, key=lambda c: (c.tokens, -c.accuracy))
+    return min(kept, key=lambda c: (c.tokens, -c.estimate))
+
+
+def _paired_gap(
+    ours: Sequence[tuple[int, Outcome]], theirs: Sequence[tuple[int, Outcome]]
+) -> tuple[float, float]:
+    """Mean accuracy difference over problems (each the mean over its orders) and its standard
+    error; the two are the same (problem, order) pairs under two cells."""
+    per_problem: dict[int, list[float]] = {}
+    for (problem, a), (_, b) in zip(ours, theirs, strict=True):
+        per_problem.setdefault(problem, []).append(float(a.correct) - b.correct)
+    diffs = [statistics.fmean(v) for v in per_problem.values()]
+    if not diffs:
+        return 0.0, 0.0
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    return statistics.fmean(diffs), se
 
 
 def _figures(
     cell: Cell,
     pairs: Sequence[tuple[int, Outcome]],
-    best: Sequence[tuple[int, Outcome]] | None,
     orders: int,
+    gap: tuple[float, float] = (0.0, 0.0),
+    estimate: float | None = None,
 ) -> Candidate:
-    """Figures of ``pairs`` ((problem index, outcome) for each order in the bin); ``best``: the
-    same pairs under the bin's most accurate cell, for the paired gap. Each problem counts its
-    share of orders in the bin, so ``problems`` is what the interval is computed on."""
+    """Figures of ``pairs`` ((problem index, outcome) for each order in the bin), with its
+    paired ``gap`` (and standard error) to the bin's best cell. Each problem counts its share of
+    orders in the bin, so ``problems`` is what the interval is computed on."""
     accuracy = sum(o.correct for _, o in pairs) / len(pairs)
     problems = sum(Counter(p for p, _ in pairs).values()) / orders
     trials = max(1, round(problems))
     low, high = wilson(round(accuracy * trials), trials)
-    gap = se = 0.0
-    if best is not None:
-        per_problem: dict[int, list[float]] = {}
-        for (problem, ours), (_, theirs) in zip(pairs, best, strict=True):
-            per_problem.setdefault(problem, []).append(float(ours.correct) - theirs.correct)
-        diffs = [statistics.fmean(v) for v in per_problem.values()]
-        gap = statistics.fmean(diffs)
-        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
     return Candidate(
         cell=cell,
         problems=problems,
@@ -332,8 +422,9 @@ def _figures(
         latency_s=statistics.fmean(o.latency_s for _, o in pairs),
         ci_low=low,
         ci_high=high,
-        gap=gap,
-        gap_se=se,
+        gap=gap[0],
+        gap_se=gap[1],
+        estimate=accuracy if estimate is None else estimate,
     )
 
 
@@ -375,6 +466,82 @@ def _best_pilots(fits: Mapping[int, Fit], objective: Objective, token_weight: fl
     return min((p for p in fits if fits[p].accuracy >= low), key=lambda p: fits[p].tokens)
 
 
+_Replays = dict[Cell, list[list[Outcome] | None]]  # per cell, per problem: each order's outcome
+
+
+def _replay_everywhere(
+    banks: Sequence[Bank],
+    all_orders: Sequence[Sequence[tuple[int, ...]]],
+    cells: Sequence[Cell],
+    pilots: int,
+    cap: int,
+) -> tuple[_Replays, dict[str, list[tuple[int, int]]]]:
+    """Each cell in every bin, on every problem (a step cell on the problems that have its live
+    search, None elsewhere); and the (problem, order) pairs in each bin, which depend on the
+    pilots alone."""
+    bins: dict[str, list[tuple[int, int]]] = {b: [] for b in BINS}
+    for p, (bank, orders) in enumerate(zip(banks, all_orders, strict=True)):
+        for o, order in enumerate(orders):
+            bins[replay(bank, order, pilots, {b: cells[0] for b in BINS}, cap)[0]].append((p, o))
+    outcomes: _Replays = {}
+    for cell in cells:
+        everywhere = {b: cell for b in BINS}
+        needed = searches_needed(pilots, everywhere, cap)
+        outcomes[cell] = [
+            [replay(bank, order, pilots, everywhere, cap)[1] for order in orders]
+            if needed <= bank.searches.keys()
+            else None
+            for bank, orders in zip(banks, all_orders, strict=True)
+        ]
+    return outcomes, bins
+
+
+def _fit_bin(
+    bin_name: Bin,
+    keys: Sequence[tuple[int, int]],
+    outcomes: _Replays,
+    orders: int,
+    objective: Objective,
+    token_weight: float,
+) -> CellFit:
+    """The bin's cell. Each cell's accuracy over the whole bin is estimated (``estimate``): for
+    a cell replayed on all its problems, its accuracy; for a step cell, the most accurate of
+    those plus its gap to it, paired on the problems it ran. Every cell's gap to the best
+    estimate is then paired on the problems both cover."""
+
+    def pairs_of(cell: Cell, within: Sequence[tuple[int, int]]) -> list[tuple[int, Outcome]]:
+        return [(p, row[o]) for p, o in within if (row := outcomes[cell][p]) is not None]
+
+    def both(cell: Cell, other: Cell) -> list[tuple[int, int]]:
+        return [k for k in covering[cell] if outcomes[other][k[0]] is not None]
+
+    covering = {
+        cell: [k for k in keys if rows[k[0]] is not None] for cell, rows in outcomes.items()
+    }
+    cells = [cell for cell in outcomes if covering[cell]]
+    whole = [cell for cell in cells if len(covering[cell]) == len(keys)]
+    raw = [_figures(cell, pairs_of(cell, keys), orders) for cell in whole]
+    top_figures = max(raw, key=lambda c: (c.accuracy, -c.tokens))
+    top, top_accuracy = top_figures.cell, top_figures.accuracy
+    estimates = {
+        cell: top_accuracy
+        + _paired_gap(pairs_of(cell, both(cell, top)), pairs_of(top, both(cell, top)))[0]
+        for cell in cells
+    }
+    best = max(cells, key=lambda c: (estimates[c], c in whole))
+    tried = [
+        _figures(
+            cell,
+            pairs_of(cell, covering[cell]),
+            orders,
+            _paired_gap(pairs_of(cell, both(cell, best)), pairs_of(best, both(cell, best))),
+            estimates[cell],
+        )
+        for cell in cells
+    ]
+    return CellFit(bin_name, _choose(tried, objective, token_weight), tuple(tried))
+
+
 def _fit_pilots(
     banks: Sequence[Bank],
     all_orders: Sequence[Sequence[tuple[int, ...]]],
@@ -385,42 +552,24 @@ def _fit_pilots(
     grid: dict[str, Any],
 ) -> Fit:
     tried_cells = candidates(pilots, cap, **grid)
-    # The bin of each (problem, order) depends on the pilots alone: replay each cell everywhere.
-    bins: dict[str, list[tuple[int, int]]] = {b: [] for b in BINS}
-    outcomes: dict[Cell, list[list[Outcome]]] = {}
-    for cell in tried_cells:
-        everywhere = {b: cell for b in BINS}
-        rows = []
-        for p, (bank, orders) in enumerate(zip(banks, all_orders, strict=True)):
-            row = []
-            for o, order in enumerate(orders):
-                difficulty, outcome = replay(bank, order, pilots, everywhere, cap)
-                if cell is tried_cells[0]:
-                    bins[difficulty].append((p, o))
-                row.append(outcome)
-            rows.append(row)
-        outcomes[cell] = rows
-    fitted: dict[str, CellFit] = {}
-    for bin_name in BINS:
-        keys = bins[bin_name]
-        if not keys:
-            continue
-        pairs = {cell: [(p, outcomes[cell][p][o]) for p, o in keys] for cell in tried_cells}
-        count = len(all_orders[0])
-        raw = [_figures(cell, pairs[cell], None, count) for cell in tried_cells]
-        top = max(raw, key=lambda c: (c.accuracy, -c.tokens)).cell
-        tried = [_figures(cell, pairs[cell], pairs[top], count) for cell in tried_cells]
-        fitted[bin_name] = CellFit(bin_name, _choose(tried, objective, token_weight), tuple(tried))
+    outcomes, bins = _replay_everywhere(banks, all_orders, tried_cells, pilots, cap)
+    count = len(all_orders[0])
+    fitted: dict[str, CellFit] = {
+        b: _fit_bin(b, bins[b], outcomes, count, objective, token_weight) for b in BINS if bins[b]
+    }
     chosen = {b: fitted[b].chosen.cell if b in fitted else tried_cells[0] for b in BINS}
+    # replayed where every cell's needs are met: the problems with the live searches, if any
+    needed = searches_needed(pilots, chosen, cap)
     total = [
         replay(bank, order, pilots, chosen, cap)[1]
         for bank, orders in zip(banks, all_orders, strict=True)
+        if needed <= bank.searches.keys()
         for order in orders
     ]
     confusion: dict[str, dict[str, float]] = {b: dict.fromkeys(BINS, 0.0) for b in BINS}
     for bin_name in BINS:
-        for p, count in Counter(p for p, _ in bins[bin_name]).items():
-            confusion[pass1_bin(banks[p].pass1)][bin_name] += count / len(all_orders[p])
+        for p, n in Counter(p for p, _ in bins[bin_name]).items():
+            confusion[pass1_bin(banks[p].pass1)][bin_name] += n / len(all_orders[p])
     return Fit(
         pilots=pilots,
         cap=cap,
@@ -429,8 +578,8 @@ def _fit_pilots(
         accuracy=sum(o.correct for o in total) / len(total),
         tokens=statistics.fmean(o.tokens for o in total),
         confusion=confusion,
-        problems=len(banks),
-        orders=len(all_orders[0]),
+        problems=len(total) // count,
+        orders=count,
         by_pilots={},
     )
 

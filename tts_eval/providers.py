@@ -30,6 +30,7 @@ _KEPT = (
     "reason",
     "budget",
     "budget_spent",
+    "policy_calls",
     "scorer",
     "voting",
     "is_partial",

@@ -67,6 +67,13 @@ class TtsOptions(BaseModel):
         description="a cost cap: the search's generated tokens, all calls "
         "together, never pass it; the best answer so far is returned (tts.is_token_capped)",
     )
+    max_generations: int | None = Field(
+        default=None,
+        ge=1,
+        description="a cap on generations: a step search's samples over all its depths "
+        "(beam_search, dvts, particle_filtering) never pass it; the best answer so far is "
+        "returned (tts.max_generations)",
+    )
     keep_percent: float | None = Field(
         default=None,
         gt=0,
