@@ -33,6 +33,9 @@ from tests.eventually import eventually
 from tests.fakes import FakePolicy, FakeScorer
 from tts_eval.__main__ import main
 from tts_eval.calibration import (
+    BINS as ALL_BINS,
+)
+from tts_eval.calibration import (
     NO_ANSWER,
     Bank,
     Bin,
@@ -182,7 +185,7 @@ def test_a_step_cell_is_chosen_where_its_live_search_pays_judged_on_the_problems
     # the fitted auto is replayed on the problems that have every search it may run
     assert fitted.problems == 6 and fitted.accuracy == 1.0
     with pytest.raises(MissingSearchError, match="unsolvable0 has no live beam_search\\+12"):
-        replay(hard[0], range(CAP), 4, dict.fromkeys(BINS, chosen.cell), CAP)
+        replay(hard[0], range(CAP), 4, {b: chosen.cell for b in ALL_BINS}, CAP)
     # too few generations after the pilots for one beam: not a step cell
     assert all(
         c.cell.method != "beam_search"
