@@ -43,11 +43,13 @@ from tts_eval.calibration import (
     MissingSearchError,
     Objective,
     Searched,
+    banks_of,
     fit,
     replay,
     search_key,
 )
-from tts_eval.rows import read_rows
+from tts_eval.rows import Row, read_rows
+from tts_eval.steps import searched_of, step_runs
 
 CAP = 16
 BINS = ("easy", "medium", "hard")
@@ -486,3 +488,56 @@ def test_calibrate_runs_step_cells_live_in_autos_shape_and_fits_them(
     assert tts["budget_spent"] == 4 + alone.tts["budget_spent"]
     pilots = sum(len(by_problem("Unsolvable", i).split()) for i in range(4))
     assert usage["completion_tokens"] == pilots + alone.completion_tokens
+
+
+def _row(problem: str, answers: list[str], reference: str, **tts: Any) -> Row:
+    samples = [{"answer": a, "score": 0.5, "tokens": 10} for a in answers]
+    return Row(
+        problem,
+        "m",
+        "openai",
+        "best_of_n",
+        CAP,
+        0,
+        "",
+        reference,
+        False,
+        0,
+        0,
+        0,
+        1.0,
+        None,
+        tts={"samples": samples, **tts},
+    )
+
+
+def test_a_step_searchs_answers_are_pooled_with_the_pilots_as_auto_pools_them() -> None:
+    """Labelled as the bank's samples: a sample's group, -2 for a right answer no sample gave,
+    a new label otherwise; the heaviest answer of pilots and search wins."""
+    bank_row = _row("p", ["7", "8", "9", "10"] * 4, "42")
+    (bank,) = banks_of([bank_row], CAP)
+    run = step_runs([("beam_search", 16)], [4], CAP)[0]
+    live = dataclasses.replace(
+        bank_row,
+        strategy="beam_search",
+        budget=run.per_depth,
+        tts={
+            "answers": [
+                {"answer": "42.0", "weight": 0.7},
+                {"answer": "8", "weight": 0.3},
+                {"answer": "11", "weight": 0.1},
+            ]
+        },
+    )
+    searched = searched_of([live], run, "m", {"p": bank_row}, CAP)["p"]
+    assert bank.correct_label == -2
+    assert searched.votes == ((-2, 0.7), (bank.labels[1], 0.3), (18, 0.1))
+    pilots = {b: Cell("beam_search", 16, 0.99) for b in ALL_BINS}
+    attached = dataclasses.replace(bank, searches={run.key: searched})
+    _, outcome = replay(attached, range(CAP), 4, pilots, CAP)
+    assert outcome.correct is False  # 8: 0.5 + 0.3 beats 42's 0.7
+    heavier = dataclasses.replace(searched, votes=((-2, 0.9), *searched.votes[1:]))
+    _, outcome = replay(
+        dataclasses.replace(bank, searches={run.key: heavier}), range(CAP), 4, pilots, CAP
+    )
+    assert outcome.correct is True and outcome.tokens == 40 + live.completion_tokens

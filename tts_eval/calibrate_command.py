@@ -147,7 +147,7 @@ def _fit_and_write(
         except ValueError as exc:
             raise UsageError(f"{bank_dir(args.out, asked)}: {exc}") from None
         runs = step_runs(args.steps, args.pilots, args.cap)
-        banks = with_searches(banks, args.out, asked, runs, args.model)
+        banks = with_searches(banks, rows, args.out, asked, runs, args.model)
         options = {"objective": args.objective, "token_weight": args.token_weight}
         grid = {"steps": args.steps} if args.steps else None
         fits[scorer] = (

@@ -18,8 +18,8 @@ step cell's search is run live once per problem, in the shape ``auto`` gives it 
 generations the cell leaves after its pilots (``strategies.search_shape``), and attached to the
 problem's bank (``Bank.searches``). The replay draws the pilots from the bank as for every cell;
 where they do not settle the problem, the outcome is the live search's (its answer and tokens,
-plus the pilots'). ``auto`` itself also counts the pilots' answers in its final vote; the replay
-takes the search's own answer. A step cell is judged only on the problems that have its search.
+plus the pilots'), its answers pooled with the pilots' in the final vote as ``auto`` pools them.
+A step cell is judged only on the problems that have its search.
 """
 
 from __future__ import annotations
@@ -83,12 +83,14 @@ STEP_METHODS: tuple[StepMethod, ...] = get_args(StepMethod)
 class Searched:
     """One live step search on a problem, in ``auto``'s shape for the generations a cell leaves
     after its pilots: whether its answer was right, its generated tokens, its policy calls and
-    its latency."""
+    its latency; ``votes``: its answers as (the bank's label, weight), which ``auto`` pools with
+    the pilots' scores in its final vote (None: unknown, its own answer is taken)."""
 
     correct: bool
     tokens: int
     calls: int
     latency_s: float
+    votes: tuple[tuple[int, float], ...] | None = None
 
 
 def search_key(method: str, generations: int) -> str:
@@ -280,13 +282,27 @@ def _searched(bank: Bank, pilots: Sequence[int], method: str, generations: int) 
     if searched is None:
         raise MissingSearchError(f"problem {bank.id} has no live {key} search")
     return Outcome(
-        correct=searched.correct,
+        correct=_pooled(bank, pilots, searched),
         tokens=sum(bank.tokens[i] for i in pilots) + searched.tokens,
         samples=len(pilots) + generations,
         calls=1 + searched.calls,
         latency_s=max((bank.tokens[i] for i in pilots), default=0) * bank.step_s
         + searched.latency_s,
     )
+
+
+def _pooled(bank: Bank, pilots: Sequence[int], searched: Searched) -> bool:
+    """``auto``'s final vote after a step search: the pilots' scores and the search's answers'
+    weights pooled per answer; the heaviest wins (the first seen on a tie, pilots first)."""
+    if searched.votes is None:
+        return searched.correct
+    weight: dict[int, float] = {}
+    for i in pilots:
+        if bank.labels[i] != NO_ANSWER:
+            weight[bank.labels[i]] = weight.get(bank.labels[i], 0.0) + bank.scores[i]
+    for label, w in searched.votes:
+        weight[label] = weight.get(label, 0.0) + w
+    return bool(weight) and max(weight, key=lambda k: weight[k]) == bank.correct_label
 
 
 def searches_needed(pilots: int, cells: Mapping[Bin, Cell], cap: int) -> set[str]:

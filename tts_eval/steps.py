@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from strategies import search_shape
+from strategies import group_equivalent, search_shape
 from tts_eval.calibration import BEAM_WIDTH, STEP_METHODS, Bank, Searched, StepMethod, search_key
 from tts_eval.rows import Row, read_rows
 
@@ -82,29 +82,60 @@ def steps_dir(out: Path, scorer: str | None, run: StepRun) -> Path:
     return out / ("steps" if scorer is None else f"steps-{scorer}") / run.key
 
 
-def searched_of(rows: Iterable[Row], run: StepRun, model: str) -> dict[str, Searched]:
-    """The live rows of one search, by problem id."""
-    return {
-        row.id: Searched(
+def searched_of(
+    rows: Iterable[Row], run: StepRun, model: str, banked: Mapping[str, Row], cap: int
+) -> dict[str, Searched]:
+    """The live rows of one search, by problem id; their answers labelled as the bank's samples
+    of the same problem (``banked``: the bank's rows) are, for the pooled final vote."""
+    found = {}
+    for row in rows:
+        if (row.model, row.strategy, row.budget) != (model, run.method, run.per_depth):
+            continue
+        bank_row = banked.get(row.id)
+        found[row.id] = Searched(
             correct=row.correct,
             tokens=row.completion_tokens,
             calls=int(row.tts.get("policy_calls") or 1),
             latency_s=row.latency_s,
+            votes=_votes(row, bank_row, cap) if bank_row is not None else None,
         )
-        for row in rows
-        if (row.model, row.strategy, row.budget) == (model, run.method, run.per_depth)
-    }
+    return found
+
+
+def _votes(row: Row, bank_row: Row, cap: int) -> tuple[tuple[int, float], ...] | None:
+    """The search's answers (``tts.answers``) as (label, weight) in the bank's labels: a sample's
+    group where equivalent to one, -2 (the bank's label of a right answer no sample gave) where
+    equivalent to the reference only, a new label otherwise."""
+    answers = row.tts.get("answers")
+    if not isinstance(answers, list):
+        return None
+    samples = [str(s.get("answer") or "") for s in bank_row.tts.get("samples", [])[:cap]]
+    found = [(str(a.get("answer") or ""), float(a.get("weight") or 0.0)) for a in answers]
+    found = [(text, weight) for text, weight in found if text.strip()]
+    groups = group_equivalent([*samples, *(text for text, _ in found), bank_row.reference])
+    gold = groups[-1]
+    correct_label = gold if gold < len(samples) else -2
+    return tuple(
+        (correct_label if group == gold else group, weight)
+        for group, (_, weight) in zip(groups[len(samples) : -1], found, strict=True)
+    )
 
 
 def with_searches(
-    banks: Sequence[Bank], out: Path, scorer: str | None, runs: Sequence[StepRun], model: str
+    banks: Sequence[Bank],
+    rows: Sequence[Row],
+    out: Path,
+    scorer: str | None,
+    runs: Sequence[StepRun],
+    model: str,
 ) -> list[Bank]:
-    """The banks with the live searches found under ``out`` attached."""
+    """The banks (drawn as ``rows``) with the live searches found under ``out`` attached."""
+    cap = min((b.size for b in banks), default=0)
+    banked = {row.id: row for row in rows}
     found: dict[str, dict[str, Searched]] = {}
     for run in runs:
-        for problem, searched in searched_of(
-            read_rows([steps_dir(out, scorer, run)]), run, model
-        ).items():
+        live = read_rows([steps_dir(out, scorer, run)])
+        for problem, searched in searched_of(live, run, model, banked, cap).items():
             found.setdefault(problem, {})[run.key] = searched
     return [_attach(bank, found.get(bank.id, {})) for bank in banks]
 
