@@ -8,8 +8,12 @@ Parts, each resumable (run the same command again) and Ctrl-C safe; rows land un
   over the first ``--problems`` problems of MATH-500, all levels, both halves; one bank per
   ``--scorer`` (``confidence``, or ``verifier``: the policy judging each step), under
   ``bank-<scorer>/``;
+- ``steps``: the step cells' live searches (``--steps``, default ``beam_search@16``), in the shape
+  ``auto`` runs them after 3, 4 or 6 pilots, on the first ``--step-problems`` problems of each
+  half (under ``steps-<scorer>/``, where ``tts-eval calibrate`` finds them);
 - ``calibrate``: ``tts-eval calibrate --fit-only`` on half 0/2 of each scorer's bank, writing
-  one ``auto_rules.toml`` with every scorer's cells (pilot counts 3, 4 and 6 tried);
+  one ``auto_rules.toml`` with every scorer's cells (pilot counts 3, 4 and 6 tried; the step
+  cells on the problems that ran them);
 - ``evaluate``: replays ``--scorer``'s bank on half 1/2 (never the problems calibrated on): the
   fitted ``auto`` against the shipped table, majority and best-of-N, paired on the same problems
   and orders (``evaluation.md``; ``evaluation-<scorer>.md`` for another scorer);
@@ -53,11 +57,12 @@ from proxy.app import create_app
 from proxy.settings import PolicyUpstream, ProxySettings, SearchDefaults
 from tts_eval.__main__ import main as tts_eval
 from tts_eval.calibrate import bank_dir
-from tts_eval.calibration import Bin, Cell, banks_of, evaluate
+from tts_eval.calibration import Bin, Cell, banks_of, evaluate, searches_needed
 from tts_eval.datasets import in_fold, load_problems, parse_fold
 from tts_eval.rows import read_rows
 from tts_eval.runner import DEFAULT_SYSTEM_PROMPT
 from tts_eval.stats import sign_test, wilson
+from tts_eval.steps import parse_steps, step_runs, steps_dir, with_searches
 
 OUT = Path("bench/results/calibration")
 BANK_BUDGET = 16
@@ -125,10 +130,31 @@ def bank(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
     return tts_eval(_run_args(args, *flags))
 
 
+PILOTS = (3, 4, 6)
+
+
+def steps(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
+    """The live searches of the step cells on the first ``--step-problems`` of each half."""
+    status = 0
+    for search in step_runs(parse_steps(args.steps), PILOTS, BANK_BUDGET):
+        for half in (CALIBRATE_ON, EVALUATE_ON):
+            flags = [
+                *("--endpoint", proxy_url + "/v1", "--model", args.model),
+                *("--strategy", search.method, "--budgets", str(search.per_depth)),
+                *("--fold", half, "--limit", str(args.step_problems)),
+                *("--header", f"X-TTS-Scorer: {args.scorer}"),
+                *(f for name, value in search.headers() for f in ("--header", f"{name}: {value}")),
+                *("--out", str(steps_dir(out, args.scorer, search))),
+            ]
+            status = max(status, tts_eval(_run_args(args, *flags)))
+    return status
+
+
 def calibrate(args: argparse.Namespace, out: Path) -> int:
     """Fit on half 0/2 of every scorer's bank drawn (no request: the bank part drew the
-    samples); one rules file with each scorer's cells."""
+    samples, the steps part the step searches); one rules file with each scorer's cells."""
     scorers = [s for s in SCORERS if bank_dir(out, s).exists()]
+    has_steps = any((out / f"steps-{s}").exists() for s in scorers)
     return tts_eval(
         [
             "calibrate",
@@ -141,7 +167,8 @@ def calibrate(args: argparse.Namespace, out: Path) -> int:
             "--cap",
             str(BANK_BUDGET),
             "--pilots",
-            "3,4,6",
+            ",".join(map(str, PILOTS)),
+            *(("--steps", args.steps) if has_steps else ()),
             "--fit-only",
             *(flag for s in scorers for flag in ("--scorer", s)),
             "--out",
@@ -184,6 +211,11 @@ def evaluate_part(args: argparse.Namespace, out: Path) -> str:
     if not (out / "auto_rules.toml").exists():
         raise SystemExit(f"{out / 'auto_rules.toml'}: run --part calibrate first")
     pilots, cells = fitted_cells(out / "auto_rules.toml", args.scorer)
+    # A fitted step cell replays only where its live search ran: every policy on those problems.
+    runs = step_runs(parse_steps(args.steps), PILOTS, BANK_BUDGET)
+    banks = with_searches(banks, rows, out, args.scorer, runs, args.model)
+    needed = searches_needed(pilots, cells, BANK_BUDGET)
+    banks = [bank for bank in banks if needed <= bank.searches.keys()]
     policies: dict[str, Any] = {
         "auto, calibrated": (pilots, cells),
         "auto, static table": (4, STATIC),
@@ -352,11 +384,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--part",
-        choices=("bank", "calibrate", "evaluate", "live", "pass1", "throughput"),
+        choices=("bank", "steps", "calibrate", "evaluate", "live", "pass1", "throughput"),
         required=True,
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--live-problems", type=int, default=40)
+    parser.add_argument("--steps", default="beam_search@16", help="the step cells: METHOD@BUDGET,…")
+    parser.add_argument("--step-problems", type=int, default=30, help="per half")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", choices=sorted(MODELS))
     parser.add_argument("--problems", type=int, default=240)
     parser.add_argument("--scorer", choices=SCORERS, default="confidence")
@@ -383,6 +417,8 @@ def main() -> None:
             print(throughput(args, policy_url, out))
             return
         with serve(create_app(_settings(policy_url, args.max_tokens, rules))) as proxy_url:
+            if args.part == "steps":
+                raise SystemExit(steps(args, proxy_url, out))
             status = live(args, proxy_url, out) if rules else bank(args, proxy_url, out)
     raise SystemExit(status)
 

@@ -544,7 +544,9 @@ def _fit_bin(
         + _paired_gap(pairs_of(cell, both(cell, top)), pairs_of(top, both(cell, top)))[0]
         for cell in cells
     }
-    best = max(cells, key=lambda c: (estimates[c], c in whole))
+    # the bin's best: the most accurate replayed cell, unless a step cell is estimated above it
+    partial = [cell for cell in cells if cell not in whole and estimates[cell] > top_accuracy]
+    best = max(partial, key=lambda c: estimates[c]) if partial else top
     tried = [
         _figures(
             cell,
