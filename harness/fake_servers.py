@@ -130,6 +130,14 @@ def default_script(prefix: str, i: int) -> str:
     return "".join(steps) + f"So the answer is \\boxed{{{answer}}} <0.{9 - i % 8}>"
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped (``json.dumps``' default), so text no UTF-8
+    can carry (a lone surrogate a test scripts) still goes out, as a server may send it."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 @dataclass
 class FakeVllm:
     script: Script = default_script
@@ -164,7 +172,7 @@ class FakeVllm:
     started: threading.Event = field(default_factory=threading.Event)
 
     def app(self) -> FastAPI:
-        app = FastAPI()
+        app = FastAPI(default_response_class=AsciiJSONResponse)
         app.get("/v1/models")(self._models)
         app.get("/health")(self._health)
         app.post("/tokenize")(self._tokenize)

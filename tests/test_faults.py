@@ -135,6 +135,33 @@ def test_invalid_unicode_from_the_client_is_its_400(start_proxy: ProxyFactory) -
     assert response.json()["error"]["param"] == "messages.0.content"
 
 
+def test_a_lone_surrogate_from_the_upstream_is_repaired_not_a_500(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    """JSON may carry text no UTF-8 can (``"\\ud800"``): an upstream's answer holding it is
+    relayed with U+FFFD in its place, searched or passed through, JSON or streamed."""
+    vllm.chat_reasoning = "think \ud800 again"
+    vllm.script = lambda prefix, i: "So \ud800 the answer is \\boxed{4}"
+    url = start_proxy(with_prm=False)
+    passed = chat(url, "none")
+    assert passed.status_code == 200, passed.text
+    assert passed.json()["choices"][0]["message"]["reasoning"] == "think \ufffd again"
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        json={"model": "fake-policy", "messages": MESSAGES, "stream": True},
+        headers={"X-TTS-Strategy": "none"},
+        timeout=30,
+    ) as streamed:
+        events = [line for line in streamed.iter_lines() if line.startswith("data: {")]
+    assert streamed.status_code == 200 and "tts" in json.loads(events[-1][6:])
+    searched = chat(url, "majority")
+    assert searched.status_code == 200, searched.text
+    assert (
+        searched.json()["choices"][0]["message"]["content"] == "So \ufffd the answer is \\boxed{4}"
+    )
+
+
 @pytest.mark.parametrize(
     ("field", "value", "param"),
     [

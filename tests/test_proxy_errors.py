@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -216,9 +217,21 @@ def test_client_disconnect_cancels_upstream_calls(
 ) -> None:
     vllm.delay_s = 5.0
     url = start_proxy()
-    with pytest.raises(httpx.ReadTimeout):
-        post(url, headers={"X-TTS-Strategy": "majority"}, timeout=0.5)
-    eventually(lambda: vllm.cancelled >= 1, "the upstream call cancelled", 3)
+
+    async def leave_once_upstream_is_called() -> None:
+        body = {"model": "fake-policy", "messages": MESSAGES}
+        async with httpx.AsyncClient(timeout=30) as client:
+            asking = asyncio.create_task(
+                client.post(url + "/v1/chat/completions", json=body, headers=majority)
+            )
+            assert await asyncio.to_thread(vllm.started.wait, 10)
+            asking.cancel()  # the connection closes: the client is gone
+            with pytest.raises(asyncio.CancelledError):
+                await asking
+
+    majority = {"X-TTS-Strategy": "majority"}
+    asyncio.run(leave_once_upstream_is_called())
+    eventually(lambda: vllm.cancelled >= 1, "the upstream call cancelled", 5)
     assert vllm.cancelled == 1 and vllm.in_flight == 0
 
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 import httpx
 
@@ -21,6 +22,7 @@ from proxy.state import AppState
 from proxy.upstream.client import Upstream
 from proxy.wire.chat import TtsReport
 from proxy.wire.json_types import JSONObject
+from proxy.wire.text import may_hold_surrogates, repaired
 
 __all__ = [
     "StreamEnd",
@@ -141,6 +143,8 @@ def _attach(line: bytes, note: JSONObject) -> bytes:
         return line
     if not isinstance(data, dict) or "error" in data:
         return line
+    if may_hold_surrogates(line):  # relayed as the upstream escaped it; re-encoded, repaired
+        data = cast("JSONObject", repaired(data))
     data["tts"] = note
     return f"data: {json.dumps(data, ensure_ascii=False)}\n".encode()
 

@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import httpx
 from tenacity import (
@@ -38,6 +38,7 @@ from proxy.errors import (
 from proxy.observability.metrics import Metrics
 from proxy.observability.telemetry import Telemetry, record_usage
 from proxy.wire.json_types import JSONObject
+from proxy.wire.text import may_hold_surrogates, repaired
 
 __all__ = ["Health", "PolicyPool", "Upstream", "UpstreamConfig"]
 
@@ -177,6 +178,8 @@ class Upstream:
                 async with asyncio.timeout(self.config.timeout_s):
                     response = await self._with_retries(method, url, payload, trace_headers)
                 data: JSONObject = response.json()
+                if may_hold_surrogates(response.content):  # text no UTF-8 can carry
+                    data = cast("JSONObject", repaired(data))
                 if not isinstance(data, dict):
                     raise UpstreamError(
                         f"the {self.config.kind} server's answer on {path} is not a JSON object"
@@ -459,6 +462,7 @@ def _upstream_message(response: httpx.Response) -> str:
     message = error.get("message") if isinstance(error, dict) else error
     if not isinstance(message, str):
         return f"(no error message; HTTP {response.status_code})"
+    message = cast("str", repaired(message))
     return message if len(message) <= 300 else message[:300] + "…"
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from proxy.errors import UpstreamError
 from proxy.upstream.client import PolicyPool, Upstream
 from proxy.wire.json_types import JSONObject, JSONValue
+from proxy.wire.text import may_hold_surrogates, repaired
 from strategies import (
     Finish,
     Generation,
@@ -243,6 +244,8 @@ class VllmPolicy:
                     continue
                 with _malformed("completions stream"):
                     event = json.loads(line[6:])
+                    if may_hold_surrogates(line):  # text no UTF-8 can carry
+                        event = repaired(event)
                     usage = event.get("usage") or usage
                     for choice in event.get("choices") or []:
                         piece = str(choice.get("text") or "")
