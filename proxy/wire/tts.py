@@ -19,7 +19,14 @@ from pydantic import (
 from proxy.settings import ScorerKind, StrategyChoice
 from proxy.wire.json_types import JSONObject, JSONValue
 from proxy.wire.text import valid_text
-from strategies import BudgetUnit, NodeStatus, ScoringMode, StrategyName, VotingMode
+from strategies import (
+    BudgetUnit,
+    NodeStatus,
+    SamplingMode,
+    ScoringMode,
+    StrategyName,
+    VotingMode,
+)
 
 __all__ = [
     "BudgetUnit",
@@ -112,7 +119,7 @@ class TtsOptions(BaseModel):
         "closes the thinking section and lets the model answer (budget forcing); whole-sample "
         "methods (cot, majority, best_of_n, deepconf offline)",
     )
-    auto_mode: Literal["sequential", "concurrent"] | None = Field(
+    auto_mode: SamplingMode | None = Field(
         default=None,
         description="auto: draw the votes in chunks judged between them (sequential), or "
         "stream them at once and stop the rest when the vote settles (concurrent: one round, "
@@ -198,7 +205,7 @@ class TtsAuto(BaseModel):
     cell: str = Field(description="its cell, e.g. small.none.medium or fitted.confidence.hard")
     budget: int | None = Field(description="the cell's total budget, pilots included")
     evidence: str = Field(description="a fitted cell's evidence: problems, accuracy, tokens")
-    mode: Literal["sequential", "concurrent"] = Field(
+    mode: SamplingMode = Field(
         description="how the votes were drawn: in chunks judged between them, or all streamed "
         "at once and stopped when the vote settled"
     )
