@@ -37,12 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import Request
-from fastapi.responses import StreamingResponse
 
-from bench.overhead import _proxy_process
+from bench.servers import PacedVllm, proxy_process
 from bench.stack import ask, proxy_on_cpu_stack
-from harness.fake_servers import FakeVllm, tokens_of
 from harness.servers import serve
 from proxy.settings import SearchDefaults
 from tts_eval.datasets import in_fold, load_problems, parse_fold
@@ -89,27 +86,14 @@ class _Problems:
         return "step " * length + f"\\boxed{{{answer}}}"
 
 
-class _Paced(FakeVllm):
-    """Batched calls answer after their longest sample's decode time; streams are paced per
-    token (``stream_token_s``)."""
-
-    async def _completions(self, request: Request) -> Any:
-        body = await request.json()
-        if body.get("stream"):
-            self.completion_calls.append(body)
-            return StreamingResponse(self._stream_completion(body), media_type="text/event-stream")
-        answer = self._answer(body)
-        longest = max(len(tokens_of(c["text"])) for c in answer["choices"])
-        await asyncio.sleep(longest * PER_TOKEN_S)
-        return answer
-
-
 @contextmanager
 def _stack(seed: int) -> Iterator[str]:
-    vllm = _Paced(prompt_script=_Problems(seed), stream_token_s=PER_TOKEN_S)
+    vllm = PacedVllm(
+        prompt_script=_Problems(seed), stream_token_s=PER_TOKEN_S, per_token_s=PER_TOKEN_S
+    )
     with (
         serve(vllm.app()) as upstream,
-        _proxy_process(upstream, "--policy-model", vllm.model) as proxy,
+        proxy_process(upstream, "--policy-model", vllm.model) as proxy,
     ):
         yield proxy
 

@@ -19,14 +19,11 @@ import asyncio
 import hashlib
 import statistics
 import time
-from typing import Any
 
 import httpx
-from fastapi import Request
 
-from bench.overhead import _proxy_process
+from bench.servers import PacedVllm, proxy_process
 from harness.fake_prm import FakePrm
-from harness.fake_servers import FakeVllm, tokens_of
 from harness.servers import serve
 
 PER_TOKEN_S = 0.004
@@ -55,15 +52,6 @@ class _Steps:
         return f"s{index} " + "step " * length + f"<0.{score}>\n\n"
 
 
-class _Timed(FakeVllm):
-    async def _completions(self, request: Request) -> Any:
-        body = await request.json()
-        answer = self._answer(body)
-        longest = max(len(tokens_of(c["text"])) for c in answer["choices"])
-        await asyncio.sleep(longest * PER_TOKEN_S)
-        return answer
-
-
 async def _run(url: str, requests: int) -> list[float]:
     body = {"model": "fake-policy", "messages": [{"role": "user", "content": "q"}]}
     headers = {"X-TTS-Strategy": "dvts", "X-TTS-Budget": "16", "X-TTS-Beam-Width": "4"}
@@ -81,11 +69,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=12)
     args = parser.parse_args()
-    vllm, prm = _Timed(script=_Steps()), FakePrm()
+    vllm, prm = PacedVllm(script=_Steps(), per_token_s=PER_TOKEN_S), FakePrm()
     with (
         serve(vllm.app()) as upstream,
         serve(prm.app()) as prm_url,
-        _proxy_process(upstream, "--policy-model", vllm.model, "--prm-url", prm_url) as proxy,
+        proxy_process(upstream, "--policy-model", vllm.model, "--prm-url", prm_url) as proxy,
     ):
         asyncio.run(_run(proxy, 1))  # warm up
         walls = asyncio.run(_run(proxy, args.requests))

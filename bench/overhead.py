@@ -28,17 +28,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 
 from bench.peers import PEERS, peer_server
-from cpu_stack.process import server_process
+from bench.servers import PacedVllm, app_process, proxy_process
 from harness.fake_prm import FakePrm
-from harness.fake_servers import FakeVllm, tokens_of
-from harness.servers import free_port, serve
+from harness.servers import serve
 
 UPSTREAM_S = 0.100
 PER_TOKEN_S = 0.015  # a GPU decode step for one sequence is ~10-20 ms
@@ -98,20 +96,6 @@ def forwarder_app(upstream: str) -> Any:
     return app
 
 
-_SERVE = "import sys, uvicorn; from bench.overhead import {0}; uvicorn.run({0}(*sys.argv[2:]), \
-port=int(sys.argv[1]), log_level='warning')"
-
-
-@contextlib.contextmanager
-def _app_process(factory: str, probe: str, *args: str) -> Iterator[str]:
-    """``factory(*args)`` served by uvicorn in its own process."""
-    port = free_port()
-    command = [sys.executable, "-c", _SERVE.format(factory), str(port), *args]
-    url = f"http://127.0.0.1:{port}"
-    with server_process(command, url + probe):
-        yield url
-
-
 async def _latencies(
     url: str, concurrency: int, headers: dict[str, str], extra: dict[str, Any] | None = None
 ) -> list[float]:
@@ -141,42 +125,20 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
-@contextlib.contextmanager
-def _proxy_process(upstream: str, *flags: str) -> Iterator[str]:
-    """The proxy in its own process, so the client and the fake upstream do not share its GIL."""
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "proxy",
-        "serve",
-        "--port",
-        str(port),
-        "--policy-url",
-        upstream + "/v1",
-        "--log-level",
-        "warning",
-        *(flags or ("--policy-model", "bench")),
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with server_process(command, url + "/metrics"):
-        yield url
-
-
 def passthrough_table(with_peers: bool = True) -> list[tuple[str, ...]]:
     rows = []
     with contextlib.ExitStack() as stack:
-        upstream = stack.enter_context(_app_process("chat_app", "/v1/models"))
+        upstream = stack.enter_context(app_process("bench.overhead:chat_app", "/v1/models"))
         servers: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
             (
                 "pass-through",
-                stack.enter_context(_proxy_process(upstream)),
+                stack.enter_context(proxy_process(upstream)),
                 {"X-TTS-Strategy": "none"},
                 {},
             ),
             (
                 "minimal forwarder",
-                stack.enter_context(_app_process("forwarder_app", "/", upstream)),
+                stack.enter_context(app_process("bench.overhead:forwarder_app", "/", upstream)),
                 {},
                 {},
             ),
@@ -207,21 +169,6 @@ def passthrough_table(with_peers: bool = True) -> list[tuple[str, ...]]:
 _PEER_MODE = {"optillm": "(approach none)", "its_hub": "(budget 1)"}
 
 
-class _TimedVllm(FakeVllm):
-    """Answers after ``max(tokens in a choice) * PER_TOKEN_S``: one call's critical path."""
-
-    critical_s: float = 0.0
-
-    async def _completions(self, request: Request) -> Any:
-        body = await request.json()
-        answer = self._answer(body)
-        longest = max(len(tokens_of(c["text"])) for c in answer["choices"])
-        delay = longest * PER_TOKEN_S
-        self.critical_s += delay
-        await asyncio.sleep(delay)
-        return answer
-
-
 # Runs in a child process: posts the request BEAM_REQUESTS times, one JSON line per request.
 _BEAM_CLIENT = """
 import json, sys, time, httpx
@@ -236,13 +183,13 @@ with httpx.Client(timeout=60) as client:
 
 
 def beam_table() -> list[tuple[str, ...]]:
-    vllm, prm = _TimedVllm(), FakePrm()
+    vllm, prm = PacedVllm(per_token_s=PER_TOKEN_S), FakePrm()
     body = {"model": "fake-policy", "messages": [{"role": "user", "content": "2+2?"}]}
     headers = {"X-TTS-Strategy": "beam_search", "X-TTS-Budget": "16", "X-TTS-Beam-Width": "4"}
     with (
         serve(vllm.app()) as v_url,
         serve(prm.app()) as p_url,
-        _proxy_process(v_url, "--prm-url", p_url) as proxy,
+        proxy_process(v_url, "--prm-url", p_url) as proxy,
     ):
         url = proxy + "/v1/chat/completions"
         args = [url, json.dumps(body), json.dumps(headers)]

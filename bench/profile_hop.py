@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.overhead import _app_process
+from bench.servers import app_process
 from cpu_stack.process import server_process
 from harness.fake_servers import FakeVllm
 from harness.servers import free_port, serve
@@ -99,7 +99,7 @@ def main() -> None:
         upstream_of = serve(FakeVllm(delay_s=0.05).app())
         model, headers = "fake-policy", {"X-TTS-Strategy": "majority", "X-TTS-Budget": "16"}
     else:
-        upstream_of = _app_process("chat_app", "/v1/models")
+        upstream_of = app_process("bench.overhead:chat_app", "/v1/models")
         model, headers = "bench", {"X-TTS-Strategy": "none"}
     with upstream_of as upstream:
         port = free_port()
