@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prm_server.batcher import Batcher, QueueFullError
 from prm_server.metrics import Metrics
 from prm_server.protocol import ScoreRequest, ScoreResponse, ScoreUsage
-from prm_server.scorer import Scorer
+from prm_server.scorer import BackendError, Scorer
 from prm_server.settings import PrmServerSettings
 
 __all__ = ["create_app"]
@@ -237,6 +237,8 @@ async def _score(
         raise ApiError(
             503, f"the PRM is overloaded: {exc}; retry shortly", None, "overloaded"
         ) from exc
+    except BackendError as exc:
+        raise ApiError(502, str(exc), None, "upstream_error") from exc
     metrics.requests.labels("200").inc()
     tokens = sum(len(e.ids) for e in encoded)
     return ScoreResponse(model=scorer.name, scores=scores, usage=ScoreUsage(prompt_tokens=tokens))

@@ -4,6 +4,8 @@ Start vLLM with ``vllm serve <Qwen2.5-Math-PRM> --runner pooling --max-model-len
 ``Qwen2ForProcessRewardModel`` uses STEP pooling on ``<extra_0>``). We still build the token ids
 (sent as ids, so tokenization is exactly ours) and keep batching and the step-score cache; vLLM
 returns ``[p_negative, p_positive]`` per step tag. ``compute`` runs in the batcher's worker thread.
+The model is asked for by the name vLLM serves it under (its ``/v1/models``, read on the first
+call), whatever ``--served-model-name`` it was given; a failing vLLM is a ``BackendError``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import httpx
 
 from prm_server.families import FAMILIES, Encoded, FamilyName, Tokenizer, encode
+from prm_server.scorer import BackendError
 from prm_server.settings import PrmServerSettings
 
 __all__ = ["PoolingScorer"]
@@ -27,6 +30,7 @@ class PoolingScorer:
         self._tokenizer = tokenizer
         self._client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s)
         self._max_tokens = max_tokens
+        self._vllm_model: str | None = None
 
     @classmethod
     def from_settings(cls, settings: PrmServerSettings) -> PoolingScorer:
@@ -59,15 +63,32 @@ class PoolingScorer:
     def cost(self, item: Encoded) -> int:
         return len(item.ids)  # vLLM's own prefix cache is not visible from here
 
+    def _served(self) -> str:
+        """The model's name on the vLLM server (its first in ``/v1/models``)."""
+        if self._vllm_model is None:
+            models = self._call("GET", "/v1/models", None).get("data") or []
+            if not models or not isinstance(models[0], dict) or "id" not in models[0]:
+                raise BackendError("the vLLM pooling server lists no model at /v1/models")
+            self._vllm_model = str(models[0]["id"])
+        return self._vllm_model
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        try:
+            response = self._client.request(method, path, json=payload)
+            response.raise_for_status()
+            data: dict[str, Any] = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise BackendError(f"the vLLM pooling server failed on {path}: {exc}") from exc
+        return data
+
     def compute(self, batch: Sequence[Encoded]) -> list[list[float]]:
         payload = {
-            "model": self._name,
+            "model": self._served(),
             "input": [list(e.ids) for e in batch],
             "task": "token_classify",
         }
-        response = self._client.post("/pooling", json=payload)
-        response.raise_for_status()
-        data: list[dict[str, Any]] = sorted(response.json()["data"], key=lambda d: d["index"])
+        rows = self._call("POST", "/pooling", payload)["data"]
+        data: list[dict[str, Any]] = sorted(rows, key=lambda d: d["index"])
         out = []
         for item, row in zip(batch, data, strict=True):
             steps = row["data"]

@@ -14,7 +14,12 @@ from typing import Any, Protocol
 
 from prm_server.families import FAMILIES, Encoded, FamilyName, Tokenizer, encode, plus_minus_ids
 
-__all__ = ["HfScorer", "Scorer", "load_hf_scorer"]
+__all__ = ["BackendError", "HfScorer", "Scorer", "load_hf_scorer"]
+
+
+class BackendError(Exception):
+    """The model backend behind the server failed (a vLLM pooling server that errs or is gone):
+    the client's 502, not a bug of ours."""
 
 
 class Scorer(Protocol):

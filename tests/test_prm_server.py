@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from harness.prm_models import build_checkpoint
 from harness.servers import serve
@@ -191,6 +193,10 @@ def test_vllm_pooling_backend_reads_step_rows(checkpoints: dict[FamilyName, Path
     seen: list[dict[str, Any]] = []
     fake = FastAPI()
 
+    @fake.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"data": [{"id": "/models/Qwen2.5-Math-PRM-7B"}]}
+
     @fake.post("/pooling")
     async def pooling(request: Request) -> dict[str, Any]:
         body = await request.json()
@@ -208,6 +214,34 @@ def test_vllm_pooling_backend_reads_step_rows(checkpoints: dict[FamilyName, Path
         finally:
             scorer.close()
     assert seen[0]["task"] == "token_classify" and seen[0]["input"][0] == list(items[0].ids)
+    assert seen[0]["model"] == "/models/Qwen2.5-Math-PRM-7B"  # as vLLM serves it, asked once
+
+
+def test_a_failing_vllm_pooling_backend_is_a_502(
+    stack: ExitStack, checkpoints: dict[FamilyName, Path]
+) -> None:
+    gone = FastAPI()  # a vLLM that lists its model and then fails every call
+
+    @gone.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"data": [{"id": "prm"}]}
+
+    @gone.post("/pooling")
+    async def pooling() -> JSONResponse:
+        return JSONResponse({"error": {"message": "engine dead"}}, status_code=500)
+
+    vllm_url = stack.enter_context(serve(gone))
+    settings = PrmServerSettings(
+        model=checkpoints["qwen_prm"],
+        family="qwen_prm",
+        backend="vllm_pooling",
+        vllm_url=vllm_url,
+    )
+    url = stack.enter_context(serve(create_app(settings)))
+    response = httpx.post(url + "/v1/score", json={"problem": PROBLEM, "candidates": [STEPS]})
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error" and "/pooling" in error["message"]
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)

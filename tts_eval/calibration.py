@@ -522,8 +522,9 @@ def _fit_bin(
 ) -> CellFit:
     """The bin's cell. Each cell's accuracy over the whole bin is estimated (``estimate``): for
     a cell replayed on all its problems, its accuracy; for a step cell, the most accurate of
-    those plus its gap to it, paired on the problems it ran. Every cell's gap to the best
-    estimate is then paired on the problems both cover."""
+    those plus its gap to it, paired on the problems it ran, and its tokens, samples, calls and
+    latency likewise (that cell's over the whole bin plus the paired difference). Every cell's
+    gap to the best estimate is then paired on the problems both cover."""
 
     def pairs_of(cell: Cell, within: Sequence[tuple[int, int]]) -> list[tuple[int, Outcome]]:
         return [(p, row[o]) for p, o in within if (row := outcomes[cell][p]) is not None]
@@ -547,16 +548,25 @@ def _fit_bin(
     # the bin's best: the most accurate replayed cell, unless a step cell is estimated above it
     partial = [cell for cell in cells if cell not in whole and estimates[cell] > top_accuracy]
     best = max(partial, key=lambda c: estimates[c]) if partial else top
-    tried = [
-        _figures(
+    tried = []
+    for cell in cells:
+        figures = _figures(
             cell,
             pairs_of(cell, covering[cell]),
             orders,
             _paired_gap(pairs_of(cell, both(cell, best)), pairs_of(best, both(cell, best))),
             estimates[cell],
         )
-        for cell in cells
-    ]
+        if cell not in whole:  # its spend over the whole bin, as its accuracy is estimated
+            shift = _figures(top, pairs_of(top, both(cell, top)), orders)
+            figures = dataclasses.replace(
+                figures,
+                tokens=top_figures.tokens + figures.tokens - shift.tokens,
+                samples=top_figures.samples + figures.samples - shift.samples,
+                calls=top_figures.calls + figures.calls - shift.calls,
+                latency_s=top_figures.latency_s + figures.latency_s - shift.latency_s,
+            )
+        tried.append(figures)
     return CellFit(bin_name, _choose(tried, objective, token_weight), tuple(tried))
 
 
