@@ -12,11 +12,13 @@ Parts, each resumable (run the same command again) and Ctrl-C safe; rows land un
   ``auto`` runs them after 3, 4 or 6 pilots, on the first ``--step-problems`` problems of each
   half (under ``steps-<scorer>/``, where ``tts-eval calibrate`` finds them);
 - ``calibrate``: ``tts-eval calibrate --fit-only`` on half 0/2 of each scorer's bank, writing
-  one ``auto_rules.toml`` with every scorer's cells (pilot counts 3, 4 and 6 tried; the step
-  cells on the problems that ran them);
-- ``evaluate``: replays ``--scorer``'s bank on half 1/2 (never the problems calibrated on): the
-  fitted ``auto`` against the shipped table, majority and best-of-N, paired on the same problems
-  and orders (``evaluation.md``; ``evaluation-<scorer>.md`` for another scorer);
+  one ``auto_rules.toml`` with every scorer's cells (pilot counts 3, 4 and 6 tried); where the
+  steps part ran, a second fit that may choose step cells too, under ``with-steps/`` (a step
+  cell is judged and replayed only on the problems that ran its search);
+- ``evaluate [--with-steps]``: replays ``--scorer``'s bank on half 1/2 (never the problems
+  calibrated on): the fitted ``auto`` against the shipped table, majority and best-of-N, paired
+  on the same problems and orders (``evaluation.md``; ``evaluation-<scorer>.md`` for another
+  scorer; under ``with-steps/`` for the fit with step cells);
 - ``live``: the fitted ``auto`` for real, through a proxy that loads ``auto_rules.toml``, on the
   first ``--live-problems`` problems of half 1/2 (rows under ``live/``);
 - ``pass1``: the model at one greedy sample through ``--provider litellm`` (as a large API is
@@ -152,29 +154,28 @@ def steps(args: argparse.Namespace, proxy_url: str, out: Path) -> int:
 
 def calibrate(args: argparse.Namespace, out: Path) -> int:
     """Fit on half 0/2 of every scorer's bank drawn (no request: the bank part drew the
-    samples, the steps part the step searches); one rules file with each scorer's cells."""
+    samples); one rules file with each scorer's cells (voting cells: they replay on every
+    problem). Where the steps part ran, a second fit with the step cells too, written under
+    ``with-steps/``."""
     scorers = [s for s in SCORERS if bank_dir(out, s).exists()]
-    has_steps = any((out / f"steps-{s}").exists() for s in scorers)
-    return tts_eval(
-        [
-            "calibrate",
-            "--dataset",
-            "math500",
-            "--model",
-            args.model,
-            "--fold",
-            CALIBRATE_ON,
-            "--cap",
-            str(BANK_BUDGET),
-            "--pilots",
-            ",".join(map(str, PILOTS)),
-            *(("--steps", args.steps) if has_steps else ()),
-            "--fit-only",
-            *(flag for s in scorers for flag in ("--scorer", s)),
-            "--out",
-            str(out),
-        ]
-    )
+    command = [
+        *("calibrate", "--dataset", "math500", "--model", args.model, "--fold", CALIBRATE_ON),
+        *("--cap", str(BANK_BUDGET), "--pilots", ",".join(map(str, PILOTS)), "--fit-only"),
+        *(flag for s in scorers for flag in ("--scorer", s)),
+    ]
+    status = tts_eval([*command, "--out", str(out)])
+    stepped = [s for s in scorers if (out / f"steps-{s}").exists()]
+    if status or not stepped:
+        return status
+    with_steps = [
+        *command[: command.index("--fit-only") + 1],
+        *(flag for s in stepped for flag in ("--scorer", s)),
+        *("--steps", args.steps, "--bank-from", str(out), "--out", str(out / WITH_STEPS)),
+    ]
+    return tts_eval(with_steps)
+
+
+WITH_STEPS = "with-steps"  # the fit that may choose step cells, and its held-out replay
 
 
 # The shipped table's cells for a small policy with the confidence scorer, replayed as auto
@@ -208,9 +209,10 @@ def evaluate_part(args: argparse.Namespace, out: Path) -> str:
     problems = {p.id for p in load_problems("math500") if in_fold(p, fold)}
     rows = [r for r in read_rows([bank_dir(out, args.scorer)]) if r.id in problems]
     banks = banks_of(rows, BANK_BUDGET)
-    if not (out / "auto_rules.toml").exists():
-        raise SystemExit(f"{out / 'auto_rules.toml'}: run --part calibrate first")
-    pilots, cells = fitted_cells(out / "auto_rules.toml", args.scorer)
+    fitted = out / (WITH_STEPS if args.with_steps else "") / "auto_rules.toml"
+    if not fitted.exists():
+        raise SystemExit(f"{fitted}: run --part calibrate first")
+    pilots, cells = fitted_cells(fitted, args.scorer)
     # A fitted step cell replays only where its live search ran: every policy on those problems.
     runs = step_runs(parse_steps(args.steps), PILOTS, BANK_BUDGET)
     banks = with_searches(banks, rows, out, args.scorer, runs, args.model)
@@ -254,7 +256,7 @@ def evaluate_part(args: argparse.Namespace, out: Path) -> str:
     lines += ["", text] if text else []
     text = "\n".join(lines) + "\n"
     name = "evaluation.md" if args.scorer == "confidence" else f"evaluation-{args.scorer}.md"
-    (out / name).write_text(text, "utf-8")
+    (fitted.parent / name).write_text(text, "utf-8")
     return text
 
 
@@ -391,6 +393,11 @@ def main() -> None:
     parser.add_argument("--live-problems", type=int, default=40)
     parser.add_argument("--steps", default="beam_search@16", help="the step cells: METHOD@BUDGET,…")
     parser.add_argument("--step-problems", type=int, default=30, help="per half")
+    parser.add_argument(
+        "--with-steps",
+        action="store_true",
+        help="evaluate: the fit with step cells (with-steps/), on the problems with its searches",
+    )
     parser.add_argument("--model", default="qwen2.5-coder-0.5b", choices=sorted(MODELS))
     parser.add_argument("--problems", type=int, default=240)
     parser.add_argument("--scorer", choices=SCORERS, default="confidence")

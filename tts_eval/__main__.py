@@ -179,6 +179,12 @@ def _parser() -> argparse.ArgumentParser:
         "pilots; one search per problem and pilot count, in the shape auto runs it",
     )
     c.add_argument(
+        "--bank-from",
+        type=Path,
+        help="the folder holding the banks and step searches (default: --out); the rules "
+        "file and reports still go to --out",
+    )
+    c.add_argument(
         "--step-problems",
         type=int,
         default=40,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from rich.console import Console
 from rich.markdown import Markdown
@@ -67,7 +68,7 @@ async def _draw_searches(
             budgets=(search.per_depth,),
             headers=(*_scorer_headers(args, scorer), *search.headers()),
         )
-        folder = steps_dir(args.out, scorer, search)
+        folder = steps_dir(_banks_in(args), scorer, search)
         await drive(args, "openai", spec, problems, folder, console)
 
 
@@ -98,7 +99,7 @@ async def _draw_bank(
 ) -> list[Row] | None:
     """Draw what the bank of ``scorer`` still lacks (within the spending limit); its rows, or
     None after a dry run."""
-    folder = bank_dir(args.out, scorer)
+    folder = bank_dir(_banks_in(args), scorer)
     spec = _bank_spec(args, scorer)
     have = bank_rows(folder, args.model, args.cap)
     todo = [p for p in problems if p.id not in have]
@@ -145,9 +146,9 @@ def _fit_and_write(
         try:
             scorer, banks = scored_banks(rows, args.cap)
         except ValueError as exc:
-            raise UsageError(f"{bank_dir(args.out, asked)}: {exc}") from None
+            raise UsageError(f"{bank_dir(_banks_in(args), asked)}: {exc}") from None
         runs = step_runs(args.steps, args.pilots, args.cap)
-        banks = with_searches(banks, rows, args.out, asked, runs, args.model)
+        banks = with_searches(banks, rows, _banks_in(args), asked, runs, args.model)
         options = {"objective": args.objective, "token_weight": args.token_weight}
         grid = {"steps": args.steps} if args.steps else None
         fits[scorer] = (
@@ -183,3 +184,8 @@ def _fit_and_write(
         print(text)
     console.print("wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def _banks_in(args: argparse.Namespace) -> Path:
+    """Where the banks and the step searches are: ``--bank-from``, else ``--out``."""
+    return Path(args.bank_from or args.out)
