@@ -24,16 +24,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import statistics
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from bench.prm_throughput import _model_seconds, _run, _server
+from bench.prm_throughput import model_seconds, prm_server_process, run_clients
 from bench.prm_workload import CLIENTS, DEPTH, PROBLEM, WIDTH, step
 from cpu_stack.process import server_process
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
@@ -65,37 +66,21 @@ def _vllm_pooling(path: Path, step_tag: int, max_len: int = 4096) -> Iterator[st
         yield url
 
 
-async def _direct(url: str, tokenizer: object, clients: int = CLIENTS, first: int = 0) -> float:
-    """The workload sent to vLLM's ``/pooling`` as token ids, one request per depth."""
-
-    async def client(http: httpx.AsyncClient, index: int) -> int:
-        accepted: list[str] = []
-        for depth in range(DEPTH):
-            candidates = [[*accepted, step(index, depth, b)] for b in range(WIDTH)]
-            problem = PROBLEM.format(client=index)
-            ids = [
-                list(encode(FAMILIES["qwen_prm"], tokenizer, problem, c).ids)  # type: ignore[arg-type]
-                for c in candidates
-            ]
-            body = {"model": _SERVED, "input": ids, "task": "token_classify"}
-            response = await http.post("/pooling", json=body)
-            response.raise_for_status()
-            accepted.append(candidates[0][-1])
-        return DEPTH * WIDTH
-
-    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
-        started = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(client(http, first + c)) for c in range(clients)]
-        elapsed = time.perf_counter() - started
-    return sum(t.result() for t in tasks) / elapsed
-
-
-_SERVED = ""  # vLLM's served model name (the checkpoint's path)
+async def _pooling_client(http: httpx.AsyncClient, index: int, tokenizer: Any, served: str) -> int:
+    """One beam search sent to vLLM's ``/pooling`` as token ids, one request per depth."""
+    accepted: list[str] = []
+    for depth in range(DEPTH):
+        candidates = [[*accepted, step(index, depth, b)] for b in range(WIDTH)]
+        problem = PROBLEM.format(client=index)
+        ids = [list(encode(FAMILIES["qwen_prm"], tokenizer, problem, c).ids) for c in candidates]
+        body = {"model": served, "input": ids, "task": "token_classify"}
+        response = await http.post("/pooling", json=body)
+        response.raise_for_status()
+        accepted.append(candidates[0][-1])
+    return DEPTH * WIDTH
 
 
 def main() -> None:
-    global _SERVED
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -105,8 +90,8 @@ def main() -> None:
         path = build_checkpoint(
             "qwen_prm", Path(tmp) / "qwen_prm", hidden=256, layers=4, context=4096
         )
-        _SERVED = str(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
+        direct = functools.partial(_pooling_client, tokenizer=tokenizer, served=str(path))
         tag = int(tokenizer.convert_tokens_to_ids(QWEN_TAG))
         rows: dict[str, list[tuple[float, float | None]]] = {}
         with _vllm_pooling(path, tag) as vllm_url:
@@ -118,16 +103,16 @@ def main() -> None:
                 ],
             }
             for label, flags in configs.items():
-                with _server(path, flags) as url:
-                    asyncio.run(_run(url, clients=2, first=1000))  # warm-up, other problems
+                with prm_server_process(path, flags) as url:
+                    asyncio.run(run_clients(url, clients=2, first=1000))  # warm-up, other problems
                     for r in range(args.rounds):
-                        before = _model_seconds(url)
-                        rate = asyncio.run(_run(url, first=100 * (r + 1)))
-                        rows.setdefault(label, []).append((rate, _model_seconds(url) - before))
+                        before = model_seconds(url)
+                        rate = asyncio.run(run_clients(url, first=100 * (r + 1)))
+                        rows.setdefault(label, []).append((rate, model_seconds(url) - before))
             label = "vLLM pooling, direct"
-            asyncio.run(_direct(vllm_url, tokenizer, clients=2, first=1000))
+            asyncio.run(run_clients(vllm_url, clients=2, first=1000, client=direct))
             for r in range(args.rounds):
-                rate = asyncio.run(_direct(vllm_url, tokenizer, first=100 * (r + 1)))
+                rate = asyncio.run(run_clients(vllm_url, first=100 * (r + 1), client=direct))
                 rows.setdefault(label, []).append((rate, None))
     print(f"{'configuration':<34}{'new steps/s (median, min-max)':>32}{'model s':>10}")
     print("-" * 76)

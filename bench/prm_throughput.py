@@ -16,7 +16,7 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -41,17 +41,24 @@ async def _client(http: httpx.AsyncClient, client: int) -> int:
     return steps
 
 
-async def _run(url: str, clients: int = CLIENTS, first: int = 0) -> float:
+Client = Callable[[httpx.AsyncClient, int], Awaitable[int]]  # one client's run: steps scored
+
+
+async def run_clients(
+    url: str, clients: int = CLIENTS, first: int = 0, client: Client = _client
+) -> float:
+    """New steps scored per second by ``clients`` concurrent ``client`` runs (problems
+    ``first``, ``first + 1``, ...)."""
     async with httpx.AsyncClient(base_url=url, timeout=300) as http:
         started = time.perf_counter()
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_client(http, first + c)) for c in range(clients)]
+            tasks = [group.create_task(client(http, first + c)) for c in range(clients)]
         elapsed = time.perf_counter() - started
     return sum(t.result() for t in tasks) / elapsed
 
 
 @contextlib.contextmanager
-def _server(path: Path, flags: list[str]) -> Iterator[str]:
+def prm_server_process(path: Path, flags: list[str]) -> Iterator[str]:
     """``tts-prm serve`` in its own process (the clients must not share its interpreter)."""
     port = free_port()
     command = [
@@ -74,7 +81,8 @@ def _server(path: Path, flags: list[str]) -> Iterator[str]:
         yield url
 
 
-def _model_seconds(url: str) -> float:
+def model_seconds(url: str) -> float:
+    """The server's model time so far (``prm_compute_seconds_total``)."""
     for line in httpx.get(url + "/metrics").text.splitlines():
         if line.startswith("prm_compute_seconds_total"):
             return float(line.split()[-1])
@@ -110,11 +118,11 @@ def main() -> None:
         }
         rows = []
         for label, flags in configs.items():
-            with _server(path, flags) as url:
-                asyncio.run(_run(url, clients=2, first=1000))  # warm-up, other problems
-                before = _model_seconds(url)
-                rate = asyncio.run(_run(url))
-                rows.append((label, rate, _model_seconds(url) - before))
+            with prm_server_process(path, flags) as url:
+                asyncio.run(run_clients(url, clients=2, first=1000))  # warm-up, other problems
+                before = model_seconds(url)
+                rate = asyncio.run(run_clients(url))
+                rows.append((label, rate, model_seconds(url) - before))
     base, base_model = rows[0][1], rows[0][2]
     print(f"{'configuration':<26}{'new steps/s':>12}{'speed-up':>10}{'model s':>9}{'model x':>9}")
     print("-" * 66)
