@@ -41,13 +41,12 @@ from tts_eval.calibration import (
     Bin,
     Cell,
     MissingSearchError,
-    Objective,
     Searched,
     banks_of,
-    fit,
     replay,
     search_key,
 )
+from tts_eval.fit import Objective, fit
 from tts_eval.rows import Row, read_rows
 from tts_eval.steps import searched_of, step_runs
 

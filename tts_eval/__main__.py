@@ -19,9 +19,9 @@ from experiments import Comparison, Price
 from experiments.store import ExperimentStore, StoreError
 from strategies import StrategyName
 from tts_eval.calibrate_command import calibrate
-from tts_eval.calibration import OBJECTIVES
 from tts_eval.cli import UsageError, drive, on_ctrl_c, progress_text, select
 from tts_eval.datasets import DatasetError, Fold, load_problems, parse_fold
+from tts_eval.fit import OBJECTIVES
 from tts_eval.report import write_report
 from tts_eval.rows import read_rows
 from tts_eval.runner import DEFAULT_SYSTEM_PROMPT, RunSpec, RunSummary

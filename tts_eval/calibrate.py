@@ -25,16 +25,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from tts_eval.calibration import (
-    BINS,
-    Bank,
-    Candidate,
-    Cell,
-    Fit,
-    banks_of,
-    evaluate,
-    searches_needed,
-)
+from tts_eval.calibration import BINS, Bank, Cell, banks_of, evaluate, searches_needed
+from tts_eval.fit import Candidate, Fit
 from tts_eval.report import html_page, markdown_table
 from tts_eval.rows import Row, read_rows
 from tts_eval.stats import wilson

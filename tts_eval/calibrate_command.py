@@ -20,9 +20,9 @@ from tts_eval.calibrate import (
     scored_banks,
     write_outputs,
 )
-from tts_eval.calibration import fit
 from tts_eval.cli import UsageError, drive, on_ctrl_c, select
 from tts_eval.datasets import Problem, load_problems
+from tts_eval.fit import fit
 from tts_eval.rows import Row
 from tts_eval.runner import RunSpec
 from tts_eval.steps import step_runs, steps_dir, with_searches
