@@ -40,7 +40,8 @@ async def calibrate(args: argparse.Namespace, console: Console) -> int:
     banks: dict[str | None, list[Row]] = {}
     for scorer in scorers:
         rows = await _draw_bank(args, problems, scorer, limit, console)
-        banked = [p for p in problems if p.id in {r.id for r in rows or []}] or problems
+        drawn = {r.id for r in rows or []}
+        banked = [p for p in problems if p.id in drawn] or problems
         await _draw_searches(args, banked[: args.step_problems], scorer, console)
         if rows is None:  # --dry-run
             continue
@@ -142,12 +143,12 @@ def _fit_and_write(
     args: argparse.Namespace, banks_by_scorer: dict[str | None, list[Row]], console: Console
 ) -> int:
     fits = {}
+    runs = step_runs(args.steps, args.pilots, args.cap)
     for asked, rows in banks_by_scorer.items():
         try:
             scorer, banks = scored_banks(rows, args.cap)
         except ValueError as exc:
             raise UsageError(f"{bank_dir(_banks_in(args), asked)}: {exc}") from None
-        runs = step_runs(args.steps, args.pilots, args.cap)
         banks = with_searches(banks, rows, _banks_in(args), asked, runs, args.model)
         options = {"objective": args.objective, "token_weight": args.token_weight}
         grid = {"steps": args.steps} if args.steps else None

@@ -53,6 +53,7 @@ __all__ = [
     "orders_of",
     "pass1_bin",
     "replay",
+    "search_generations",
     "search_key",
     "searches_needed",
 ]
@@ -248,7 +249,7 @@ def replay(
     if cell.method == "pilots" or confidence >= cell.confidence or len(drawn) >= limit:
         return difficulty, _outcome(bank, drawn, weighted=False, calls=[len(drawn)])
     remaining, calls = limit - len(drawn), [len(drawn)]
-    if cell.method in STEP_METHODS and remaining >= BEAM_WIDTH:
+    if search_generations(cell.method, cell.budget, len(drawn), cap) is not None:
         return difficulty, _searched(bank, drawn, cell.method, remaining)
     while remaining > 0:
         size = draws_to_settle(leader, runner_up, rest, remaining, cell.confidence, cell.chunk)
@@ -292,12 +293,20 @@ def _pooled(bank: Bank, pilots: Sequence[int], searched: Searched) -> bool:
     return bool(weight) and max(weight, key=lambda k: weight[k]) == bank.correct_label
 
 
+def search_generations(method: str, budget: int, pilots: int, cap: int) -> int | None:
+    """The generations a step cell (``method`` to ``budget``, pilots included) leaves its search
+    after ``pilots`` at a request cap of ``cap``; None for a voting cell, or a step cell that
+    leaves less than one beam (``auto`` votes instead)."""
+    generations = min(budget, cap) - pilots
+    return generations if method in STEP_METHODS and generations >= BEAM_WIDTH else None
+
+
 def searches_needed(pilots: int, cells: Mapping[Bin, Cell], cap: int) -> set[str]:
     """The live searches (``search_key``) a problem's bank must hold to replay these cells."""
     needed = set()
     for cell in cells.values():
-        generations = min(cell.budget, cap) - pilots
-        if cell.method in STEP_METHODS and generations >= BEAM_WIDTH:
+        generations = search_generations(cell.method, cell.budget, pilots, cap)
+        if generations is not None:
             needed.add(search_key(cell.method, generations))
     return needed
 

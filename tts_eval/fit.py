@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tts_eval.calibration import (
-    BEAM_WIDTH,
     BINS,
     Bank,
     Bin,
@@ -27,6 +26,7 @@ from tts_eval.calibration import (
     orders_of,
     pass1_bin,
     replay,
+    search_generations,
     searches_needed,
 )
 from tts_eval.stats import wilson
@@ -94,7 +94,7 @@ def candidates(
     each confidence at which the pilots answer instead."""
     cells = [Cell("pilots", pilots)]
     for step, total in steps:
-        if min(total, cap) - pilots >= BEAM_WIDTH:
+        if search_generations(step, total, pilots, cap) is not None:
             cells += [Cell(step, min(total, cap), c) for c in confidences]
     for method in methods:
         for budget in sorted({min(b, cap) for b in budgets}):

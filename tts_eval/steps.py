@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from strategies import group_equivalent, search_shape
-from tts_eval.calibration import BEAM_WIDTH, STEP_METHODS, Bank, Searched, StepMethod, search_key
+from tts_eval.calibration import (
+    BEAM_WIDTH,
+    STEP_METHODS,
+    Bank,
+    Searched,
+    StepMethod,
+    search_generations,
+    search_key,
+)
 from tts_eval.rows import Row, read_rows
 
 __all__ = ["StepRun", "parse_steps", "searched_of", "step_runs", "steps_dir", "with_searches"]
@@ -69,8 +77,8 @@ def step_runs(
     runs: dict[str, StepRun] = {}
     for method, budget in steps:
         for count in pilots:
-            generations = min(budget, cap) - count
-            if generations < BEAM_WIDTH:
+            generations = search_generations(method, budget, count, cap)
+            if generations is None:
                 continue
             shape = search_shape(method, generations, BEAM_WIDTH)
             run = StepRun(method, generations, shape.per_depth, shape.particle_iterations)
