@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import cast
 
 import httpx
 
@@ -22,7 +21,7 @@ from proxy.state import AppState
 from proxy.upstream.client import Upstream
 from proxy.wire.chat import TtsReport
 from proxy.wire.json_types import JSONObject
-from proxy.wire.text import may_hold_surrogates, repaired
+from proxy.wire.text import upstream_json
 
 __all__ = [
     "StreamEnd",
@@ -138,13 +137,11 @@ async def with_tts_note(lines: AsyncIterator[bytes], note: JSONObject) -> AsyncI
 
 def _attach(line: bytes, note: JSONObject) -> bytes:
     try:
-        data = json.loads(line[len(b"data: ") :])
+        data = upstream_json(line[len(b"data: ") :])
     except ValueError:
         return line
     if not isinstance(data, dict) or "error" in data:
         return line
-    if may_hold_surrogates(line):  # relayed as the upstream escaped it; re-encoded, repaired
-        data = cast("JSONObject", repaired(data))
     data["tts"] = note
     return f"data: {json.dumps(data, ensure_ascii=False)}\n".encode()
 

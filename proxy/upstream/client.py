@@ -38,7 +38,7 @@ from proxy.errors import (
 from proxy.observability.metrics import Metrics
 from proxy.observability.telemetry import Telemetry, record_usage
 from proxy.wire.json_types import JSONObject
-from proxy.wire.text import may_hold_surrogates, repaired
+from proxy.wire.text import upstream_json
 
 __all__ = ["Health", "PolicyPool", "Upstream", "UpstreamConfig"]
 
@@ -177,9 +177,7 @@ class Upstream:
                 # A total deadline, not only httpx's idle timeouts: a trickling upstream ends too.
                 async with asyncio.timeout(self.config.timeout_s):
                     response = await self._with_retries(method, url, payload, trace_headers)
-                data: JSONObject = response.json()
-                if may_hold_surrogates(response.content):  # text no UTF-8 can carry
-                    data = cast("JSONObject", repaired(data))
+                data = cast("JSONObject", upstream_json(response.content))
                 if not isinstance(data, dict):
                     raise UpstreamError(
                         f"the {self.config.kind} server's answer on {path} is not a JSON object"
@@ -455,14 +453,13 @@ def _rejection(status: int, upstream_message: str) -> InvalidRequestError:
 def _upstream_message(response: httpx.Response) -> str:
     """An OpenAI-style error's ``message`` (at most 300 characters); never raw body text."""
     try:
-        body = response.json()
+        body = upstream_json(response.content)
     except ValueError:
         return f"(a non-JSON body of {len(response.content)} bytes)"
     error = body.get("error", body) if isinstance(body, dict) else body
     message = error.get("message") if isinstance(error, dict) else error
     if not isinstance(message, str):
         return f"(no error message; HTTP {response.status_code})"
-    message = cast("str", repaired(message))
     return message if len(message) <= 300 else message[:300] + "…"
 
 

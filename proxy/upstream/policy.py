@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from proxy.errors import UpstreamError
 from proxy.upstream.client import PolicyPool, Upstream
 from proxy.wire.json_types import JSONObject, JSONValue
-from proxy.wire.text import may_hold_surrogates, repaired
+from proxy.wire.text import upstream_json
 from strategies import (
     Finish,
     Generation,
@@ -243,9 +243,7 @@ class VllmPolicy:
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 with _malformed("completions stream"):
-                    event = json.loads(line[6:])
-                    if may_hold_surrogates(line):  # text no UTF-8 can carry
-                        event = repaired(event)
+                    event = cast("JSONObject", upstream_json(line[6:]))
                     usage = event.get("usage") or usage
                     for choice in event.get("choices") or []:
                         piece = str(choice.get("text") or "")

@@ -1,16 +1,17 @@
 """Valid Unicode text: JSON can carry a lone UTF-16 surrogate (``"\\ud800"``), UTF-8 cannot, so
 no upstream request holding one can be encoded, whichever field it is in. The one check every
 request model and the request skeleton share. An upstream's answer holding one is repaired
-instead (``repaired``): each lone surrogate becomes U+FFFD, as a lenient UTF-8 decoder does with
-bytes it cannot read, so the answer can still be sent."""
+instead (``upstream_json``): each lone surrogate becomes U+FFFD, as a lenient UTF-8 decoder
+does with bytes it cannot read, so the answer can still be sent."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from proxy.wire.json_types import JSONValue
 
-__all__ = ["INVALID_TEXT", "invalid_text_at", "may_hold_surrogates", "repaired", "valid_text"]
+__all__ = ["INVALID_TEXT", "invalid_text_at", "upstream_json", "valid_text"]
 
 INVALID_TEXT = "holds a lone UTF-16 surrogate: not valid Unicode text"
 
@@ -55,25 +56,29 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def may_hold_surrogates(raw: str | bytes) -> bool:
-    """Whether JSON text may decode to a lone surrogate (a fast scan; ``repaired`` decides)."""
+def upstream_json(raw: str | bytes) -> JSONValue:
+    """An upstream's JSON text decoded, every lone surrogate in its text (keys included)
+    replaced by U+FFFD; only text that escapes a surrogate is walked. A ``ValueError`` if it is
+    not JSON."""
+    data: JSONValue = json.loads(raw)
     if isinstance(raw, bytes):
-        return _SURROGATE_ESCAPE_BYTES.search(raw) is not None
-    return _SURROGATE_ESCAPE.search(raw) is not None
+        escaped = _SURROGATE_ESCAPE_BYTES.search(raw) is not None
+    else:
+        escaped = _SURROGATE_ESCAPE.search(raw) is not None
+    return _repaired(data) if escaped else data
 
 
-def repaired(value: JSONValue) -> JSONValue:
-    """``value`` with every lone surrogate in its text (keys included) replaced by U+FFFD."""
+def _repaired(value: JSONValue) -> JSONValue:
     if isinstance(value, str):
-        return value if _encodes(value) else _replace_surrogates(value)
+        return _repaired_text(value)
     if isinstance(value, dict):
-        return {
-            _replace_surrogates(k) if not _encodes(k) else k: repaired(v) for k, v in value.items()
-        }
+        return {_repaired_text(k): _repaired(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [repaired(item) for item in value]
+        return [_repaired(item) for item in value]
     return value
 
 
-def _replace_surrogates(text: str) -> str:
+def _repaired_text(text: str) -> str:
+    if _encodes(text):
+        return text
     return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
