@@ -45,6 +45,7 @@ __all__ = ["Health", "PolicyPool", "Upstream", "UpstreamConfig"]
 logger = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER_S = 10.0
+_USER_AGENT = "tts-proxy"
 _T = TypeVar("_T")
 
 
@@ -116,8 +117,11 @@ SHARD_CONNECTIONS = 16
 
 
 class Upstream:
-    """Pooled ``httpx.AsyncClient`` s for one base URL (``SHARD_CONNECTIONS`` connections each,
-    ``max_connections`` in all), created and closed in the lifespan."""
+    """Pooled connections to one base URL: ``httpx.AsyncHTTPTransport`` s of
+    ``SHARD_CONNECTIONS`` connections each, ``max_connections`` in all, created and closed in
+    the lifespan. Calls go to the transports directly: ``httpx.AsyncClient``'s layer (URL and
+    header merging, cookies, auth and redirect flows) cost about as much CPU as the connection
+    itself and does nothing an upstream of ours needs (bench/profile_hop.py)."""
 
     def __init__(
         self, config: UpstreamConfig, metrics: Metrics, telemetry: Telemetry | None = None
@@ -127,18 +131,19 @@ class Upstream:
         self.telemetry = telemetry if telemetry is not None else Telemetry(None)
         self.in_flight = 0
         self.health = Health(config.eject_s)
-        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._headers = {"User-Agent": _USER_AGENT}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
+        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        self._timeout = {"timeout": timeout.as_dict()}
         shards = -(-config.max_connections // SHARD_CONNECTIONS)
-        self._clients = tuple(
-            httpx.AsyncClient(
-                base_url=config.base_url,
-                headers=headers,
-                timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        self._transports = tuple(
+            httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
             )
             for size in _split(config.max_connections, shards)
         )
-        self._busy = [0] * shards  # calls in flight on each client
+        self._busy = [0] * shards  # calls in flight on each transport
 
     @property
     def root_url(self) -> str:
@@ -147,18 +152,50 @@ class Upstream:
         return base[: -len("/v1")] if base.endswith("/v1") else base
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        for transport in self._transports:
+            await transport.aclose()
 
-    @contextlib.contextmanager
-    def _client(self) -> Iterator[httpx.AsyncClient]:
-        """The least busy client, held for one call (a stream: until it is closed)."""
+    @contextlib.asynccontextmanager
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        payload: JSONObject | None,
+        headers: dict[str, str],
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """One request on the least busy transport; its response open (body unread) until the
+        block ends, the transport held as long."""
+        extensions = self._timeout
+        if timeout_s is not None:
+            extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
+        request = httpx.Request(
+            method, url, json=payload, headers=self._headers | headers, extensions=extensions
+        )
         index = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[index] += 1
         try:
-            yield self._clients[index]
+            response = await self._transports[index].handle_async_request(request)
+            response.request = request
+            try:
+                yield response
+            finally:
+                await response.aclose()
         finally:
             self._busy[index] -= 1
+
+    async def _fetch(
+        self,
+        method: str,
+        url: str,
+        payload: JSONObject | None,
+        headers: dict[str, str],
+        timeout_s: float | None = None,
+    ) -> httpx.Response:
+        """One request's whole response (body read)."""
+        async with self._send(method, url, payload, headers, timeout_s) as response:
+            await response.aread()
+        return response
 
     async def post_json(self, path: str, payload: JSONObject) -> JSONObject:
         return await self._request_json("POST", path, payload)
@@ -199,25 +236,20 @@ class Upstream:
         """An open streaming response (status already checked); closed on exit or cancellation."""
         self.in_flight += 1
         try:
-            with (
-                contextlib.ExitStack() as stack,
-                self.telemetry.client_span(self.config.kind, "POST", path, payload) as (_, th),
-            ):
-                client = stack.enter_context(self._client())
+            async with contextlib.AsyncExitStack() as stack:
+                _, th = stack.enter_context(
+                    self.telemetry.client_span(self.config.kind, "POST", path, payload)
+                )
                 with self._translate(path):
-                    request = client.build_request(
-                        "POST", self._url(path), json=payload, headers=th
+                    response = await stack.enter_async_context(
+                        self._send("POST", self._url(path), payload, th)
                     )
-                    response = await client.send(request, stream=True)
-                try:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        with self._translate(path):
-                            _raise_for_status(response)
-                    self.health.success()
-                    yield response
-                finally:
-                    await response.aclose()
+                if response.status_code >= 400:
+                    await response.aread()
+                    with self._translate(path):
+                        _raise_for_status(response)
+                self.health.success()
+                yield response
         finally:
             self.in_flight -= 1
             self.metrics.upstream_calls.labels(self.config.kind, path, "stream").inc()
@@ -226,8 +258,7 @@ class Upstream:
         """Active health probe of the server root's ``/health``: its status only (vLLM answers
         200 with an empty body). Updates the health; returns "ok" or what went wrong."""
         try:
-            with self._client() as client:
-                response = await client.get(self.root_url + "/health", timeout=5.0)
+            response = await self._fetch("GET", self.root_url + "/health", None, {}, 5.0)
         except httpx.HTTPError as exc:
             why = f"unreachable ({type(exc).__name__})"
         else:
@@ -253,10 +284,8 @@ class Upstream:
         )
         async for attempt in retrying:
             with attempt:
-                with self._client() as client:
-                    response = await client.request(method, url, json=payload, headers=headers)
+                response = await self._fetch(method, url, payload, headers)
                 if response.status_code == 429 or response.status_code >= 500:
-                    await response.aread()
                     raise _RetryableStatus(response)
                 _raise_for_status(response)
                 return response
