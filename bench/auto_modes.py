@@ -95,7 +95,7 @@ def _stack(seed: int) -> Iterator[str]:
         serve(vllm.app()) as upstream,
         proxy_process(upstream, "--policy-model", vllm.model) as proxy,
     ):
-        yield proxy
+        yield proxy.url
 
 
 async def _ask(client: httpx.AsyncClient, url: str, k: int, headers: dict[str, str]) -> Any:

@@ -75,8 +75,8 @@ def main() -> None:
         serve(prm.app()) as prm_url,
         proxy_process(upstream, "--policy-model", vllm.model, "--prm-url", prm_url) as proxy,
     ):
-        asyncio.run(_run(proxy, 1))  # warm up
-        walls = asyncio.run(_run(proxy, args.requests))
+        asyncio.run(_run(proxy.url, 1))  # warm up
+        walls = asyncio.run(_run(proxy.url, args.requests))
     print(f"DVTS N=16, M=4, {args.requests} requests (each a fresh tree of the same script)")
     print(
         f"wall s: median {statistics.median(walls):.2f} "

@@ -16,11 +16,15 @@ client in a child), so no measured hop waits on another's GIL.
 The pass-through rows include optillm (approach ``none``) and its_hub (``budget`` 1, its
 smallest), installed by ``bench.peers`` into throw-away venvs; ``--no-peers`` skips them.
 
-Run: ``.venv/bin/python -m bench.overhead [--no-peers]``
+Each server also reports its CPU time per request (user + system, from ``/proc``): on a
+saturated machine that, not the wall time, is what queues.
+
+Run: ``.venv/bin/python -m bench.overhead [--no-peers] [--runs 3] [--no-beam]``
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -28,19 +32,22 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
 
 from bench.peers import PEERS, peer_server
-from bench.servers import PacedVllm, app_process, proxy_process
+from bench.servers import PacedVllm, app_process, cpu_seconds, proxy_process
 from harness.fake_prm import FakePrm
 from harness.servers import serve
 
 UPSTREAM_S = 0.100
 PER_TOKEN_S = 0.015  # a GPU decode step for one sequence is ~10-20 ms
 REQUESTS = 200
+RUNS = 3
 BEAM_REQUESTS = 10
 
 
@@ -125,45 +132,62 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
-def passthrough_table(with_peers: bool = True) -> list[tuple[str, ...]]:
-    rows = []
+@dataclass(frozen=True)
+class _Hop:
+    name: str
+    url: str
+    pid: int
+    headers: dict[str, str]
+    extra: dict[str, Any]
+
+
+def passthrough_table(with_peers: bool = True, runs: int = RUNS) -> list[tuple[str, ...]]:
+    """Each server's added p50 and p99 (its run's percentile minus the direct run's, taken just
+    before) and its CPU per request, ``runs`` times in turn with every server up at once: the
+    median of the runs, and their range."""
     with contextlib.ExitStack() as stack:
-        upstream = stack.enter_context(app_process("bench.overhead:chat_app", "/v1/models"))
-        servers: list[tuple[str, str, dict[str, str], dict[str, Any]]] = [
-            (
-                "pass-through",
-                stack.enter_context(proxy_process(upstream)),
-                {"X-TTS-Strategy": "none"},
-                {},
-            ),
-            (
-                "minimal forwarder",
-                stack.enter_context(app_process("bench.overhead:forwarder_app", "/", upstream)),
-                {},
-                {},
-            ),
+        upstream = stack.enter_context(app_process("bench.overhead:chat_app", "/v1/models")).url
+        proxy = stack.enter_context(proxy_process(upstream))
+        floor = stack.enter_context(app_process("bench.overhead:forwarder_app", "/", upstream))
+        hops = [
+            _Hop("pass-through", proxy.url, proxy.pid, {"X-TTS-Strategy": "none"}, {}),
+            _Hop("minimal forwarder", floor.url, floor.pid, {}, {}),
         ]
         if with_peers:  # their nearest thing to a pass-through
             for name, peer in PEERS.items():
-                url, _ = stack.enter_context(peer_server(name, upstream + "/v1"))
+                url, pid = stack.enter_context(peer_server(name, upstream + "/v1"))
                 extra = {"model": peer.passthrough_model} | peer.passthrough_body
-                servers.append((f"{name} {peer.version} {_PEER_MODE[name]}", url, {}, extra))
+                label = f"{name} {peer.version} {_PEER_MODE[name]}"
+                hops.append(_Hop(label, url, pid, {}, extra))
+        rows: list[tuple[str, ...]] = []
         for concurrency in (1, 50):
-            direct = asyncio.run(_latencies(upstream, concurrency, {}))
-            for name, url, headers, extra in servers:
-                values = asyncio.run(_latencies(url, concurrency, headers, extra))
-                p50 = (_pct(values, 0.5) - _pct(direct, 0.5)) * 1000
-                p99 = (_pct(values, 0.99) - _pct(direct, 0.99)) * 1000
-                target = {"pass-through": "<= 2 ms p50", "minimal forwarder": "(floor)"}
+            added: dict[str, list[tuple[float, float, float]]] = {h.name: [] for h in hops}
+            for _ in range(runs):
+                for hop in hops:
+                    direct = asyncio.run(_latencies(upstream, concurrency, {}))
+                    before = cpu_seconds(hop.pid)
+                    values = asyncio.run(_latencies(hop.url, concurrency, hop.headers, hop.extra))
+                    cpu_ms = (cpu_seconds(hop.pid) - before) * 1000 / len(values)
+                    p50 = (_pct(values, 0.5) - _pct(direct, 0.5)) * 1000
+                    p99 = (_pct(values, 0.99) - _pct(direct, 0.99)) * 1000
+                    added[hop.name].append((p50, p99, cpu_ms))
+            for hop in hops:
+                p50s, p99s, cpus = zip(*added[hop.name], strict=True)
                 rows.append(
                     (
-                        f"{name}, {concurrency} clients",
-                        f"{p50:+.2f} ms",
-                        f"{p99:+.2f} ms",
-                        target.get(name, "(peer)"),
+                        f"{hop.name}, {concurrency} clients",
+                        _spread(p50s, "{:+.1f}"),
+                        _spread(p99s, "{:+.1f}"),
+                        _spread(cpus, "{:.2f}"),
                     )
                 )
     return rows
+
+
+def _spread(values: Sequence[float], form: str) -> str:
+    """The median and, in brackets, the range."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{form.format(mid)} ({form.format(low)} … {form.format(high)})"
 
 
 _PEER_MODE = {"optillm": "(approach none)", "its_hub": "(budget 1)"}
@@ -191,7 +215,7 @@ def beam_table() -> list[tuple[str, ...]]:
         serve(prm.app()) as p_url,
         proxy_process(v_url, "--prm-url", p_url) as proxy,
     ):
-        url = proxy + "/v1/chat/completions"
+        url = proxy.url + "/v1/chat/completions"
         args = [url, json.dumps(body), json.dumps(headers)]
         warm_up = [sys.executable, "-c", _BEAM_CLIENT, *args, "1"]
         subprocess.run(warm_up, check=True, capture_output=True)
@@ -230,10 +254,21 @@ def beam_table() -> list[tuple[str, ...]]:
 
 
 def main() -> None:
-    with_peers = "--no-peers" not in sys.argv[1:]
-    rows = passthrough_table(with_peers) + beam_table()
-    header = ("measure", "p50 / median", "p99 / worst", "target")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-peers", action="store_true", help="the proxy and the floor only")
+    parser.add_argument("--runs", type=int, default=RUNS, help="pass-through runs per server")
+    parser.add_argument("--no-beam", action="store_true", help="skip the beam-search rows")
+    args = parser.parse_args()
+    rows = passthrough_table(not args.no_peers, args.runs)
+    _print(("pass-through", "added p50, ms", "added p99, ms", "CPU per request, ms"), rows)
+    print("median of the runs (range); the added latency is each run's minus the direct one's")
+    if not args.no_beam:
+        print()
+        _print(("measure", "median", "worst", "target"), beam_table())
+
+
+def _print(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import gzip
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from bench.servers import app_process
+from bench.servers import Served, app_process
 from cpu_stack.process import server_process
 from harness.fake_servers import FakeVllm
 from harness.servers import free_port, serve
@@ -49,6 +51,12 @@ async def _load(
             for _ in range(clients):
                 group.create_task(worker(requests // clients))
         return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _url(served: contextlib.AbstractContextManager[Served]) -> Iterator[str]:
+    with served as server:
+        yield server.url
 
 
 def _frames(stack: str) -> list[str]:
@@ -99,7 +107,7 @@ def main() -> None:
         upstream_of = serve(FakeVllm(delay_s=0.05).app())
         model, headers = "fake-policy", {"X-TTS-Strategy": "majority", "X-TTS-Budget": "16"}
     else:
-        upstream_of = app_process("bench.overhead:chat_app", "/v1/models")
+        upstream_of = _url(app_process("bench.overhead:chat_app", "/v1/models"))
         model, headers = "bench", {"X-TTS-Strategy": "none"}
     with upstream_of as upstream:
         port = free_port()

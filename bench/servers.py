@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -19,25 +21,38 @@ from cpu_stack.process import server_process
 from harness.fake_servers import FakeVllm, tokens_of
 from harness.servers import free_port
 
-__all__ = ["PacedVllm", "app_process", "proxy_process"]
+__all__ = ["PacedVllm", "Served", "app_process", "cpu_seconds", "proxy_process"]
 
 _SERVE = "import sys, uvicorn; from {0} import {1}; uvicorn.run({1}(*sys.argv[2:]), \
 port=int(sys.argv[1]), log_level='warning')"
 
 
+class Served(NamedTuple):
+    """A server in a process of its own: where it answers, and its process (for its CPU)."""
+
+    url: str
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) process ``pid`` has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def app_process(factory: str, probe: str, *args: str) -> Iterator[str]:
+def app_process(factory: str, probe: str, *args: str) -> Iterator[Served]:
     """``module:factory(*args)`` (an ASGI app) served by uvicorn in its own process."""
     module, _, name = factory.partition(":")
     port = free_port()
     command = [sys.executable, "-c", _SERVE.format(module, name), str(port), *args]
     url = f"http://127.0.0.1:{port}"
-    with server_process(command, url + probe):
-        yield url
+    with server_process(command, url + probe) as process:
+        yield Served(url, process.pid)
 
 
 @contextlib.contextmanager
-def proxy_process(upstream: str, *flags: str) -> Iterator[str]:
+def proxy_process(upstream: str, *flags: str) -> Iterator[Served]:
     """``tts-proxy serve`` in its own process in front of ``upstream`` (its ``/v1`` base);
     ``flags`` (default: the policy model ``bench``)."""
     port = free_port()
@@ -47,8 +62,8 @@ def proxy_process(upstream: str, *flags: str) -> Iterator[str]:
         *(flags or ("--policy-model", "bench")),
     ]
     url = f"http://127.0.0.1:{port}"
-    with server_process(command, url + "/metrics"):
-        yield url
+    with server_process(command, url + "/metrics") as process:
+        yield Served(url, process.pid)
 
 
 @dataclass

@@ -5,7 +5,7 @@ handlers it replaced)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.fake_servers import FakeVllm
+from proxy.api.passthrough import whole_events
 from proxy.observability.request_ids import RequestIdFilter
 from tests.conftest import ProxyFactory
 
@@ -250,3 +251,22 @@ def test_the_request_id_is_on_its_log_lines_and_in_its_5xx_body(
     assert f"(request id {request_id})" in failed.json()["error"]["message"]
     ours = [r for r in caplog.records if r.name.startswith("proxy") and r.levelno >= 30]
     assert ours and {getattr(r, "request_id", None) for r in ours} == {request_id}
+
+
+async def test_a_relayed_stream_goes_out_an_event_at_a_time() -> None:
+    """Lines are joined into their events (one write each); a last event without its blank
+    line still goes out."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        for line in (b'data: {"a":1}\n', b"\n", b"event: x\n", b'data: {"b":2}\n', b"\n"):
+            yield line
+        yield b"data: [DONE]\n\n"  # an event already whole
+        yield b'data: {"c":3}\n'  # cut short
+
+    events = [event async for event in whole_events(lines())]
+    assert events == [
+        b'data: {"a":1}\n\n',
+        b'event: x\ndata: {"b":2}\n\n',
+        b"data: [DONE]\n\n",
+        b'data: {"c":3}\n',
+    ]

@@ -30,6 +30,7 @@ from proxy.api.passthrough import (
     policy_json,
     route_note,
     tts_note,
+    whole_events,
     with_tts_note,
 )
 from proxy.api.sse import DONE, KEEPALIVE, keepalive_events, sse
@@ -334,8 +335,9 @@ async def relay(
     async def body() -> AsyncIterator[bytes]:
         async with stack:
             relayed = end.watch(with_tts_note(lines, tts_note(plan)))
-            async for line in until_drained(relayed, state.drain, call.tally.failing(end.fail)):
-                yield line
+            fail = call.tally.failing(end.fail)
+            async for event in whole_events(until_drained(relayed, state.drain, fail)):
+                yield event
 
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
