@@ -32,12 +32,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 
 from bench.peers import PEERS, peer_server
 from bench.servers import PacedVllm, app_process, cpu_seconds, proxy_process
@@ -48,6 +49,8 @@ UPSTREAM_S = 0.100
 PER_TOKEN_S = 0.015  # a GPU decode step for one sequence is ~10-20 ms
 REQUESTS = 200
 RUNS = 3
+STREAM_CHUNKS = 100
+STREAM_REQUESTS = 50
 BEAM_REQUESTS = 10
 
 
@@ -59,9 +62,10 @@ def chat_app() -> FastAPI:
     async def models() -> dict[str, Any]:
         return {"data": [{"id": "bench"}]}
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict[str, Any]:
-        await request.json()
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> dict[str, Any] | StreamingResponse:
+        if (await request.json()).get("stream"):
+            return StreamingResponse(_chunks(), media_type="text/event-stream")
         await asyncio.sleep(UPSTREAM_S)
         message = {"role": "assistant", "content": "ok"}
         return {
@@ -74,6 +78,44 @@ def chat_app() -> FastAPI:
         }
 
     return app
+
+
+async def _chunks() -> AsyncIterator[str]:
+    """A streamed answer: ``STREAM_CHUNKS`` chunks, a millisecond apart, then ``[DONE]``."""
+    for _ in range(STREAM_CHUNKS):
+        delta = {"index": 0, "delta": {"content": "tok "}, "finish_reason": None}
+        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "bench"}
+        yield f"data: {json.dumps(chunk | {'choices': [delta]})}\n\n"
+        await asyncio.sleep(0.001)
+    yield "data: [DONE]\n\n"
+
+
+def stream_row(runs: int = RUNS) -> tuple[str, ...]:
+    """The proxy's CPU per streamed pass-through (``STREAM_CHUNKS`` chunks relayed)."""
+    body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"X-TTS-Strategy": "none"}
+
+    async def relay(url: str, count: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for _ in range(count):
+                async with client.stream(
+                    "POST", "/v1/chat/completions", json=body, headers=headers
+                ) as response:
+                    async for _line in response.aiter_lines():
+                        pass
+
+    with (
+        app_process("bench.overhead:chat_app", "/v1/models") as upstream,
+        proxy_process(upstream.url) as proxy,
+    ):
+        asyncio.run(relay(proxy.url, 5))  # warm up
+        cpu = []
+        for _ in range(runs):
+            before = cpu_seconds(proxy.pid)
+            asyncio.run(relay(proxy.url, STREAM_REQUESTS))
+            cpu.append((cpu_seconds(proxy.pid) - before) * 1000 / STREAM_REQUESTS)
+    label = f"streamed pass-through ({STREAM_CHUNKS} chunks), 1 client"
+    return (label, "", "", _spread(cpu, "{:.1f}"))
 
 
 def forwarder_app(upstream: str) -> Any:
@@ -259,7 +301,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=RUNS, help="pass-through runs per server")
     parser.add_argument("--no-beam", action="store_true", help="skip the beam-search rows")
     args = parser.parse_args()
-    rows = passthrough_table(not args.no_peers, args.runs)
+    rows = [*passthrough_table(not args.no_peers, args.runs), stream_row(args.runs)]
     _print(("pass-through", "added p50, ms", "added p99, ms", "CPU per request, ms"), rows)
     print("median of the runs (range); the added latency is each run's minus the direct one's")
     if not args.no_beam:
