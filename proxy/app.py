@@ -45,9 +45,10 @@ from proxy.settings import ProxySettings
 from proxy.shadow.comparisons import Shadow
 from proxy.state import AppState
 from proxy.store import StoreLink
-from proxy.upstream.client import PolicyPool, Upstream, UpstreamConfig
+from proxy.upstream.client import Upstream, UpstreamConfig
 from proxy.upstream.litellm import load_litellm
 from proxy.upstream.policy import PromptRenderer
+from proxy.upstream.replicas import PolicyPool
 
 __all__ = ["create_app"]
 

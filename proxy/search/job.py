@@ -31,8 +31,9 @@ from proxy.search.profiles import AutoRules, Profile
 from proxy.search.report import SearchOutcome, build_completion, tts_extension
 from proxy.settings import ProxySettings
 from proxy.shadow.comparisons import Searched, Shadow, ShadowTicket
-from proxy.upstream.client import PolicyPool, Upstream
+from proxy.upstream.client import Upstream
 from proxy.upstream.policy import CallStats, PrmScorer, PromptRenderer, VllmPolicy
+from proxy.upstream.replicas import PolicyPool
 from proxy.upstream.verifier import VerifierScorer
 from proxy.wire.chat import ChatCompletion
 from proxy.wire.json_types import JSONObject

@@ -1,8 +1,6 @@
-"""Outbound HTTP: one pooled client per upstream server, with bounded jittered retries and the
-single place where httpx exceptions become ``ProxyError``s; and the policy's replicas
-(``PolicyPool``): least-busy choice among the healthy ones, failover of a call to another replica
-(no token has reached the client while a call is retried), the served model's name from whichever
-replica answers, and active health probes.
+"""Outbound HTTP: pooled connections per upstream server, with bounded jittered retries and the
+single place where httpx exceptions become ``ProxyError``s (the policy's replicas over them:
+``proxy.upstream.replicas``).
 
 Retries (tenacity): connect errors, dropped keep-alive connections, 429 and 5xx only, at most
 ``max_retries`` extra attempts, honouring ``Retry-After`` and never past the caller's deadline.
@@ -12,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -40,7 +37,7 @@ from proxy.observability.telemetry import Telemetry, record_usage
 from proxy.wire.json_types import JSONObject
 from proxy.wire.text import upstream_json
 
-__all__ = ["Health", "PolicyPool", "Upstream", "UpstreamConfig"]
+__all__ = ["Health", "Upstream", "UpstreamConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,23 +152,26 @@ class Upstream:
         for transport in self._transports:
             await transport.aclose()
 
-    @contextlib.asynccontextmanager
-    async def _send(
+    def _request(
         self,
         method: str,
         url: str,
         payload: JSONObject | None,
         headers: dict[str, str],
         timeout_s: float | None = None,
-    ) -> AsyncIterator[httpx.Response]:
-        """One request on the least busy transport; its response open (body unread) until the
-        block ends, the transport held as long."""
+    ) -> httpx.Request:
+        """A request with the upstream's own headers and timeouts (``timeout_s``: all four)."""
         extensions = self._timeout
         if timeout_s is not None:
             extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
-        request = httpx.Request(
+        return httpx.Request(
             method, url, json=payload, headers=self._headers | headers, extensions=extensions
         )
+
+    @contextlib.asynccontextmanager
+    async def _send(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
+        """``request`` on the least busy transport; its response open (body unread) until the
+        block ends, the transport held as long."""
         index = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[index] += 1
         try:
@@ -184,16 +184,9 @@ class Upstream:
         finally:
             self._busy[index] -= 1
 
-    async def _fetch(
-        self,
-        method: str,
-        url: str,
-        payload: JSONObject | None,
-        headers: dict[str, str],
-        timeout_s: float | None = None,
-    ) -> httpx.Response:
-        """One request's whole response (body read)."""
-        async with self._send(method, url, payload, headers, timeout_s) as response:
+    async def _fetch(self, request: httpx.Request) -> httpx.Response:
+        """``request``'s whole response (body read)."""
+        async with self._send(request) as response:
             await response.aread()
         return response
 
@@ -242,7 +235,7 @@ class Upstream:
                 )
                 with self._translate(path):
                     response = await stack.enter_async_context(
-                        self._send("POST", self._url(path), payload, th)
+                        self._send(self._request("POST", self._url(path), payload, th))
                     )
                 if response.status_code >= 400:
                     await response.aread()
@@ -258,7 +251,8 @@ class Upstream:
         """Active health probe of the server root's ``/health``: its status only (vLLM answers
         200 with an empty body). Updates the health; returns "ok" or what went wrong."""
         try:
-            response = await self._fetch("GET", self.root_url + "/health", None, {}, 5.0)
+            probe = self._request("GET", self.root_url + "/health", None, {}, timeout_s=5.0)
+            response = await self._fetch(probe)
         except httpx.HTTPError as exc:
             why = f"unreachable ({type(exc).__name__})"
         else:
@@ -284,7 +278,7 @@ class Upstream:
         )
         async for attempt in retrying:
             with attempt:
-                response = await self._fetch(method, url, payload, headers)
+                response = await self._fetch(self._request(method, url, payload, headers))
                 if response.status_code == 429 or response.status_code >= 500:
                     raise _RetryableStatus(response)
                 _raise_for_status(response)
@@ -326,116 +320,6 @@ class Upstream:
             # The exception's text can hold the request (a prompt): its type only.
             self.health.failure(f"transport error ({type(exc).__name__})")
             raise UpstreamError(f"could not talk to {where} ({type(exc).__name__})") from exc
-
-
-class PolicyPool:
-    """The policy replicas. A request sticks to one replica (vLLM's prefix cache hits there)
-    until that replica fails; then its calls move to another healthy one."""
-
-    def __init__(self, upstreams: Sequence[Upstream], model: str | None) -> None:
-        self.upstreams = list(upstreams)
-        self._configured_model = model
-        self._discovered: str | None = None
-        self._turn = itertools.count()
-
-    def _order(self) -> list[Upstream]:
-        start = next(self._turn) % len(self.upstreams)
-        return self.upstreams[start:] + self.upstreams[:start]
-
-    def pick(self) -> Upstream:
-        """The least busy healthy replica (round robin among equals); if every replica is
-        ejected, the least busy of all (the call then says what is wrong)."""
-        order = self._order()
-        healthy = [u for u in order if u.health.is_available] or order
-        return min(healthy, key=lambda upstream: upstream.in_flight)
-
-    def alternative(self, tried: Sequence[Upstream]) -> Upstream | None:
-        """A healthy replica not tried yet, least busy first; None when there is none."""
-        rest = [u for u in self._order() if u.health.is_available and u not in tried]
-        return min(rest, key=lambda upstream: upstream.in_flight) if rest else None
-
-    async def with_failover(
-        self, first: Upstream, call: Callable[[Upstream], Awaitable[_T]]
-    ) -> tuple[_T, Upstream]:
-        """``call(first)``; if that replica fails (transport error, 5xx after its retries, or
-        its call timeout ``PROXY_POLICY__TIMEOUT_S``), the same call on each other healthy
-        replica in turn, within the request's own deadline (which cancels it all). Returns the
-        result and the replica that served."""
-        tried = [first]
-        upstream = first
-        while True:
-            try:
-                return await call(upstream), upstream
-            except UpstreamError as exc:  # a timeout too
-                upstream = self._failed_over(tried, exc)
-
-    def _failed_over(self, tried: list[Upstream], error: UpstreamError) -> Upstream:
-        """The replica to try after ``tried[-1]`` failed with ``error`` (re-raised when none
-        is left); appended to ``tried``."""
-        other = self.alternative(tried)
-        if other is None:
-            raise error
-        logger.warning(
-            "policy replica %d failed (%s); retrying on replica %d",
-            self.upstreams.index(tried[-1]),
-            error.code,
-            self.upstreams.index(other),
-        )
-        tried.append(other)
-        return other
-
-    async def any_available(self) -> bool:
-        """Whether a replica is available, probing them all first when none is (an outage: a
-        stream can then be refused with a status instead of a 200 and an error event)."""
-        if any(u.health.is_available for u in self.upstreams):
-            return True
-        await self.probe_all()
-        return any(u.health.is_available for u in self.upstreams)
-
-    async def probe_all(self) -> list[str]:
-        """Probe every replica at once; what each answered (``Upstream.probe``)."""
-        return list(await asyncio.gather(*(u.probe() for u in self.upstreams)))
-
-    async def post_json(
-        self, first: Upstream, path: str, payload: JSONObject
-    ) -> tuple[JSONObject, Upstream]:
-        """``first.post_json(path, payload)`` with failover (see ``with_failover``)."""
-        tried = [first]
-        upstream = first
-        while True:
-            try:
-                return await upstream.post_json(path, payload), upstream
-            except UpstreamError as exc:
-                upstream = self._failed_over(tried, exc)
-
-    async def model(self) -> str:
-        """The served policy model's name (configured, else the first one a replica lists)."""
-        if self._configured_model:
-            return self._configured_model
-        if self._discovered is None:
-            data, _ = await self.with_failover(self.pick(), lambda u: u.get_json("/models"))
-            models = data.get("data") or []
-            if not models or not isinstance(models[0], dict) or "id" not in models[0]:
-                raise UpstreamError("the policy server lists no models")
-            self._discovered = str(models[0]["id"])
-        return self._discovered
-
-    async def probe_forever(self, interval_s: float) -> None:
-        """Active probes: an ejected replica that answers again is back before its ejection
-        ends, and a silent one is ejected before a request finds out."""
-        while True:
-            await self.probe_all()
-            await asyncio.sleep(interval_s)
-
-    @contextlib.asynccontextmanager
-    async def probing(self, interval_s: float) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.probe_forever(interval_s))
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def _split(total: int, parts: int) -> list[int]:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from proxy.errors import UpstreamError
-from proxy.upstream.client import PolicyPool, Upstream
+from proxy.upstream.client import Upstream
+from proxy.upstream.replicas import PolicyPool
 from proxy.wire.json_types import JSONObject, JSONValue
 from proxy.wire.text import upstream_json
 from strategies import (
