@@ -223,6 +223,54 @@ def test_validation_errors_have_one_format_whichever_source(start_proxy: ProxyFa
 
 
 @pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/vnd.api+json"],
+)
+def test_a_json_body_is_served_whichever_json_content_type(
+    start_proxy: ProxyFactory, vllm: FakeVllm, content_type: str
+) -> None:
+    # Well-formed JSON bodies take the route's direct handler; its answer is the one FastAPI's
+    # own handler gave, and the body relayed upstream is the same.
+    url = start_proxy(api_keys=["k"])
+    body = {"model": "fake-policy", "messages": MESSAGES, "temperature": 0.5, "user": None}
+    headers = {"content-type": content_type, "X-TTS-Strategy": "none", "authorization": "Bearer k"}
+    response = httpx.post(url + "/v1/chat/completions", content=json.dumps(body), headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["tts"]["strategy"] == "none"
+    relayed = vllm.chat_calls[-1]
+    assert relayed["messages"] == MESSAGES and relayed["temperature"] == 0.5
+    assert "user" not in relayed and "tts" not in relayed
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "param"),
+    [
+        (b'{"model": "fake-policy", "messages": "no"}', "application/json", 400, "messages"),
+        (b'{"model": "fake-policy", "messages": [', "application/json", 400, None),
+        (b'{"model": "fake-policy", "messages": []}', "text/plain", 400, None),
+        (b'[{"model": "fake-policy"}]', "application/json", 400, None),
+    ],
+)
+def test_a_body_the_direct_handler_cannot_take_gets_fastapis_own_error(
+    start_proxy: ProxyFactory, content: bytes, content_type: str, status: int, param: str | None
+) -> None:
+    url = start_proxy(api_keys=["k"])
+    headers = {"content-type": content_type, "authorization": "Bearer k"}
+    response = httpx.post(url + "/v1/chat/completions", content=content, headers=headers)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param
+    # A body that parses has its key checked before its fields, on either handler.
+    if content_type == "application/json" and not content.endswith(b"["):
+        unkeyed = httpx.post(
+            url + "/v1/chat/completions", content=content, headers={"content-type": content_type}
+        )
+        assert unkeyed.status_code == 401, unkeyed.text
+
+
+@pytest.mark.parametrize(
     ("method", "path", "status"), [("GET", "/nowhere", 404), ("DELETE", "/v1/models", 405)]
 )
 def test_error_codes_are_names_never_http_statuses(

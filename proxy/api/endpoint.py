@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -20,7 +21,8 @@ from typing import ClassVar, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from proxy.api.deps import ERROR_RESPONSES, control_headers, get_state, require_key
@@ -189,6 +191,45 @@ def add_route(
         response_model=response_model,
         responses=errors,
         openapi_extra=control_headers(),
+        route_class_override=_direct_route(adapter, body),
+    )
+
+
+def _direct_route(adapter: Callable[[_Body], Endpoint], body: type[_Body]) -> type[APIRoute]:
+    """A route that serves a well-formed JSON body itself: the body parsed and validated as
+    FastAPI would (``json.loads``, then the model in Python mode), the key checked, then
+    ``serve``. FastAPI's dependency and validation machinery cost about as much CPU per request
+    as planning and the whole skeleton together (docs/benchmarks/overhead.md), and did nothing
+    else for these routes. Anything else (no JSON content type, a body that does not parse or
+    validate) goes to FastAPI's own handler, so its errors are exactly FastAPI's."""
+
+    class DirectRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+            fastapi_handler = super().get_route_handler()
+
+            async def handler(request: Request) -> Response:
+                if not _is_json(request.headers.get("content-type")):
+                    return await fastapi_handler(request)
+                try:
+                    parsed = body.model_validate(json.loads(await request.body()))
+                except (ValueError, RecursionError, ValidationError):
+                    return await fastapi_handler(request)
+                state: AppState = request.app.state.tts
+                await require_key(request, state)
+                return await serve(request, state, adapter(parsed))
+
+            return handler
+
+    return DirectRoute
+
+
+def _is_json(content_type: str | None) -> bool:
+    """``application/json`` (or ``+json``), as FastAPI reads it."""
+    if content_type is None:
+        return False
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
     )
 
 
@@ -198,7 +239,8 @@ async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Respon
     request.state.tally = tally  # the error handler counts through it
     request_id = f"{endpoint.id_prefix}{uuid.uuid4().hex}"
     REQUEST_ID.set(request_id)  # on every log line from here on, and in 5xx bodies
-    bad = invalid_text_at(endpoint.passthrough_payload())
+    relayed = endpoint.passthrough_payload()
+    bad = invalid_text_at(relayed)
     if bad is not None:  # no upstream could be sent it: the client's 400, no replica's fault
         raise InvalidRequestError(f"{bad}: {INVALID_TEXT}", param=bad)
     search = endpoint.search_request(request.headers)
@@ -218,7 +260,7 @@ async def serve(request: Request, state: AppState, endpoint: Endpoint) -> Respon
     # or not, is finished.
     slot = state.admission.admit()
     try:
-        response = await _answer(call, endpoint, plan, search)
+        response = await _answer(call, endpoint, plan, search, relayed)
     except BaseException:
         slot.release()
         raise
@@ -248,15 +290,17 @@ class _HeldStream(StreamingResponse):
             self._release()
 
 
-async def _answer(call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequest) -> Response:
-    """The planned request's answer (large-API route, pass-through or search), its outcome
-    counted once: JSON now, a stream when it ends."""
+async def _answer(
+    call: Call, endpoint: Endpoint, plan: Plan, search: SearchRequest, relayed: JSONObject
+) -> Response:
+    """The planned request's answer (large-API route, pass-through of ``relayed``, or search),
+    its outcome counted once: JSON now, a stream when it ends."""
     state, tally, is_stream = call.state, call.tally, endpoint.is_stream
     if plan.route is not None:
         call.headers["X-TTS-Strategy"] = "none"
         response = await endpoint.large_api(call, plan, search)
     elif plan.strategy == "none":
-        payload = endpoint.passthrough_payload() | {"model": plan.model}
+        payload = relayed | {"model": plan.model}
         if not state.settings.forward_seed:
             payload.pop("seed", None)  # said in tts.ignored_params (the plan's)
         if plan.max_thinking_tokens is not None:  # vLLM's own cap (with --reasoning-config)
