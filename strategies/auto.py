@@ -272,7 +272,7 @@ async def _run_at_once(
     """The whole cap streamed at once: the first ``pilots`` to finish choose the cell, and the
     streams still running are stopped the moment its vote is settled."""
     judge = _Judge(run, auto, budget, None)
-    traces = await run.stream_settling(budget, sampling, judge) or []
+    traces = await run.stream_settling(budget, sampling, judge, auto.window) or []
     finished, stopped_streams = _stopped(run, traces)
     candidates = as_candidates(run, finished)
     pilots = min(auto.pilots, len(candidates))
@@ -313,7 +313,8 @@ async def _settle_at_once(
     judge = _Judge(run, auto, cell.limit, cell)
     judge.seed([c.text for c in pilots])
     remaining = cell.limit - len(pilots)
-    traces = await run.stream_settling(remaining, run.sampling(is_step=False), judge) or []
+    sampling = run.sampling(is_step=False)
+    traces = await run.stream_settling(remaining, sampling, judge, auto.window) or []
     finished, stopped_streams = _stopped(run, traces)
     return as_candidates(run, finished), judge.confidence, stopped_streams
 

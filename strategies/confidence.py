@@ -50,6 +50,11 @@ class ConfidenceScorer:
         """True: the policy must return each token's log-probability."""
         return True
 
+    @property
+    def is_remote(self) -> bool:
+        """False: read from the policy's own log-probabilities, no call."""
+        return False
+
     async def score(self, problem: str, requests: Sequence[ScoreRequest]) -> ScoreBatch:
         """Each new step's score: the lowest windowed mean token probability in it (0..1)."""
         scores = tuple(

@@ -344,17 +344,22 @@ class SearchRun:
         return await self._streamed(count, asyncio.gather(*calls))
 
     async def stream_settling(
-        self, count: int, sampling: Sampling, judge: Callable[[Generation], Awaitable[int]]
+        self,
+        count: int,
+        sampling: Sampling,
+        judge: Callable[[Generation], Awaitable[int]],
+        window: int | None = None,
     ) -> list[Generation] | None:
-        """``count`` samples streamed at once (the policy must stream). Each that finishes goes
-        to ``judge``, which answers how many finished samples are wanted in all; the streams
-        beyond that are stopped at their next chunk (the server aborts them). Returned in the
-        order they finished, the stopped ones last (finish ``STOPPED``); every token generated
-        is counted. ``None`` when the deadline or a cap came first."""
+        """``count`` samples streamed, ``window`` at a time (``None``: all at once; the policy
+        must stream). Each that finishes goes to ``judge``, which answers how many finished
+        samples are wanted in all; the streams beyond that are stopped at their next chunk (the
+        server aborts them) and no more are started. Returned in the order they finished, the
+        stopped ones last (finish ``STOPPED``); every token generated is counted. ``None`` when
+        the deadline or a cap came first."""
         policy, capped = self._streaming(count, sampling)
         if capped is None:
             return None
-        return await self._streamed(count, settle_streams(policy, count, capped, judge))
+        return await self._streamed(count, settle_streams(policy, count, capped, judge, window))
 
     def _streaming(self, count: int, sampling: Sampling) -> tuple[StreamingPolicy, Sampling | None]:
         """The streaming policy and the samples' sampling within the caps (``None``: capped)."""
@@ -380,7 +385,7 @@ class SearchRun:
         usage = self._books.usage
         self._books.usage = dataclasses.replace(
             usage,
-            policy_calls=usage.policy_calls + count,
+            policy_calls=usage.policy_calls + len(streamed),  # those started
             prompt_tokens=usage.prompt_tokens + sum(s.prompt_tokens for s in streamed),
             completion_tokens=usage.completion_tokens
             + sum(s.generation.completion_tokens for s in streamed),

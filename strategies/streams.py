@@ -18,20 +18,36 @@ async def settle_streams(
     count: int,
     sampling: Sampling,
     judge: Callable[[Generation], Awaitable[int]],
+    window: int | None = None,
 ) -> list[Streamed]:
-    """``count`` samples streamed at once; each that finishes goes to ``judge``, which answers
-    how many finished samples are wanted in all, and the streams beyond that are stopped at
-    their next chunk. The finished ones in the order they finished, then the stopped ones. A
-    failing stream fails the call; the others are cancelled."""
+    """``count`` samples streamed, at most ``window`` at a time (``None``: all at once; a
+    stream starts as one ends); each that finishes goes to ``judge``, which answers how many
+    finished samples are wanted in all. The streams beyond that are stopped at their next
+    chunk, and none is started past it. The finished ones in the order they finished, then the
+    stopped ones. A failing stream fails the call; the others are cancelled."""
     stopped: set[int] = set()
+    width = count if window is None else max(1, min(window, count))
 
     def keep(index: int) -> Callable[[Sequence[float]], bool]:
         return lambda _: index not in stopped
 
-    tasks = [asyncio.ensure_future(policy.stream("", sampling, keep(i))) for i in range(count)]
-    order = {task: i for i, task in enumerate(tasks)}
-    pending, finished, cut = set(tasks), list[Streamed](), list[Streamed]()
+    tasks: list[asyncio.Future[Streamed]] = []
+    order: dict[asyncio.Future[Streamed], int] = {}
+    pending: set[asyncio.Future[Streamed]] = set()
+    finished, cut = list[Streamed](), list[Streamed]()
+    wanted = count
+
+    def top_up() -> None:
+        live = sum(order[t] not in stopped for t in pending)
+        while len(tasks) < count and live < width and len(finished) + live < wanted:
+            task = asyncio.ensure_future(policy.stream("", sampling, keep(len(tasks))))
+            order[task] = len(tasks)
+            tasks.append(task)
+            pending.add(task)
+            live += 1
+
     try:
+        top_up()
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in sorted(done, key=order.__getitem__):
@@ -43,6 +59,7 @@ async def settle_streams(
                 wanted = await judge(streamed.generation)
                 running = sorted(order[t] for t in pending)
                 stopped.update(running[max(wanted - len(finished), 0) :])
+            top_up()
     finally:
         for task in tasks:
             if not task.done():

@@ -209,6 +209,12 @@ class StepScorer(Protocol):
         """Whether the policy must return token log-probabilities for this scorer."""
         ...
 
+    @property
+    def is_remote(self) -> bool:
+        """Whether each ``score`` is a call to a server (a PRM, a verifier): worth overlapping
+        with the generation of other samples."""
+        ...
+
     async def score(self, problem: str, requests: Sequence[ScoreRequest]) -> ScoreBatch:
         """Score the new steps of every request; steps are scored with their whole prefix."""
         ...
@@ -252,10 +258,14 @@ class AutoConfig:
     cells: Mapping[Difficulty, AutoCell] = field(default_factory=dict)
     rules: str = ""
     mode: SamplingMode = "sequential"  # concurrent: the pilots are the first of the cap to finish
+    # concurrent: at most this many streams at once (a new one starts as one ends); None: all
+    window: int | None = None
 
     def __post_init__(self) -> None:
         if self.pilots < 1 or self.chunk < 1:
             raise ConfigError("pilots and chunk must be >= 1", "auto")
+        if self.window is not None and self.window < 1:
+            raise ConfigError("window must be >= 1 (or unset: all at once)", "auto")
         if not 0.5 < self.confidence < 1.0:
             raise ConfigError("confidence must be in (0.5, 1)", "auto")
         if set(self.methods) != {"easy", "medium", "hard"}:

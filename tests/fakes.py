@@ -144,6 +144,7 @@ class FakeScorer:
     delay_s: float = 0.0
     by_text: dict[str, float] = field(default_factory=dict)  # exact step text -> score
     calls: list[list[ScoreRequest]] = field(default_factory=list)
+    is_remote: bool = True  # as a PRM server
 
     @property
     def name(self) -> str:

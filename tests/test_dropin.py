@@ -4,6 +4,7 @@ notes, cached tokens, the typed ``tts`` surface). Official SDK, strict, no retri
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -13,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from harness.fake_servers import FakeVllm
+from harness.fake_servers import FakeVllm, default_script
 from tests.conftest import ProxyFactory
 
 Sdk = Callable[[str], openai.OpenAI]
@@ -76,8 +77,9 @@ def test_best_of_is_served_as_best_of_n(
     tts = tts_of(done)
     assert tts["strategy"] == "best_of_n" and tts["budget"] == 5 and tts["budget_unit"] == "samples"
     assert tts["ignored_params"] == ["logprobs"]
-    assert [c["n"] for c in vllm.completion_calls] == [5]
-    assert vllm.completion_calls[0]["prompt"] == [PROMPT]  # no chat template around it
+    # Five samples; with the PRM they come in parts, each scored while the others generate.
+    assert sum(c["n"] for c in vllm.completion_calls) == 5
+    assert all(c["prompt"] == [PROMPT] for c in vllm.completion_calls)  # no chat template
     assert done.usage is not None
     assert done.usage.completion_tokens == sum(u["completion_tokens"] for u in vllm.reported_usage)
 
@@ -189,7 +191,13 @@ def test_openapi_documents_the_typed_tts_surface(start_proxy: ProxyFactory) -> N
 # -- fidelity -------------------------------------------------------------------------------
 
 
-def test_stop_cuts_every_searched_answer(start_proxy: ProxyFactory, sdk: Sdk) -> None:
+def test_stop_cuts_every_searched_answer(
+    start_proxy: ProxyFactory, vllm: FakeVllm, sdk: Sdk
+) -> None:
+    # Every sample its own, across calls too, as a real server's are (best-of-N with the PRM
+    # draws its samples in parts).
+    drawn = itertools.count()
+    vllm.script = lambda prefix, _: default_script(prefix, next(drawn))
     url = start_proxy()
     done = sdk(url).chat.completions.create(
         model="fake-policy",

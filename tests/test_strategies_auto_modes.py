@@ -16,8 +16,16 @@ MAJORITY = {"easy": "majority", "medium": "majority", "hard": "majority"}
 LONG = "word " * 40
 
 
-def auto(mode: SamplingMode = "concurrent", **cells: AutoCell) -> SearchConfig:
-    rules = AutoConfig(methods=MAJORITY, pilots=4, mode=mode, cells=cells)  # type: ignore[arg-type]
+def auto(
+    mode: SamplingMode = "concurrent", window: int | None = None, **cells: AutoCell
+) -> SearchConfig:
+    rules = AutoConfig(
+        methods=MAJORITY,
+        pilots=4,
+        mode=mode,
+        window=window,
+        cells=cells,  # type: ignore[arg-type]
+    )
     return SearchConfig(budget=16, auto=rules)
 
 
@@ -35,6 +43,43 @@ async def test_settled_pilots_stop_every_stream_still_running() -> None:
     assert len(stopped) == 12 and all(sent < 41 for sent in stopped)
     # every token generated is counted: the four answers and what the stopped streams sent
     assert result.usage.completion_tokens == 4 + sum(stopped)
+
+
+async def test_a_window_starts_no_stream_past_a_settled_vote() -> None:
+    # Eight streams at a time: the four short pilots agree, so only the four long streams
+    # already running are stopped, and the other eight are never started.
+    script = {"": ["\\boxed{4}"] * 4 + [LONG + "\\boxed{4}"] * 12}
+    policy = FakePolicy(script)
+    result = await search("auto", "q", policy, None, auto(window=8))
+    decision = result.decision
+    assert result.answer == "4" and decision is not None and decision.stopped_early
+    assert decision.streams_stopped == 4 and len(policy.streams) == 8
+    assert result.usage.policy_calls == 8
+    stopped = [sent for sent, early in policy.streams if early]
+    assert result.usage.completion_tokens == 4 + sum(stopped)
+
+
+async def test_a_window_keeps_that_many_streams_going_until_the_cap() -> None:
+    # An unsettled vote: every sample is drawn, never more than the window at once.
+    script = {"": [f"{'x ' * i}\\boxed{{{i % 3}}}" for i in range(16)]}
+    live, most = 0, 0
+
+    class Counted(FakePolicy):
+        async def stream(
+            self, prefix: str, sampling: Sampling, keep_going: Callable[[Sequence[float]], bool]
+        ) -> Streamed:
+            nonlocal live, most
+            live += 1
+            most = max(most, live)
+            try:
+                return await super().stream(prefix, sampling, keep_going)
+            finally:
+                live -= 1
+
+    policy = Counted(script)
+    result = await search("auto", "q", policy, None, auto(window=6))
+    assert len(result.candidates) == 16 and most == 6
+    assert result.decision is not None and result.decision.streams_stopped == 0
 
 
 async def test_an_unsettled_vote_lets_every_stream_finish() -> None:

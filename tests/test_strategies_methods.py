@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategies import NoCandidatesError, SearchConfig, SearchError, StrategyName, search
+from strategies.best_of_n import OVERLAP_PARTS
 from tests.fakes import FakePolicy, FakeScorer
 
 D = "\n\n"
@@ -79,15 +80,15 @@ BON_SCRIPT = {
     ],
 )
 async def test_best_of_n_scoring_and_voting(scoring: str, voting: str, answer: str) -> None:
-    policy, scorer = FakePolicy(BON_SCRIPT), FakeScorer()
+    policy, scorer = FakePolicy(BON_SCRIPT, persist_offsets=True), FakeScorer()
     result = await search(
         "best_of_n", "q", policy, scorer, config(budget=3, scoring=scoring, voting=voting)
     )
     assert result.answer == answer
 
 
-async def test_best_of_n_one_policy_call_one_scorer_call() -> None:
-    policy, scorer = FakePolicy(BON_SCRIPT), FakeScorer()
+async def test_best_of_n_with_a_local_scorer_is_one_call_and_one_scoring() -> None:
+    policy, scorer = FakePolicy(BON_SCRIPT), FakeScorer(is_remote=False)
     result = await search("best_of_n", "q", policy, scorer, config(budget=3))
     assert len(policy.calls) == 1 and policy.calls[0].n == 3
     assert len(scorer.calls) == 1 and len(scorer.calls[0]) == 3
@@ -95,6 +96,58 @@ async def test_best_of_n_one_policy_call_one_scorer_call() -> None:
     assert result.usage.policy_calls == 1 and result.usage.scorer_calls == 1
     assert result.voting == "prm_vote" and result.scoring == "last"
     assert result.candidates[0].candidate.step_scores == (0.9, 0.2)
+
+
+class _HeldPolicy(FakePolicy):
+    """Each call waits for its own event (the k-th call, ``release[k]``)."""
+
+    def __init__(self, script: dict[str, list[str]], parts: int) -> None:
+        super().__init__(script, persist_offsets=True)
+        self.release = [asyncio.Event() for _ in range(parts)]
+
+    async def generate(self, prefixes: Any, n: int, sampling: Any) -> Any:
+        index = len(self.calls)
+        batch = await super().generate(prefixes, n, sampling)
+        await self.release[index].wait()
+        return batch
+
+
+async def test_best_of_n_scores_each_part_while_the_others_still_generate() -> None:
+    script = {"": [f"step <0.{i}>" + D + f"\\boxed{{{i}}} <0.{i}>" for i in range(1, 9)]}
+    policy, scored = _HeldPolicy(script, OVERLAP_PARTS), asyncio.Event()
+
+    class Told(FakeScorer):
+        async def score(self, problem: str, requests: Any) -> Any:
+            scored.set()
+            return await super().score(problem, requests)
+
+    scorer = Told()
+    task = asyncio.ensure_future(search("best_of_n", "q", policy, scorer, config(budget=8)))
+    policy.release[0].set()
+    await scored.wait()  # the first part is scored while the other three still generate
+    assert len(scorer.calls) == 1 and len(scorer.calls[0]) == 8 // OVERLAP_PARTS
+    assert not task.done()
+    for event in policy.release[1:]:
+        event.set()
+    result = await task
+    assert [call.n for call in policy.calls] == [2] * OVERLAP_PARTS
+    assert len(scorer.calls) == OVERLAP_PARTS
+    assert result.usage.policy_calls == OVERLAP_PARTS
+    assert result.usage.generations_per_depth == (8,)  # one round of the search
+    assert sorted(int(c.answer) for c in result.candidates) == list(range(1, 9))
+    assert result.answer == "8"
+
+
+async def test_best_of_n_parts_fail_together() -> None:
+    class Broken(FakeScorer):
+        async def score(self, problem: str, requests: Any) -> Any:
+            raise SearchError("scorer down")
+
+    policy = _HeldPolicy(BON_SCRIPT, 3)
+    for event in policy.release:
+        event.set()
+    with pytest.raises(SearchError, match="scorer down"):
+        await search("best_of_n", "q", policy, Broken(), config(budget=3))
 
 
 async def test_best_of_n_empty_trailing_steps_are_not_scored() -> None:
@@ -106,7 +159,7 @@ async def test_best_of_n_empty_trailing_steps_are_not_scored() -> None:
 
 
 async def test_best_of_n_truncated_candidate_is_flagged() -> None:
-    policy = FakePolicy({"": ["a long one <len>", "\\boxed{3} <0.1>"]})
+    policy = FakePolicy({"": ["a long one <len>", "\\boxed{3} <0.1>"]}, persist_offsets=True)
     result = await search("best_of_n", "q", policy, FakeScorer(), config(budget=2))
     flags = [(c.candidate.is_finished, c.candidate.is_truncated) for c in result.candidates]
     assert flags == [(True, True), (True, False)]

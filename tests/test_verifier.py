@@ -85,7 +85,9 @@ def test_a_verifier_served_elsewhere(stack: ExitStack, vllm: FakeVllm) -> None:
     url = stack.enter_context(serve(create_app(settings)))
     tts = ask(url, "best_of_n", **{"X-TTS-Budget": "2"}).model_extra["tts"]
     assert tts["scorer"] == "verifier:judge"
-    assert verifier_calls(vllm) == [] and len(verifier_calls(judge)) == 1
+    # On a server of its own, each part of the samples is judged as soon as it is back.
+    assert verifier_calls(vllm) == [] and len(verifier_calls(judge)) == 2
+    assert sum(c["n"] for c in vllm.completion_calls) == 2
     assert verifier_calls(judge)[0]["model"] == "judge"
     with pytest.raises(ValueError, match="verifier_model"):
         ProxySettings(policy_urls=[upstream], verifier_url=judge_url)

@@ -304,6 +304,7 @@ def _scorer(
             settings.verifier_top_logprobs,
             settings.verifier_format,
             settings.verifier_analysis_tokens,
+            has_own_server=state.verifier is not None,
         )
     return ConfidenceScorer(window=settings.search.confidence_window)
 

@@ -71,6 +71,7 @@ class AutoRules:
     confidence: float
     chunk: int
     mode: SamplingMode
+    window: int | None
     table: dict[str, dict[str, dict[str, MethodName]]]  # size -> scorer -> difficulty -> method
     small_below_b: float
     large_from_b: float
@@ -158,6 +159,7 @@ def _rules(shipped: RulesFile, user: RulesFile, name: str) -> AutoRules:
         confidence=auto.confidence,
         chunk=auto.chunk,
         mode=auto.mode,
+        window=auto.window,
         table=cast("dict[str, dict[str, dict[str, MethodName]]]", table),
         small_below_b=sizes.small_below_b,
         large_from_b=sizes.large_from_b,
@@ -311,6 +313,7 @@ def auto_config(profile: Profile, rules: AutoRules) -> AutoConfig:
         confidence=rules.confidence,
         chunk=rules.chunk,
         mode=rules.mode,
+        window=rules.window,
         reason=reason,
         cells=cells,  # type: ignore[arg-type]
         rules=rules.name,

@@ -28,6 +28,9 @@ class AutoSection(_Strict):
     # sequential: pilots, then chunks judged between them; concurrent: the samples streamed at
     # once, the rest stopped when the vote settles (X-TTS-Auto-Mode overrides it per request)
     mode: SamplingMode = "sequential"
+    # concurrent: at most this many streams at once, a new one started as one ends (unset: all
+    # at once); fewer cut-off streams when the vote settles, at some wall time
+    window: int | None = Field(default=None, ge=1)
 
 
 class SizesSection(_Strict):

@@ -120,6 +120,7 @@ class VllmPolicy:
         self._prompt = prompt
         self._stats = stats
         self._extra = extra or {}
+        self._asked: dict[int, int] = {}  # calls made per prompt (by its hash), for seeds
 
     @property
     def upstream(self) -> Upstream:
@@ -145,6 +146,16 @@ class VllmPolicy:
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
             payload["include_stop_str_in_output"] = True
+        seed = self._extra.get("seed")
+        if isinstance(seed, int):
+            # vLLM seeds each request's sampler, so calls with the same prompt and seed draw the
+            # same samples (a vote's streams, best-of-N's parts, DVTS's first steps): the k-th
+            # call with one prompt gets seed + k, and a seeded search still replays.
+            key = hash(prompt if isinstance(prompt, str) else tuple(prompt))
+            repeat = self._asked.get(key, 0)
+            self._asked[key] = repeat + 1
+            if repeat:
+                payload["seed"] = (seed + repeat + 2**63) % 2**64 - 2**63
         return payload
 
     async def generate(self, prefixes: Sequence[str], n: int, sampling: Sampling) -> PolicyBatch:
@@ -415,6 +426,10 @@ class PrmScorer:
     @property
     def needs_logprobs(self) -> bool:
         return False
+
+    @property
+    def is_remote(self) -> bool:
+        return True
 
     async def score(self, problem: str, requests: Sequence[ScoreRequest]) -> ScoreBatch:
         payload = {

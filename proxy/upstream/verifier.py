@@ -78,7 +78,10 @@ class VerifierScorer:
         top_logprobs: int = 20,
         fmt: VerifierFormat = "judge",
         analysis_tokens: int = 256,
+        *,
+        has_own_server: bool = False,
     ) -> None:
+        self._has_own_server = has_own_server
         self._upstream = upstream
         self._model = model
         self._renderer = renderer
@@ -96,6 +99,12 @@ class VerifierScorer:
     @property
     def needs_logprobs(self) -> bool:
         return False
+
+    @property
+    def is_remote(self) -> bool:
+        """Only on a server of its own (``PROXY_VERIFIER_URL``): on the policy's server its
+        calls would take the batch slots of the samples still generating there."""
+        return self._has_own_server
 
     async def score(self, problem: str, requests: Sequence[ScoreRequest]) -> ScoreBatch:
         if self._format == "genprm":
