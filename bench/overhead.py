@@ -19,7 +19,8 @@ smallest), installed by ``bench.peers`` into throw-away venvs; ``--no-peers`` sk
 Each server also reports its CPU time per request (user + system, from ``/proc``): on a
 saturated machine that, not the wall time, is what queues.
 
-Run: ``.venv/bin/python -m bench.overhead [--no-peers] [--runs 3] [--no-beam]``
+Run: ``.venv/bin/python -m bench.overhead [--no-peers] [--runs 3] [--no-beam] [--no-stream]
+[--before DIR]`` (``--before``: another checkout's proxy, an earlier commit's, as one more row).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -174,6 +176,9 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
+_NONE = {"X-TTS-Strategy": "none"}
+
+
 @dataclass(frozen=True)
 class _Hop:
     name: str
@@ -183,18 +188,23 @@ class _Hop:
     extra: dict[str, Any]
 
 
-def passthrough_table(with_peers: bool = True, runs: int = RUNS) -> list[tuple[str, ...]]:
+def passthrough_table(
+    with_peers: bool = True, runs: int = RUNS, before: Path | None = None
+) -> list[tuple[str, ...]]:
     """Each server's added p50 and p99 (its run's percentile minus the direct run's, taken just
     before) and its CPU per request, ``runs`` times in turn with every server up at once: the
-    median of the runs, and their range."""
+    median of the runs, and their range. ``before``: another checkout's proxy as a row too."""
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(app_process("bench.overhead:chat_app", "/v1/models")).url
         proxy = stack.enter_context(proxy_process(upstream))
         floor = stack.enter_context(app_process("bench.overhead:forwarder_app", "/", upstream))
         hops = [
-            _Hop("pass-through", proxy.url, proxy.pid, {"X-TTS-Strategy": "none"}, {}),
+            _Hop("pass-through", proxy.url, proxy.pid, _NONE, {}),
             _Hop("minimal forwarder", floor.url, floor.pid, {}, {}),
         ]
+        if before is not None:
+            earlier = stack.enter_context(proxy_process(upstream, checkout=before))
+            hops.insert(1, _Hop("pass-through (--before)", earlier.url, earlier.pid, _NONE, {}))
         if with_peers:  # their nearest thing to a pass-through
             for name, peer in PEERS.items():
                 url, pid = stack.enter_context(peer_server(name, upstream + "/v1"))
@@ -300,8 +310,14 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="the proxy and the floor only")
     parser.add_argument("--runs", type=int, default=RUNS, help="pass-through runs per server")
     parser.add_argument("--no-beam", action="store_true", help="skip the beam-search rows")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout (an earlier commit's): its proxy a row too"
+    )
+    parser.add_argument("--no-stream", action="store_true", help="skip the streamed row")
     args = parser.parse_args()
-    rows = [*passthrough_table(not args.no_peers, args.runs), stream_row(args.runs)]
+    rows = passthrough_table(not args.no_peers, args.runs, args.before)
+    if not args.no_stream:
+        rows.append(stream_row(args.runs))
     _print(("pass-through", "added p50, ms", "added p99, ms", "CPU per request, ms"), rows)
     print("median of the runs (range); the added latency is each run's minus the direct one's")
     if not args.no_beam:

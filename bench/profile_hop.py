@@ -7,7 +7,8 @@ the functions with the most samples: inclusive (on the stack) and own (at the to
 
 py-spy comes from its own lock: ``make profile-tools`` installs it into ``build/tools/py-spy``.
 
-Run: ``.venv/bin/python -m bench.profile_hop [--workload vote] [--requests 3000]``
+Run: ``.venv/bin/python -m bench.profile_hop [--workload vote] [--requests 3000] [--clients 50]
+[--checkout DIR]`` (``--checkout``: the proxy of another checkout, an earlier commit's).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--workload", choices=("passthrough", "vote"), default="passthrough")
     parser.add_argument("--label", default=None, help="the output files' name (the workload's)")
+    parser.add_argument("--checkout", type=Path, help="profile another checkout's proxy")
     args = parser.parse_args()
     args.label = args.label or args.workload
     if not PY_SPY.exists():
@@ -112,12 +114,13 @@ def main() -> None:
     with upstream_of as upstream:
         port = free_port()
         command = [
-            *(str(PY_SPY), "record", "--rate", "250", "--format", "raw", "-o", str(raw), "--"),
+            *(str(PY_SPY.resolve()), "record", "--rate", "250", "--format", "raw"),
+            *("-o", str(raw.resolve()), "--"),
             *(sys.executable, "-m", "proxy", "serve", "--port", str(port)),
             *("--policy-url", upstream + "/v1", "--policy-model", model, "--log-level", "warning"),
         ]
         url = f"http://127.0.0.1:{port}"
-        with server_process(command, url + "/health/live") as process:
+        with server_process(command, url + "/health/live", cwd=args.checkout) as process:
             asyncio.run(_load(url, 200, headers, model, args.clients))  # warm up
             seconds = asyncio.run(_load(url, args.requests, headers, model, args.clients))
             process.send_signal(2)  # py-spy writes its output when the proxy exits

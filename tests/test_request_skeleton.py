@@ -164,6 +164,19 @@ def test_seed_is_handled_alike_on_every_pass_through(
     assert getattr(vllm, calls)[-1]["seed"] == 7
 
 
+def test_a_seeded_searchs_calls_with_one_prompt_each_get_their_own_seed(
+    start_proxy: ProxyFactory, vllm: FakeVllm
+) -> None:
+    # Best-of-N with the PRM draws its samples in parts, all with one prompt: one seed for all
+    # would draw the same samples in each.
+    url = start_proxy(forward_seed=True)
+    body = {"model": "fake-policy", "messages": MESSAGES, "seed": 7}
+    headers = {"X-TTS-Strategy": "best_of_n", "X-TTS-Budget": "8"}
+    answer = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert sorted(call["seed"] for call in vllm.completion_calls) == [7, 8, 9, 10]
+
+
 def test_an_upstreams_own_error_text_never_reaches_the_client(
     start_proxy: ProxyFactory, vllm: FakeVllm
 ) -> None:

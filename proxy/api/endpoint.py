@@ -15,9 +15,17 @@ import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -204,7 +212,7 @@ def _direct_route(adapter: Callable[[_Body], Endpoint], body: type[_Body]) -> ty
     validate) goes to FastAPI's own handler, so its errors are exactly FastAPI's."""
 
     class DirectRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             fastapi_handler = super().get_route_handler()
 
             async def handler(request: Request) -> Response:

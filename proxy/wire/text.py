@@ -19,8 +19,6 @@ INVALID_TEXT = "holds a lone UTF-16 surrogate: not valid Unicode text"
 def invalid_text_at(value: JSONValue, path: str = "") -> str | None:
     """The dotted path (``stop.0``, ``metadata.key``) of the first string in ``value`` — keys
     included — that is not valid Unicode, or None."""
-    if not path and _is_valid_json_text(value):  # the common case, checked in C
-        return None
     if isinstance(value, str):
         return None if _encodes(value) else path or "body"
     if isinstance(value, dict):
@@ -43,16 +41,6 @@ def valid_text(value: JSONValue) -> JSONValue:
     if invalid_text_at(value) is not None:
         raise ValueError(INVALID_TEXT)
     return value
-
-
-def _is_valid_json_text(value: JSONValue) -> bool:
-    """Whether all of ``value``'s text encodes as UTF-8 (False also when it cannot be told
-    this way: the walk then decides)."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except (UnicodeEncodeError, TypeError, ValueError, RecursionError):
-        return False
-    return True
 
 
 def _encodes(text: str) -> bool:
