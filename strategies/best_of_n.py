@@ -2,11 +2,12 @@
 (PRM-Last/Min/Avg/Prod) and voting (Majority/PRM-Max/PRM-Vote).
 Source: Liu et al. 2025 §3.1; huggingface/search-and-learn ``best_of_n.py``.
 
-With a scorer that makes calls of its own (a PRM server, a verifier), the samples are drawn in a
-few calls at once and each part is scored as soon as it is back, while the others still generate:
-only the last part's scoring follows the generation instead of all of it. One round of the search
-all the same (``generations_per_depth``, the trace). Without one (the confidence scorer, no
-scorer), or under a token cap that shares what is left among one call's samples, it is one call.
+With a scorer on a server of its own (``StepScorer.is_remote``: a PRM server, a verifier served
+apart from the policy), the samples are drawn in a few calls at once and each part is scored as
+soon as it is back, while the others still generate: only the last part's scoring follows the
+generation instead of all of it. One round of the search all the same (``generations_per_depth``,
+the trace). Without one (the confidence scorer, a verifier on the policy's server, no scorer), or
+under a token cap that shares what is left among one call's samples, it is one call.
 Must not import I/O libraries; ``asyncio`` runs the parts side by side.
 """
 

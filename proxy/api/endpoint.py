@@ -206,10 +206,10 @@ def add_route(
 def _direct_route(adapter: Callable[[_Body], Endpoint], body: type[_Body]) -> type[APIRoute]:
     """A route that serves a well-formed JSON body itself: the body parsed and validated as
     FastAPI would (``json.loads``, then the model in Python mode), the key checked, then
-    ``serve``. FastAPI's dependency and validation machinery cost about as much CPU per request
-    as planning and the whole skeleton together (docs/benchmarks/overhead.md), and did nothing
-    else for these routes. Anything else (no JSON content type, a body that does not parse or
-    validate) goes to FastAPI's own handler, so its errors are exactly FastAPI's."""
+    ``serve``, skipping FastAPI's dependency and validation machinery, which did nothing else
+    for these routes (its cost: docs/benchmarks/overhead.md, round three). Anything else (no
+    JSON content type, a body that does not parse or validate) goes to FastAPI's own handler, so
+    its errors are exactly FastAPI's."""
 
     class DirectRoute(APIRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
