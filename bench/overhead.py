@@ -3,7 +3,8 @@
 1. Pass-through overhead: p50/p99 latency through the proxy minus direct to a fake upstream that
    answers in 100 ms, with 1 and 50 concurrent clients. Target: <= 2 ms added at p50. A minimal
    forwarder (raw ASGI + one httpx call, no validation or features) on the same machine gives the
-   floor that the Python HTTP stack itself sets.
+   floor that the Python HTTP stack itself sets; the same forwarder with aiohttp's client (the
+   proxy's upstream transport) shows how much of that floor is httpx's.
 2. Orchestration efficiency of beam search N=16: a fake upstream whose latency follows a per-token
    model; ideal critical path (sum over depths of the slowest call + PRM time) / measured wall time.
    Target: >= 0.95. The fakes' own processing counts against this ratio, so two more rows: the
@@ -33,11 +34,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
@@ -124,6 +126,32 @@ def forwarder_app(upstream: str) -> Any:
     """The floor: raw ASGI forwarding each POST body to ``upstream`` with one httpx call."""
     client = httpx.AsyncClient(base_url=upstream, timeout=60)
 
+    async def post(path: str, body: bytes) -> tuple[int, bytes]:
+        response = await client.post(
+            path, content=body, headers={"content-type": "application/json"}
+        )
+        return response.status_code, response.content
+
+    return _forwarder(post)
+
+
+def aiohttp_forwarder_app(upstream: str) -> Any:
+    """The floor with aiohttp's client (the proxy's upstream transport) in httpx's place."""
+    sessions: list[aiohttp.ClientSession] = []  # made in the server's event loop
+
+    async def post(path: str, body: bytes) -> tuple[int, bytes]:
+        if not sessions:
+            sessions.append(aiohttp.ClientSession(upstream))
+        headers = {"content-type": "application/json"}
+        async with sessions[0].post(path, data=body, headers=headers) as response:
+            return response.status, await response.read()
+
+    return _forwarder(post)
+
+
+def _forwarder(post: Callable[[str, bytes], Awaitable[tuple[int, bytes]]]) -> Any:
+    """Raw ASGI: each POST's body handed to ``post``, its answer relayed as JSON."""
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
@@ -134,10 +162,7 @@ def forwarder_app(upstream: str) -> Any:
             if not message.get("more_body"):
                 break
         if scope["method"] == "POST":
-            upstream = await client.post(
-                scope["path"], content=body, headers={"content-type": "application/json"}
-            )
-            status, content = upstream.status_code, upstream.content
+            status, content = await post(scope["path"], body)
         else:
             status, content = 200, b"{}"
         headers = [(b"content-type", b"application/json")]
@@ -198,9 +223,13 @@ def passthrough_table(
         upstream = stack.enter_context(app_process("bench.overhead:chat_app", "/v1/models")).url
         proxy = stack.enter_context(proxy_process(upstream))
         floor = stack.enter_context(app_process("bench.overhead:forwarder_app", "/", upstream))
+        floor_aio = stack.enter_context(
+            app_process("bench.overhead:aiohttp_forwarder_app", "/", upstream)
+        )
         hops = [
             _Hop("pass-through", proxy.url, proxy.pid, _NONE, {}),
             _Hop("minimal forwarder", floor.url, floor.pid, {}, {}),
+            _Hop("minimal forwarder over aiohttp", floor_aio.url, floor_aio.pid, {}, {}),
         ]
         if before is not None:
             earlier = stack.enter_context(proxy_process(upstream, checkout=before))

@@ -16,7 +16,7 @@ import pytest
 from harness.fake_servers import FakeVllm
 from harness.servers import serve
 from proxy.observability.metrics import Metrics
-from proxy.upstream.client import SHARD_CONNECTIONS, Upstream, UpstreamConfig
+from proxy.upstream.client import Upstream, UpstreamConfig
 from proxy.upstream.policy import PromptRenderer
 from tests.conftest import ProxyFactory
 
@@ -123,10 +123,9 @@ def test_a_stalled_body_is_a_408_and_frees_the_connection(start_proxy: ProxyFact
 
 @pytest.mark.asyncio
 async def test_pooled_connections_reach_max_connections_in_all_and_no_more() -> None:
-    """The upstream's connections are split over several small httpx pools (httpcore scans its
-    whole pool on every request): together they still open ``max_connections`` at once, and the
-    calls beyond wait for one to free up."""
-    limit = SHARD_CONNECTIONS * 2 + 3  # three pools
+    """``max_connections`` calls are in flight at once, and the calls beyond wait for one of
+    the connections to free up."""
+    limit = 35
     held, seen_max = 0, 0
     full = threading.Event()
     gate: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []  # the server loop's
@@ -151,7 +150,7 @@ async def test_pooled_connections_reach_max_connections_in_all_and_no_more() -> 
         upstream = Upstream(config, Metrics())
         try:
             calls = [asyncio.ensure_future(upstream.post_json("/x", {})) for _ in range(limit + 5)]
-            assert await asyncio.to_thread(full.wait, 20)  # every pool's connections in use
+            assert await asyncio.to_thread(full.wait, 20)  # every connection in use
             loop, opened = gate[0]
             loop.call_soon_threadsafe(opened.set)
             assert await asyncio.gather(*calls) == [{}] * len(calls)

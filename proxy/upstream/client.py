@@ -34,6 +34,7 @@ from proxy.errors import (
 )
 from proxy.observability.metrics import Metrics
 from proxy.observability.telemetry import Telemetry, record_usage
+from proxy.upstream.transport import AiohttpTransport
 from proxy.wire.json_types import JSONObject
 from proxy.wire.text import upstream_json
 
@@ -107,19 +108,14 @@ class _RetryableStatus(Exception):
         self.response = response
 
 
-# Connections per httpx client. httpcore's pool scans every connection it holds (polling each
-# socket) on every request and every response, so one pool of hundreds of connections spends
-# most of the proxy's CPU on that scan under load (encode/httpcore#1035, #928). Several small
-# pools, each call on the least busy one, keep the scan short; bench/profile_hop.py shows it.
-SHARD_CONNECTIONS = 16
-
-
 class Upstream:
-    """Pooled connections to one base URL: ``httpx.AsyncHTTPTransport`` s of
-    ``SHARD_CONNECTIONS`` connections each, ``max_connections`` in all, created and closed in
-    the lifespan. Calls go to the transports directly: ``httpx.AsyncClient``'s layer (URL and
-    header merging, cookies, auth and redirect flows) cost about as much CPU as the connection
-    itself and does nothing an upstream of ours needs (bench/profile_hop.py)."""
+    """Pooled keep-alive connections to one base URL (``max_connections`` at most), opened on
+    the first call and closed in the lifespan. Calls build httpx requests and go to the
+    transport directly: ``httpx.AsyncClient``'s layer (URL and header merging, cookies, auth
+    and redirect flows) cost about as much CPU as the connection itself and does nothing an
+    upstream of ours needs. The transport is aiohttp's client (``proxy.upstream.transport``):
+    httpcore's pure-Python pool and parser were the larger part of the hop's CPU
+    (bench/profile_hop.py)."""
 
     def __init__(
         self, config: UpstreamConfig, metrics: Metrics, telemetry: Telemetry | None = None
@@ -134,14 +130,9 @@ class Upstream:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._timeout = {"timeout": timeout.as_dict()}
-        shards = -(-config.max_connections // SHARD_CONNECTIONS)
-        self._transports = tuple(
-            httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
-            )
-            for size in _split(config.max_connections, shards)
+        self._transport = AiohttpTransport(
+            config.max_connections, tls=config.base_url.startswith("https:")
         )
-        self._busy = [0] * shards  # calls in flight on each transport
         self._urls: dict[str, httpx.URL] = {}  # the URLs called, parsed
 
     @property
@@ -151,8 +142,7 @@ class Upstream:
         return base[: -len("/v1")] if base.endswith("/v1") else base
 
     async def aclose(self) -> None:
-        for transport in self._transports:
-            await transport.aclose()
+        await self._transport.aclose()
 
     def _request(
         self,
@@ -177,19 +167,12 @@ class Upstream:
 
     @contextlib.asynccontextmanager
     async def _send(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
-        """``request`` on the least busy transport; its response open (body unread) until the
-        block ends, the transport held as long."""
-        index = min(range(len(self._busy)), key=self._busy.__getitem__)
-        self._busy[index] += 1
+        """``request``'s response, open (body unread) until the block ends."""
+        response = await self._transport.handle_async_request(request)
         try:
-            response = await self._transports[index].handle_async_request(request)
-            response.request = request
-            try:
-                yield response
-            finally:
-                await response.aclose()
+            yield response
         finally:
-            self._busy[index] -= 1
+            await response.aclose()
 
     async def _fetch(self, request: httpx.Request) -> httpx.Response:
         """``request``'s whole response (body read)."""
@@ -345,11 +328,6 @@ class Upstream:
             # The exception's text can hold the request (a prompt): its type only.
             self.health.failure(f"transport error ({type(exc).__name__})")
             raise UpstreamError(f"could not talk to {where} ({type(exc).__name__})") from exc
-
-
-def _split(total: int, parts: int) -> list[int]:
-    """``total`` in ``parts`` sizes as equal as can be (none empty)."""
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 def _raise_for_status(response: httpx.Response) -> None:
