@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.api.chat import router
+from proxy.api.chat import router, service_router
 from proxy.api.completions import router as completions_router
 from proxy.api.deps import has_key
 from proxy.api.messages import router as messages_router
@@ -222,6 +222,18 @@ async def _check_fitted_model(rules: AutoRules, pool: PolicyPool) -> None:
         )
 
 
+def _include_routes(app: FastAPI) -> None:
+    """Starlette tries the routes in order: the generating ones first, FastAPI's own pages (the
+    schema and the docs, added when the app is made) last."""
+    own_pages = list(app.router.routes)
+    app.router.routes.clear()
+    for api in (router, completions_router, responses_router, messages_router):
+        app.include_router(api)
+    for api in (service_router, traces_router, tokenizer_router):
+        app.include_router(api)
+    app.router.routes.extend(own_pages)
+
+
 def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
     """Build the proxy app; upstream clients live from startup to shutdown. ``span_exporter``
     receives every span at once (tests); by default spans go over OTLP when configured."""
@@ -281,12 +293,7 @@ def create_app(settings: ProxySettings, *, span_exporter: SpanExporter | None = 
     # One schema per model (validation mode): TtsReport drops absent sections when it serializes.
     app = FastAPI(title="tts-proxy", lifespan=lifespan, separate_input_output_schemas=False)
     app.state.drain = drain
-    app.include_router(router)
-    app.include_router(responses_router)
-    app.include_router(completions_router)
-    app.include_router(traces_router)
-    app.include_router(tokenizer_router)
-    app.include_router(messages_router)
+    _include_routes(app)
 
     @app.exception_handler(ProxyError)
     async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:

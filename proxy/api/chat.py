@@ -21,9 +21,10 @@ from proxy.state import AppState
 from proxy.wire.chat import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
 from proxy.wire.json_types import JSONObject
 
-__all__ = ["ChatEndpoint", "router"]
+__all__ = ["ChatEndpoint", "router", "service_router"]
 
-router = APIRouter()
+router = APIRouter()  # the generating route
+service_router = APIRouter()  # the models, health and metrics
 
 
 async def _model_cards(state: AppState) -> list[ModelCard]:
@@ -36,12 +37,12 @@ async def _model_cards(state: AppState) -> list[ModelCard]:
     return cards
 
 
-@router.get("/v1/models", dependencies=[Depends(require_key)])
+@service_router.get("/v1/models", dependencies=[Depends(require_key)])
 async def list_models(state: State) -> ModelList:
     return ModelList(data=await _model_cards(state))
 
 
-@router.get("/v1/models/{model:path}", dependencies=[Depends(require_key)])
+@service_router.get("/v1/models/{model:path}", dependencies=[Depends(require_key)])
 async def get_model(model: str, state: State) -> ModelCard:
     """One model card, answered from what the proxy knows (the policy server need not serve it).
     A strategy alias (``beam_search-16/<model>``) names the model it searches over."""
@@ -53,13 +54,13 @@ async def get_model(model: str, state: State) -> ModelCard:
     raise model_not_found(cards[0].id, model, state.settings.litellm_routes)
 
 
-@router.get("/health/live")
+@service_router.get("/health/live")
 async def live() -> dict[str, str]:
     """Liveness: the process serves requests."""
     return {"status": "ok"}
 
 
-@router.get("/health/ready")
+@service_router.get("/health/ready")
 async def ready(state: State) -> JSONResponse:
     """Readiness: 200 while at least one policy replica can serve (not ejected) and the server
     is not shutting down, else 503."""
@@ -71,7 +72,7 @@ async def ready(state: State) -> JSONResponse:
     return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
 
-@router.get("/health")
+@service_router.get("/health")
 async def health(request: Request, state: State) -> JSONResponse:
     """What is degraded, probed now: each policy replica and the PRM by name; their addresses
     only to a caller holding a proxy API key. "ok" when all answer, "degraded" (200) while the
@@ -93,7 +94,7 @@ async def health(request: Request, state: State) -> JSONResponse:
     return JSONResponse(body, status_code=200 if can_serve else 503)
 
 
-@router.get("/metrics")
+@service_router.get("/metrics")
 async def metrics(request: Request, state: State) -> Response:
     if state.settings.protect_metrics:
         await require_key(request, state)

@@ -147,6 +147,7 @@ _EXTRA_FIELDS = (
     "reference",
 )
 _HEADER = {name: "x-tts-" + name.replace("_", "-") for name in (*_FIELDS, *_EXTRA_FIELDS)}
+_FIELD_OF_HEADER = {header: name for name, header in _HEADER.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,11 @@ def _options(
     request: SearchRequest, headers: Mapping[str, str], alias: Mapping[str, str | int | None]
 ) -> TtsOptions:
     """Headers > body ``tts`` > alias, validated in one place (``TtsOptions``)."""
-    given = {name: headers[h] for name, h in _HEADER.items() if h in headers}
+    given: dict[str, str] = {}
+    for key, value in headers.items():  # one pass (a lookup per name scans every header)
+        name = _FIELD_OF_HEADER.get(key.lower())
+        if name is not None and name not in given:  # the first of repeated headers
+            given[name] = value
     merged = {k: v for k, v in alias.items() if v is not None} | dict(request.tts) | given
     try:
         return TtsOptions.model_validate(merged)
@@ -296,7 +301,10 @@ def resolve_plan(
     config = _search_config(
         request, options, settings.search, use_request_temperature=not greedy_note
     )
-    profile = profile_of(served, scorer, settings, rules) if served is not None else None
+    is_search = strategy != "none"  # a pass-through has no profile and draws no seed
+    profile = None
+    if served is not None and is_search:
+        profile = profile_of(served, scorer, settings, rules)
     if profile is not None:
         is_sampling_asked = (request.temperature is not None and not greedy_note) or (
             request.top_p is not None
@@ -306,8 +314,9 @@ def resolve_plan(
             config = dataclasses.replace(
                 config, auto=dataclasses.replace(config.auto, mode=options.auto_mode)
             )
-    seed = request.seed if request.seed is not None else search_seed(request_id)
-    config = dataclasses.replace(config, seed=seed)
+    if is_search:
+        seed = request.seed if request.seed is not None else search_seed(request_id)
+        config = dataclasses.replace(config, seed=seed)
     if strategy != "none" and strategy != "auto":  # auto's pick is checked when it is made
         try:
             check(strategy, config, has_scorer=scorer != "none")

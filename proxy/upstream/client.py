@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -34,7 +35,7 @@ from proxy.errors import (
 )
 from proxy.observability.metrics import Metrics
 from proxy.observability.telemetry import Telemetry, record_usage
-from proxy.upstream.transport import AiohttpTransport
+from proxy.upstream.transport import AiohttpTransport, client_timeout
 from proxy.wire.json_types import JSONObject
 from proxy.wire.text import upstream_json
 
@@ -43,6 +44,7 @@ __all__ = ["Health", "Upstream", "UpstreamConfig"]
 logger = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER_S = 10.0
+_PROBE_TIMEOUT = client_timeout(httpx.Timeout(5.0))
 _URL_CACHE_SIZE = 64  # an upstream's paths are the proxy's own few
 _USER_AGENT = "tts-proxy"
 _T = TypeVar("_T")
@@ -130,6 +132,7 @@ class Upstream:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         self._timeout = {"timeout": timeout.as_dict()}
+        self._client_timeout = client_timeout(timeout)
         self._transport = AiohttpTransport(
             config.max_connections, tls=config.base_url.startswith("https:")
         )
@@ -144,25 +147,15 @@ class Upstream:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    def _request(
-        self,
-        method: str,
-        url: str,
-        payload: JSONObject | None,
-        headers: dict[str, str],
-        timeout_s: float | None = None,
-    ) -> httpx.Request:
-        """A request with the upstream's own headers and timeouts (``timeout_s``: all four)."""
-        extensions = self._timeout
-        if timeout_s is not None:
-            extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
+    def _request(self, url: str, payload: JSONObject, headers: dict[str, str]) -> httpx.Request:
+        """A POST with the upstream's own headers and timeouts (a stream's)."""
         parsed = self._urls.get(url)
         if parsed is None:  # parsed once: httpx's URL parser is a tenth of a call's CPU
             parsed = httpx.URL(url)
             if len(self._urls) < _URL_CACHE_SIZE:
                 self._urls[url] = parsed
         return httpx.Request(
-            method, parsed, json=payload, headers=self._headers | headers, extensions=extensions
+            "POST", parsed, json=payload, headers=self._headers | headers, extensions=self._timeout
         )
 
     @contextlib.asynccontextmanager
@@ -173,12 +166,6 @@ class Upstream:
             yield response
         finally:
             await response.aclose()
-
-    async def _fetch(self, request: httpx.Request) -> httpx.Response:
-        """``request``'s whole response (body read)."""
-        async with self._send(request) as response:
-            await response.aread()
-        return response
 
     async def post_json(self, path: str, payload: JSONObject) -> JSONObject:
         return await self._request_json("POST", path, payload)
@@ -196,8 +183,8 @@ class Upstream:
             with span_of as (span, trace_headers), self._translate(path):
                 # A total deadline, not only httpx's idle timeouts: a trickling upstream ends too.
                 async with asyncio.timeout(self.config.timeout_s):
-                    response = await self._with_retries(method, url, payload, trace_headers)
-                data = cast("JSONObject", upstream_json(response.content))
+                    content = await self._with_retries(method, url, payload, trace_headers)
+                data = cast("JSONObject", upstream_json(content))
                 if not isinstance(data, dict):
                     raise UpstreamError(
                         f"the {self.config.kind} server's answer on {path} is not a JSON object"
@@ -225,7 +212,7 @@ class Upstream:
                 )
                 with self._translate(path):
                     response = await stack.enter_async_context(
-                        self._send(self._request("POST", self._url(path), payload, th))
+                        self._send(self._request(self._url(path), payload, th))
                     )
                 if response.status_code >= 400:
                     await response.aread()
@@ -241,8 +228,9 @@ class Upstream:
         """Active health probe of the server root's ``/health``: its status only (vLLM answers
         200 with an empty body). Updates the health; returns "ok" or what went wrong."""
         try:
-            probe = self._request("GET", self.root_url + "/health", None, {}, timeout_s=5.0)
-            response = await self._fetch(probe)
+            response = await self._transport.fetch(
+                "GET", self.root_url + "/health", self._headers, None, _PROBE_TIMEOUT
+            )
         except httpx.HTTPError as exc:
             why = f"unreachable ({type(exc).__name__})"
         else:
@@ -258,13 +246,20 @@ class Upstream:
         return self.root_url + path[1:] if path.startswith("//") else self.config.base_url + path
 
     async def _with_retries(
-        self, method: str, url: str, payload: JSONObject | None, headers: dict[str, str]
-    ) -> httpx.Response:
+        self, method: str, url: str, payload: JSONObject | None, trace_headers: dict[str, str]
+    ) -> bytes:
+        """The body of the call's answer (a 2xx or 3xx), after retries."""
+        headers = self._headers | trace_headers
+        content = None
+        if payload is not None:  # as httpx encodes JSON
+            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            content = text.encode()
+            headers["Content-Type"] = "application/json"
         # The first attempt runs outside tenacity, whose bookkeeping costs as much CPU as
         # parsing the answer; a failure worth retrying is handed to it as its first attempt's,
         # so its waits and its count of attempts are as if it had made that one too.
         try:
-            return await self._attempt(method, url, payload, headers)
+            return await self._attempt(method, url, content, headers)
         except Exception as exc:
             if not self.config.max_retries or not _is_retryable(exc):
                 raise
@@ -280,18 +275,17 @@ class Upstream:
                 if first_failure is not None:
                     failure, first_failure = first_failure, None
                     raise failure
-                return await self._attempt(method, url, payload, headers)
+                return await self._attempt(method, url, content, headers)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _attempt(
-        self, method: str, url: str, payload: JSONObject | None, headers: dict[str, str]
-    ) -> httpx.Response:
-        """One call; a status worth retrying (429, 5xx) raised as ``_RetryableStatus``."""
-        response = await self._fetch(self._request(method, url, payload, headers))
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _RetryableStatus(response)
-        _raise_for_status(response)
-        return response
+        self, method: str, url: str, content: bytes | None, headers: dict[str, str]
+    ) -> bytes:
+        """One call's answer; a status worth retrying (429, 5xx) raised as ``_RetryableStatus``."""
+        fetched = await self._transport.fetch(method, url, headers, content, self._client_timeout)
+        if fetched.status_code >= 400:
+            _raise_for_status(fetched.as_httpx())
+        return fetched.content
 
     @contextlib.contextmanager
     def _translate(self, path: str) -> Iterator[None]:
