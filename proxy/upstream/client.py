@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER_S = 10.0
 _PROBE_TIMEOUT = client_timeout(httpx.Timeout(5.0))
-_URL_CACHE_SIZE = 64  # an upstream's paths are the proxy's own few
 _USER_AGENT = "tts-proxy"
 _T = TypeVar("_T")
 
@@ -112,12 +111,9 @@ class _RetryableStatus(Exception):
 
 class Upstream:
     """Pooled keep-alive connections to one base URL (``max_connections`` at most), opened on
-    the first call and closed in the lifespan. Calls build httpx requests and go to the
-    transport directly: ``httpx.AsyncClient``'s layer (URL and header merging, cookies, auth
-    and redirect flows) cost about as much CPU as the connection itself and does nothing an
-    upstream of ours needs. The transport is aiohttp's client (``proxy.upstream.transport``):
-    httpcore's pure-Python pool and parser were the larger part of the hop's CPU
-    (bench/profile_hop.py)."""
+    the first call and closed in the lifespan, over aiohttp's client
+    (``proxy.upstream.transport``): httpx's client layers and httpcore's pure-Python pool and
+    parser were the larger part of the hop's CPU (bench/profile_hop.py)."""
 
     def __init__(
         self, config: UpstreamConfig, metrics: Metrics, telemetry: Telemetry | None = None
@@ -130,13 +126,12 @@ class Upstream:
         self._headers = {"User-Agent": _USER_AGENT}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
-        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
-        self._timeout = {"timeout": timeout.as_dict()}
-        self._client_timeout = client_timeout(timeout)
+        self._timeouts = client_timeout(
+            httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        )
         self._transport = AiohttpTransport(
             config.max_connections, tls=config.base_url.startswith("https:")
         )
-        self._urls: dict[str, httpx.URL] = {}  # the URLs called, parsed
 
     @property
     def root_url(self) -> str:
@@ -147,21 +142,23 @@ class Upstream:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    def _request(self, url: str, payload: JSONObject, headers: dict[str, str]) -> httpx.Request:
-        """A POST with the upstream's own headers and timeouts (a stream's)."""
-        parsed = self._urls.get(url)
-        if parsed is None:  # parsed once: httpx's URL parser is a tenth of a call's CPU
-            parsed = httpx.URL(url)
-            if len(self._urls) < _URL_CACHE_SIZE:
-                self._urls[url] = parsed
-        return httpx.Request(
-            "POST", parsed, json=payload, headers=self._headers | headers, extensions=self._timeout
-        )
+    def _prepared(
+        self, payload: JSONObject | None, trace_headers: dict[str, str]
+    ) -> tuple[dict[str, str], bytes | None]:
+        """The call's headers and body: the payload as JSON, encoded as httpx encodes it."""
+        headers = self._headers | trace_headers
+        if payload is None:
+            return headers, None
+        headers["Content-Type"] = "application/json"
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return headers, text.encode()
 
     @contextlib.asynccontextmanager
-    async def _send(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
-        """``request``'s response, open (body unread) until the block ends."""
-        response = await self._transport.handle_async_request(request)
+    async def _open(
+        self, url: str, headers: dict[str, str], content: bytes | None
+    ) -> AsyncIterator[httpx.Response]:
+        """A POST's response, open (body unread) until the block ends."""
+        response = await self._transport.open("POST", url, headers, content, self._timeouts)
         try:
             yield response
         finally:
@@ -211,8 +208,9 @@ class Upstream:
                     self.telemetry.client_span(self.config.kind, "POST", path, payload)
                 )
                 with self._translate(path):
+                    headers, content = self._prepared(payload, th)
                     response = await stack.enter_async_context(
-                        self._send(self._request(self._url(path), payload, th))
+                        self._open(self._url(path), headers, content)
                     )
                 if response.status_code >= 400:
                     await response.aread()
@@ -249,12 +247,7 @@ class Upstream:
         self, method: str, url: str, payload: JSONObject | None, trace_headers: dict[str, str]
     ) -> bytes:
         """The body of the call's answer (a 2xx or 3xx), after retries."""
-        headers = self._headers | trace_headers
-        content = None
-        if payload is not None:  # as httpx encodes JSON
-            text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            content = text.encode()
-            headers["Content-Type"] = "application/json"
+        headers, content = self._prepared(payload, trace_headers)
         # The first attempt runs outside tenacity, whose bookkeeping costs as much CPU as
         # parsing the answer; a failure worth retrying is handed to it as its first attempt's,
         # so its waits and its count of attempts are as if it had made that one too.
@@ -282,7 +275,7 @@ class Upstream:
         self, method: str, url: str, content: bytes | None, headers: dict[str, str]
     ) -> bytes:
         """One call's answer; a status worth retrying (429, 5xx) raised as ``_RetryableStatus``."""
-        fetched = await self._transport.fetch(method, url, headers, content, self._client_timeout)
+        fetched = await self._transport.fetch(method, url, headers, content, self._timeouts)
         if fetched.status_code >= 400:
             _raise_for_status(fetched.as_httpx())
         return fetched.content

@@ -1,10 +1,10 @@
-"""httpx's transport interface over aiohttp's client: the upstream calls keep httpx's requests,
-responses and exception types, while the connection pool and the HTTP/1.1 parsing are aiohttp's
-(C-accelerated; httpcore's are pure Python).
+"""The upstream calls over aiohttp's client: its connection pool and HTTP/1.1 parsing
+(C-accelerated; httpcore's are pure Python), with httpx's response type for streams and httpx's
+exception types for every error.
 
-Measured on the pass-through hop (``docs/benchmarks/overhead.md``, round four): the same httpx
-request sent through this transport costs about 0.5 ms less CPU than through
-``httpx.AsyncHTTPTransport`` on the 2-core development machine.
+Measured on the pass-through hop (``docs/benchmarks/overhead.md``, round four): a call through
+aiohttp costs about 0.5 ms less CPU than through ``httpx.AsyncHTTPTransport`` on the 2-core
+development machine.
 
 aiohttp's errors are mapped to the httpx exception each one matches, so the retry and health
 rules (``proxy.upstream.client``) classify them as before: a refused connection is a
@@ -68,7 +68,7 @@ class Fetched:
 
 
 @contextlib.contextmanager
-def _as_httpx(request: httpx.Request | None) -> Iterator[None]:
+def _as_httpx() -> Iterator[None]:
     """aiohttp's errors raised as httpx's; the message is the error's type only, since
     aiohttp's text can quote the URL."""
     try:
@@ -76,7 +76,7 @@ def _as_httpx(request: httpx.Request | None) -> Iterator[None]:
     except aiohttp.ClientError as exc:
         for theirs, ours in _ERRORS:
             if isinstance(exc, theirs):
-                raise ours(type(exc).__name__, request=request) from exc
+                raise ours(type(exc).__name__) from exc
         raise  # pragma: no cover - ClientError is the last row
 
 
@@ -84,12 +84,11 @@ class _Body(httpx.AsyncByteStream):
     """A response's body as aiohttp hands it over; closing it before the end closes the
     connection (the upstream sees the client leave: vLLM aborts the generation)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request | None) -> None:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
-        self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx(self._request):
+        with _as_httpx():
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
@@ -100,12 +99,12 @@ class _Body(httpx.AsyncByteStream):
             self._response.close()
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
+class AiohttpTransport:
     """Up to ``max_connections`` pooled keep-alive connections (HTTP/1.1), opened in the event
     loop of the first call; ``tls``: the upstream is ``https`` (httpx's certificate store, as
     ``httpx.AsyncHTTPTransport`` would use). No cookies, no redirects, no decompression (httpx
     decodes a compressed body itself) and no headers of aiohttp's own: the request goes out with
-    httpx's headers only."""
+    the caller's headers only."""
 
     def __init__(self, max_connections: int, *, tls: bool = False) -> None:
         self._max_connections = max_connections
@@ -145,10 +144,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         content: bytes | None,
         timeouts: aiohttp.ClientTimeout,
     ) -> Fetched:
-        """One call, its whole answer read. The JSON calls take this path: no httpx request or
-        response is built (together about a third of the call's CPU)."""
+        """One call, its whole answer read, without an httpx response around it (the JSON
+        calls: httpx's request and response models were about a third of a call's CPU)."""
         session = self._session if self._session is not None else self._open()
-        with _as_httpx(None):
+        with _as_httpx():
             async with session.request(
                 method,
                 self._url(url),
@@ -159,23 +158,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ) as response:
                 return Fetched(response.status, response.raw_headers, await response.read())
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def open(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeouts: aiohttp.ClientTimeout,
+    ) -> httpx.Response:
+        """One call's response, its body unread (a stream): close it to end the call."""
         session = self._session if self._session is not None else self._open()
-        timeout = httpx.Timeout(**request.extensions.get("timeout", {}))
-        with _as_httpx(request):
+        with _as_httpx():
             response = await session.request(
-                request.method,
-                self._url(str(request.url)),
-                headers=request.headers.multi_items(),
-                data=request.content or None,
+                method,
+                self._url(url),
+                headers=headers,
+                data=content,
                 allow_redirects=False,
-                timeout=client_timeout(timeout),
+                timeout=timeouts,
             )
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=_Body(response, request),
-            request=request,
+            stream=_Body(response),
             extensions={"http_version": b"HTTP/1.1"},
         )
 
