@@ -191,6 +191,7 @@ def test_a_thinking_cap_closes_the_thinking_and_the_model_still_answers(
     thinking_call, answer_call = vllm.completion_calls
     assert thinking_call["max_tokens"] == 6 and thinking_call["stop"] == ["</think>"]
     assert answer_call["max_tokens"] == 400 - 6 and answer_call["n"] == 1
+    assert answer_call["stop"] == ["</think>"]  # a second close ends the answer
     assert all(p.endswith("\n</think>\n\n") for p in answer_call["prompt"])
     tts = (completion.model_extra or {})["tts"]
     assert "max_thinking_tokens" not in tts["ignored_params"]

@@ -171,7 +171,8 @@ class VllmPolicy:
     ) -> PolicyBatch:
         """Budget forcing (s1): think for at most ``cap`` tokens (the call stops at
         ``</think>``); a sample still thinking then has its section closed; every sample that
-        thought goes on to its answer in one more call, within ``max_tokens`` in all."""
+        thought goes on to its answer in one more call, within ``max_tokens`` in all, which stops
+        at a second ``</think>``."""
         thinking = dataclasses.replace(sampling, max_tokens=cap, stop=(THINK_CLOSE,))
         first = await self._generate([self._prompt + p for p in prefixes], n, thinking)
         texts: list[str] = []
@@ -187,7 +188,11 @@ class VllmPolicy:
                 texts.append(self._prompt + prefixes[i] + g.text)
         if not pending:
             return first
-        rest = dataclasses.replace(sampling, max_tokens=sampling.max_tokens - cap)
+        # The section is closed: an answer that "closes" it again stops there (a model that does
+        # not think, e.g., imitates the tag and would carry it into the content).
+        rest = dataclasses.replace(
+            sampling, max_tokens=sampling.max_tokens - cap, stop=(THINK_CLOSE,)
+        )
         second = await self._generate(texts, 1, rest)
         groups = [list(group) for group in first.generations]
         for (i, j, g), (answer,) in zip(pending, second.generations, strict=True):
